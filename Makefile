@@ -1,0 +1,25 @@
+# extension_tokens: PGXS build
+EXTENSION = extension_tokens
+MODULE_big = extension_tokens
+OBJS = src/extension_tokens.o src/config.o src/token.o src/storage.o \
+       src/policy.o src/revoker.o src/logfilter.o
+DATA = $(wildcard $(EXTENSION)--*.sql)
+PGFILEDESC = "extension_tokens - API tokens in the database"
+
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+# libjwt is dlopen()ed (see src/token.c); its soname comes from the library.
+LIBJWT_SONAME := $(shell readelf -d $$(gcc -print-file-name=libjwt.so) 2>/dev/null | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
+PG_CPPFLAGS = -DEXTENSION_TOKENS_VERSION=\"$(EXTVERSION)\" \
+              $(if $(LIBJWT_SONAME),-DLIBJWT_SONAME=\"$(LIBJWT_SONAME)\")
+SHLIB_LINK = -ljansson -lcrypto -ldl
+
+REGRESS = setup issue validate refresh revoke privileges hostile
+REGRESS_OUTPUTDIR ?= tmp/regress
+REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
+
+# No JIT bitcode: nothing to inline here, and no clang needed to build.
+override with_llvm = no
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

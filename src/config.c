@@ -1,0 +1,165 @@
+/*-------------------------------------------------------------------------
+ *
+ * config.c
+ *	  The extension_tokens.* server settings.
+ *
+ * The signing secret is server configuration and nothing else: PGC_SIGHUP so
+ * that no session can SET it and ALTER ROLE/DATABASE ... SET (whose values
+ * every role can read in pg_db_role_setting) is refused, GUC_SUPERUSER_ONLY
+ * so that SHOW, current_setting() and pg_settings show it to superusers
+ * only, GUC_NO_SHOW_ALL and GUC_NOT_IN_SAMPLE so that SHOW ALL and the
+ * sample file never list it.  Its length is checked where it is used, not in
+ * a check hook, because PostgreSQL echoes a rejected value into the log.
+ *
+ * The prefix is reserved, so a misspelt extension_tokens.* setting is
+ * reported instead of silently creating a placeholder anyone could set.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "config.h"
+#include "token.h"
+
+char	   *et_jwt_secret = NULL;
+char	   *et_jwt_issuer = NULL;
+char	   *et_jwt_audience = NULL;
+int			et_access_token_lifetime = 30 * 86400;
+int			et_refresh_token_lifetime = 90 * 86400;
+int			et_clock_skew = 30;
+int			et_max_sessions_per_user = 1;
+int			et_issue_rate_limit = 5;
+int			et_refresh_rate_limit = 10;
+int			et_last_used_interval = 300;
+int			et_refresh_reuse_grace = 5;
+char	   *et_admin_roles = NULL;
+
+void
+ConfigInit(void)
+{
+	DefineCustomStringVariable("extension_tokens.jwt_secret",
+							   "HS256 signing secret for access tokens (at least 32 bytes).",
+							   "Readable by superusers only; set it in postgresql.conf or with ALTER SYSTEM.",
+							   &et_jwt_secret,
+							   NULL,
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
+							   GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("extension_tokens.jwt_issuer",
+							   "The iss claim written into and required of access tokens.",
+							   NULL,
+							   &et_jwt_issuer,
+							   "extension_tokens",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("extension_tokens.jwt_audience",
+							   "The aud claim written into and required of access tokens.",
+							   NULL,
+							   &et_jwt_audience,
+							   "extension",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.access_token_lifetime",
+							"Default lifetime of an access token.",
+							NULL,
+							&et_access_token_lifetime,
+							30 * 86400, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.refresh_token_lifetime",
+							"Lifetime of a refresh token.",
+							NULL,
+							&et_refresh_token_lifetime,
+							90 * 86400, 1, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.clock_skew",
+							"Leeway allowed for the exp, nbf and iat claims.",
+							NULL,
+							&et_clock_skew,
+							30, 0, 300,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.max_sessions_per_user",
+							"Active sessions a user may have; issuing more revokes the oldest. 0 means unlimited.",
+							NULL,
+							&et_max_sessions_per_user,
+							1, 0, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.issue_rate_limit",
+							"Token issues allowed per user per hour. 0 means unlimited.",
+							NULL,
+							&et_issue_rate_limit,
+							5, 0, 10000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.refresh_rate_limit",
+							"Token refreshes allowed per user per hour. 0 means unlimited.",
+							NULL,
+							&et_refresh_rate_limit,
+							10, 0, 10000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.last_used_interval",
+							"Validation records a token's last use at most once per this interval.",
+							"0 records every use (every validation then writes).",
+							&et_last_used_interval,
+							300, 0, 86400,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.refresh_reuse_grace",
+							"Window after an exchange in which presenting the same refresh token again is refused without revoking the session.",
+							"It never hands out tokens: it only spares a session from a client's immediate retry. 0 disables it.",
+							&et_refresh_reuse_grace,
+							5, 0, 60,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("extension_tokens.admin_roles",
+							   "Roles (comma-separated) whose members may act for any user.",
+							   "Superusers and the extension's owner always may.",
+							   &et_admin_roles,
+							   "",
+							   PGC_SIGHUP, GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("extension_tokens");
+}
+
+const char *
+ConfigRequireSecret(size_t *len)
+{
+	size_t		n = et_jwt_secret ? strlen(et_jwt_secret) : 0;
+
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension_tokens.jwt_secret is not set"),
+				 errhint("Set extension_tokens.jwt_secret (at least %d bytes) in postgresql.conf or with ALTER SYSTEM, then reload the configuration.",
+						 TOKEN_SECRET_MIN_LENGTH)));
+	if (n < TOKEN_SECRET_MIN_LENGTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension_tokens.jwt_secret is too short"),
+				 errdetail("The secret must be at least %d bytes long.",
+						   TOKEN_SECRET_MIN_LENGTH),
+				 errhint("Set a longer secret in postgresql.conf or with ALTER SYSTEM, then reload the configuration.")));
+	*len = n;
+	return et_jwt_secret;
+}

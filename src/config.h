@@ -1,0 +1,29 @@
+/*-------------------------------------------------------------------------
+ *
+ * config.h
+ *	  The extension_tokens.* server settings.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EXTENSION_TOKENS_CONFIG_H
+#define EXTENSION_TOKENS_CONFIG_H
+
+extern char *et_jwt_secret;
+extern char *et_jwt_issuer;
+extern char *et_jwt_audience;
+extern int	et_access_token_lifetime;	/* seconds */
+extern int	et_refresh_token_lifetime;	/* seconds */
+extern int	et_clock_skew;		/* seconds */
+extern int	et_max_sessions_per_user;
+extern int	et_issue_rate_limit;
+extern int	et_refresh_rate_limit;
+extern int	et_last_used_interval;	/* seconds */
+extern int	et_refresh_reuse_grace;	/* seconds */
+extern char *et_admin_roles;
+
+extern void ConfigInit(void);
+
+/* The signing secret; raises 55000 while it is missing or too short. */
+extern const char *ConfigRequireSecret(size_t *len);
+
+#endif							/* EXTENSION_TOKENS_CONFIG_H */

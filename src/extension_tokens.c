@@ -1,0 +1,564 @@
+/*-------------------------------------------------------------------------
+ *
+ * extension_tokens.c
+ *	  Module entry point and the SQL-callable functions.
+ *
+ * This file is glue only: it turns SQL arguments into C values, calls the
+ * policy, storage and token subsystems in that order, and builds the result
+ * rows.  The rules live in policy.c, the tables in storage.c and the token
+ * formats in token.c.
+ *
+ * Memory from libjwt and jansson is released inside token.c before control
+ * returns here, so nothing malloc'ed is live when these functions raise.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/crypto.h>
+
+#include "access/detoast.h"
+#include "access/tupdesc.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "common/int.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "config.h"
+#include "logfilter.h"
+#include "policy.h"
+#include "revoker.h"
+#include "storage.h"
+#include "token.h"
+
+PG_MODULE_MAGIC;
+
+#define DEFAULT_TOKEN_NAME	"Extension Token"
+#define MAX_NAME_LENGTH		200
+#define MAX_CLAIMS_LENGTH	4096
+
+/* Seconds between the Unix and PostgreSQL epochs. */
+#define UNIX_TO_PG_SECS \
+	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY)
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	ConfigInit();
+	StorageInit();
+	LogFilterInit();
+}
+
+static int64
+unix_seconds(TimestampTz ts)
+{
+	/* floor division: TimestampTz may be negative in principle */
+	int64		s = ts / USECS_PER_SEC;
+
+	if (ts < 0 && ts % USECS_PER_SEC != 0)
+		s--;
+	return s + UNIX_TO_PG_SECS;
+}
+
+static TimestampTz
+from_unix_seconds(int64 s)
+{
+	return (TimestampTz) (s - UNIX_TO_PG_SECS) * USECS_PER_SEC;
+}
+
+static TupleDesc
+result_tupdesc(FunctionCallInfo fcinfo)
+{
+	TupleDesc	tupdesc;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "extension_tokens: function must return a composite type");
+	return BlessTupleDesc(tupdesc);
+}
+
+/* Copies a malloc'ed C string into a text datum and frees the original. */
+static Datum
+take_malloced_text(char *s)
+{
+	size_t		n = strlen(s);
+	text	   *t = palloc_extended(VARHDRSZ + n, MCXT_ALLOC_NO_OOM);
+
+	if (t != NULL)
+	{
+		SET_VARSIZE(t, VARHDRSZ + n);
+		memcpy(VARDATA(t), s, n);
+	}
+	OPENSSL_cleanse(s, n);
+	free(s);
+	if (t == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	return PointerGetDatum(t);
+}
+
+/* Everything a new pair needs that is not stored. */
+typedef struct PairTokens
+{
+	Datum		access;
+	char		refresh[REFRESH_TOKEN_LENGTH + 1];
+} PairTokens;
+
+/* Signs the access token of `pair` (times and identity filled in). */
+static void
+mint_access(NewPair *pair, PairTokens *out)
+{
+	size_t		keylen;
+	const char *key = ConfigRequireSecret(&keylen);
+	TokenAccessSpec spec;
+	char		sub[37];
+	const char *why = NULL;
+	char	   *jwt;
+
+	token_uuid_format(pair->user_id.data, sub);
+	spec.issuer = et_jwt_issuer;
+	spec.audience = et_jwt_audience;
+	spec.sub = sub;
+	spec.session_id = pair->session_id.data;
+	spec.iat = unix_seconds(pair->created_at);
+	spec.exp = unix_seconds(pair->expires_at);
+	spec.extra_claims_json = pair->claims_json;
+	spec.extra_claims_len = pair->claims_json ? strlen(pair->claims_json) : 0;
+
+	jwt = token_sign_access(&spec, (const unsigned char *) key, keylen, &why);
+	if (jwt == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not create an access token: %s", why)));
+	(void) token_sha256(jwt, strlen(jwt), pair->access_hash);
+	out->access = take_malloced_text(jwt);
+}
+
+/* Makes a refresh token and stores its hash in `pair`. */
+static void
+mint_refresh(NewPair *pair, PairTokens *out)
+{
+	if (!token_make_refresh(out->refresh) ||
+		!token_sha256(out->refresh, REFRESH_TOKEN_LENGTH, pair->refresh_hash))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes for a refresh token")));
+}
+
+static Datum
+pair_result(FunctionCallInfo fcinfo, const NewPair *pair, PairTokens *tokens)
+{
+	TupleDesc	tupdesc = result_tupdesc(fcinfo);
+	Datum		values[7];
+	bool		nulls[7] = {false};
+	pg_uuid_t  *sid = palloc(sizeof(pg_uuid_t));
+	int64		expires_in = (pair->expires_at - pair->created_at) / USECS_PER_SEC;
+
+	*sid = pair->session_id;
+	values[0] = tokens->access;
+	values[1] = CStringGetTextDatum(tokens->refresh);
+	OPENSSL_cleanse(tokens->refresh, sizeof(tokens->refresh));
+	values[2] = CStringGetTextDatum("Bearer");
+	values[3] = Int32GetDatum((int32) Min(expires_in, PG_INT32_MAX));
+	values[4] = TimestampTzGetDatum(pair->expires_at);
+	values[5] = TimestampTzGetDatum(pair->refresh_expires_at);
+	values[6] = UUIDPGetDatum(sid);
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/* p_lifetime in whole seconds; 22023 unless 1 s <= it <= refresh lifetime. */
+static int64
+lifetime_seconds(Interval *iv)
+{
+	int64		usecs;
+	int64		secs;
+
+	if (pg_mul_s64_overflow((int64) iv->month * DAYS_PER_MONTH + iv->day,
+							USECS_PER_DAY, &usecs) ||
+		pg_add_s64_overflow(usecs, iv->time, &usecs))
+		usecs = PG_INT64_MAX;
+	secs = usecs / USECS_PER_SEC;
+	if (secs < 1 || secs > et_refresh_token_lifetime)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_lifetime must be between 1 second and the refresh token lifetime"),
+				 errdetail("The refresh token lifetime (extension_tokens.refresh_token_lifetime) is %d seconds.",
+						   et_refresh_token_lifetime)));
+	return secs;
+}
+
+static char *
+checked_claims(Jsonb *claims)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			level = 0;
+	char	   *text;
+
+	if (!JB_ROOT_IS_OBJECT(claims) || JB_ROOT_IS_SCALAR(claims))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_claims must be a JSON object")));
+	it = JsonbIteratorInit(&claims->root);
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if (tok == WJB_BEGIN_OBJECT || tok == WJB_BEGIN_ARRAY)
+			level++;
+		else if (tok == WJB_END_OBJECT || tok == WJB_END_ARRAY)
+			level--;
+		else if (tok == WJB_KEY && level == 1)
+		{
+			char	   *key = pnstrdup(v.val.string.val, v.val.string.len);
+
+			if (token_is_reserved_claim(key))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("p_claims may not set the reserved claim \"%s\"", key),
+						 errdetail("iss, sub, aud, exp, nbf, iat, jti, type, session_id and role are written by the extension only.")));
+			pfree(key);
+		}
+	}
+	text = JsonbToCString(NULL, &claims->root, VARSIZE(claims));
+	if (strlen(text) > MAX_CLAIMS_LENGTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_claims is too large"),
+				 errdetail("Extra claims may take at most %d bytes of JSON.",
+						   MAX_CLAIMS_LENGTH)));
+	return text;
+}
+
+static char *
+checked_name(text *name)
+{
+	char	   *s = text_to_cstring(name);
+	int			chars = pg_mbstrlen(s);
+
+	if (chars < 1 || chars > MAX_NAME_LENGTH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_name must be between 1 and %d characters long",
+						MAX_NAME_LENGTH)));
+	return s;
+}
+
+/*
+ * extension_token_issue(p_user_id uuid, p_name text, p_lifetime interval,
+ *						 p_claims jsonb) RETURNS extension_token_pair
+ */
+PG_FUNCTION_INFO_V1(extension_token_issue);
+Datum
+extension_token_issue(PG_FUNCTION_ARGS)
+{
+	NewPair		pair;
+	PairTokens	tokens;
+	size_t		keylen;
+	TimestampTz now;
+	int64		lifetime;
+
+	(void) ConfigRequireSecret(&keylen);
+	memset(&pair, 0, sizeof(pair));
+	pair.name = PG_ARGISNULL(1) ? DEFAULT_TOKEN_NAME : checked_name(PG_GETARG_TEXT_PP(1));
+	lifetime = PG_ARGISNULL(2) ? et_access_token_lifetime
+		: lifetime_seconds(PG_GETARG_INTERVAL_P(2));
+	if (lifetime > et_refresh_token_lifetime)
+		lifetime = et_refresh_token_lifetime;
+	pair.claims_json = PG_ARGISNULL(3) ? NULL : checked_claims(PG_GETARG_JSONB_P(3));
+	pair.user_id = PolicyResolveUser(!PG_ARGISNULL(0),
+									 PG_ARGISNULL(0) ? NULL : PG_GETARG_UUID_P(0),
+									 "issue");
+
+	now = GetCurrentTimestamp();
+	PolicyCheckRate(false, pair.user_id, now);
+	PolicyEnforceSessionLimit(pair.user_id, now);
+
+	if (!token_random_uuid(pair.session_id.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes for a session id")));
+	pair.access_lifetime = lifetime;
+	pair.created_at = now;
+	pair.expires_at = from_unix_seconds(unix_seconds(now) + lifetime);
+	pair.refresh_expires_at = from_unix_seconds(unix_seconds(now) + et_refresh_token_lifetime);
+	mint_access(&pair, &tokens);
+	mint_refresh(&pair, &tokens);
+	StorageInsertSession(&pair);
+	PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens));
+}
+
+/* ---------------------------------------------------------------------
+ * validate
+ * ---------------------------------------------------------------------
+ */
+
+static Datum
+validation_result(FunctionCallInfo fcinfo, TokenStatus status,
+				  const StoredToken *row, const TokenAccessClaims *claims)
+{
+	TupleDesc	tupdesc = result_tupdesc(fcinfo);
+	Datum		values[7];
+	bool		nulls[7] = {false, false, true, true, true, true, true};
+
+	values[0] = BoolGetDatum(status == TOKEN_OK);
+	if (status != TOKEN_OK)
+		values[1] = CStringGetTextDatum(token_status_name(status));
+	else
+	{
+		pg_uuid_t  *uid = palloc(sizeof(pg_uuid_t));
+		pg_uuid_t  *sid = palloc(sizeof(pg_uuid_t));
+
+		*uid = row->user_id;
+		*sid = row->session_id;
+		nulls[1] = true;
+		values[2] = UUIDPGetDatum(uid);
+		values[3] = UUIDPGetDatum(sid);
+		values[4] = CStringGetTextDatum(row->name);
+		values[5] = TimestampTzGetDatum(row->expires_at);
+		values[6] = DirectFunctionCall1(jsonb_in,
+										CStringGetDatum(pnstrdup(claims->payload,
+																 claims->payload_len)));
+		for (int i = 2; i < 7; i++)
+			nulls[i] = false;
+	}
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+static void
+verify_params(TokenVerifyParams *params, TimestampTz now, bool check_times)
+{
+	size_t		keylen;
+
+	params->key = (const unsigned char *) ConfigRequireSecret(&keylen);
+	params->keylen = keylen;
+	params->issuer = et_jwt_issuer;
+	params->audience = et_jwt_audience;
+	params->now = unix_seconds(now);
+	params->leeway = et_clock_skew;
+	params->check_times = check_times;
+}
+
+/* extension_token_validate(p_token text) RETURNS extension_token_validation */
+PG_FUNCTION_INFO_V1(extension_token_validate);
+Datum
+extension_token_validate(PG_FUNCTION_ARGS)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TokenVerifyParams params;
+	TokenAccessClaims *claims;
+	TokenStatus status;
+	StoredToken row;
+	unsigned char hash[TOKEN_HASH_LENGTH];
+	text	   *token;
+	size_t		len;
+
+	verify_params(&params, now, true);
+	memset(&row, 0, sizeof(row));
+	if (PG_ARGISNULL(0))
+		PG_RETURN_DATUM(validation_result(fcinfo, TOKEN_MISSING, NULL, NULL));
+	/* Look at the size before detoasting a possibly huge value. */
+	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ > TOKEN_MAX_LENGTH)
+		PG_RETURN_DATUM(validation_result(fcinfo, TOKEN_MALFORMED, NULL, NULL));
+
+	token = PG_GETARG_TEXT_PP(0);
+	len = VARSIZE_ANY_EXHDR(token);
+	claims = palloc(sizeof(TokenAccessClaims));
+	status = token_verify_access(VARDATA_ANY(token), len, &params, claims);
+	if (status == TOKEN_OK)
+	{
+		token_sha256(VARDATA_ANY(token), len, hash);
+		StorageLookupToken(hash, &row);
+		if (!row.found)
+			status = TOKEN_NOT_FOUND;
+		else if (!row.is_access)
+			status = TOKEN_WRONG_TOKEN_TYPE;
+		else if (row.revoked)
+			status = TOKEN_REVOKED;
+		else if (unix_seconds(row.expires_at) <= params.now - params.leeway)
+			status = TOKEN_EXPIRED;
+	}
+	if (status == TOKEN_OK && !XactReadOnly && !RecoveryInProgress())
+	{
+		TimestampTz older_than = now - (int64) et_last_used_interval * USECS_PER_SEC;
+
+		if (row.last_used_at == 0 || row.last_used_at < older_than ||
+			et_last_used_interval == 0)
+			StorageTouchToken(hash, now,
+							  et_last_used_interval == 0 ? now + 1 : older_than);
+	}
+	PG_RETURN_DATUM(validation_result(fcinfo, status, &row, claims));
+}
+
+/* ---------------------------------------------------------------------
+ * refresh
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * A refresh token that cannot be exchanged: says why, and revokes the session
+ * when the token had been exchanged before (outside the grace window).
+ */
+static void
+refuse_refresh(const StoredToken *row, TimestampTz now)
+{
+	if (!row->found || row->is_access)
+		PolicyRefreshRefused("refresh_token_not_found");
+	if (row->revoked)
+		PolicyRefreshRefused("session_revoked");
+	if (row->used)
+	{
+		if (now - row->used_at > (int64) et_refresh_reuse_grace * USECS_PER_SEC)
+			RevokeSessionDetached(row->session_id, "refresh_token_reuse");
+		PolicyRefreshRefused("refresh_token_already_used");
+	}
+	if (row->expires_at <= now)
+		PolicyRefreshRefused("refresh_token_expired");
+}
+
+/*
+ * extension_token_refresh(p_refresh_token text, p_current_token text)
+ *		RETURNS extension_token_pair
+ */
+PG_FUNCTION_INFO_V1(extension_token_refresh);
+Datum
+extension_token_refresh(PG_FUNCTION_ARGS)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	text	   *refresh;
+	size_t		len;
+	unsigned char hash[TOKEN_HASH_LENGTH];
+	StoredToken row;
+	ClaimedSession session;
+	NewPair		pair;
+	PairTokens	tokens;
+	int64		lifetime;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_refresh_token must not be null")));
+	(void) ConfigRequireSecret(&len);
+
+	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ != REFRESH_TOKEN_LENGTH)
+		PolicyRefreshRefused("refresh_token_not_found");
+	refresh = PG_GETARG_TEXT_PP(0);
+	len = VARSIZE_ANY_EXHDR(refresh);
+	if (!token_refresh_well_formed(VARDATA_ANY(refresh), len))
+		PolicyRefreshRefused("refresh_token_not_found");
+	token_sha256(VARDATA_ANY(refresh), len, hash);
+
+	StorageLookupToken(hash, &row);
+	if (!row.found || row.is_access || row.revoked || row.used || row.expires_at <= now)
+		refuse_refresh(&row, now);
+
+	/* Proof of possession of the session's access token, if offered. */
+	if (!PG_ARGISNULL(1))
+	{
+		TokenVerifyParams params;
+		TokenAccessClaims *claims = palloc(sizeof(TokenAccessClaims));
+		text	   *current = PG_GETARG_TEXT_PP(1);
+		TokenStatus status;
+
+		verify_params(&params, now, false);
+		status = token_verify_access(VARDATA_ANY(current), VARSIZE_ANY_EXHDR(current),
+									 &params, claims);
+		if (status != TOKEN_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("p_current_token is not a valid access token"),
+					 errdetail("%s", token_status_name(status))));
+		if (memcmp(claims->session_id, row.session_id.data, UUID_LEN) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("p_current_token belongs to another session than p_refresh_token")));
+		pfree(claims);
+	}
+
+	PolicyCheckRate(true, row.user_id, now);
+
+	memset(&pair, 0, sizeof(pair));
+	pair.created_at = now;
+	pair.refresh_expires_at = from_unix_seconds(unix_seconds(now) + et_refresh_token_lifetime);
+	/* The successor's hash is written into the old row by the claim. */
+	mint_refresh(&pair, &tokens);
+	if (!StorageClaimRefresh(hash, now, pair.refresh_hash, &session))
+	{
+		/* Lost a race: someone else exchanged or revoked it meanwhile. */
+		StorageLookupToken(hash, &row);
+		refuse_refresh(&row, now);
+		PolicyRefreshRefused("refresh_token_not_found");
+	}
+
+	pair.session_id = session.session_id;
+	pair.user_id = session.user_id;
+	pair.name = session.name;
+	pair.claims_json = session.claims_json;
+	lifetime = Min(session.access_lifetime, (int64) et_refresh_token_lifetime);
+	pair.access_lifetime = session.access_lifetime;
+	pair.expires_at = from_unix_seconds(unix_seconds(now) + lifetime);
+
+	mint_access(&pair, &tokens);
+	StorageRotate(&pair);
+	PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens));
+}
+
+/* ---------------------------------------------------------------------
+ * revoke, revoke_user, list
+ * ---------------------------------------------------------------------
+ */
+
+/* extension_token_revoke(p_token text) RETURNS boolean (RFC 7009) */
+PG_FUNCTION_INFO_V1(extension_token_revoke);
+Datum
+extension_token_revoke(PG_FUNCTION_ARGS)
+{
+	unsigned char hash[TOKEN_HASH_LENGTH];
+	text	   *token;
+
+	if (PG_ARGISNULL(0) ||
+		toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ > TOKEN_MAX_LENGTH)
+		PG_RETURN_BOOL(false);
+	token = PG_GETARG_TEXT_PP(0);
+	if (VARSIZE_ANY_EXHDR(token) == 0)
+		PG_RETURN_BOOL(false);
+	token_sha256(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), hash);
+	PG_RETURN_BOOL(StorageRevokeByToken(hash, GetCurrentTimestamp(), "revoked") > 0);
+}
+
+/* revoke_user_extension_tokens(p_user_id uuid) RETURNS integer */
+PG_FUNCTION_INFO_V1(revoke_user_extension_tokens);
+Datum
+revoke_user_extension_tokens(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t	user = PolicyResolveUser(!PG_ARGISNULL(0),
+										 PG_ARGISNULL(0) ? NULL : PG_GETARG_UUID_P(0),
+										 "revoke");
+	uint64		n = StorageRevokeUser(user, GetCurrentTimestamp(), "user_revoked_all");
+
+	PG_RETURN_INT32((int32) Min(n, (uint64) PG_INT32_MAX));
+}
+
+/* extension_token_list(p_user_id uuid) RETURNS SETOF extension_token_session */
+PG_FUNCTION_INFO_V1(extension_token_list);
+Datum
+extension_token_list(PG_FUNCTION_ARGS)
+{
+	pg_uuid_t	user = PolicyResolveUser(!PG_ARGISNULL(0),
+										 PG_ARGISNULL(0) ? NULL : PG_GETARG_UUID_P(0),
+										 "list");
+
+	InitMaterializedSRF(fcinfo, 0);
+	StorageListSessions(user, GetCurrentTimestamp(), (ReturnSetInfo *) fcinfo->resultinfo);
+	return (Datum) 0;
+}

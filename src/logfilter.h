@@ -1,0 +1,13 @@
+/*-------------------------------------------------------------------------
+ *
+ * logfilter.h
+ *	  Keeps tokens out of the server log.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EXTENSION_TOKENS_LOGFILTER_H
+#define EXTENSION_TOKENS_LOGFILTER_H
+
+extern void LogFilterInit(void);
+
+#endif							/* EXTENSION_TOKENS_LOGFILTER_H */

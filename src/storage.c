@@ -1,0 +1,679 @@
+/*-------------------------------------------------------------------------
+ *
+ * storage.c
+ *	  The extension's tables: sessions, token hashes, rotation, revocation.
+ *
+ * Three tables live in the extension's schema:
+ *
+ *	extension_token_sessions  one row per session (an issue and its refreshes)
+ *	extension_tokens		  one row per token ever handed out, keyed by the
+ *							  SHA-256 of the token; a token itself is never
+ *							  stored.  Revocation is written to the session
+ *							  and to each of its token rows in one statement,
+ *							  so that validation is a single index lookup.
+ *	extension_token_users	  one row per user: the lock that serializes a
+ *							  user's issues and refreshes, and the timestamps
+ *							  that the hourly rate limits count.
+ *
+ * Privileges: the SQL functions run as their caller, who has no rights on
+ * these tables.  Every statement here runs as the extension's owner, switched
+ * to with SetUserIdAndSecContext() for just the duration of the statement
+ * and marked SECURITY_RESTRICTED_OPERATION (as pg_cron and autovacuum do).
+ * Because statements are planned under the caller's search_path, every
+ * table, function, operator and type in them is schema-qualified.
+ *
+ * Plans are prepared once per backend and kept; they are thrown away when the
+ * relcache says one of our tables changed (e.g. DROP EXTENSION).
+ *
+ * Concurrency: a user's issue and refresh lock that user's row in
+ * extension_token_users first (INSERT ... ON CONFLICT DO UPDATE), then touch
+ * sessions and tokens, always in that order, so that two of them never
+ * deadlock and the session limit and rate limits count committed work.  The
+ * exchange of a refresh token is one UPDATE whose WHERE clause requires the
+ * token to be unused and unrevoked: of two concurrent exchanges exactly one
+ * updates the row, the other re-checks the new row version and finds nothing.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "storage.h"
+
+#define EXTENSION_NAME "extension_tokens"
+
+typedef enum StatementId
+{
+	ST_LOOKUP,
+	ST_TOUCH,
+	ST_RATE_ISSUE,
+	ST_RATE_REFRESH,
+	ST_REVOKE_OVER_LIMIT,
+	ST_INSERT_SESSION,
+	ST_CLAIM_REFRESH,
+	ST_ROTATE,
+	ST_REVOKE_SESSION,
+	ST_REVOKE_BY_TOKEN,
+	ST_REVOKE_USER,
+	ST_LIST,
+	ST_COUNT
+} StatementId;
+
+typedef struct Statement
+{
+	const char *sql;			/* "@." stands for the extension's schema */
+	int			nargs;
+	Oid			argtypes[10];
+} Statement;
+
+/*
+ * Revoking sessions: the victims, then their tokens, then the sessions (whose
+ * count is the result).  "revoked_at IS NULL" is repeated in each UPDATE so
+ * that, of two concurrent revocations, the second re-checks the row it waited
+ * for and counts nothing.
+ */
+#define REVOKE_SESSIONS(victims) \
+	"WITH victims AS (" victims "), " \
+	"rt AS (UPDATE @.extension_tokens t SET revoked_at = $2, revoked_reason = $3 " \
+	"  FROM victims v WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id " \
+	"  AND t.revoked_at IS NULL) " \
+	"UPDATE @.extension_token_sessions s SET revoked_at = $2, revoked_reason = $3 " \
+	"  FROM victims v WHERE s.session_id OPERATOR(pg_catalog.=) v.session_id " \
+	"  AND s.revoked_at IS NULL"
+
+/*
+ * Rate limits: a user's log of recent issues (or refreshes), at most `limit`
+ * timestamps within the last hour.  One statement locks the user's row,
+ * prunes the log and, if there is room, appends now; RETURNING says whether
+ * it did and when the oldest entry leaves the window.
+ *	$1 user, $2 now, $3 now - 1 hour, $4 limit (0 = none)
+ */
+#define RATE_SLOT(col) \
+	"INSERT INTO @.extension_token_users AS u (user_id, " col ") " \
+	"VALUES ($1, CASE WHEN $4 OPERATOR(pg_catalog.>) 0 THEN ARRAY[$2] " \
+	"  ELSE '{}'::pg_catalog.timestamptz[] END) " \
+	"ON CONFLICT (user_id) DO UPDATE SET " col " = CASE " \
+	"  WHEN $4 OPERATOR(pg_catalog.=) 0 THEN '{}'::pg_catalog.timestamptz[] " \
+	"  WHEN (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(u." col ") AS l(t) " \
+	"        WHERE l.t OPERATOR(pg_catalog.>) $3) OPERATOR(pg_catalog.<) $4 " \
+	"  THEN ARRAY(SELECT l.t FROM pg_catalog.unnest(u." col ") AS l(t) " \
+	"        WHERE l.t OPERATOR(pg_catalog.>) $3 ORDER BY l.t) " \
+	"       OPERATOR(pg_catalog.||) $2 " \
+	"  ELSE u." col " END " \
+	"RETURNING $4 OPERATOR(pg_catalog.=) 0 OR " \
+	"  u." col "[pg_catalog.array_upper(u." col ", 1)] OPERATOR(pg_catalog.=) $2, " \
+	"  (SELECT pg_catalog.min(l.t) FROM pg_catalog.unnest(u." col ") AS l(t) " \
+	"   WHERE l.t OPERATOR(pg_catalog.>) $3)"
+
+static const Statement statements[ST_COUNT] = {
+	[ST_LOOKUP] = {
+		"SELECT token_type OPERATOR(pg_catalog.=) 'access', revoked_at IS NOT NULL, "
+		"used_at, session_id, user_id, name, expires_at, last_used_at "
+		"FROM @.extension_tokens WHERE token_hash OPERATOR(pg_catalog.=) $1",
+		1, {BYTEAOID}
+	},
+	[ST_TOUCH] = {
+		"WITH t AS (UPDATE @.extension_tokens SET last_used_at = $2 "
+		"  WHERE token_hash OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
+		"  AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<) $3) "
+		"  RETURNING session_id) "
+		"UPDATE @.extension_token_sessions s SET last_used_at = $2 FROM t "
+		"WHERE s.session_id OPERATOR(pg_catalog.=) t.session_id "
+		"AND (s.last_used_at IS NULL OR s.last_used_at OPERATOR(pg_catalog.<) $2)",
+		3, {BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	},
+	[ST_RATE_ISSUE] = {
+		RATE_SLOT("issue_log"),
+		4, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
+	},
+	[ST_RATE_REFRESH] = {
+		RATE_SLOT("refresh_log"),
+		4, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
+	},
+	[ST_REVOKE_OVER_LIMIT] = {
+		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
+						"WHERE user_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
+						"AND refresh_expires_at OPERATOR(pg_catalog.>) $2 "
+						"ORDER BY created_at DESC, session_id DESC OFFSET $4"),
+		4, {UUIDOID, TIMESTAMPTZOID, TEXTOID, INT4OID}
+	},
+	[ST_INSERT_SESSION] = {
+		"WITH s AS (INSERT INTO @.extension_token_sessions "
+		"  (session_id, user_id, name, claims, access_lifetime, created_at, "
+		"   last_used_at, expires_at, refresh_expires_at) "
+		"  VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)) "
+		"INSERT INTO @.extension_tokens "
+		"  (token_hash, token_type, session_id, user_id, name, created_at, "
+		"   expires_at, last_used_at) "
+		"VALUES ($9, 'access', $1, $2, $3, $6, $7, $6), "
+		"       ($10, 'refresh', $1, $2, $3, $6, $8, $6)",
+		10, {UUIDOID, UUIDOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID}
+	},
+	[ST_CLAIM_REFRESH] = {
+		"UPDATE @.extension_tokens t SET used_at = $2, replaced_by = $3 "
+		"FROM @.extension_token_sessions s "
+		"WHERE t.token_hash OPERATOR(pg_catalog.=) $1 "
+		"AND t.token_type OPERATOR(pg_catalog.=) 'refresh' "
+		"AND t.used_at IS NULL AND t.revoked_at IS NULL "
+		"AND t.expires_at OPERATOR(pg_catalog.>) $2 "
+		"AND s.session_id OPERATOR(pg_catalog.=) t.session_id AND s.revoked_at IS NULL "
+		"RETURNING s.session_id, s.user_id, s.name, s.claims::pg_catalog.text, "
+		"  pg_catalog.date_part('epoch', s.access_lifetime)::pg_catalog.int8",
+		3, {BYTEAOID, TIMESTAMPTZOID, BYTEAOID}
+	},
+	[ST_ROTATE] = {
+		"WITH old AS (UPDATE @.extension_tokens SET revoked_at = $6, revoked_reason = 'rotated' "
+		"  WHERE session_id OPERATOR(pg_catalog.=) $1 "
+		"  AND token_type OPERATOR(pg_catalog.=) 'access' AND revoked_at IS NULL), "
+		"s AS (UPDATE @.extension_token_sessions SET "
+		"  refresh_count = refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $6, "
+		"  last_used_at = $6, expires_at = $7, refresh_expires_at = $8 "
+		"  WHERE session_id OPERATOR(pg_catalog.=) $1) "
+		"INSERT INTO @.extension_tokens "
+		"  (token_hash, token_type, session_id, user_id, name, created_at, "
+		"   expires_at, last_used_at) "
+		"VALUES ($9, 'access', $1, $2, $3, $6, $7, $6), "
+		"       ($10, 'refresh', $1, $2, $3, $6, $8, $6)",
+		10, {UUIDOID, UUIDOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID}
+	},
+	[ST_REVOKE_SESSION] = {
+		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
+						"WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL"),
+		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
+	},
+	[ST_REVOKE_BY_TOKEN] = {
+		REVOKE_SESSIONS("SELECT s.session_id FROM @.extension_tokens t "
+						"JOIN @.extension_token_sessions s "
+						"ON s.session_id OPERATOR(pg_catalog.=) t.session_id "
+						"WHERE t.token_hash OPERATOR(pg_catalog.=) $1 AND s.revoked_at IS NULL"),
+		3, {BYTEAOID, TIMESTAMPTZOID, TEXTOID}
+	},
+	[ST_REVOKE_USER] = {
+		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
+						"WHERE user_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
+						"AND refresh_expires_at OPERATOR(pg_catalog.>) $2"),
+		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
+	},
+	[ST_LIST] = {
+		"SELECT session_id, user_id, name, "
+		"  CASE WHEN revoked_at IS NOT NULL THEN 'revoked' "
+		"       WHEN refresh_expires_at OPERATOR(pg_catalog.<=) $2 THEN 'expired' "
+		"       ELSE 'active' END, "
+		"  created_at, last_used_at, expires_at, refresh_expires_at, revoked_at, "
+		"  refresh_count, last_refresh_at, revoked_reason "
+		"FROM @.extension_token_sessions WHERE user_id OPERATOR(pg_catalog.=) $1 "
+		"ORDER BY created_at DESC, session_id DESC",
+		2, {UUIDOID, TIMESTAMPTZOID}
+	},
+};
+
+/* What this backend knows of the installed extension. */
+static struct
+{
+	bool		valid;
+	Oid			owner;
+	Oid			schema;
+	Oid			tables[3];
+	char	   *qschema;		/* quoted schema name, in TopMemoryContext */
+	SPIPlanPtr	plans[ST_COUNT];
+}			ext;
+
+/* Drop what we know when one of our tables changes or goes away. */
+static void
+storage_relcache_callback(Datum arg, Oid relid)
+{
+	if (!ext.valid)
+		return;
+	if (relid == InvalidOid || relid == ext.tables[0] ||
+		relid == ext.tables[1] || relid == ext.tables[2])
+		ext.valid = false;
+}
+
+void
+StorageInit(void)
+{
+	CacheRegisterRelcacheCallback(storage_relcache_callback, (Datum) 0);
+}
+
+static void
+storage_load(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Form_pg_extension form;
+	static const char *const names[3] = {
+		"extension_tokens", "extension_token_sessions", "extension_token_users"
+	};
+
+	if (ext.valid)
+		return;
+
+	for (int i = 0; i < ST_COUNT; i++)
+		if (ext.plans[i] != NULL)
+		{
+			SPI_freeplan(ext.plans[i]);
+			ext.plans[i] = NULL;
+		}
+	if (ext.qschema)
+	{
+		pfree(ext.qschema);
+		ext.qschema = NULL;
+	}
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum(EXTENSION_NAME));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"%s\" is not installed in this database",
+						EXTENSION_NAME),
+				 errhint("Run CREATE EXTENSION %s.", EXTENSION_NAME)));
+	form = (Form_pg_extension) GETSTRUCT(tup);
+	ext.owner = form->extowner;
+	ext.schema = form->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	for (int i = 0; i < 3; i++)
+	{
+		ext.tables[i] = get_relname_relid(names[i], ext.schema);
+		if (!OidIsValid(ext.tables[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("table \"%s\" of extension \"%s\" is missing",
+							names[i], EXTENSION_NAME)));
+	}
+	ext.qschema = MemoryContextStrdup(TopMemoryContext,
+									  quote_identifier(get_namespace_name(ext.schema)));
+	ext.valid = true;
+}
+
+Oid
+StorageExtensionOwner(void)
+{
+	storage_load();
+	return ext.owner;
+}
+
+Oid
+StorageExtensionSchema(void)
+{
+	storage_load();
+	return ext.schema;
+}
+
+static SPIPlanPtr
+storage_plan(StatementId id)
+{
+	if (ext.plans[id] == NULL)
+	{
+		const Statement *st = &statements[id];
+		StringInfoData sql;
+		SPIPlanPtr	plan;
+
+		initStringInfo(&sql);
+		for (const char *p = st->sql; *p; p++)
+		{
+			if (p[0] == '@' && p[1] == '.')
+				appendStringInfoString(&sql, ext.qschema);
+			else
+				appendStringInfoChar(&sql, *p);
+		}
+		plan = SPI_prepare(sql.data, st->nargs, (Oid *) st->argtypes);
+		if (plan == NULL)
+			elog(ERROR, "extension_tokens: SPI_prepare failed: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		ext.plans[id] = plan;
+		pfree(sql.data);
+	}
+	return ext.plans[id];
+}
+
+/* Entering and leaving the owner's identity around SPI. */
+typedef struct StorageCall
+{
+	Oid			save_user;
+	int			save_sec;
+	MemoryContext caller_cxt;
+} StorageCall;
+
+static void
+storage_enter(StorageCall *call)
+{
+	storage_load();
+	call->caller_cxt = CurrentMemoryContext;
+	GetUserIdAndSecContext(&call->save_user, &call->save_sec);
+	SetUserIdAndSecContext(ext.owner,
+						   call->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "extension_tokens: SPI_connect failed");
+}
+
+static void
+storage_leave(StorageCall *call)
+{
+	SPI_finish();
+	SetUserIdAndSecContext(call->save_user, call->save_sec);
+}
+
+static int
+storage_exec(StatementId id, Datum *values, const char *nulls, bool read_only)
+{
+	int			rc = SPI_execute_plan(storage_plan(id), values, nulls, read_only, 0);
+
+	if (rc < 0)
+		elog(ERROR, "extension_tokens: statement %d failed: %s",
+			 (int) id, SPI_result_code_string(rc));
+	return rc;
+}
+
+static Datum
+hash_datum(const unsigned char *hash)
+{
+	bytea	   *b = palloc(VARHDRSZ + TOKEN_HASH_LENGTH);
+
+	SET_VARSIZE(b, VARHDRSZ + TOKEN_HASH_LENGTH);
+	memcpy(VARDATA(b), hash, TOKEN_HASH_LENGTH);
+	return PointerGetDatum(b);
+}
+
+static Datum
+uuid_datum(const pg_uuid_t *u)
+{
+	pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
+
+	memcpy(copy, u, sizeof(pg_uuid_t));
+	return UUIDPGetDatum(copy);
+}
+
+static Datum
+seconds_interval(int64 seconds)
+{
+	Interval   *iv = palloc0(sizeof(Interval));
+
+	iv->time = seconds * USECS_PER_SEC;
+	return IntervalPGetDatum(iv);
+}
+
+static Datum
+column(int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, isnull);
+}
+
+static char *
+column_text(int col, MemoryContext cxt)
+{
+	char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col);
+
+	return v ? MemoryContextStrdup(cxt, v) : NULL;
+}
+
+static void
+column_uuid(int col, pg_uuid_t *out)
+{
+	bool		isnull;
+	Datum		d = column(col, &isnull);
+
+	if (isnull)
+		elog(ERROR, "extension_tokens: unexpected null uuid");
+	memcpy(out, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+}
+
+static TimestampTz
+column_ts(int col)
+{
+	bool		isnull;
+	Datum		d = column(col, &isnull);
+
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+void
+StorageLookupToken(const unsigned char *hash, StoredToken *out)
+{
+	StorageCall call;
+	Datum		values[1];
+	bool		isnull;
+
+	memset(out, 0, sizeof(*out));
+	values[0] = hash_datum(hash);
+	storage_enter(&call);
+	storage_exec(ST_LOOKUP, values, NULL, true);
+	if (SPI_processed == 1)
+	{
+		out->found = true;
+		out->is_access = DatumGetBool(column(1, &isnull));
+		out->revoked = DatumGetBool(column(2, &isnull));
+		out->used_at = column_ts(3);
+		(void) column(3, &isnull);
+		out->used = !isnull;
+		column_uuid(4, &out->session_id);
+		column_uuid(5, &out->user_id);
+		out->name = column_text(6, call.caller_cxt);
+		out->expires_at = column_ts(7);
+		out->last_used_at = column_ts(8);
+	}
+	storage_leave(&call);
+}
+
+void
+StorageTouchToken(const unsigned char *hash, TimestampTz now, TimestampTz older_than)
+{
+	StorageCall call;
+	Datum		values[3];
+
+	values[0] = hash_datum(hash);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = TimestampTzGetDatum(older_than);
+	storage_enter(&call);
+	storage_exec(ST_TOUCH, values, NULL, false);
+	storage_leave(&call);
+}
+
+bool
+StorageTakeRateSlot(bool refresh, pg_uuid_t user_id, TimestampTz now,
+					int limit, TimestampTz *retry_at)
+{
+	StorageCall call;
+	Datum		values[4];
+	bool		allowed;
+	bool		isnull;
+
+	values[0] = uuid_datum(&user_id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = TimestampTzGetDatum(now - USECS_PER_HOUR);
+	values[3] = Int32GetDatum(limit);
+	storage_enter(&call);
+	storage_exec(refresh ? ST_RATE_REFRESH : ST_RATE_ISSUE, values, NULL, false);
+	if (SPI_processed != 1)
+		elog(ERROR, "extension_tokens: rate limit row missing");
+	allowed = DatumGetBool(column(1, &isnull)) && !isnull;
+	*retry_at = column_ts(2);
+	if (*retry_at != 0)
+		*retry_at += USECS_PER_HOUR;
+	storage_leave(&call);
+	return allowed;
+}
+
+uint64
+StorageRevokeOverLimit(pg_uuid_t user_id, TimestampTz now, int keep)
+{
+	StorageCall call;
+	Datum		values[4];
+	uint64		n;
+
+	values[0] = uuid_datum(&user_id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = CStringGetTextDatum("session_limit");
+	values[3] = Int32GetDatum(keep);
+	storage_enter(&call);
+	storage_exec(ST_REVOKE_OVER_LIMIT, values, NULL, false);
+	n = SPI_processed;
+	storage_leave(&call);
+	return n;
+}
+
+static void
+pair_values(const NewPair *pair, Datum *values, char *nulls)
+{
+	values[0] = uuid_datum(&pair->session_id);
+	values[1] = uuid_datum(&pair->user_id);
+	values[2] = CStringGetTextDatum(pair->name);
+	if (pair->claims_json)
+		values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(pair->claims_json));
+	else
+	{
+		values[3] = (Datum) 0;
+		nulls[3] = 'n';
+	}
+	values[4] = seconds_interval(pair->access_lifetime);
+	values[5] = TimestampTzGetDatum(pair->created_at);
+	values[6] = TimestampTzGetDatum(pair->expires_at);
+	values[7] = TimestampTzGetDatum(pair->refresh_expires_at);
+	values[8] = hash_datum(pair->access_hash);
+	values[9] = hash_datum(pair->refresh_hash);
+}
+
+void
+StorageInsertSession(const NewPair *pair)
+{
+	StorageCall call;
+	Datum		values[10];
+	char		nulls[11] = "          ";
+
+	pair_values(pair, values, nulls);
+	storage_enter(&call);
+	storage_exec(ST_INSERT_SESSION, values, nulls, false);
+	storage_leave(&call);
+}
+
+bool
+StorageClaimRefresh(const unsigned char *hash, TimestampTz now,
+					const unsigned char *successor_hash, ClaimedSession *out)
+{
+	StorageCall call;
+	Datum		values[3];
+	bool		claimed;
+
+	values[0] = hash_datum(hash);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = hash_datum(successor_hash);
+	storage_enter(&call);
+	storage_exec(ST_CLAIM_REFRESH, values, NULL, false);
+	claimed = (SPI_processed == 1);
+	if (claimed)
+	{
+		bool		isnull;
+
+		column_uuid(1, &out->session_id);
+		column_uuid(2, &out->user_id);
+		out->name = column_text(3, call.caller_cxt);
+		out->claims_json = column_text(4, call.caller_cxt);
+		out->access_lifetime = DatumGetInt64(column(5, &isnull));
+	}
+	storage_leave(&call);
+	return claimed;
+}
+
+void
+StorageRotate(const NewPair *pair)
+{
+	StorageCall call;
+	Datum		values[10];
+	char		nulls[11] = "          ";
+
+	pair_values(pair, values, nulls);
+	storage_enter(&call);
+	storage_exec(ST_ROTATE, values, nulls, false);
+	storage_leave(&call);
+}
+
+static uint64
+revoke_with(StatementId id, Datum key, TimestampTz now, const char *reason)
+{
+	StorageCall call;
+	Datum		values[3];
+	uint64		n;
+
+	values[0] = key;
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = CStringGetTextDatum(reason);
+	storage_enter(&call);
+	storage_exec(id, values, NULL, false);
+	n = SPI_processed;
+	storage_leave(&call);
+	return n;
+}
+
+uint64
+StorageRevokeSession(pg_uuid_t session_id, TimestampTz now, const char *reason)
+{
+	return revoke_with(ST_REVOKE_SESSION, uuid_datum(&session_id), now, reason);
+}
+
+uint64
+StorageRevokeByToken(const unsigned char *hash, TimestampTz now, const char *reason)
+{
+	return revoke_with(ST_REVOKE_BY_TOKEN, hash_datum(hash), now, reason);
+}
+
+uint64
+StorageRevokeUser(pg_uuid_t user_id, TimestampTz now, const char *reason)
+{
+	return revoke_with(ST_REVOKE_USER, uuid_datum(&user_id), now, reason);
+}
+
+/* Fills a materialized SRF result with the user's sessions. */
+void
+StorageListSessions(pg_uuid_t user_id, TimestampTz now, ReturnSetInfo *rsinfo)
+{
+	StorageCall call;
+	Datum		values[2];
+
+	values[0] = uuid_datum(&user_id);
+	values[1] = TimestampTzGetDatum(now);
+	storage_enter(&call);
+	storage_exec(ST_LIST, values, NULL, true);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Datum		row[12];
+		bool		isnull[12];
+		MemoryContext old;
+
+		for (int c = 0; c < 12; c++)
+			row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+								   c + 1, &isnull[c]);
+		/* tuplestore_putvalues copies the values into the store. */
+		old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
+		MemoryContextSwitchTo(old);
+	}
+	storage_leave(&call);
+}

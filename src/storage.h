@@ -1,0 +1,82 @@
+/*-------------------------------------------------------------------------
+ *
+ * storage.h
+ *	  The extension's tables: sessions, token hashes, rotation, revocation.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EXTENSION_TOKENS_STORAGE_H
+#define EXTENSION_TOKENS_STORAGE_H
+
+#include "datatype/timestamp.h"
+#include "utils/uuid.h"
+
+#include "token.h"
+
+struct ReturnSetInfo;
+
+/* What the hash of a presented token finds. */
+typedef struct StoredToken
+{
+	bool		found;
+	bool		is_access;
+	bool		revoked;
+	bool		used;			/* refresh token already exchanged */
+	pg_uuid_t	session_id;
+	pg_uuid_t	user_id;
+	char	   *name;			/* palloc'd in the caller's context */
+	TimestampTz expires_at;
+	TimestampTz used_at;
+	TimestampTz last_used_at;	/* 0 when never */
+} StoredToken;
+
+/* The session a refresh token belongs to, as the exchange needs it. */
+typedef struct ClaimedSession
+{
+	pg_uuid_t	session_id;
+	pg_uuid_t	user_id;
+	char	   *name;
+	char	   *claims_json;	/* NULL when the session has no extra claims */
+	int64		access_lifetime;	/* seconds */
+} ClaimedSession;
+
+/* A new token pair, as stored: hashes only. */
+typedef struct NewPair
+{
+	pg_uuid_t	session_id;
+	pg_uuid_t	user_id;
+	const char *name;
+	const char *claims_json;
+	int64		access_lifetime;
+	TimestampTz created_at;
+	TimestampTz expires_at;
+	TimestampTz refresh_expires_at;
+	unsigned char access_hash[TOKEN_HASH_LENGTH];
+	unsigned char refresh_hash[TOKEN_HASH_LENGTH];
+} NewPair;
+
+extern void StorageInit(void);
+extern Oid	StorageExtensionOwner(void);
+extern Oid	StorageExtensionSchema(void);
+
+extern void StorageLookupToken(const unsigned char *hash, StoredToken *out);
+extern void StorageTouchToken(const unsigned char *hash, TimestampTz now,
+							  TimestampTz older_than);
+extern bool StorageTakeRateSlot(bool refresh, pg_uuid_t user_id, TimestampTz now,
+								int limit, TimestampTz *retry_at);
+extern uint64 StorageRevokeOverLimit(pg_uuid_t user_id, TimestampTz now, int keep);
+extern void StorageInsertSession(const NewPair *pair);
+extern bool StorageClaimRefresh(const unsigned char *hash, TimestampTz now,
+								const unsigned char *successor_hash,
+								ClaimedSession *out);
+extern void StorageRotate(const NewPair *pair);
+extern uint64 StorageRevokeSession(pg_uuid_t session_id, TimestampTz now,
+								   const char *reason);
+extern uint64 StorageRevokeByToken(const unsigned char *hash, TimestampTz now,
+								   const char *reason);
+extern uint64 StorageRevokeUser(pg_uuid_t user_id, TimestampTz now,
+								const char *reason);
+extern void StorageListSessions(pg_uuid_t user_id, TimestampTz now,
+								struct ReturnSetInfo *rsinfo);
+
+#endif							/* EXTENSION_TOKENS_STORAGE_H */

@@ -1,0 +1,720 @@
+/*-------------------------------------------------------------------------
+ *
+ * token.c
+ *	  The token core: HS256 access tokens and opaque refresh tokens.
+ *
+ * Building uses libjwt, which writes a standard compact JWS.  Verifying does
+ * not: libjwt 1.10 takes the algorithm from the header case-insensitively,
+ * skips the signature for an empty key, compares MACs with strcmp, alloca()s
+ * the token's length and checks no claim at all.  So every decision here is
+ * ours, in this order (RFC 8725):
+ *
+ *	1. length cap and syntax: [A-Za-z0-9_-] in three non-empty segments that
+ *	   are canonical base64url;
+ *	2. header: a JSON object (duplicate keys refused) whose "alg" is exactly
+ *	   "HS256", whose "typ", if present, is "JWT", and with no "crit";
+ *	3. signature: exactly 32 bytes, HMAC-SHA256 over the raw
+ *	   "header.payload" bytes, compared in constant time;
+ *	4. claims: integers where integers are due, iss, aud, type, exp, nbf, iat.
+ *
+ * The database checks (the token's hash is known, unrevoked and unexpired)
+ * come after this, outside this file.  Nothing here touches the database,
+ * uses palloc or raises an error, so a unit test or fuzzer can drive it alone.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <dlfcn.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <jwt.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "token.h"
+
+static const char *const status_names[TOKEN_STATUS_COUNT] = {
+	[TOKEN_OK] = NULL,
+	[TOKEN_MISSING] = "missing",
+	[TOKEN_MALFORMED] = "malformed",
+	[TOKEN_INVALID_SIGNATURE] = "invalid_signature",
+	[TOKEN_UNSUPPORTED_ALGORITHM] = "unsupported_algorithm",
+	[TOKEN_EXPIRED] = "expired",
+	[TOKEN_NOT_YET_VALID] = "not_yet_valid",
+	[TOKEN_WRONG_TOKEN_TYPE] = "wrong_token_type",
+	[TOKEN_WRONG_ISSUER] = "wrong_issuer",
+	[TOKEN_WRONG_AUDIENCE] = "wrong_audience",
+	[TOKEN_NOT_FOUND] = "not_found",
+	[TOKEN_REVOKED] = "revoked",
+};
+
+/* Claims that only the issuer writes; a caller's extra claims may not. */
+const char *token_reserved_claims[] = {
+	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "type", "session_id",
+	"role", NULL
+};
+
+static const char base62_alphabet[] =
+"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+const char *
+token_status_name(TokenStatus status)
+{
+	if (status < 0 || status >= TOKEN_STATUS_COUNT)
+		return "malformed";
+	return status_names[status];
+}
+
+bool
+token_is_reserved_claim(const char *name)
+{
+	for (int i = 0; token_reserved_claims[i] != NULL; i++)
+		if (strcmp(name, token_reserved_claims[i]) == 0)
+			return true;
+	return false;
+}
+
+/* ---------------------------------------------------------------------
+ * Primitives
+ * ---------------------------------------------------------------------
+ */
+
+bool
+token_random_bytes(unsigned char *buf, size_t len)
+{
+	return RAND_bytes(buf, (int) len) == 1;
+}
+
+/* RFC 9562 version 4 UUID. */
+bool
+token_random_uuid(unsigned char uuid[TOKEN_UUID_LENGTH])
+{
+	if (!token_random_bytes(uuid, TOKEN_UUID_LENGTH))
+		return false;
+	uuid[6] = (uuid[6] & 0x0f) | 0x40;
+	uuid[8] = (uuid[8] & 0x3f) | 0x80;
+	return true;
+}
+
+void
+token_uuid_format(const unsigned char uuid[TOKEN_UUID_LENGTH], char out[37])
+{
+	static const char hex[] = "0123456789abcdef";
+	int			o = 0;
+
+	for (int i = 0; i < TOKEN_UUID_LENGTH; i++)
+	{
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hex[uuid[i] >> 4];
+		out[o++] = hex[uuid[i] & 0x0f];
+	}
+	out[o] = '\0';
+}
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Only the canonical 8-4-4-4-12 form. */
+bool
+token_uuid_parse(const char *text, size_t len, unsigned char uuid[TOKEN_UUID_LENGTH])
+{
+	size_t		p = 0;
+
+	if (len != 36)
+		return false;
+	for (int i = 0; i < TOKEN_UUID_LENGTH; i++)
+	{
+		int			hi,
+					lo;
+
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+		{
+			if (text[p] != '-')
+				return false;
+			p++;
+		}
+		hi = hex_value(text[p]);
+		lo = hex_value(text[p + 1]);
+		if (hi < 0 || lo < 0)
+			return false;
+		uuid[i] = (unsigned char) ((hi << 4) | lo);
+		p += 2;
+	}
+	return true;
+}
+
+bool
+token_sha256(const void *data, size_t len, unsigned char out[TOKEN_HASH_LENGTH])
+{
+	unsigned int outlen = 0;
+
+	return EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL) == 1 &&
+		outlen == TOKEN_HASH_LENGTH;
+}
+
+/* ---------------------------------------------------------------------
+ * base64url (RFC 4648 section 5), without padding, canonical only
+ * ---------------------------------------------------------------------
+ */
+
+static int
+b64url_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '-')
+		return 62;
+	if (c == '_')
+		return 63;
+	return -1;
+}
+
+/*
+ * Decodes `len` characters into `out` (room for len * 3 / 4 bytes).  Refuses
+ * any character outside the alphabet, a length that no byte string encodes
+ * to (len % 4 == 1), and non-zero trailing bits, so that each byte string
+ * has exactly one accepted encoding.  Returns the decoded length or -1.
+ */
+static long
+b64url_decode(const char *in, size_t len, unsigned char *out)
+{
+	uint32_t	acc = 0;
+	int			bits = 0;
+	size_t		o = 0;
+
+	if (len % 4 == 1)
+		return -1;
+	for (size_t i = 0; i < len; i++)
+	{
+		int			v = b64url_value((unsigned char) in[i]);
+
+		if (v < 0)
+			return -1;
+		acc = (acc << 6) | (uint32_t) v;
+		bits += 6;
+		if (bits >= 8)
+		{
+			bits -= 8;
+			out[o++] = (unsigned char) (acc >> bits);
+			acc &= (1u << bits) - 1;
+		}
+	}
+	if (acc != 0)				/* leftover bits must be zero */
+		return -1;
+	return (long) o;
+}
+
+/* ---------------------------------------------------------------------
+ * libjwt
+ *
+ * The postgres executable exports a function named json_object (the SQL
+ * function), and the dynamic linker resolves every library's calls by name
+ * in the executable first.  libjwt calls jansson's json_object() to make
+ * its claim sets, and inside a backend that call would land in PostgreSQL's
+ * function and crash.  So libjwt is opened with RTLD_DEEPBIND, which makes
+ * its own dependencies (jansson) win over the executable, and its entry
+ * points are called through pointers.  Our own code never calls
+ * json_object() for the same reason.
+ * ---------------------------------------------------------------------
+ */
+
+#ifndef LIBJWT_SONAME
+#define LIBJWT_SONAME "libjwt.so.0"
+#endif
+
+static struct
+{
+	bool		loaded;
+	int			(*new) (jwt_t **jwt);
+	void		(*free) (jwt_t *jwt);
+	int			(*add_grants_json) (jwt_t *jwt, const char *json);
+	int			(*set_alg) (jwt_t *jwt, jwt_alg_t alg, const unsigned char *key, int len);
+	char	   *(*encode_str) (jwt_t *jwt);
+}			libjwt;
+
+static bool
+load_libjwt(void)
+{
+	void	   *h;
+
+	if (libjwt.loaded)
+		return true;
+	h = dlopen(LIBJWT_SONAME, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+	if (h == NULL)
+		return false;
+	libjwt.new = (int (*) (jwt_t **)) dlsym(h, "jwt_new");
+	libjwt.free = (void (*) (jwt_t *)) dlsym(h, "jwt_free");
+	libjwt.add_grants_json = (int (*) (jwt_t *, const char *)) dlsym(h, "jwt_add_grants_json");
+	libjwt.set_alg = (int (*) (jwt_t *, jwt_alg_t, const unsigned char *, int)) dlsym(h, "jwt_set_alg");
+	libjwt.encode_str = (char *(*) (jwt_t *)) dlsym(h, "jwt_encode_str");
+	if (!libjwt.new || !libjwt.free || !libjwt.add_grants_json ||
+		!libjwt.set_alg || !libjwt.encode_str)
+		return false;
+	libjwt.loaded = true;
+	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Access tokens: building
+ * ---------------------------------------------------------------------
+ */
+
+char *
+token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
+				  size_t keylen, const char **errmsg)
+{
+	json_t	   *claims = NULL;
+	json_error_t jerr;
+	char		session_text[37];
+	char		jti_text[37];
+	unsigned char jti[TOKEN_UUID_LENGTH];
+	char	   *claims_text = NULL;
+	jwt_t	   *jwt = NULL;
+	char	   *result = NULL;
+
+	*errmsg = NULL;
+	if (key == NULL || keylen < TOKEN_SECRET_MIN_LENGTH)
+	{
+		*errmsg = "signing key too short";
+		return NULL;
+	}
+	if (!token_random_uuid(jti))
+	{
+		*errmsg = "could not generate random bytes";
+		return NULL;
+	}
+	token_uuid_format(jti, jti_text);
+	token_uuid_format(spec->session_id, session_text);
+
+	if (spec->extra_claims_json != NULL)
+	{
+		claims = json_loadb(spec->extra_claims_json, spec->extra_claims_len,
+							JSON_REJECT_DUPLICATES, &jerr);
+		if (claims == NULL || !json_is_object(claims))
+		{
+			*errmsg = "extra claims are not a JSON object";
+			goto done;
+		}
+	}
+	else
+		claims = json_loads("{}", 0, &jerr);	/* see "libjwt" above */
+	if (claims == NULL)
+	{
+		*errmsg = "out of memory";
+		goto done;
+	}
+
+	/* Our claims last, so that nothing in the extras can stand for them. */
+	if (json_object_set_new(claims, "iss", json_string(spec->issuer)) ||
+		json_object_set_new(claims, "aud", json_string(spec->audience)) ||
+		json_object_set_new(claims, "sub", json_string(spec->sub)) ||
+		json_object_set_new(claims, "session_id", json_string(session_text)) ||
+		json_object_set_new(claims, "jti", json_string(jti_text)) ||
+		json_object_set_new(claims, "type", json_string("access")) ||
+		json_object_set_new(claims, "iat", json_integer((json_int_t) spec->iat)) ||
+		json_object_set_new(claims, "exp", json_integer((json_int_t) spec->exp)))
+	{
+		*errmsg = "could not build the token's claims";
+		goto done;
+	}
+	claims_text = json_dumps(claims, JSON_COMPACT);
+	if (claims_text == NULL)
+	{
+		*errmsg = "could not serialize the token's claims";
+		goto done;
+	}
+
+	if (!load_libjwt())
+	{
+		*errmsg = "could not load libjwt (" LIBJWT_SONAME ")";
+		goto done;
+	}
+	if (libjwt.new(&jwt) != 0 ||
+		libjwt.add_grants_json(jwt, claims_text) != 0 ||
+		libjwt.set_alg(jwt, JWT_ALG_HS256, key, (int) keylen) != 0)
+	{
+		*errmsg = "could not build the token";
+		goto done;
+	}
+	result = libjwt.encode_str(jwt);
+	if (result == NULL)
+		*errmsg = "could not sign the token";
+
+done:
+	if (jwt)
+		libjwt.free(jwt);
+	free(claims_text);
+	json_decref(claims);
+	OPENSSL_cleanse(jti, sizeof(jti));
+	return result;
+}
+
+/* ---------------------------------------------------------------------
+ * Access tokens: verifying
+ * ---------------------------------------------------------------------
+ */
+
+static TokenStatus
+check_header(const unsigned char *json, size_t len)
+{
+	json_error_t jerr;
+	json_t	   *header = json_loadb((const char *) json, len,
+									JSON_REJECT_DUPLICATES, &jerr);
+	json_t	   *alg;
+	json_t	   *typ;
+	TokenStatus status = TOKEN_OK;
+
+	if (header == NULL)
+		return TOKEN_MALFORMED;
+	if (!json_is_object(header))
+	{
+		status = TOKEN_MALFORMED;
+		goto done;
+	}
+	alg = json_object_get(header, "alg");
+	if (alg == NULL || !json_is_string(alg))
+	{
+		status = TOKEN_MALFORMED;
+		goto done;
+	}
+	/* Exactly "HS256": case, "none" in any spelling and every other
+	 * algorithm are refused, whatever the signature says. */
+	if (json_string_length(alg) != 5 ||
+		memcmp(json_string_value(alg), "HS256", 5) != 0)
+	{
+		status = TOKEN_UNSUPPORTED_ALGORITHM;
+		goto done;
+	}
+	typ = json_object_get(header, "typ");
+	if (typ != NULL &&
+		(!json_is_string(typ) || json_string_length(typ) != 3 ||
+		 strncasecmp(json_string_value(typ), "JWT", 3) != 0))
+	{
+		status = TOKEN_MALFORMED;
+		goto done;
+	}
+	/* We understand no critical extension (RFC 7515 4.1.11). */
+	if (json_object_get(header, "crit") != NULL)
+		status = TOKEN_MALFORMED;
+
+done:
+	json_decref(header);
+	return status;
+}
+
+/*
+ * An integer claim: absent is fine when !required; present, it must be a
+ * JSON integer (not a real, string or boolean).
+ */
+static bool
+int_claim(json_t *payload, const char *name, bool required,
+		  bool *present, int64_t *value)
+{
+	json_t	   *v = json_object_get(payload, name);
+
+	*present = (v != NULL);
+	if (v == NULL)
+		return !required;
+	if (!json_is_integer(v))
+		return false;
+	*value = (int64_t) json_integer_value(v);
+	return true;
+}
+
+static bool
+audience_matches(json_t *aud, const char *audience)
+{
+	size_t		i;
+	json_t	   *item;
+
+	if (json_is_string(aud))
+		return strcmp(json_string_value(aud), audience) == 0 &&
+			strlen(audience) == json_string_length(aud);
+	if (json_is_array(aud))
+		json_array_foreach(aud, i, item)
+		{
+			if (json_is_string(item) &&
+				strlen(audience) == json_string_length(item) &&
+				strcmp(json_string_value(item), audience) == 0)
+				return true;
+		}
+	return false;
+}
+
+static TokenStatus
+check_claims(json_t *payload, const TokenVerifyParams *params,
+			 TokenAccessClaims *claims)
+{
+	json_t	   *iss,
+			   *aud,
+			   *sub,
+			   *type,
+			   *sid,
+			   *jti;
+	int64_t		exp = 0,
+				nbf = 0,
+				iat = 0;
+	bool		has_exp,
+				has_nbf,
+				has_iat;
+
+	if (!json_is_object(payload))
+		return TOKEN_MALFORMED;
+
+	/* Shape first: every claim we rely on present and of the right type. */
+	if (!int_claim(payload, "exp", true, &has_exp, &exp) ||
+		!int_claim(payload, "nbf", false, &has_nbf, &nbf) ||
+		!int_claim(payload, "iat", true, &has_iat, &iat))
+		return TOKEN_MALFORMED;
+	sub = json_object_get(payload, "sub");
+	sid = json_object_get(payload, "session_id");
+	jti = json_object_get(payload, "jti");
+	if (!json_is_string(sub) || json_string_length(sub) == 0 ||
+		json_string_length(sub) > TOKEN_SUB_MAX_LENGTH ||
+		!json_is_string(sid) || !json_is_string(jti))
+		return TOKEN_MALFORMED;
+	if (!token_uuid_parse(json_string_value(sid), json_string_length(sid),
+						  claims->session_id))
+		return TOKEN_MALFORMED;
+
+	iss = json_object_get(payload, "iss");
+	if (!json_is_string(iss) ||
+		json_string_length(iss) != strlen(params->issuer) ||
+		strcmp(json_string_value(iss), params->issuer) != 0)
+		return TOKEN_WRONG_ISSUER;
+
+	aud = json_object_get(payload, "aud");
+	if (aud == NULL || !audience_matches(aud, params->audience))
+		return TOKEN_WRONG_AUDIENCE;
+
+	type = json_object_get(payload, "type");
+	if (!json_is_string(type) || json_string_length(type) != 6 ||
+		strcmp(json_string_value(type), "access") != 0)
+		return TOKEN_WRONG_TOKEN_TYPE;
+
+	if (params->check_times)
+	{
+		/* exp is exclusive: a token is dead at its exp second (RFC 7519). */
+		if (exp <= params->now - params->leeway)
+			return TOKEN_EXPIRED;
+		if (has_nbf && nbf > params->now + params->leeway)
+			return TOKEN_NOT_YET_VALID;
+		if (iat > params->now + params->leeway)
+			return TOKEN_NOT_YET_VALID;
+	}
+
+	memcpy(claims->sub, json_string_value(sub), json_string_length(sub));
+	claims->sub[json_string_length(sub)] = '\0';
+	claims->exp = exp;
+	return TOKEN_OK;
+}
+
+TokenStatus
+token_verify_access(const char *token, size_t len,
+					const TokenVerifyParams *params, TokenAccessClaims *claims)
+{
+	const char *dot1 = NULL;
+	const char *dot2 = NULL;
+	size_t		hlen,
+				plen,
+				slen;
+	unsigned char buf[TOKEN_MAX_LENGTH];
+	unsigned char sig[TOKEN_MAX_LENGTH];
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	long		n;
+	json_t	   *payload;
+	json_error_t jerr;
+	TokenStatus status;
+
+	if (token == NULL || len == 0)
+		return TOKEN_MISSING;
+	if (len > TOKEN_MAX_LENGTH)
+		return TOKEN_MALFORMED;
+	if (token_looks_like_refresh(token, len))
+		return TOKEN_WRONG_TOKEN_TYPE;
+
+	/* 1. Syntax: exactly two dots, every other byte base64url. */
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) token[i];
+
+		if (c == '.')
+		{
+			if (dot1 == NULL)
+				dot1 = token + i;
+			else if (dot2 == NULL)
+				dot2 = token + i;
+			else
+				return TOKEN_MALFORMED;
+		}
+		else if (b64url_value(c) < 0)
+			return TOKEN_MALFORMED;
+	}
+	if (dot1 == NULL || dot2 == NULL)
+		return TOKEN_MALFORMED;
+	hlen = (size_t) (dot1 - token);
+	plen = (size_t) (dot2 - dot1 - 1);
+	slen = len - (size_t) (dot2 - token) - 1;
+	if (hlen == 0 || plen == 0 || slen == 0)
+		return TOKEN_MALFORMED;
+
+	/* 2. Header. */
+	n = b64url_decode(token, hlen, buf);
+	if (n <= 0)
+		return TOKEN_MALFORMED;
+	status = check_header(buf, (size_t) n);
+	if (status != TOKEN_OK)
+		return status;
+
+	/* 3. Signature, before anything in the payload is believed. */
+	if (params->key == NULL || params->keylen < TOKEN_SECRET_MIN_LENGTH)
+		return TOKEN_INVALID_SIGNATURE;
+	n = b64url_decode(dot2 + 1, slen, sig);
+	if (n != 32)
+		return n < 0 ? TOKEN_MALFORMED : TOKEN_INVALID_SIGNATURE;
+	if (HMAC(EVP_sha256(), params->key, (int) params->keylen,
+			 (const unsigned char *) token, hlen + 1 + plen, mac, &maclen) == NULL ||
+		maclen != 32)
+		return TOKEN_INVALID_SIGNATURE;
+	if (CRYPTO_memcmp(mac, sig, 32) != 0)
+		return TOKEN_INVALID_SIGNATURE;
+
+	/* 4. Claims. */
+	n = b64url_decode(dot1 + 1, plen, (unsigned char *) claims->payload);
+	if (n <= 0)
+		return TOKEN_MALFORMED;
+	claims->payload_len = (size_t) n;
+	payload = json_loadb(claims->payload, claims->payload_len,
+						 JSON_REJECT_DUPLICATES, &jerr);
+	if (payload == NULL)
+		return TOKEN_MALFORMED;
+	status = check_claims(payload, params, claims);
+	json_decref(payload);
+	return status;
+}
+
+/* ---------------------------------------------------------------------
+ * Refresh tokens
+ * ---------------------------------------------------------------------
+ */
+
+static void
+refresh_checksum(const char *prefix_and_body, char out[REFRESH_TOKEN_CHECKSUM_LENGTH])
+{
+	unsigned char digest[TOKEN_HASH_LENGTH];
+	uint32_t	v;
+
+	token_sha256(prefix_and_body,
+				 REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH, digest);
+	v = ((uint32_t) digest[0] << 24) | ((uint32_t) digest[1] << 16) |
+		((uint32_t) digest[2] << 8) | (uint32_t) digest[3];
+	for (int i = REFRESH_TOKEN_CHECKSUM_LENGTH - 1; i >= 0; i--)
+	{
+		out[i] = base62_alphabet[v % 62];
+		v /= 62;
+	}
+}
+
+bool
+token_make_refresh(char out[REFRESH_TOKEN_LENGTH + 1])
+{
+	unsigned char rnd[64];
+	int			filled = 0;
+
+	memcpy(out, REFRESH_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX_LENGTH);
+	/*
+	 * Rejection sampling keeps every character uniform over base62: 43
+	 * characters of log2(62) bits each carry 256 bits.
+	 */
+	while (filled < REFRESH_TOKEN_BODY_LENGTH)
+	{
+		if (!token_random_bytes(rnd, sizeof(rnd)))
+			return false;
+		for (size_t i = 0; i < sizeof(rnd) && filled < REFRESH_TOKEN_BODY_LENGTH; i++)
+			if (rnd[i] < 248)
+				out[REFRESH_TOKEN_PREFIX_LENGTH + filled++] = base62_alphabet[rnd[i] % 62];
+	}
+	OPENSSL_cleanse(rnd, sizeof(rnd));
+	refresh_checksum(out, out + REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH);
+	out[REFRESH_TOKEN_LENGTH] = '\0';
+	return true;
+}
+
+/* The prefix alone: enough to tell a refresh token from a JWT. */
+bool
+token_looks_like_refresh(const char *token, size_t len)
+{
+	return len >= REFRESH_TOKEN_PREFIX_LENGTH &&
+		memcmp(token, REFRESH_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX_LENGTH) == 0;
+}
+
+/* Prefix, length, alphabet and checksum: the offline check. */
+bool
+token_refresh_well_formed(const char *token, size_t len)
+{
+	char		sum[REFRESH_TOKEN_CHECKSUM_LENGTH];
+
+	if (len != REFRESH_TOKEN_LENGTH || !token_looks_like_refresh(token, len))
+		return false;
+	for (size_t i = REFRESH_TOKEN_PREFIX_LENGTH; i < len; i++)
+	{
+		char		c = token[i];
+
+		if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+			  (c >= 'a' && c <= 'z')))
+			return false;
+	}
+	refresh_checksum(token, sum);
+	return memcmp(sum, token + REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH,
+				  REFRESH_TOKEN_CHECKSUM_LENGTH) == 0;
+}
+
+/* ---------------------------------------------------------------------
+ * JSON helper for callers that cannot include jansson (its json_object()
+ * collides with PostgreSQL's fmgrprotos.h)
+ * ---------------------------------------------------------------------
+ */
+
+int
+token_json_string_member(const char *json, const char *key, char *out,
+						 size_t outsize)
+{
+	json_error_t jerr;
+	json_t	   *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+	json_t	   *v;
+	int			result = 0;
+
+	if (root == NULL)
+		return 0;
+	v = json_is_object(root) ? json_object_get(root, key) : NULL;
+	if (v != NULL)
+	{
+		if (json_is_string(v) && json_string_length(v) < outsize)
+		{
+			memcpy(out, json_string_value(v), json_string_length(v));
+			out[json_string_length(v)] = '\0';
+			result = 1;
+		}
+		else
+			result = -1;
+	}
+	json_decref(root);
+	return result;
+}

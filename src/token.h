@@ -1,0 +1,137 @@
+/*-------------------------------------------------------------------------
+ *
+ * token.h
+ *	  Token format and cryptography: building, parsing and verifying access
+ *	  tokens (HS256 JWS) and refresh tokens (opaque, checksummed).
+ *
+ * Nothing declared here touches the database, allocates with palloc or
+ * raises errors: every function reports through its return value, and
+ * everything a library allocated is released before it returns.  That keeps
+ * the token core usable from a unit test or a fuzzer on its own, and makes it
+ * safe to call from code that may ereport() afterwards.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EXTENSION_TOKENS_TOKEN_H
+#define EXTENSION_TOKENS_TOKEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Nothing longer than this is looked at: libjwt alloca()s token lengths. */
+#define TOKEN_MAX_LENGTH		8192
+/* Shortest accepted HS256 secret, in bytes (RFC 7518 3.2). */
+#define TOKEN_SECRET_MIN_LENGTH	32
+#define TOKEN_HASH_LENGTH		32
+#define TOKEN_UUID_LENGTH		16
+/* Longest `sub` we accept in a token we verify. */
+#define TOKEN_SUB_MAX_LENGTH	255
+
+/*
+ * Refresh tokens: "ext_rt_" + 43 base62 characters (256 random bits) +
+ * 6 base62 characters of checksum (the first 32 bits of SHA-256 over the
+ * prefix and body), 56 characters in all.
+ */
+#define REFRESH_TOKEN_PREFIX	"ext_rt_"
+#define REFRESH_TOKEN_PREFIX_LENGTH 7
+#define REFRESH_TOKEN_BODY_LENGTH 43
+#define REFRESH_TOKEN_CHECKSUM_LENGTH 6
+#define REFRESH_TOKEN_LENGTH \
+	(REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH + REFRESH_TOKEN_CHECKSUM_LENGTH)
+
+/*
+ * Verification outcomes.  The names of the failures are public API: they are
+ * what extension_token_validate() reports in its `error` column (see
+ * token_status_name()).
+ */
+typedef enum TokenStatus
+{
+	TOKEN_OK = 0,
+	TOKEN_MISSING,
+	TOKEN_MALFORMED,
+	TOKEN_INVALID_SIGNATURE,
+	TOKEN_UNSUPPORTED_ALGORITHM,
+	TOKEN_EXPIRED,
+	TOKEN_NOT_YET_VALID,
+	TOKEN_WRONG_TOKEN_TYPE,
+	TOKEN_WRONG_ISSUER,
+	TOKEN_WRONG_AUDIENCE,
+	TOKEN_NOT_FOUND,
+	TOKEN_REVOKED,
+	TOKEN_STATUS_COUNT
+} TokenStatus;
+
+/* What an access token must satisfy besides its signature. */
+typedef struct TokenVerifyParams
+{
+	const unsigned char *key;
+	size_t		keylen;
+	const char *issuer;
+	const char *audience;
+	int64_t		now;			/* seconds since the Unix epoch */
+	int64_t		leeway;			/* seconds of clock skew tolerated */
+	bool		check_times;	/* false: ignore exp/nbf/iat (refresh's
+								 * p_current_token) */
+} TokenVerifyParams;
+
+/* What verification returns on success.  Caller-owned storage. */
+typedef struct TokenAccessClaims
+{
+	char		payload[TOKEN_MAX_LENGTH];	/* the decoded payload, JSON */
+	size_t		payload_len;
+	char		sub[TOKEN_SUB_MAX_LENGTH + 1];
+	unsigned char session_id[TOKEN_UUID_LENGTH];
+	int64_t		exp;
+} TokenAccessClaims;
+
+/* What an access token says; the extra claims are a JSON object or NULL. */
+typedef struct TokenAccessSpec
+{
+	const char *issuer;
+	const char *audience;
+	const char *sub;
+	const unsigned char *session_id;	/* TOKEN_UUID_LENGTH bytes */
+	int64_t		iat;
+	int64_t		exp;
+	const char *extra_claims_json;
+	size_t		extra_claims_len;
+} TokenAccessSpec;
+
+extern const char *token_status_name(TokenStatus status);
+
+extern bool token_random_bytes(unsigned char *buf, size_t len);
+extern bool token_random_uuid(unsigned char uuid[TOKEN_UUID_LENGTH]);
+extern void token_uuid_format(const unsigned char uuid[TOKEN_UUID_LENGTH], char out[37]);
+extern bool token_uuid_parse(const char *text, size_t len, unsigned char uuid[TOKEN_UUID_LENGTH]);
+extern bool token_sha256(const void *data, size_t len, unsigned char out[TOKEN_HASH_LENGTH]);
+
+extern const char *token_reserved_claims[];
+extern bool token_is_reserved_claim(const char *name);
+
+/*
+ * Builds and signs an access token.  Returns a malloc'ed string the caller
+ * frees with free(), or NULL and a static message in *errmsg.
+ */
+extern char *token_sign_access(const TokenAccessSpec *spec,
+							   const unsigned char *key, size_t keylen,
+							   const char **errmsg);
+
+extern TokenStatus token_verify_access(const char *token, size_t len,
+									   const TokenVerifyParams *params,
+									   TokenAccessClaims *claims);
+
+/* Writes REFRESH_TOKEN_LENGTH characters and a terminating NUL. */
+extern bool token_make_refresh(char out[REFRESH_TOKEN_LENGTH + 1]);
+extern bool token_refresh_well_formed(const char *token, size_t len);
+extern bool token_looks_like_refresh(const char *token, size_t len);
+
+/*
+ * A string member of a JSON object given as text: 1 and the value in `out`
+ * (NUL-terminated) when present, 0 when absent or the text is not an object,
+ * -1 when present but not a string or longer than outsize - 1.
+ */
+extern int	token_json_string_member(const char *json, const char *key,
+									 char *out, size_t outsize);
+
+#endif							/* EXTENSION_TOKENS_TOKEN_H */

@@ -1,0 +1,111 @@
+# test/lib.sh: shared by quickstart.sh and test/run-all.sh.
+# Installs what is missing, builds and installs the extension, and starts and
+# stops a throwaway PostgreSQL cluster under the repository's tmp/ directory
+# (Unix socket only unless a TCP port is asked for; 127.0.0.1 only).
+
+set -euo pipefail
+
+ET_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_MAJOR=${PG_MAJOR:-15}
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+ET_PACKAGES=(build-essential "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
+             "postgresql-$PG_MAJOR-cron" postgresql-contrib libjwt-dev libjansson-dev
+             libssl-dev libipc-run-perl python3 python3-jwt)
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# Installs the Debian packages that are missing (root only; others are told).
+et_install_packages() {
+    local missing=() p
+    for p in "${ET_PACKAGES[@]}" "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing packages: ${missing[*]} (run as root, or install them first)" >&2
+        return 1
+    fi
+    say "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+et_build_install() {
+    say "building and installing extension_tokens"
+    make -C "$ET_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+    if [ -w "$("$PG_BIN/pg_config" --pkglibdir)" ]; then
+        make -C "$ET_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" install >/dev/null
+    else
+        sudo make -C "$ET_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" install >/dev/null
+    fi
+}
+
+# The user that owns and runs the throwaway clusters: initdb refuses root.
+et_pg_user() {
+    if [ "$(id -u)" -eq 0 ]; then echo postgres; else id -un; fi
+}
+
+et_as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# A work directory the cluster user can write: tmp/ in the repository, or a
+# private directory under /tmp when the repository is not reachable to it.
+et_workdir() {
+    local name=$1 dir="$ET_ROOT/tmp/$1"
+    mkdir -p "$ET_ROOT/tmp"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$dir"
+        if ! runuser -u postgres -- test -w "$dir"; then
+            rm -rf "$dir"
+            dir=$(mktemp -d "/tmp/extension_tokens.$name.XXXXXX")
+            chown postgres: "$dir"
+        fi
+    fi
+    echo "$dir"
+}
+
+# A free TCP port on 127.0.0.1.
+et_free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# et_start_cluster DIR [extra postgresql.conf lines...]
+# Sets PGHOST, PGPORT, PGUSER, PGDATABASE for the caller.
+et_start_cluster() {
+    local dir=$1; shift
+    local port
+    port=$(et_free_port)
+    et_as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 \
+        --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
+        { cat "$dir/initdb.log"; return 1; }
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "port = $port"
+        echo "unix_socket_directories = '$dir'"
+        echo "shared_preload_libraries = 'pg_cron,extension_tokens'"
+        echo "cron.database_name = 'postgres'"
+        echo "fsync = off"
+        echo "log_min_messages = warning"
+        for line in "$@"; do echo "$line"; done
+    } >> "$dir/data/postgresql.conf"
+    et_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||
+        { cat "$dir/server.log"; return 1; }
+    export PGHOST=$dir PGPORT=$port PGUSER=postgres PGDATABASE=postgres
+    ET_CLUSTERS+=("$dir")
+}
+
+et_stop_clusters() {
+    local dir
+    for dir in "${ET_CLUSTERS[@]:-}"; do
+        [ -n "$dir" ] && [ -f "$dir/data/postmaster.pid" ] &&
+            et_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    done
+    ET_CLUSTERS=()
+}
+ET_CLUSTERS=()
+trap et_stop_clusters EXIT
