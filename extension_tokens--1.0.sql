@@ -202,6 +202,32 @@ REVOKE ALL ON FUNCTION extension_token_refresh(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_revoke(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revoke_user_extension_tokens(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_list(uuid) FROM PUBLIC;
+-- Default privileges may have granted EXECUTE to roles directly (Supabase
+-- grants new functions in public to anon, authenticated and service_role):
+-- take those back too, so that what follows is all anyone has.
+DO $revoke$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT p.oid::pg_catalog.regprocedure AS fn, a.grantee
+          FROM pg_catalog.pg_proc p
+          JOIN pg_catalog.pg_depend d
+            ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+           AND d.objid OPERATOR(pg_catalog.=) p.oid
+           AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND d.deptype OPERATOR(pg_catalog.=) 'e',
+               LATERAL pg_catalog.aclexplode(p.proacl) a
+         WHERE d.refobjid OPERATOR(pg_catalog.=)
+                   (SELECT oid FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'extension_tokens')
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %I', r.fn,
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke$;
 -- The token is the credential: anyone may validate or exchange one.
 GRANT EXECUTE ON FUNCTION extension_token_validate(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION extension_token_refresh(text, text) TO PUBLIC;

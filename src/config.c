@@ -38,6 +38,17 @@ int			et_last_used_interval = 300;
 int			et_refresh_reuse_grace = 5;
 char	   *et_admin_roles = NULL;
 
+/*
+ * What SHOW, current_setting() and pg_settings print for the secret, to
+ * everyone: GUC_SUPERUSER_ONLY alone still lets members of
+ * pg_read_all_settings read it.
+ */
+static const char *
+show_secret(void)
+{
+	return (et_jwt_secret && et_jwt_secret[0]) ? "(hidden)" : "";
+}
+
 void
 ConfigInit(void)
 {
@@ -49,7 +60,7 @@ ConfigInit(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
 							   GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
-							   NULL, NULL, NULL);
+							   NULL, NULL, show_secret);
 
 	DefineCustomStringVariable("extension_tokens.jwt_issuer",
 							   "The iss claim written into and required of access tokens.",

@@ -163,7 +163,7 @@ pair_result(FunctionCallInfo fcinfo, const NewPair *pair, PairTokens *tokens)
 	Datum		values[7];
 	bool		nulls[7] = {false};
 	pg_uuid_t  *sid = palloc(sizeof(pg_uuid_t));
-	int64		expires_in = (pair->expires_at - pair->created_at) / USECS_PER_SEC;
+	int64		expires_in = unix_seconds(pair->expires_at) - unix_seconds(pair->created_at);
 
 	*sid = pair->session_id;
 	values[0] = tokens->access;

@@ -158,10 +158,12 @@ PolicyCheckRate(bool refresh, pg_uuid_t user_id, TimestampTz now)
 	if (StorageTakeRateSlot(refresh, user_id, now, limit, &retry_at))
 		return;
 	{
-		int64		wait_s = (retry_at - now + USECS_PER_SEC - 1) / USECS_PER_SEC;
+		int64		wait_s;
 
-		if (wait_s < 1)
-			wait_s = 1;
+		/* Round up to a whole second, the moment a retry is accepted. */
+		if (retry_at % USECS_PER_SEC != 0)
+			retry_at += USECS_PER_SEC - retry_at % USECS_PER_SEC;
+		wait_s = Max((retry_at - now + USECS_PER_SEC - 1) / USECS_PER_SEC, 1);
 		ereport(ERROR,
 				(errcode(ERRCODE_ET_RATE_LIMITED),
 				 errmsg("too many token %s for this user", refresh ? "refreshes" : "issues"),

@@ -465,7 +465,11 @@ StorageLookupToken(const unsigned char *hash, StoredToken *out)
 	memset(out, 0, sizeof(*out));
 	values[0] = hash_datum(hash);
 	storage_enter(&call);
-	storage_exec(ST_LOOKUP, values, NULL, true);
+	/*
+	 * Not read_only: a fresh snapshot (in READ COMMITTED) sees a revocation
+	 * committed a moment ago, and what this statement itself wrote.
+	 */
+	storage_exec(ST_LOOKUP, values, NULL, false);
 	if (SPI_processed == 1)
 	{
 		out->found = true;

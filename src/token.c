@@ -9,8 +9,8 @@
  * the token's length and checks no claim at all.  So every decision here is
  * ours, in this order (RFC 8725):
  *
- *	1. length cap and syntax: [A-Za-z0-9_-] in three non-empty segments that
- *	   are canonical base64url;
+ *	1. length cap and syntax: [A-Za-z0-9_-] in three segments that are
+ *	   canonical base64url, only the signature may be empty;
  *	2. header: a JSON object (duplicate keys refused) whose "alg" is exactly
  *	   "HS256", whose "typ", if present, is "JWT", and with no "crit";
  *	3. signature: exactly 32 bytes, HMAC-SHA256 over the raw
@@ -572,7 +572,12 @@ token_verify_access(const char *token, size_t len,
 	hlen = (size_t) (dot1 - token);
 	plen = (size_t) (dot2 - dot1 - 1);
 	slen = len - (size_t) (dot2 - token) - 1;
-	if (hlen == 0 || plen == 0 || slen == 0)
+	/*
+	 * An empty signature is let through to the header check, so that the
+	 * classic unsigned token ({"alg":"none"}, "h.p.") is reported as the
+	 * algorithm it uses; under HS256 it then fails as a signature.
+	 */
+	if (hlen == 0 || plen == 0)
 		return TOKEN_MALFORMED;
 
 	/* 2. Header. */

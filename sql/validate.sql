@@ -1,0 +1,94 @@
+-- validate: every error code of the contract, the success row, the order of
+-- the checks, last-use recording (at most once per interval, never in a
+-- read-only transaction).
+SET extension_tokens.issue_rate_limit = 0;
+SELECT * FROM extension_token_issue('20000000-0000-4000-8000-000000000001', 'desk', p_claims => '{"plan": "pro"}') \gset
+SELECT valid, error, user_id, session_id = :'session_id' AS same_session, token_name,
+       expires_at = :'expires_at' AS same_expiry, claims->>'plan' AS plan
+  FROM extension_token_validate(:'access_token');
+
+-- missing
+SELECT valid, error, user_id, claims FROM extension_token_validate(NULL);
+SELECT valid, error FROM extension_token_validate('');
+-- malformed: syntax
+SELECT t AS token, (extension_token_validate(t)).error
+  FROM unnest(ARRAY['garbage', 'a.b', 'a.b.c.d', '..', 'a..c', '.b.c', 'a.b.',
+                    'eyJ!.eyJ.sig', 'a b.c.d', 'YQ==.YQ.YQ', 'YR.YQ.YQ',
+                    'eyJhbGciOiJIUzI1NiJ9 .e30.sig']) AS t;
+-- malformed: a header that is not a JSON object, or has no alg
+SELECT (extension_token_validate(regress_b64url(convert_to(h, 'UTF8')) || '.e30.c2ln')).error AS error, h AS header
+  FROM unnest(ARRAY['[]', '"HS256"', '{}', '{"alg": 256}', '{"alg": "HS256", "alg": "HS256"}',
+                    '{"alg": "HS256", "typ": "JOSE+JSON"}', '{"alg": "HS256", "crit": ["exp"]}',
+                    'not json']) AS h;
+-- unsupported_algorithm: decided from the header, before the signature
+SELECT (extension_token_validate(regress_sign(format('{"alg": "%s", "typ": "JWT"}', a), regress_claims()))).error AS error, a AS alg
+  FROM unnest(ARRAY['HS384', 'HS512', 'RS256', 'ES256', 'none', 'None', 'NONE', 'hs256', 'HS256 ', '']) AS a;
+-- invalid_signature: our own token with one signature character changed,
+-- another key, a signature cut to 30 bytes (still canonical base64url);
+-- cut to a length no byte string encodes to, it is malformed.
+SELECT (extension_token_validate(left(:'access_token', -10) ||
+        CASE substr(:'access_token', length(:'access_token') - 9, 1) WHEN 'A' THEN 'B' ELSE 'A' END ||
+        right(:'access_token', 9))).error AS flipped;
+SELECT (extension_token_validate(regress_sign('{"alg": "HS256", "typ": "JWT"}', regress_claims(), 'sha256',
+                                              'another-secret-of-sufficient-length-0123'))).error AS wrong_key;
+SELECT (extension_token_validate(left(:'access_token', -3))).error AS short_signature,
+       (extension_token_validate(left(:'access_token', -4))).error AS non_canonical;
+-- our token with its payload swapped for another user's: signature breaks
+SELECT (extension_token_validate(split_part(:'access_token', '.', 1) || '.' ||
+        regress_b64url(convert_to(regress_claims('{"sub": "20000000-0000-4000-8000-000000000099"}'), 'UTF8')) || '.' ||
+        split_part(:'access_token', '.', 3))).error AS swapped_payload;
+-- Claims, signed with the right key: shape first (malformed), then iss,
+-- aud, type, then time.
+SELECT c AS changes, (extension_token_validate(regress_sign('{"alg": "HS256", "typ": "JWT"}', regress_claims(c::jsonb)))).error
+  FROM unnest(ARRAY[
+    '{}',
+    '{"iss": "someone-else"}', '{"iss": null}', '{"iss": ["extension_tokens"]}',
+    '{"aud": "other"}', '{"aud": null}', '{"aud": ["other", "extension"]}', '{"aud": ["other"]}', '{"aud": 1}',
+    '{"type": "refresh"}', '{"type": null}', '{"type": "ACCESS"}',
+    '{"exp": 1}', '{"nbf": 99999999999}', '{"iat": 99999999999}',
+    '{"exp": null}', '{"exp": "99999999999"}', '{"exp": 99999999999.5}', '{"exp": true}',
+    '{"iat": null}', '{"iat": "1"}', '{"nbf": "1"}',
+    '{"sub": null}', '{"sub": 42}', '{"sub": ""}', '{"session_id": null}', '{"session_id": "nope"}',
+    '{"jti": null}'
+  ]) AS c;
+-- not_found: a token with our signature and perfect claims that we never issued
+SELECT (extension_token_validate(regress_sign('{"alg": "HS256", "typ": "JWT"}', regress_claims()))).error AS never_issued;
+-- A token issued under another issuer or audience setting.
+SET extension_tokens.jwt_issuer = 'another-issuer';
+SELECT valid, error FROM extension_token_validate(:'access_token');
+RESET extension_tokens.jwt_issuer;
+SET extension_tokens.jwt_audience = 'another-audience';
+SELECT valid, error FROM extension_token_validate(:'access_token');
+RESET extension_tokens.jwt_audience;
+-- wrong_token_type: a refresh token presented as an access token
+SELECT valid, error FROM extension_token_validate(:'refresh_token');
+-- expired: a one-second token, checked with no clock skew allowed
+SET extension_tokens.clock_skew = 0;
+SELECT access_token AS short_token FROM extension_token_issue('20000000-0000-4000-8000-000000000002', p_lifetime => '1 second') \gset
+SELECT pg_sleep(2);
+SELECT valid, error FROM extension_token_validate(:'short_token');
+-- ... which the default 30-second skew still accepts
+RESET extension_tokens.clock_skew;
+SELECT valid, error FROM extension_token_validate(:'short_token');
+-- revoked
+SELECT extension_token_revoke(:'access_token');
+SELECT valid, error FROM extension_token_validate(:'access_token');
+
+-- Last use: issue sets it; validation within the interval writes nothing,
+-- after it writes once; in a read-only transaction never.
+SELECT access_token AS a2, session_id AS s2 FROM extension_token_issue('20000000-0000-4000-8000-000000000003') \gset
+SELECT last_used_at AS issued_used FROM extension_tokens WHERE session_id = :'s2' AND token_type = 'access' \gset
+SELECT valid FROM extension_token_validate(:'a2');
+SELECT last_used_at = :'issued_used' AS unchanged_within_interval
+  FROM extension_tokens WHERE session_id = :'s2' AND token_type = 'access';
+SET extension_tokens.last_used_interval = 0;
+BEGIN READ ONLY;
+SELECT valid, error FROM extension_token_validate(:'a2');
+COMMIT;
+SELECT last_used_at = :'issued_used' AS unchanged_read_only
+  FROM extension_tokens WHERE session_id = :'s2' AND token_type = 'access';
+SELECT valid FROM extension_token_validate(:'a2');
+SELECT t.last_used_at > :'issued_used' AS token_touched, s.last_used_at > :'issued_used' AS session_touched
+  FROM extension_tokens t JOIN extension_token_sessions s USING (session_id)
+ WHERE session_id = :'s2' AND token_type = 'access';
+RESET extension_tokens.last_used_interval;

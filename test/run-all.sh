@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, builds and installs the
+# extension, then runs each part against a throwaway cluster of its own under
+# tmp/ and stops it again.  Ends with one line "N passed, M failed".
+#
+#   pg_regress   sql/*.sql against expected/*.out (behaviour, errors, privileges,
+#                hostile input)
+#   interop      test/interop.py: PyJWT verifies our tokens, ours rejects its
+#                forgeries
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ET_ROOT"
+
+et_install_packages
+et_build_install
+
+passed=0
+failed=0
+tally() { # tally NAME PASSED FAILED
+    passed=$((passed + $2)); failed=$((failed + $3))
+    printf '%-12s %s passed, %s failed\n' "$1" "$2" "$3" >> "$ET_ROOT/tmp/summary"
+}
+mkdir -p tmp && : > tmp/summary
+
+say "pg_regress"
+dir=$(et_workdir regress)
+et_start_cluster "$dir"
+out=$dir/output
+mkdir -p "$out"
+if make -s installcheck PG_CONFIG="$PG_BIN/pg_config" REGRESS_OUTPUTDIR="$out" 2>&1 | tee "$dir/pg_regress.log"; then :; fi
+ok=$(grep -cE '^(ok|test) .* ok( |$)|^ok [0-9]+ ' "$dir/pg_regress.log" || true)
+bad=$(grep -cE '\.\.\. FAILED|^not ok' "$dir/pg_regress.log" || true)
+[ -f "$out/regression.diffs" ] && { cat "$out/regression.diffs"; }
+tally pg_regress "$ok" "$bad"
+et_stop_clusters
+
+say "interop (PyJWT)"
+dir=$(et_workdir interop)
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+et_start_cluster "$dir" "extension_tokens.jwt_secret = '$secret'"
+psql -X -q -c 'CREATE EXTENSION extension_tokens'
+if ET_SECRET=$secret /usr/bin/python3 test/interop.py | tee "$dir/interop.log"; then :; fi
+line=$(tail -n 1 "$dir/interop.log")
+if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    tally interop "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+    tally interop 0 1
+fi
+et_stop_clusters
+
+say "summary"
+cat tmp/summary
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
