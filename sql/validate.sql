@@ -24,15 +24,16 @@ SELECT (extension_token_validate(regress_b64url(convert_to(h, 'UTF8')) || '.e30.
 SELECT (extension_token_validate(regress_sign(format('{"alg": "%s", "typ": "JWT"}', a), regress_claims()))).error AS error, a AS alg
   FROM unnest(ARRAY['HS384', 'HS512', 'RS256', 'ES256', 'none', 'None', 'NONE', 'hs256', 'HS256 ', '']) AS a;
 -- invalid_signature: our own token with one signature character changed,
--- another key, a signature cut to 30 bytes (still canonical base64url);
--- cut to a length no byte string encodes to, it is malformed.
+-- another key, a signature cut to 30 bytes (still canonical base64url).
+-- A last character with non-zero unused bits ('B' = 000001: the encoding of
+-- 32 bytes leaves 2 bits over) is not canonical: malformed.
 SELECT (extension_token_validate(left(:'access_token', -10) ||
         CASE substr(:'access_token', length(:'access_token') - 9, 1) WHEN 'A' THEN 'B' ELSE 'A' END ||
         right(:'access_token', 9))).error AS flipped;
 SELECT (extension_token_validate(regress_sign('{"alg": "HS256", "typ": "JWT"}', regress_claims(), 'sha256',
                                               'another-secret-of-sufficient-length-0123'))).error AS wrong_key;
 SELECT (extension_token_validate(left(:'access_token', -3))).error AS short_signature,
-       (extension_token_validate(left(:'access_token', -4))).error AS non_canonical;
+       (extension_token_validate(left(:'access_token', -1) || 'B')).error AS non_canonical;
 -- our token with its payload swapped for another user's: signature breaks
 SELECT (extension_token_validate(split_part(:'access_token', '.', 1) || '.' ||
         regress_b64url(convert_to(regress_claims('{"sub": "20000000-0000-4000-8000-000000000099"}'), 'UTF8')) || '.' ||

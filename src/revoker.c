@@ -21,6 +21,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -54,7 +55,13 @@ RevokeSessionDetached(pg_uuid_t session_id, const char *reason)
 
 	memset(&req, 0, sizeof(req));
 	req.database = MyDatabaseId;
-	req.role = StorageExtensionOwner();
+	/*
+	 * The worker logs in as the bootstrap superuser, which can always log
+	 * in (a PostgreSQL 15 worker cannot skip the LOGIN check, and the
+	 * extension's owner may lack it); storage.c switches to the owner for
+	 * the statement itself.
+	 */
+	req.role = BOOTSTRAP_SUPERUSERID;
 	req.session_id = session_id;
 	strlcpy(req.reason, reason, sizeof(req.reason));
 
