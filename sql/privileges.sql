@@ -22,8 +22,10 @@ SELECT c.relname, c.relrowsecurity,
 
 -- A role with no privileges.
 SET SESSION AUTHORIZATION regress_et_alice;
+\set VERBOSITY sqlstate
 SHOW extension_tokens.jwt_secret;
 SELECT current_setting('extension_tokens.jwt_secret');
+\set VERBOSITY default
 SELECT count(*) AS visible_in_pg_settings FROM pg_settings WHERE name = 'extension_tokens.jwt_secret';
 SET extension_tokens.jwt_secret = 'alice-wants-her-own-secret-0123456789abcdef';
 SELECT set_config('extension_tokens.jwt_secret', 'alice-wants-her-own-secret-0123456789abcdef', true);

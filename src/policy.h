@@ -11,6 +11,8 @@
 #include "datatype/timestamp.h"
 #include "utils/uuid.h"
 
+#include "compat.h"
+
 /* SQLSTATEs of the contract that PostgreSQL has no name for. */
 #define ERRCODE_ET_UNAUTHORIZED	MAKE_SQLSTATE('P','T','4','0','1')
 #define ERRCODE_ET_RATE_LIMITED	MAKE_SQLSTATE('P','T','4','2','9')
@@ -20,6 +22,6 @@ extern pg_uuid_t PolicyResolveUser(bool given, const pg_uuid_t *p_user_id,
 								   const char *action);
 extern void PolicyCheckRate(bool refresh, pg_uuid_t user_id, TimestampTz now);
 extern void PolicyEnforceSessionLimit(pg_uuid_t user_id, TimestampTz now);
-extern void PolicyRefreshRefused(const char *reason) pg_attribute_noreturn();
+ET_NORETURN_BEGIN extern void PolicyRefreshRefused(const char *reason) ET_NORETURN_END;
 
 #endif							/* EXTENSION_TOKENS_POLICY_H */

@@ -9,7 +9,7 @@ ET_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=${PG_MAJOR:-15}
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 ET_PACKAGES=(build-essential "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
-             "postgresql-$PG_MAJOR-cron" postgresql-contrib libjwt-dev libjansson-dev
+             "postgresql-$PG_MAJOR-cron" libjwt-dev libjansson-dev
              libssl-dev libipc-run-perl python3 python3-jwt)
 
 say() { printf '\n==> %s\n' "$*"; }

@@ -1,0 +1,25 @@
+/*-------------------------------------------------------------------------
+ *
+ * compat.h
+ *	  The differences between the PostgreSQL major versions we build on
+ *	  (15, 17, 18), in one place.  Feature tests where a macro says what is
+ *	  there; PG_VERSION_NUM only where nothing else does.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EXTENSION_TOKENS_COMPAT_H
+#define EXTENSION_TOKENS_COMPAT_H
+
+/*
+ * "Does not return": PostgreSQL 18 replaced the pg_attribute_noreturn()
+ * suffix with a pg_noreturn prefix (C11 _Noreturn).
+ */
+#ifdef pg_noreturn
+#define ET_NORETURN_BEGIN pg_noreturn
+#define ET_NORETURN_END
+#else
+#define ET_NORETURN_BEGIN
+#define ET_NORETURN_END pg_attribute_noreturn()
+#endif
+
+#endif							/* EXTENSION_TOKENS_COMPAT_H */
