@@ -2,7 +2,8 @@
 EXTENSION = extension_tokens
 MODULE_big = extension_tokens
 OBJS = src/extension_tokens.o src/config.o src/token.o src/storage.o \
-       src/policy.o src/revoker.o src/logfilter.o
+       src/policy.o src/worker.o src/logfilter.o \
+       src/stats.o
 DATA = $(wildcard $(EXTENSION)--*.sql)
 PGFILEDESC = "extension_tokens - API tokens in the database"
 
@@ -13,7 +14,7 @@ PG_CPPFLAGS = -DEXTENSION_TOKENS_VERSION=\"$(EXTVERSION)\" \
               $(if $(LIBJWT_SONAME),-DLIBJWT_SONAME=\"$(LIBJWT_SONAME)\")
 SHLIB_LINK = -ljansson -lcrypto -ldl
 
-REGRESS = setup issue validate refresh revoke privileges hostile
+REGRESS = setup issue validate refresh revoke privileges hostile operations upgrade
 REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 
@@ -23,3 +24,4 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+

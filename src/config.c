@@ -37,6 +37,11 @@ int			et_refresh_rate_limit = 10;
 int			et_last_used_interval = 300;
 int			et_refresh_reuse_grace = 5;
 char	   *et_admin_roles = NULL;
+char	   *et_jwt_secret_previous = NULL;
+int			et_cleanup_retention = 7 * 86400;
+int			et_cleanup_batch_size = 10000;
+int			et_session_max_lifetime = 0;
+int			et_session_inactivity_timeout = 0;
 
 /*
  * What SHOW, current_setting() and pg_settings print for the secret, to
@@ -47,6 +52,12 @@ static const char *
 show_secret(void)
 {
 	return (et_jwt_secret && et_jwt_secret[0]) ? "(hidden)" : "";
+}
+
+static const char *
+show_previous_secret(void)
+{
+	return (et_jwt_secret_previous && et_jwt_secret_previous[0]) ? "(hidden)" : "";
 }
 
 void
@@ -150,6 +161,48 @@ ConfigInit(void)
 							   PGC_SIGHUP, GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("extension_tokens.jwt_secret_previous",
+							   "The signing secret being retired: tokens it signed still validate, nothing new is signed with it.",
+							   "Readable by superusers only; empty once every token it signed has expired.",
+							   &et_jwt_secret_previous,
+							   NULL,
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
+							   GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
+							   NULL, NULL, show_previous_secret);
+
+	DefineCustomIntVariable("extension_tokens.cleanup_retention",
+							"How long expired and revoked sessions are kept before extension_tokens_cleanup() deletes them.",
+							NULL,
+							&et_cleanup_retention,
+							7 * 86400, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.cleanup_batch_size",
+							"Sessions deleted per statement by extension_tokens_cleanup().",
+							NULL,
+							&et_cleanup_batch_size,
+							10000, 1, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.session_max_lifetime",
+							"Longest a session may live, however often it is refreshed. 0 means no limit.",
+							NULL,
+							&et_session_max_lifetime,
+							0, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.session_inactivity_timeout",
+							"A session not used (validated or refreshed) for this long ends. 0 means never.",
+							"Use is recorded at most once per extension_tokens.last_used_interval, which should be well below this.",
+							&et_session_inactivity_timeout,
+							0, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("extension_tokens");
 }
 
@@ -173,4 +226,15 @@ ConfigRequireSecret(size_t *len)
 				 errhint("Set a longer secret in postgresql.conf or with ALTER SYSTEM, then reload the configuration.")));
 	*len = n;
 	return et_jwt_secret;
+}
+
+const char *
+ConfigPreviousSecret(size_t *len)
+{
+	size_t		n = et_jwt_secret_previous ? strlen(et_jwt_secret_previous) : 0;
+
+	if (n < TOKEN_SECRET_MIN_LENGTH)
+		return NULL;
+	*len = n;
+	return et_jwt_secret_previous;
 }

@@ -20,10 +20,18 @@ extern int	et_refresh_rate_limit;
 extern int	et_last_used_interval;	/* seconds */
 extern int	et_refresh_reuse_grace;	/* seconds */
 extern char *et_admin_roles;
+extern char *et_jwt_secret_previous;
+extern int	et_cleanup_retention;	/* seconds */
+extern int	et_cleanup_batch_size;
+extern int	et_session_max_lifetime;	/* seconds, 0 = none */
+extern int	et_session_inactivity_timeout;	/* seconds, 0 = none */
 
 extern void ConfigInit(void);
 
 /* The signing secret; raises 55000 while it is missing or too short. */
 extern const char *ConfigRequireSecret(size_t *len);
+
+/* The previous secret (accepted, never used to sign), or NULL. */
+extern const char *ConfigPreviousSecret(size_t *len);
 
 #endif							/* EXTENSION_TOKENS_CONFIG_H */

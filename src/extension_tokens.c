@@ -30,15 +30,17 @@
 #include "common/int.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "config.h"
 #include "logfilter.h"
 #include "policy.h"
-#include "revoker.h"
+#include "stats.h"
 #include "storage.h"
 #include "token.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -56,6 +58,7 @@ void
 _PG_init(void)
 {
 	ConfigInit();
+	StatsInit();
 	StorageInit();
 	LogFilterInit();
 }
@@ -135,6 +138,7 @@ mint_access(NewPair *pair, PairTokens *out)
 	spec.exp = unix_seconds(pair->expires_at);
 	spec.extra_claims_json = pair->claims_json;
 	spec.extra_claims_len = pair->claims_json ? strlen(pair->claims_json) : 0;
+	spec.with_kid = true;
 
 	jwt = token_sign_access(&spec, (const unsigned char *) key, keylen, &why);
 	if (jwt == NULL)
@@ -255,6 +259,29 @@ checked_name(text *name)
 }
 
 /*
+ * The end of a session created at `created`, in whole seconds since the Unix
+ * epoch, under session_max_lifetime (PG_INT64_MAX when there is none).
+ */
+static int64
+session_end(TimestampTz created)
+{
+	return et_session_max_lifetime > 0
+		? unix_seconds(created) + et_session_max_lifetime : PG_INT64_MAX;
+}
+
+/* Both expiry times of a pair minted at `now` in a session created at `created`. */
+static void
+pair_times(NewPair *pair, TimestampTz now, TimestampTz created, int64 lifetime)
+{
+	int64		end = session_end(created);
+
+	pair->created_at = now;
+	pair->expires_at = from_unix_seconds(Min(unix_seconds(now) + lifetime, end));
+	pair->refresh_expires_at =
+		from_unix_seconds(Min(unix_seconds(now) + et_refresh_token_lifetime, end));
+}
+
+/*
  * extension_token_issue(p_user_id uuid, p_name text, p_lifetime interval,
  *						 p_claims jsonb) RETURNS extension_token_pair
  */
@@ -289,12 +316,11 @@ extension_token_issue(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes for a session id")));
 	pair.access_lifetime = lifetime;
-	pair.created_at = now;
-	pair.expires_at = from_unix_seconds(unix_seconds(now) + lifetime);
-	pair.refresh_expires_at = from_unix_seconds(unix_seconds(now) + et_refresh_token_lifetime);
+	pair_times(&pair, now, now, lifetime);
 	mint_access(&pair, &tokens);
 	mint_refresh(&pair, &tokens);
 	StorageInsertSession(&pair);
+	StatsCount(STATS_ISSUED);
 	PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens));
 }
 
@@ -342,6 +368,8 @@ verify_params(TokenVerifyParams *params, TimestampTz now, bool check_times)
 
 	params->key = (const unsigned char *) ConfigRequireSecret(&keylen);
 	params->keylen = keylen;
+	params->prev_key = (const unsigned char *) ConfigPreviousSecret(&keylen);
+	params->prev_keylen = params->prev_key ? keylen : 0;
 	params->issuer = et_jwt_issuer;
 	params->audience = et_jwt_audience;
 	params->now = unix_seconds(now);
@@ -363,13 +391,20 @@ extension_token_validate(PG_FUNCTION_ARGS)
 	text	   *token;
 	size_t		len;
 
+	LogFilterRedactActivity();
 	verify_params(&params, now, true);
 	memset(&row, 0, sizeof(row));
 	if (PG_ARGISNULL(0))
+	{
+		StatsCountValidation(TOKEN_MISSING);
 		PG_RETURN_DATUM(validation_result(fcinfo, TOKEN_MISSING, NULL, NULL));
+	}
 	/* Look at the size before detoasting a possibly huge value. */
 	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ > TOKEN_MAX_LENGTH)
+	{
+		StatsCountValidation(TOKEN_MALFORMED);
 		PG_RETURN_DATUM(validation_result(fcinfo, TOKEN_MALFORMED, NULL, NULL));
+	}
 
 	token = PG_GETARG_TEXT_PP(0);
 	len = VARSIZE_ANY_EXHDR(token);
@@ -387,7 +422,12 @@ extension_token_validate(PG_FUNCTION_ARGS)
 			status = TOKEN_REVOKED;
 		else if (unix_seconds(row.expires_at) <= params.now - params.leeway)
 			status = TOKEN_EXPIRED;
+		/* idle past session_inactivity_timeout: the session has ended */
+		else if (et_session_inactivity_timeout > 0 && row.last_used_at != 0 &&
+				 row.last_used_at < now - (int64) et_session_inactivity_timeout * USECS_PER_SEC)
+			status = TOKEN_EXPIRED;
 	}
+	StatsCountValidation(status);
 	if (status == TOKEN_OK && !XactReadOnly && !RecoveryInProgress())
 	{
 		TimestampTz older_than = now - (int64) et_last_used_interval * USECS_PER_SEC;
@@ -406,24 +446,52 @@ extension_token_validate(PG_FUNCTION_ARGS)
  */
 
 /*
- * A refresh token that cannot be exchanged: says why, and revokes the session
- * when the token had been exchanged before (outside the grace window).
+ * Why a refresh token found in the table cannot be exchanged now, or NULL if
+ * it can.  *reuse says the session must be revoked for it.
  */
-static void
-refuse_refresh(const StoredToken *row, TimestampTz now)
+static const char *
+refresh_refusal(const StoredToken *row, TimestampTz now, bool *reuse)
 {
+	*reuse = false;
 	if (!row->found || row->is_access)
-		PolicyRefreshRefused("refresh_token_not_found");
+		return "refresh_token_not_found";
 	if (row->revoked)
-		PolicyRefreshRefused("session_revoked");
+		return "session_revoked";
 	if (row->used)
 	{
-		if (now - row->used_at > (int64) et_refresh_reuse_grace * USECS_PER_SEC)
-			RevokeSessionDetached(row->session_id, "refresh_token_reuse");
-		PolicyRefreshRefused("refresh_token_already_used");
+		/* outside the grace window, a second presentation is theft */
+		*reuse = now - row->used_at > (int64) et_refresh_reuse_grace * USECS_PER_SEC;
+		return "refresh_token_already_used";
 	}
+	/* the session's own end first: a refresh token is capped at it */
+	if (unix_seconds(now) >= session_end(row->session_created_at))
+		return "session_expired";
+	if (et_session_inactivity_timeout > 0 && row->session_last_used_at != 0 &&
+		row->session_last_used_at < now - (int64) et_session_inactivity_timeout * USECS_PER_SEC)
+		return "session_expired";
 	if (row->expires_at <= now)
-		PolicyRefreshRefused("refresh_token_expired");
+		return "refresh_token_expired";
+	return NULL;
+}
+
+/*
+ * Refuses a refresh: counts it, records it on the session (revoking the
+ * session on reuse) in a transaction of its own, and raises PT401/PT429.
+ * Recording is skipped when the session recorded a failure in the last 10
+ * seconds and nothing is to be revoked, so that a client hammering with a
+ * dead token cannot start a worker per call.
+ */
+static void
+refuse_refresh(const StoredToken *row, TimestampTz now, const char *reason,
+			   bool reuse, bool rate_limited)
+{
+	StatsCount(STATS_REFRESH_FAILED);
+	if (row->found && !row->is_access &&
+		(reuse || row->last_refresh_error_at == 0 ||
+		 row->last_refresh_error_at < now - 10 * USECS_PER_SEC))
+		WorkerSessionEvent(row->session_id, reuse, "refresh_token_reuse", reason);
+	if (!rate_limited)
+		PolicyRefreshRefused(reason);
 }
 
 /*
@@ -442,25 +510,37 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 	ClaimedSession session;
 	NewPair		pair;
 	PairTokens	tokens;
-	int64		lifetime;
+	const char *refusal;
+	bool		reuse;
+	TimestampTz retry_at;
 
+	LogFilterRedactActivity();
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("p_refresh_token must not be null")));
 	(void) ConfigRequireSecret(&len);
+	/* Before anything else: a refresh writes, and on a standby its
+	 * bookkeeping worker could never start. */
+	if (RecoveryInProgress() || XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot refresh a token in a read-only transaction"),
+				 errhint("Refresh on the primary, in a read-write transaction (PostgREST: POST, not GET).")));
 
+	memset(&row, 0, sizeof(row));
 	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ != REFRESH_TOKEN_LENGTH)
-		PolicyRefreshRefused("refresh_token_not_found");
+		refuse_refresh(&row, now, "refresh_token_not_found", false, false);
 	refresh = PG_GETARG_TEXT_PP(0);
 	len = VARSIZE_ANY_EXHDR(refresh);
 	if (!token_refresh_well_formed(VARDATA_ANY(refresh), len))
-		PolicyRefreshRefused("refresh_token_not_found");
+		refuse_refresh(&row, now, "refresh_token_not_found", false, false);
 	token_sha256(VARDATA_ANY(refresh), len, hash);
 
-	StorageLookupToken(hash, &row);
-	if (!row.found || row.is_access || row.revoked || row.used || row.expires_at <= now)
-		refuse_refresh(&row, now);
+	StorageLookupRefresh(hash, &row);
+	refusal = refresh_refusal(&row, now, &reuse);
+	if (refusal)
+		refuse_refresh(&row, now, refusal, reuse, false);
 
 	/* Proof of possession of the session's access token, if offered. */
 	if (!PG_ARGISNULL(1))
@@ -485,31 +565,34 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 		pfree(claims);
 	}
 
-	PolicyCheckRate(true, row.user_id, now);
+	if (!PolicyTryRate(true, row.user_id, now, &retry_at))
+	{
+		refuse_refresh(&row, now, "rate_limited", false, true);
+		PolicyRateLimited(true, now, retry_at);
+	}
 
-	memset(&pair, 0, sizeof(pair));
-	pair.created_at = now;
-	pair.refresh_expires_at = from_unix_seconds(unix_seconds(now) + et_refresh_token_lifetime);
 	/* The successor's hash is written into the old row by the claim. */
+	memset(&pair, 0, sizeof(pair));
 	mint_refresh(&pair, &tokens);
 	if (!StorageClaimRefresh(hash, now, pair.refresh_hash, &session))
 	{
 		/* Lost a race: someone else exchanged or revoked it meanwhile. */
-		StorageLookupToken(hash, &row);
-		refuse_refresh(&row, now);
-		PolicyRefreshRefused("refresh_token_not_found");
+		StorageLookupRefresh(hash, &row);
+		refusal = refresh_refusal(&row, now, &reuse);
+		refuse_refresh(&row, now, refusal ? refusal : "refresh_token_not_found",
+					   reuse, false);
 	}
 
 	pair.session_id = session.session_id;
 	pair.user_id = session.user_id;
 	pair.name = session.name;
 	pair.claims_json = session.claims_json;
-	lifetime = Min(session.access_lifetime, (int64) et_refresh_token_lifetime);
 	pair.access_lifetime = session.access_lifetime;
-	pair.expires_at = from_unix_seconds(unix_seconds(now) + lifetime);
-
+	pair_times(&pair, now, session.created_at,
+			   Min(session.access_lifetime, (int64) et_refresh_token_lifetime));
 	mint_access(&pair, &tokens);
 	StorageRotate(&pair);
+	StatsCount(STATS_REFRESH_OK);
 	PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens));
 }
 
@@ -526,6 +609,7 @@ extension_token_revoke(PG_FUNCTION_ARGS)
 	unsigned char hash[TOKEN_HASH_LENGTH];
 	text	   *token;
 
+	LogFilterRedactActivity();
 	if (PG_ARGISNULL(0) ||
 		toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ > TOKEN_MAX_LENGTH)
 		PG_RETURN_BOOL(false);
@@ -549,6 +633,13 @@ revoke_user_extension_tokens(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32((int32) Min(n, (uint64) PG_INT32_MAX));
 }
 
+/* The cut-off for a session limit of `seconds` (0: off, -infinity). */
+static TimestampTz
+session_limit_before(TimestampTz now, int seconds)
+{
+	return seconds > 0 ? now - (int64) seconds * USECS_PER_SEC : DT_NOBEGIN;
+}
+
 /* extension_token_list(p_user_id uuid) RETURNS SETOF extension_token_session */
 PG_FUNCTION_INFO_V1(extension_token_list);
 Datum
@@ -558,7 +649,162 @@ extension_token_list(PG_FUNCTION_ARGS)
 										 PG_ARGISNULL(0) ? NULL : PG_GETARG_UUID_P(0),
 										 "list");
 
+	TimestampTz now = GetCurrentTimestamp();
+
 	InitMaterializedSRF(fcinfo, 0);
-	StorageListSessions(user, GetCurrentTimestamp(), (ReturnSetInfo *) fcinfo->resultinfo);
+	StorageListSessions(user, now, session_limit_before(now, et_session_max_lifetime),
+						session_limit_before(now, et_session_inactivity_timeout),
+						(ReturnSetInfo *) fcinfo->resultinfo);
 	return (Datum) 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Operations: cleanup, pg_cron, statistics
+ * ---------------------------------------------------------------------
+ */
+
+/* extension_tokens_cleanup(p_retention interval) RETURNS bigint */
+PG_FUNCTION_INFO_V1(extension_tokens_cleanup);
+Datum
+extension_tokens_cleanup(PG_FUNCTION_ARGS)
+{
+	int64		retention = et_cleanup_retention;
+
+	if (!PG_ARGISNULL(0))
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(0);
+		int64		usecs;
+
+		if (pg_mul_s64_overflow((int64) iv->month * DAYS_PER_MONTH + iv->day,
+								USECS_PER_DAY, &usecs) ||
+			pg_add_s64_overflow(usecs, iv->time, &usecs) || usecs < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("p_retention must be a non-negative interval")));
+		retention = usecs / USECS_PER_SEC;
+	}
+	PG_RETURN_INT64((int64) StorageCleanup(GetCurrentTimestamp() - retention * USECS_PER_SEC,
+										   et_cleanup_batch_size));
+}
+
+/*
+ * extension_tokens_cleanup_schedule(p_schedule text) RETURNS text
+ * extension_tokens_cleanup_unschedule() RETURNS text
+ */
+static Datum
+cron_call(bool unschedule, const char *schedule, bool raise)
+{
+	int64		jobs = 0;
+	char	   *message = NULL;
+
+	if (!WorkerCron(unschedule, schedule, &jobs, &message))
+	{
+		if (raise)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("could not %s the cleanup job: %s",
+							unschedule ? "remove" : "schedule", message)));
+		ereport(WARNING,
+				(errmsg("extension_tokens cleanup is not scheduled: %s", message),
+				 errhint("Run SELECT extension_tokens_cleanup() periodically, or install pg_cron and run SELECT extension_tokens_cleanup_schedule().")));
+		return CStringGetTextDatum("not scheduled");
+	}
+	return CStringGetTextDatum(message);
+}
+
+PG_FUNCTION_INFO_V1(extension_tokens_cleanup_schedule);
+Datum
+extension_tokens_cleanup_schedule(PG_FUNCTION_ARGS)
+{
+	const char *schedule = PG_ARGISNULL(0) ? "17 * * * *" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	bool		quiet = PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
+
+	if (!PolicyCallerIsAdmin())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to schedule the cleanup")));
+	PG_RETURN_DATUM(cron_call(false, schedule, !quiet));
+}
+
+PG_FUNCTION_INFO_V1(extension_tokens_cleanup_unschedule);
+Datum
+extension_tokens_cleanup_unschedule(PG_FUNCTION_ARGS)
+{
+	if (!PolicyCallerIsAdmin())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to unschedule the cleanup")));
+	PG_RETURN_DATUM(cron_call(true, NULL, true));
+}
+
+/* extension_token_stats() RETURNS extension_token_statistics */
+PG_FUNCTION_INFO_V1(extension_token_stats);
+Datum
+extension_token_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc = result_tupdesc(fcinfo);
+	TimestampTz now = GetCurrentTimestamp();
+	StatsSnapshot snap;
+	StoredCounts counts;
+	bool		have = StatsRead(&snap);
+	Datum		values[13];
+	bool		nulls[13] = {false};
+	uint64		failed = 0;
+	JsonbParseState *state = NULL;
+	JsonbValue *res;
+
+	StorageCounts(now, &counts);
+	values[0] = TimestampTzGetDatum(snap.since);
+	values[1] = BoolGetDatum(have);
+	values[2] = Int64GetDatum((int64) snap.events[STATS_ISSUED]);
+	values[3] = Int64GetDatum(counts.issued_24h);
+	values[4] = Int64GetDatum(counts.sessions_active);
+	values[5] = Int64GetDatum(counts.sessions_revoked);
+	values[6] = Int64GetDatum(counts.sessions_expired);
+	values[7] = Int64GetDatum((int64) snap.events[STATS_REFRESH_OK]);
+	values[8] = Int64GetDatum((int64) snap.events[STATS_REFRESH_FAILED]);
+	values[9] = Int64GetDatum((int64) snap.validations[TOKEN_OK]);
+
+	(void) pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	for (int i = TOKEN_OK + 1; i < TOKEN_STATUS_COUNT; i++)
+	{
+		JsonbValue	k,
+					v;
+		const char *name = token_status_name((TokenStatus) i);
+
+		failed += snap.validations[i];
+		k.type = jbvString;
+		k.val.string.val = (char *) name;
+		k.val.string.len = strlen(name);
+		v.type = jbvNumeric;
+		v.val.numeric = DatumGetNumeric(DirectFunctionCall1(int8_numeric,
+															Int64GetDatum((int64) snap.validations[i])));
+		(void) pushJsonbValue(&state, WJB_KEY, &k);
+		(void) pushJsonbValue(&state, WJB_VALUE, &v);
+	}
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+	values[10] = Int64GetDatum((int64) failed);
+	values[11] = JsonbPGetDatum(JsonbValueToJsonb(res));
+	values[12] = TimestampTzGetDatum(now);
+	if (!have)
+	{
+		/* without shared memory there are no counters: unknown, not zero */
+		nulls[0] = nulls[2] = nulls[7] = nulls[8] = nulls[9] = nulls[10] = nulls[11] = true;
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* extension_token_stats_reset() RETURNS timestamptz */
+PG_FUNCTION_INFO_V1(extension_token_stats_reset);
+Datum
+extension_token_stats_reset(PG_FUNCTION_ARGS)
+{
+	TimestampTz since = StatsReset();
+
+	if (since == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension_tokens statistics are not available"),
+				 errhint("Add extension_tokens to shared_preload_libraries and restart the server.")));
+	PG_RETURN_TIMESTAMPTZ(since);
 }

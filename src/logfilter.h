@@ -9,5 +9,6 @@
 #define EXTENSION_TOKENS_LOGFILTER_H
 
 extern void LogFilterInit(void);
+extern void LogFilterRedactActivity(void);
 
 #endif							/* EXTENSION_TOKENS_LOGFILTER_H */

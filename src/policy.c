@@ -149,29 +149,47 @@ PolicyResolveUser(bool given, const pg_uuid_t *p_user_id, const char *action)
 	return me;
 }
 
+/*
+ * Takes a slot of the hourly rate limit; false when there is none left, and
+ * then *retry_at says when the oldest entry leaves the window.
+ */
+bool
+PolicyTryRate(bool refresh, pg_uuid_t user_id, TimestampTz now, TimestampTz *retry_at)
+{
+	return StorageTakeRateSlot(refresh, user_id, now,
+							   refresh ? et_refresh_rate_limit : et_issue_rate_limit,
+							   retry_at);
+}
+
+/* Raises PT429, with a HINT that says when a retry will be accepted. */
+void
+PolicyRateLimited(bool refresh, TimestampTz now, TimestampTz retry_at)
+{
+	int			limit = refresh ? et_refresh_rate_limit : et_issue_rate_limit;
+	int64		wait_s;
+
+	if (retry_at == 0)
+		retry_at = now + USECS_PER_HOUR;
+	/* Round up to a whole second, the moment a retry is accepted. */
+	if (retry_at % USECS_PER_SEC != 0)
+		retry_at += USECS_PER_SEC - retry_at % USECS_PER_SEC;
+	wait_s = Max((retry_at - now + USECS_PER_SEC - 1) / USECS_PER_SEC, 1);
+	ereport(ERROR,
+			(errcode(ERRCODE_ET_RATE_LIMITED),
+			 errmsg("too many token %s for this user", refresh ? "refreshes" : "issues"),
+			 errdetail("At most %d %s per hour are allowed.", limit,
+					   refresh ? "refreshes" : "issues"),
+			 errhint("Retry after %s (in %lld seconds).",
+					 timestamptz_to_str(retry_at), (long long) wait_s)));
+}
+
 void
 PolicyCheckRate(bool refresh, pg_uuid_t user_id, TimestampTz now)
 {
-	int			limit = refresh ? et_refresh_rate_limit : et_issue_rate_limit;
 	TimestampTz retry_at;
 
-	if (StorageTakeRateSlot(refresh, user_id, now, limit, &retry_at))
-		return;
-	{
-		int64		wait_s;
-
-		/* Round up to a whole second, the moment a retry is accepted. */
-		if (retry_at % USECS_PER_SEC != 0)
-			retry_at += USECS_PER_SEC - retry_at % USECS_PER_SEC;
-		wait_s = Max((retry_at - now + USECS_PER_SEC - 1) / USECS_PER_SEC, 1);
-		ereport(ERROR,
-				(errcode(ERRCODE_ET_RATE_LIMITED),
-				 errmsg("too many token %s for this user", refresh ? "refreshes" : "issues"),
-				 errdetail("At most %d %s per hour are allowed.", limit,
-						   refresh ? "refreshes" : "issues"),
-				 errhint("Retry after %s (in %lld seconds).",
-						 timestamptz_to_str(retry_at), (long long) wait_s)));
-	}
+	if (!PolicyTryRate(refresh, user_id, now, &retry_at))
+		PolicyRateLimited(refresh, now, retry_at);
 }
 
 /* Makes room for one more session within max_sessions_per_user. */

@@ -55,6 +55,7 @@
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
+#include "config.h"
 #include "storage.h"
 
 #define EXTENSION_NAME "extension_tokens"
@@ -73,6 +74,11 @@ typedef enum StatementId
 	ST_REVOKE_BY_TOKEN,
 	ST_REVOKE_USER,
 	ST_LIST,
+	ST_LOOKUP_REFRESH,
+	ST_RECORD_REFRESH_ERROR,
+	ST_CLEANUP_SESSIONS,
+	ST_CLEANUP_USERS,
+	ST_COUNTS,
 	ST_COUNT
 } StatementId;
 
@@ -121,6 +127,17 @@ typedef struct Statement
 	"  u." col "[pg_catalog.array_upper(u." col ", 1)] OPERATOR(pg_catalog.=) $2, " \
 	"  (SELECT pg_catalog.min(l.t) FROM pg_catalog.unnest(u." col ") AS l(t) " \
 	"   WHERE l.t OPERATOR(pg_catalog.>) $3)"
+
+/*
+ * A session has ended without being revoked: its refresh token expired, it
+ * outlived session_max_lifetime (created before $created), or it was idle
+ * past session_inactivity_timeout (last used before $used).  The callers
+ * pass -infinity for a limit that is off.
+ */
+#define SESSION_EXPIRED_AT(now, created, used) \
+	"(refresh_expires_at OPERATOR(pg_catalog.<=) " now \
+	" OR created_at OPERATOR(pg_catalog.<) " created \
+	" OR COALESCE(last_used_at, created_at) OPERATOR(pg_catalog.<) " used ")"
 
 static const Statement statements[ST_COUNT] = {
 	[ST_LOOKUP] = {
@@ -176,7 +193,7 @@ static const Statement statements[ST_COUNT] = {
 		"AND t.expires_at OPERATOR(pg_catalog.>) $2 "
 		"AND s.session_id OPERATOR(pg_catalog.=) t.session_id AND s.revoked_at IS NULL "
 		"RETURNING s.session_id, s.user_id, s.name, s.claims::pg_catalog.text, "
-		"  pg_catalog.date_part('epoch', s.access_lifetime)::pg_catalog.int8",
+		"  pg_catalog.date_part('epoch', s.access_lifetime)::pg_catalog.int8, s.created_at",
 		3, {BYTEAOID, TIMESTAMPTZOID, BYTEAOID}
 	},
 	[ST_ROTATE] = {
@@ -216,13 +233,65 @@ static const Statement statements[ST_COUNT] = {
 	[ST_LIST] = {
 		"SELECT session_id, user_id, name, "
 		"  CASE WHEN revoked_at IS NOT NULL THEN 'revoked' "
-		"       WHEN refresh_expires_at OPERATOR(pg_catalog.<=) $2 THEN 'expired' "
+		"       WHEN " SESSION_EXPIRED_AT("$2", "$3", "$4") " THEN 'expired' "
 		"       ELSE 'active' END, "
 		"  created_at, last_used_at, expires_at, refresh_expires_at, revoked_at, "
-		"  refresh_count, last_refresh_at, revoked_reason "
+		"  refresh_count, last_refresh_at, revoked_reason, last_refresh_error, "
+		"  last_refresh_error_at "
 		"FROM @.extension_token_sessions WHERE user_id OPERATOR(pg_catalog.=) $1 "
 		"ORDER BY created_at DESC, session_id DESC",
-		2, {UUIDOID, TIMESTAMPTZOID}
+		4, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	},
+	[ST_LOOKUP_REFRESH] = {
+		"SELECT t.token_type OPERATOR(pg_catalog.=) 'access', t.revoked_at IS NOT NULL, "
+		"t.used_at, t.session_id, t.user_id, t.name, t.expires_at, t.last_used_at, "
+		"s.created_at, s.last_used_at, s.last_refresh_error_at "
+		"FROM @.extension_tokens t JOIN @.extension_token_sessions s "
+		"ON s.session_id OPERATOR(pg_catalog.=) t.session_id "
+		"WHERE t.token_hash OPERATOR(pg_catalog.=) $1",
+		1, {BYTEAOID}
+	},
+	[ST_RECORD_REFRESH_ERROR] = {
+		"UPDATE @.extension_token_sessions SET last_refresh_error = $3, "
+		"last_refresh_error_at = $2 WHERE session_id OPERATOR(pg_catalog.=) $1",
+		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
+	},
+	/*
+	 * One batch of dead sessions (revoked or past their refresh expiry
+	 * before $1), with their tokens.  SKIP LOCKED: a session someone is
+	 * touching right now is left for the next run.
+	 */
+	[ST_CLEANUP_SESSIONS] = {
+		"WITH victims AS (SELECT session_id FROM @.extension_token_sessions "
+		"  WHERE LEAST(revoked_at, refresh_expires_at) OPERATOR(pg_catalog.<) $1 "
+		"  LIMIT $2 FOR UPDATE SKIP LOCKED), "
+		"dt AS (DELETE FROM @.extension_tokens t USING victims v "
+		"  WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1), "
+		"ds AS (DELETE FROM @.extension_token_sessions s USING victims v "
+		"  WHERE s.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1) "
+		"SELECT (SELECT pg_catalog.count(*) FROM dt), (SELECT pg_catalog.count(*) FROM ds)",
+		2, {TIMESTAMPTZOID, INT4OID}
+	},
+	/* Users with no session left and nothing in their rate-limit logs. */
+	[ST_CLEANUP_USERS] = {
+		"DELETE FROM @.extension_token_users u WHERE u.user_id IN ("
+		"  SELECT x.user_id FROM @.extension_token_users x "
+		"  WHERE NOT EXISTS (SELECT 1 FROM @.extension_token_sessions s "
+		"                    WHERE s.user_id OPERATOR(pg_catalog.=) x.user_id) "
+		"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.issue_log OPERATOR(pg_catalog.||) x.refresh_log) l(t) "
+		"                  WHERE l.t OPERATOR(pg_catalog.>) $1) "
+		"  LIMIT $2 FOR UPDATE SKIP LOCKED)",
+		2, {TIMESTAMPTZOID, INT4OID}
+	},
+	[ST_COUNTS] = {
+		"SELECT "
+		"  (SELECT pg_catalog.count(*) FROM @.extension_token_sessions "
+		"   WHERE created_at OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.-) interval '1 day')), "
+		"  pg_catalog.count(*) FILTER (WHERE revoked_at IS NULL AND NOT " SESSION_EXPIRED_AT("$1", "$2", "$3") "), "
+		"  pg_catalog.count(*) FILTER (WHERE revoked_at IS NOT NULL), "
+		"  pg_catalog.count(*) FILTER (WHERE revoked_at IS NULL AND " SESSION_EXPIRED_AT("$1", "$2", "$3") ") "
+		"FROM @.extension_token_sessions",
+		3, {TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 	},
 };
 
@@ -295,6 +364,20 @@ storage_load(void)
 	form = (Form_pg_extension) GETSTRUCT(tup);
 	ext.owner = form->extowner;
 	ext.schema = form->extnamespace;
+	{
+		bool		isnull;
+		Datum		v = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+		char	   *version = isnull ? pstrdup("?") : TextDatumGetCString(v);
+
+		/* The library speaks to the tables of its own version only. */
+		if (strcmp(version, EXTENSION_TOKENS_VERSION) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("extension \"%s\" is at version %s, but its library is version %s",
+							EXTENSION_NAME, version, EXTENSION_TOKENS_VERSION),
+					 errhint("Run ALTER EXTENSION %s UPDATE.", EXTENSION_NAME)));
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 
@@ -455,35 +538,142 @@ column_ts(int col)
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }
 
+/* Fills *out from the first row of a lookup: the columns of ST_LOOKUP. */
+static void
+fill_token(StoredToken *out, MemoryContext cxt)
+{
+	bool		isnull;
+
+	out->found = true;
+	out->is_access = DatumGetBool(column(1, &isnull));
+	out->revoked = DatumGetBool(column(2, &isnull));
+	out->used_at = column_ts(3);
+	(void) column(3, &isnull);
+	out->used = !isnull;
+	column_uuid(4, &out->session_id);
+	column_uuid(5, &out->user_id);
+	out->name = column_text(6, cxt);
+	out->expires_at = column_ts(7);
+	out->last_used_at = column_ts(8);
+}
+
 void
 StorageLookupToken(const unsigned char *hash, StoredToken *out)
 {
 	StorageCall call;
 	Datum		values[1];
-	bool		isnull;
 
 	memset(out, 0, sizeof(*out));
 	values[0] = hash_datum(hash);
 	storage_enter(&call);
+
 	/*
 	 * Not read_only: a fresh snapshot (in READ COMMITTED) sees a revocation
 	 * committed a moment ago, and what this statement itself wrote.
 	 */
 	storage_exec(ST_LOOKUP, values, NULL, false);
 	if (SPI_processed == 1)
+		fill_token(out, call.caller_cxt);
+	storage_leave(&call);
+}
+
+/* The token and what the refresh needs of its session. */
+void
+StorageLookupRefresh(const unsigned char *hash, StoredToken *out)
+{
+	StorageCall call;
+	Datum		values[1];
+
+	memset(out, 0, sizeof(*out));
+	values[0] = hash_datum(hash);
+	storage_enter(&call);
+	storage_exec(ST_LOOKUP_REFRESH, values, NULL, false);
+	if (SPI_processed == 1)
 	{
-		out->found = true;
-		out->is_access = DatumGetBool(column(1, &isnull));
-		out->revoked = DatumGetBool(column(2, &isnull));
-		out->used_at = column_ts(3);
-		(void) column(3, &isnull);
-		out->used = !isnull;
-		column_uuid(4, &out->session_id);
-		column_uuid(5, &out->user_id);
-		out->name = column_text(6, call.caller_cxt);
-		out->expires_at = column_ts(7);
-		out->last_used_at = column_ts(8);
+		fill_token(out, call.caller_cxt);
+		out->session_created_at = column_ts(9);
+		out->session_last_used_at = column_ts(10);
+		out->last_refresh_error_at = column_ts(11);
 	}
+	storage_leave(&call);
+}
+
+void
+StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now, const char *error)
+{
+	StorageCall call;
+	Datum		values[3];
+
+	values[0] = uuid_datum(&session_id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = CStringGetTextDatum(error);
+	storage_enter(&call);
+	storage_exec(ST_RECORD_REFRESH_ERROR, values, NULL, false);
+	storage_leave(&call);
+}
+
+/*
+ * Deletes, batch by batch, the sessions (and their tokens) that were revoked
+ * or ran out before `dead_before`, then users with nothing left.  Returns
+ * the rows deleted from all three tables.
+ */
+uint64
+StorageCleanup(TimestampTz dead_before, int batch_size)
+{
+	StorageCall call;
+	Datum		values[2];
+	uint64		total = 0;
+
+	values[0] = TimestampTzGetDatum(dead_before);
+	values[1] = Int32GetDatum(batch_size);
+	storage_enter(&call);
+	for (;;)
+	{
+		bool		isnull;
+		int64		tokens,
+					sessions;
+
+		CHECK_FOR_INTERRUPTS();
+		storage_exec(ST_CLEANUP_SESSIONS, values, NULL, false);
+		tokens = DatumGetInt64(column(1, &isnull));
+		sessions = DatumGetInt64(column(2, &isnull));
+		total += tokens + sessions;
+		if (sessions < batch_size)
+			break;
+	}
+	values[0] = TimestampTzGetDatum(GetCurrentTimestamp() - USECS_PER_HOUR);
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		storage_exec(ST_CLEANUP_USERS, values, NULL, false);
+		total += SPI_processed;
+		if (SPI_processed < (uint64) batch_size)
+			break;
+	}
+	storage_leave(&call);
+	return total;
+}
+
+void
+StorageCounts(TimestampTz now, StoredCounts *out)
+{
+	StorageCall call;
+	Datum		values[3];
+	bool		isnull;
+
+	values[0] = TimestampTzGetDatum(now);
+	values[1] = TimestampTzGetDatum(et_session_max_lifetime > 0
+									? now - (int64) et_session_max_lifetime * USECS_PER_SEC
+									: DT_NOBEGIN);
+	values[2] = TimestampTzGetDatum(et_session_inactivity_timeout > 0
+									? now - (int64) et_session_inactivity_timeout * USECS_PER_SEC
+									: DT_NOBEGIN);
+	storage_enter(&call);
+	storage_exec(ST_COUNTS, values, NULL, true);
+	out->issued_24h = DatumGetInt64(column(1, &isnull));
+	out->sessions_active = DatumGetInt64(column(2, &isnull));
+	out->sessions_revoked = DatumGetInt64(column(3, &isnull));
+	out->sessions_expired = DatumGetInt64(column(4, &isnull));
 	storage_leave(&call);
 }
 
@@ -601,6 +791,7 @@ StorageClaimRefresh(const unsigned char *hash, TimestampTz now,
 		out->name = column_text(3, call.caller_cxt);
 		out->claims_json = column_text(4, call.caller_cxt);
 		out->access_lifetime = DatumGetInt64(column(5, &isnull));
+		out->created_at = column_ts(6);
 	}
 	storage_leave(&call);
 	return claimed;
@@ -656,22 +847,25 @@ StorageRevokeUser(pg_uuid_t user_id, TimestampTz now, const char *reason)
 
 /* Fills a materialized SRF result with the user's sessions. */
 void
-StorageListSessions(pg_uuid_t user_id, TimestampTz now, ReturnSetInfo *rsinfo)
+StorageListSessions(pg_uuid_t user_id, TimestampTz now, TimestampTz created_after,
+					TimestampTz used_after, ReturnSetInfo *rsinfo)
 {
 	StorageCall call;
-	Datum		values[2];
+	Datum		values[4];
 
 	values[0] = uuid_datum(&user_id);
 	values[1] = TimestampTzGetDatum(now);
+	values[2] = TimestampTzGetDatum(created_after);
+	values[3] = TimestampTzGetDatum(used_after);
 	storage_enter(&call);
 	storage_exec(ST_LIST, values, NULL, true);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		Datum		row[12];
-		bool		isnull[12];
+		Datum		row[14];
+		bool		isnull[14];
 		MemoryContext old;
 
-		for (int c = 0; c < 12; c++)
+		for (int c = 0; c < 14; c++)
 			row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 								   c + 1, &isnull[c]);
 		/* tuplestore_putvalues copies the values into the store. */

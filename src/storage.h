@@ -28,6 +28,10 @@ typedef struct StoredToken
 	TimestampTz expires_at;
 	TimestampTz used_at;
 	TimestampTz last_used_at;	/* 0 when never */
+	/* filled by StorageLookupRefresh only */
+	TimestampTz session_created_at;
+	TimestampTz session_last_used_at;	/* 0 when never */
+	TimestampTz last_refresh_error_at;	/* 0 when never */
 } StoredToken;
 
 /* The session a refresh token belongs to, as the exchange needs it. */
@@ -38,6 +42,7 @@ typedef struct ClaimedSession
 	char	   *name;
 	char	   *claims_json;	/* NULL when the session has no extra claims */
 	int64		access_lifetime;	/* seconds */
+	TimestampTz created_at;
 } ClaimedSession;
 
 /* A new token pair, as stored: hashes only. */
@@ -60,6 +65,20 @@ extern Oid	StorageExtensionOwner(void);
 extern Oid	StorageExtensionSchema(void);
 
 extern void StorageLookupToken(const unsigned char *hash, StoredToken *out);
+extern void StorageLookupRefresh(const unsigned char *hash, StoredToken *out);
+extern void StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now,
+									  const char *error);
+extern uint64 StorageCleanup(TimestampTz dead_before, int batch_size);
+
+/* Table-derived figures for extension_token_stats(). */
+typedef struct StoredCounts
+{
+	int64		issued_24h;
+	int64		sessions_active;
+	int64		sessions_revoked;
+	int64		sessions_expired;
+} StoredCounts;
+extern void StorageCounts(TimestampTz now, StoredCounts *out);
 extern void StorageTouchToken(const unsigned char *hash, TimestampTz now,
 							  TimestampTz older_than);
 extern bool StorageTakeRateSlot(bool refresh, pg_uuid_t user_id, TimestampTz now,
@@ -77,6 +96,8 @@ extern uint64 StorageRevokeByToken(const unsigned char *hash, TimestampTz now,
 extern uint64 StorageRevokeUser(pg_uuid_t user_id, TimestampTz now,
 								const char *reason);
 extern void StorageListSessions(pg_uuid_t user_id, TimestampTz now,
+								TimestampTz created_after,
+								TimestampTz used_after,
 								struct ReturnSetInfo *rsinfo);
 
 #endif							/* EXTENSION_TOKENS_STORAGE_H */

@@ -164,6 +164,38 @@ token_sha256(const void *data, size_t len, unsigned char out[TOKEN_HASH_LENGTH])
 		outlen == TOKEN_HASH_LENGTH;
 }
 
+/*
+ * A key's public name, for the "kid" header: it says which secret signed a
+ * token (so that a secret can be rotated) and reveals 64 bits of a hash of
+ * it, nothing usable.
+ */
+void
+token_key_id(const unsigned char *key, size_t keylen, char out[TOKEN_KID_LENGTH + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	static const char label[] = "extension_tokens kid:";
+	unsigned char digest[TOKEN_HASH_LENGTH];
+	unsigned int dlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+	memset(digest, 0, sizeof(digest));
+	if (ctx != NULL)
+	{
+		if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+			EVP_DigestUpdate(ctx, label, sizeof(label) - 1) != 1 ||
+			EVP_DigestUpdate(ctx, key, keylen) != 1 ||
+			EVP_DigestFinal_ex(ctx, digest, &dlen) != 1)
+			memset(digest, 0, sizeof(digest));
+		EVP_MD_CTX_free(ctx);
+	}
+	for (int i = 0; i < TOKEN_KID_LENGTH / 2; i++)
+	{
+		out[2 * i] = hex[digest[i] >> 4];
+		out[2 * i + 1] = hex[digest[i] & 0x0f];
+	}
+	out[TOKEN_KID_LENGTH] = '\0';
+}
+
 /* ---------------------------------------------------------------------
  * base64url (RFC 4648 section 5), without padding, canonical only
  * ---------------------------------------------------------------------
@@ -245,6 +277,7 @@ static struct
 	void		(*free) (jwt_t *jwt);
 	int			(*add_grants_json) (jwt_t *jwt, const char *json);
 	int			(*set_alg) (jwt_t *jwt, jwt_alg_t alg, const unsigned char *key, int len);
+	int			(*add_header) (jwt_t *jwt, const char *header, const char *val);
 	char	   *(*encode_str) (jwt_t *jwt);
 }			libjwt;
 
@@ -263,8 +296,9 @@ load_libjwt(void)
 	libjwt.add_grants_json = (int (*) (jwt_t *, const char *)) dlsym(h, "jwt_add_grants_json");
 	libjwt.set_alg = (int (*) (jwt_t *, jwt_alg_t, const unsigned char *, int)) dlsym(h, "jwt_set_alg");
 	libjwt.encode_str = (char *(*) (jwt_t *)) dlsym(h, "jwt_encode_str");
+	libjwt.add_header = (int (*) (jwt_t *, const char *, const char *)) dlsym(h, "jwt_add_header");
 	if (!libjwt.new || !libjwt.free || !libjwt.add_grants_json ||
-		!libjwt.set_alg || !libjwt.encode_str)
+		!libjwt.set_alg || !libjwt.encode_str || !libjwt.add_header)
 		return false;
 	libjwt.loaded = true;
 	return true;
@@ -352,6 +386,17 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 		*errmsg = "could not build the token";
 		goto done;
 	}
+	if (spec->with_kid)
+	{
+		char		kid[TOKEN_KID_LENGTH + 1];
+
+		token_key_id(key, keylen, kid);
+		if (libjwt.add_header(jwt, "kid", kid) != 0)
+		{
+			*errmsg = "could not build the token";
+			goto done;
+		}
+	}
 	result = libjwt.encode_str(jwt);
 	if (result == NULL)
 		*errmsg = "could not sign the token";
@@ -370,16 +415,24 @@ done:
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Checks the header; on success says which key to verify with: *kid_state
+ * is 0 without a "kid", 1 when it names the current key, 2 the previous one,
+ * -1 when it names neither.
+ */
 static TokenStatus
-check_header(const unsigned char *json, size_t len)
+check_header(const unsigned char *json, size_t len,
+			 const TokenVerifyParams *params, int *kid_state)
 {
 	json_error_t jerr;
 	json_t	   *header = json_loadb((const char *) json, len,
 									JSON_REJECT_DUPLICATES, &jerr);
 	json_t	   *alg;
 	json_t	   *typ;
+	json_t	   *kid;
 	TokenStatus status = TOKEN_OK;
 
+	*kid_state = 0;
 	if (header == NULL)
 		return TOKEN_MALFORMED;
 	if (!json_is_object(header))
@@ -411,7 +464,37 @@ check_header(const unsigned char *json, size_t len)
 	}
 	/* We understand no critical extension (RFC 7515 4.1.11). */
 	if (json_object_get(header, "crit") != NULL)
+	{
 		status = TOKEN_MALFORMED;
+		goto done;
+	}
+	kid = json_object_get(header, "kid");
+	if (kid != NULL)
+	{
+		char		mine[TOKEN_KID_LENGTH + 1];
+
+		if (!json_is_string(kid))
+		{
+			status = TOKEN_MALFORMED;
+			goto done;
+		}
+		*kid_state = -1;
+		if (json_string_length(kid) == TOKEN_KID_LENGTH)
+		{
+			if (params->key != NULL)
+			{
+				token_key_id(params->key, params->keylen, mine);
+				if (memcmp(mine, json_string_value(kid), TOKEN_KID_LENGTH) == 0)
+					*kid_state = 1;
+			}
+			if (*kid_state < 0 && params->prev_key != NULL)
+			{
+				token_key_id(params->prev_key, params->prev_keylen, mine);
+				if (memcmp(mine, json_string_value(kid), TOKEN_KID_LENGTH) == 0)
+					*kid_state = 2;
+			}
+		}
+	}
 
 done:
 	json_decref(header);
@@ -525,6 +608,22 @@ check_claims(json_t *payload, const TokenVerifyParams *params,
 	return TOKEN_OK;
 }
 
+/* HMAC-SHA256 of data under key equals sig (32 bytes), in constant time. */
+static bool
+signature_matches(const unsigned char *key, size_t keylen, const char *data,
+				  size_t datalen, const unsigned char *sig)
+{
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+
+	if (key == NULL || keylen < TOKEN_SECRET_MIN_LENGTH)
+		return false;
+	if (HMAC(EVP_sha256(), key, (int) keylen, (const unsigned char *) data,
+			 datalen, mac, &maclen) == NULL || maclen != 32)
+		return false;
+	return CRYPTO_memcmp(mac, sig, 32) == 0;
+}
+
 TokenStatus
 token_verify_access(const char *token, size_t len,
 					const TokenVerifyParams *params, TokenAccessClaims *claims)
@@ -536,9 +635,8 @@ token_verify_access(const char *token, size_t len,
 				slen;
 	unsigned char buf[TOKEN_MAX_LENGTH];
 	unsigned char sig[TOKEN_MAX_LENGTH];
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned int maclen = 0;
 	long		n;
+	int			kid_state;
 	json_t	   *payload;
 	json_error_t jerr;
 	TokenStatus status;
@@ -584,21 +682,25 @@ token_verify_access(const char *token, size_t len,
 	n = b64url_decode(token, hlen, buf);
 	if (n <= 0)
 		return TOKEN_MALFORMED;
-	status = check_header(buf, (size_t) n);
+	status = check_header(buf, (size_t) n, params, &kid_state);
 	if (status != TOKEN_OK)
 		return status;
 
-	/* 3. Signature, before anything in the payload is believed. */
-	if (params->key == NULL || params->keylen < TOKEN_SECRET_MIN_LENGTH)
-		return TOKEN_INVALID_SIGNATURE;
+	/*
+	 * 3. Signature, before anything in the payload is believed: with the key
+	 * the "kid" names, or, without one (tokens signed before key ids), with
+	 * the current key and then the previous one.  An unknown kid matches no
+	 * key.
+	 */
 	n = b64url_decode(dot2 + 1, slen, sig);
-	if (n != 32)
-		return n < 0 ? TOKEN_MALFORMED : TOKEN_INVALID_SIGNATURE;
-	if (HMAC(EVP_sha256(), params->key, (int) params->keylen,
-			 (const unsigned char *) token, hlen + 1 + plen, mac, &maclen) == NULL ||
-		maclen != 32)
+	if (n < 0)
+		return TOKEN_MALFORMED;
+	if (n != 32 || kid_state < 0)
 		return TOKEN_INVALID_SIGNATURE;
-	if (CRYPTO_memcmp(mac, sig, 32) != 0)
+	if (!((kid_state != 2 &&
+		   signature_matches(params->key, params->keylen, token, hlen + 1 + plen, sig)) ||
+		  (kid_state != 1 &&
+		   signature_matches(params->prev_key, params->prev_keylen, token, hlen + 1 + plen, sig))))
 		return TOKEN_INVALID_SIGNATURE;
 
 	/* 4. Claims. */

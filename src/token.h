@@ -63,10 +63,15 @@ typedef enum TokenStatus
 } TokenStatus;
 
 /* What an access token must satisfy besides its signature. */
+/* A key id: hex of the first 8 bytes of SHA-256("extension_tokens kid:" || key). */
+#define TOKEN_KID_LENGTH		16
+
 typedef struct TokenVerifyParams
 {
-	const unsigned char *key;
+	const unsigned char *key;	/* the current signing key */
 	size_t		keylen;
+	const unsigned char *prev_key;	/* a key being retired, or NULL */
+	size_t		prev_keylen;
 	const char *issuer;
 	const char *audience;
 	int64_t		now;			/* seconds since the Unix epoch */
@@ -96,6 +101,7 @@ typedef struct TokenAccessSpec
 	int64_t		exp;
 	const char *extra_claims_json;
 	size_t		extra_claims_len;
+	bool		with_kid;		/* write the key id into the header */
 } TokenAccessSpec;
 
 extern const char *token_status_name(TokenStatus status);
@@ -105,6 +111,9 @@ extern bool token_random_uuid(unsigned char uuid[TOKEN_UUID_LENGTH]);
 extern void token_uuid_format(const unsigned char uuid[TOKEN_UUID_LENGTH], char out[37]);
 extern bool token_uuid_parse(const char *text, size_t len, unsigned char uuid[TOKEN_UUID_LENGTH]);
 extern bool token_sha256(const void *data, size_t len, unsigned char out[TOKEN_HASH_LENGTH]);
+
+extern void token_key_id(const unsigned char *key, size_t keylen,
+						 char out[TOKEN_KID_LENGTH + 1]);
 
 extern const char *token_reserved_claims[];
 extern bool token_is_reserved_claim(const char *name);

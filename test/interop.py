@@ -19,6 +19,7 @@ only client used) and ET_SECRET (the server's extension_tokens.jwt_secret).
 Prints "ok - name" / "not ok - name: why" per check, then "N passed, M failed";
 exits 1 if any check failed.
 """
+import re
 import base64
 import hashlib
 import hmac
@@ -129,7 +130,9 @@ def main():
     except jwt.PyJWTError as e:
         check("pyjwt verifies an issued token", False, repr(e))
     header = jwt.get_unverified_header(real)
-    check("issued header is exactly HS256/JWT", header == {"alg": "HS256", "typ": "JWT"},
+    check("issued header is HS256/JWT with a 16-hex-digit key id",
+          set(header) == {"alg", "typ", "kid"} and header["alg"] == "HS256"
+          and header["typ"] == "JWT" and re.fullmatch(r"[0-9a-f]{16}", header["kid"]) is not None,
           f"header {header}")
     problems = [k for k, ok in [
         ("sub", decoded.get("sub") == user),

@@ -1,0 +1,123 @@
+-- operations (1.1): statistics that move by exactly the calls made, cleanup,
+-- session lifetimes at their edges, refresh tracking, the admin views, and
+-- rotating the signing secret.
+SET extension_tokens.issue_rate_limit = 0;
+SET extension_tokens.max_sessions_per_user = 0;
+SET extension_tokens.refresh_reuse_grace = 0;
+
+-- Statistics: shared-memory counters since the reset, exact.
+SELECT extension_token_stats_reset() <= now() + interval '1 minute' AS reset;
+SELECT access_token AS a, refresh_token AS r FROM extension_token_issue('70000000-0000-4000-8000-000000000001') \gset
+SELECT count(*) FILTER (WHERE (extension_token_validate(:'a' || repeat('', g))).valid) AS valid_calls
+  FROM generate_series(1, 5) g;
+SELECT (extension_token_validate('garbage')).error, (extension_token_validate(NULL)).error,
+       (extension_token_validate(:'r')).error;
+SELECT access_token AS a2, refresh_token AS r2 FROM extension_token_refresh(:'r') \gset
+SELECT (extension_token_validate(:'a')).error AS rotated_out;
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', 'garbage')) AS failed_refresh;
+SELECT counters_available, tokens_issued, refreshes_succeeded, refreshes_failed,
+       validations_succeeded, validations_failed,
+       validations_failed_by_error->>'malformed' AS malformed,
+       validations_failed_by_error->>'missing' AS missing,
+       validations_failed_by_error->>'wrong_token_type' AS wrong_token_type,
+       validations_failed_by_error->>'revoked' AS revoked,
+       validations_failed_by_error->>'expired' AS expired,
+       stats_since <= measured_at AS since_before_now
+  FROM extension_token_stats();
+-- table-derived figures, for this test's users only
+SELECT count(*) AS issued_today FROM extension_tokens_issued_daily
+ WHERE day = date_trunc('day', now()) AND sessions_issued >= 1;
+
+-- Refresh tracking: the failures of a known session are recorded on it
+-- (in a transaction of their own, since the call itself fails).
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'r')) AS reuse;
+SELECT refresh_count, status, revoked_reason, last_refresh_error,
+       last_refresh_error_at >= last_refresh_at AS error_after_last_refresh
+  FROM extension_token_list('70000000-0000-4000-8000-000000000001');
+SELECT status, last_refresh_failed FROM extension_token_sessions_admin
+ WHERE user_id = '70000000-0000-4000-8000-000000000001';
+
+-- Session max lifetime: tokens are capped at the session's end, a refresh
+-- never extends it, and after it the refresh fails with session_expired.
+SET extension_tokens.session_max_lifetime = '3s';
+SELECT refresh_token AS m1, expires_in AS m1_expires_in,
+       refresh_expires_at - date_trunc('second', now()) <= interval '3 seconds' AS capped
+  FROM extension_token_issue('70000000-0000-4000-8000-000000000002') \gset
+SELECT :m1_expires_in <= 3 AS access_capped, :'capped' AS refresh_capped;
+SELECT refresh_token AS m2, refresh_expires_at AS m2_end FROM extension_token_refresh(:'m1') \gset
+SELECT refresh_expires_at = :'m2_end'::timestamptz AS same_end_after_refresh
+  FROM extension_token_list('70000000-0000-4000-8000-000000000002');
+SELECT pg_sleep(3.2);
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'m2')) AS after_max_lifetime;
+SELECT status FROM extension_token_list('70000000-0000-4000-8000-000000000002');
+RESET extension_tokens.session_max_lifetime;
+
+-- Inactivity timeout: used within it the session lives; idle past it,
+-- validation says expired and refresh says session_expired.
+SET extension_tokens.session_inactivity_timeout = '2s';
+SET extension_tokens.last_used_interval = 0;
+SELECT access_token AS i_a, refresh_token AS i_r FROM extension_token_issue('70000000-0000-4000-8000-000000000003') \gset
+SELECT pg_sleep(1);
+SELECT valid FROM extension_token_validate(:'i_a');
+SELECT pg_sleep(1.2);
+SELECT valid, error FROM extension_token_validate(:'i_a');
+SELECT pg_sleep(2.2);
+SELECT valid, error FROM extension_token_validate(:'i_a');
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'i_r')) AS after_idle;
+SELECT status, last_refresh_error FROM extension_token_list('70000000-0000-4000-8000-000000000003');
+RESET extension_tokens.session_inactivity_timeout;
+RESET extension_tokens.last_used_interval;
+
+-- Cleanup: nothing before the retention has passed; with none, the dead
+-- sessions go (tokens and all), live ones stay; small batches loop.
+SELECT access_token AS c_live FROM extension_token_issue('70000000-0000-4000-8000-000000000004', 'live') \gset
+SELECT access_token AS c_dead FROM extension_token_issue('70000000-0000-4000-8000-000000000004', 'dead') \gset
+SELECT extension_token_revoke(:'c_dead');
+SELECT (SELECT count(*) FROM extension_token_sessions WHERE user_id = '70000000-0000-4000-8000-000000000004') AS sessions,
+       (SELECT count(*) FROM extension_tokens WHERE user_id = '70000000-0000-4000-8000-000000000004') AS tokens;
+SELECT count(*) AS all_sessions FROM extension_token_sessions \gset
+SELECT extension_tokens_cleanup() >= 0 AS ran_with_default_retention;
+SELECT count(*) = :all_sessions AS no_session_old_enough FROM extension_token_sessions;
+SET extension_tokens.cleanup_batch_size = 1;
+SELECT extension_tokens_cleanup('0') >= 3 AS deleted;
+RESET extension_tokens.cleanup_batch_size;
+SELECT name FROM extension_token_list('70000000-0000-4000-8000-000000000004');
+SELECT count(*) AS tokens_left FROM extension_tokens WHERE user_id = '70000000-0000-4000-8000-000000000004';
+SELECT valid FROM extension_token_validate(:'c_live');
+SELECT (extension_token_validate(:'c_dead')).error AS deleted_token;
+SELECT count(*) AS dead_sessions_left FROM extension_token_sessions
+ WHERE LEAST(revoked_at, refresh_expires_at) < now();
+SELECT regress_try($$SELECT extension_tokens_cleanup('-1 day')$$);
+-- Sessions expiring soon (admin function): the live one runs out in 90 days.
+SELECT name FROM extension_token_sessions_expiring('91 days')
+ WHERE user_id = '70000000-0000-4000-8000-000000000004';
+SELECT count(*) AS within_a_day FROM extension_token_sessions_expiring('1 day')
+ WHERE user_id = '70000000-0000-4000-8000-000000000004';
+
+-- Rotating the secret: the previous secret keeps its tokens valid, new
+-- tokens are signed with the new one (another kid), retiring it ends them.
+SELECT access_token AS old_key_token FROM extension_token_issue('70000000-0000-4000-8000-000000000005') \gset
+ALTER SYSTEM SET extension_tokens.jwt_secret = 'regress-rotated-secret-abcdef0123456789abcd';
+ALTER SYSTEM SET extension_tokens.jwt_secret_previous = 'regress-secret-0123456789abcdef0123456789';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SHOW extension_tokens.jwt_secret_previous;
+SELECT access_token AS new_key_token FROM extension_token_issue('70000000-0000-4000-8000-000000000006') \gset
+SELECT (extension_token_validate(:'old_key_token')).valid AS old_key_valid,
+       (extension_token_validate(:'new_key_token')).valid AS new_key_valid,
+       convert_from(regress_b64url_decode(split_part(:'old_key_token', '.', 1)), 'UTF8')::jsonb->'kid' <>
+       convert_from(regress_b64url_decode(split_part(:'new_key_token', '.', 1)), 'UTF8')::jsonb->'kid' AS kids_differ;
+-- a token from before key ids (no kid) signed with the previous secret is
+-- checked against both keys: its signature holds, it is simply not issued
+SELECT (extension_token_validate(regress_sign('{"alg": "HS256", "typ": "JWT"}', regress_claims()))).error AS no_kid_previous_key;
+-- retire the previous secret
+ALTER SYSTEM RESET extension_tokens.jwt_secret_previous;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT (extension_token_validate(:'old_key_token')).error AS old_key_retired,
+       (extension_token_validate(:'new_key_token')).valid AS new_key_valid;
+-- back to the suite's secret
+ALTER SYSTEM SET extension_tokens.jwt_secret = 'regress-secret-0123456789abcdef0123456789';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+SELECT (extension_token_validate(:'new_key_token')).error AS rotated_back;

@@ -1,0 +1,87 @@
+-- upgrade: ALTER EXTENSION ... UPDATE from 1.0 keeps 1.0's sessions and
+-- revocations working, and leaves exactly the objects a fresh install has.
+-- Runs last: it drops and recreates the extension.
+
+-- Every member object of the extension, described by what defines it.
+CREATE FUNCTION regress_ext_objects() RETURNS SETOF text LANGUAGE sql AS $$
+  SELECT pg_describe_object(d.classid, d.objid, 0) || ' | ' ||
+    CASE d.classid
+      WHEN 'pg_proc'::regclass THEN
+        pg_get_functiondef(d.objid) || coalesce(obj_description(d.objid, 'pg_proc'), '') ||
+        coalesce((SELECT proacl::text FROM pg_proc WHERE oid = d.objid), '')
+      WHEN 'pg_class'::regclass THEN
+        (SELECT relkind::text || ' ' || relrowsecurity || ' ' || coalesce(relacl::text, '') || ' ' ||
+                coalesce(obj_description(oid, 'pg_class'), '') ||
+                CASE relkind WHEN 'v' THEN pg_get_viewdef(oid) ELSE '' END
+           FROM pg_class WHERE oid = d.objid) ||
+        coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' ||
+                                    a.attnotnull || ' ' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '') || ' ' ||
+                                    coalesce(col_description(a.attrelid, a.attnum), ''), ', ' ORDER BY a.attnum)
+                    FROM pg_attribute a
+                    LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+                   WHERE a.attrelid = d.objid AND a.attnum > 0 AND NOT a.attisdropped), '') ||
+        coalesce((SELECT string_agg(pg_get_indexdef(indexrelid), '; ' ORDER BY 1)
+                    FROM pg_index WHERE indrelid = d.objid), '') ||
+        coalesce((SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), '; ' ORDER BY 1)
+                    FROM pg_constraint WHERE conrelid = d.objid), '')
+      WHEN 'pg_type'::regclass THEN
+        coalesce(obj_description(d.objid, 'pg_type'), '') ||
+        coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attnum)
+                    FROM pg_type t JOIN pg_attribute a ON a.attrelid = t.typrelid
+                   WHERE t.oid = d.objid AND a.attnum > 0 AND NOT a.attisdropped), '')
+      ELSE '' END
+  FROM pg_depend d
+  WHERE d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+    AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'extension_tokens')
+  UNION ALL
+  SELECT 'config ' || extconfig::regclass[]::text || ' ' || extcondition::text
+    FROM pg_extension WHERE extname = 'extension_tokens'
+$$;
+
+-- A fresh 1.1 install (without the grants setup.sql added), captured.
+DROP EXTENSION extension_tokens;
+CREATE EXTENSION extension_tokens;
+CREATE TEMP TABLE fresh_objects AS SELECT * FROM regress_ext_objects() AS o(def);
+SELECT count(*) > 20 AS captured FROM fresh_objects;
+
+-- Version 1.0, with a session made as 1.0 made them: a token without a key
+-- id, signed with the current secret, and a revoked one.
+DROP EXTENSION extension_tokens;
+CREATE EXTENSION extension_tokens VERSION '1.0';
+SELECT extversion FROM pg_extension WHERE extname = 'extension_tokens';
+SELECT regress_sign('{"alg": "HS256", "typ": "JWT"}',
+                    regress_claims('{"sub": "80000000-0000-4000-8000-000000000001",
+                                     "session_id": "80000000-0000-4000-8000-0000000000aa",
+                                     "exp": 4102444800}')) AS old_token \gset
+SELECT regress_sign('{"alg": "HS256", "typ": "JWT"}',
+                    regress_claims('{"sub": "80000000-0000-4000-8000-000000000001",
+                                     "session_id": "80000000-0000-4000-8000-0000000000bb",
+                                     "exp": 4102444800}')) AS old_revoked \gset
+INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
+                                      last_used_at, expires_at, refresh_expires_at,
+                                      revoked_at, revoked_reason)
+VALUES ('80000000-0000-4000-8000-0000000000aa', '80000000-0000-4000-8000-000000000001', 'from 1.0',
+        '30 days', now(), now(), '2100-01-01', '2100-01-01', NULL, NULL),
+       ('80000000-0000-4000-8000-0000000000bb', '80000000-0000-4000-8000-000000000001', 'revoked in 1.0',
+        '30 days', now(), now(), '2100-01-01', '2100-01-01', now(), 'revoked');
+INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
+                              expires_at, last_used_at, revoked_at, revoked_reason)
+VALUES (sha256(convert_to(:'old_token', 'UTF8')), 'access', '80000000-0000-4000-8000-0000000000aa',
+        '80000000-0000-4000-8000-000000000001', 'from 1.0', now(), '2100-01-01', now(), NULL, NULL),
+       (sha256(convert_to(:'old_revoked', 'UTF8')), 'access', '80000000-0000-4000-8000-0000000000bb',
+        '80000000-0000-4000-8000-000000000001', 'revoked in 1.0', now(), '2100-01-01', now(), now(), 'revoked');
+-- The 1.1 library refuses to work on 1.0's tables, and says what to do.
+SELECT valid FROM extension_token_validate(:'old_token');
+
+ALTER EXTENSION extension_tokens UPDATE TO '1.1';
+SELECT extversion FROM pg_extension WHERE extname = 'extension_tokens';
+SELECT valid, token_name, user_id FROM extension_token_validate(:'old_token');
+SELECT valid, error FROM extension_token_validate(:'old_revoked');
+SELECT name, status, last_refresh_error FROM extension_token_list('80000000-0000-4000-8000-000000000001');
+
+-- The upgraded objects are exactly the fresh ones.
+CREATE TEMP TABLE upgraded_objects AS SELECT * FROM regress_ext_objects() AS o(def);
+SELECT 'only fresh' AS side, def FROM (SELECT def FROM fresh_objects EXCEPT SELECT def FROM upgraded_objects) f
+UNION ALL
+SELECT 'only upgraded', def FROM (SELECT def FROM upgraded_objects EXCEPT SELECT def FROM fresh_objects) u;
+SELECT (SELECT count(*) FROM fresh_objects) = (SELECT count(*) FROM upgraded_objects) AS same_count;

@@ -1,0 +1,328 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  Work that must happen in a transaction of its own: dynamic background
+ *	  workers.
+ *
+ * Two jobs need a transaction other than the caller's:
+ *
+ *	Session events.  When a refresh fails for a known session, the failure is
+ *	recorded on the session (last_refresh_error), and when the failure is the
+ *	reuse of an exchanged refresh token, the session is revoked (RFC 9700
+ *	4.14).  The call then fails with PT401, which aborts the caller's
+ *	transaction and anything written there, so the worker writes it and
+ *	commits on its own.  If the caller's transaction holds no transaction id
+ *	it cannot hold a lock the worker needs, and we wait for the worker, so
+ *	that the revocation is visible by the time the error reaches the client;
+ *	otherwise the worker finishes once the caller's transaction has rolled
+ *	back.
+ *
+ *	pg_cron jobs.  pg_cron keeps its jobs in the database named by
+ *	cron.database_name, which need not be ours; a worker connects there and
+ *	calls cron.schedule_in_database() / cron.unschedule() for our database,
+ *	and hands the outcome back through a small dynamic shared memory segment.
+ *
+ * Workers log in as the bootstrap superuser, which can always log in (a
+ * PostgreSQL 15 worker cannot skip the LOGIN check, and the extension's owner
+ * may lack it); storage.c switches to the owner for its statements.  They
+ * need no shared_preload_libraries, only a free slot of max_worker_processes;
+ * without one the caller is told with a WARNING.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_authid.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/ipc.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "storage.h"
+#include "worker.h"
+
+PGDLLEXPORT void extension_tokens_session_worker_main(Datum main_arg);
+PGDLLEXPORT void extension_tokens_cron_worker_main(Datum main_arg);
+
+typedef struct SessionEvent
+{
+	Oid			database;
+	pg_uuid_t	session_id;
+	bool		revoke;
+	char		reason[40];
+	char		refresh_error[40];
+} SessionEvent;
+
+StaticAssertDecl(sizeof(SessionEvent) <= BGW_EXTRALEN,
+				 "SessionEvent must fit in bgw_extra");
+
+typedef struct CronRequest
+{
+	bool		unschedule;
+	char		cron_database[NAMEDATALEN];
+	char		database[NAMEDATALEN];
+	char		schema[NAMEDATALEN];
+	char		username[NAMEDATALEN];
+	char		schedule[128];
+	/* filled in by the worker */
+	bool		done;
+	bool		ok;
+	int64		jobs;
+	char		message[256];
+} CronRequest;
+
+static BackgroundWorkerHandle *
+start_worker(const char *function, const char *name, Datum arg,
+			 const void *extra, size_t extralen)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(worker.bgw_library_name, "extension_tokens", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "extension_tokens %s", name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "extension_tokens %s", name);
+	worker.bgw_main_arg = arg;
+	worker.bgw_notify_pid = MyProcPid;
+	if (extra)
+		memcpy(worker.bgw_extra, extra, extralen);
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
+		return NULL;
+	return handle;
+}
+
+void
+WorkerSessionEvent(pg_uuid_t session_id, bool revoke, const char *reason,
+				   const char *refresh_error)
+{
+	SessionEvent ev;
+	BackgroundWorkerHandle *handle;
+	bool		wait = !TransactionIdIsValid(GetTopTransactionIdIfAny());
+
+	/* A standby starts no such worker (it could not write anyway). */
+	if (RecoveryInProgress())
+		return;
+	memset(&ev, 0, sizeof(ev));
+	ev.database = MyDatabaseId;
+	ev.session_id = session_id;
+	ev.revoke = revoke;
+	strlcpy(ev.reason, reason ? reason : "", sizeof(ev.reason));
+	strlcpy(ev.refresh_error, refresh_error ? refresh_error : "", sizeof(ev.refresh_error));
+
+	handle = start_worker("extension_tokens_session_worker_main", "session event",
+						  (Datum) 0, &ev, sizeof(ev));
+	if (handle == NULL)
+	{
+		ereport(WARNING,
+				(errmsg("could not start a background worker to %s",
+						revoke ? "revoke a session after refresh token reuse"
+						: "record a failed refresh"),
+				 errhint("Raise max_worker_processes.")));
+		return;
+	}
+	if (wait && WaitForBackgroundWorkerShutdown(handle) != BGWH_STOPPED)
+		ereport(WARNING,
+				(errmsg("background worker recording a session event did not finish")));
+}
+
+void
+extension_tokens_session_worker_main(Datum main_arg)
+{
+	SessionEvent ev;
+	TimestampTz now;
+
+	memcpy(&ev, MyBgworkerEntry->bgw_extra, sizeof(ev));
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(ev.database, BOOTSTRAP_SUPERUSERID, 0);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "recording a session event");
+	now = GetCurrentTimestamp();
+	if (ev.refresh_error[0])
+		StorageRecordRefreshError(ev.session_id, now, ev.refresh_error);
+	if (ev.revoke)
+		(void) StorageRevokeSession(ev.session_id, now, ev.reason);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	proc_exit(0);
+}
+
+/* ---------------------------------------------------------------------
+ * pg_cron
+ * ---------------------------------------------------------------------
+ */
+
+bool
+WorkerCron(bool unschedule, const char *schedule, int64 *jobs, char **message)
+{
+	const char *cron_db = GetConfigOption("cron.database_name", true, false);
+	dsm_segment *seg;
+	CronRequest *req;
+	BackgroundWorkerHandle *handle;
+	bool		ok;
+
+	if (cron_db == NULL)
+	{
+		*message = pstrdup("pg_cron is not loaded (add it to shared_preload_libraries)");
+		return false;
+	}
+	seg = dsm_create(sizeof(CronRequest), 0);
+	req = (CronRequest *) dsm_segment_address(seg);
+	memset(req, 0, sizeof(*req));
+	req->unschedule = unschedule;
+	strlcpy(req->cron_database, cron_db, sizeof(req->cron_database));
+	strlcpy(req->database, get_database_name(MyDatabaseId), sizeof(req->database));
+	strlcpy(req->schema, get_namespace_name(StorageExtensionSchema()), sizeof(req->schema));
+	strlcpy(req->username, GetUserNameFromId(StorageExtensionOwner(), false),
+			sizeof(req->username));
+	strlcpy(req->schedule, schedule ? schedule : "", sizeof(req->schedule));
+
+	handle = start_worker("extension_tokens_cron_worker_main", "pg_cron setup",
+						  UInt32GetDatum(dsm_segment_handle(seg)), NULL, 0);
+	if (handle == NULL)
+	{
+		dsm_detach(seg);
+		*message = pstrdup("could not start a background worker (raise max_worker_processes)");
+		return false;
+	}
+	if (WaitForBackgroundWorkerShutdown(handle) != BGWH_STOPPED)
+	{
+		dsm_detach(seg);
+		*message = pstrdup("the background worker did not finish");
+		return false;
+	}
+	ok = req->done && req->ok;
+	*jobs = req->jobs;
+	*message = pstrdup(req->done ? req->message : "the background worker failed; see the server log");
+	dsm_detach(seg);
+	return ok;
+}
+
+/*
+ * In the cron database: create (or update) or remove this database's two
+ * jobs: the cleanup, and the trimming of those jobs' run history.
+ */
+void
+extension_tokens_cron_worker_main(Datum main_arg)
+{
+	dsm_segment *seg;
+	CronRequest *req;
+	char		cleanup_job[NAMEDATALEN + 32];
+	char		history_job[NAMEDATALEN + 32];
+	StringInfoData command;
+
+	BackgroundWorkerUnblockSignals();
+	seg = dsm_attach(DatumGetUInt32(main_arg));
+	if (seg == NULL)
+		ereport(ERROR, (errmsg("extension_tokens: could not attach to the request")));
+	req = (CronRequest *) dsm_segment_address(seg);
+	BackgroundWorkerInitializeConnection(req->cron_database, NULL, 0);
+
+	snprintf(cleanup_job, sizeof(cleanup_job), "extension_tokens_cleanup:%s", req->database);
+	snprintf(history_job, sizeof(history_job), "extension_tokens_history:%s", req->database);
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "scheduling extension_tokens cleanup");
+
+	PG_TRY();
+	{
+		Datum		args[6];
+		Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+		int			rc;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron'",
+						 true, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			ereport(ERROR,
+					(errmsg("the pg_cron extension is not installed in database \"%s\"",
+							req->cron_database)));
+		if (req->unschedule)
+		{
+			args[0] = CStringGetTextDatum(cleanup_job);
+			args[1] = CStringGetTextDatum(history_job);
+			rc = SPI_execute_with_args("SELECT pg_catalog.count(cron.unschedule(jobid)) "
+									   "FROM cron.job WHERE jobname OPERATOR(pg_catalog.=) ANY (ARRAY[$1, $2])",
+									   2, types, args, NULL, false, 0);
+		}
+		else
+		{
+			initStringInfo(&command);
+			appendStringInfo(&command, "SELECT %s.extension_tokens_cleanup()",
+							 quote_identifier(req->schema));
+			args[0] = CStringGetTextDatum(cleanup_job);
+			args[1] = CStringGetTextDatum(req->schedule);
+			args[2] = CStringGetTextDatum(command.data);
+			args[3] = CStringGetTextDatum(req->database);
+			args[4] = CStringGetTextDatum(req->username);
+			rc = SPI_execute_with_args("SELECT cron.schedule_in_database($1, $2, $3, $4, $5)",
+									   5, types, args, NULL, false, 0);
+			if (rc == SPI_OK_SELECT)
+			{
+				/* pg_cron's own history of these jobs: a week is enough. */
+				args[0] = CStringGetTextDatum(history_job);
+				args[1] = CStringGetTextDatum("23 3 * * *");
+				args[2] = CStringGetTextDatum(psprintf(
+					"DELETE FROM cron.job_run_details WHERE end_time < now() - interval '7 days' "
+					"AND jobid IN (SELECT jobid FROM cron.job WHERE jobname IN (%s, %s))",
+					quote_literal_cstr(cleanup_job), quote_literal_cstr(history_job)));
+				args[3] = CStringGetTextDatum(req->cron_database);
+				rc = SPI_execute_with_args("SELECT cron.schedule_in_database($1, $2, $3, $4, $5)",
+										   5, types, args, NULL, false, 0);
+			}
+		}
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "pg_cron call failed: %s", SPI_result_code_string(rc));
+		if (req->unschedule)
+		{
+			bool		isnull;
+
+			req->jobs = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		else
+			req->jobs = 2;
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		req->ok = true;
+		snprintf(req->message, sizeof(req->message), "%s",
+				 req->unschedule ? "unscheduled" : "scheduled");
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		req->ok = false;
+		strlcpy(req->message, edata->message, sizeof(req->message));
+	}
+	PG_END_TRY();
+	req->done = true;
+	pgstat_report_activity(STATE_IDLE, NULL);
+	dsm_detach(seg);
+	proc_exit(0);
+}
