@@ -17,6 +17,10 @@ SHLIB_LINK = -ljansson -lcrypto -ldl
 REGRESS = setup issue validate refresh revoke privileges hostile operations upgrade
 REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
+# Isolation tests (specs/*.spec against expected/*.out): installcheck runs
+# them after REGRESS, in their own database; output under REGRESS_OUTPUTDIR.
+ISOLATION = refresh_race revoke_validate session_limit rate_limit
+ISOLATION_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)/isolation
 
 # No JIT bitcode: nothing to inline here, and no clang needed to build.
 override with_llvm = no

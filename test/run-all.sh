@@ -4,9 +4,12 @@
 # tmp/ and stops it again.  Ends with one line "N passed, M failed".
 #
 #   pg_regress   sql/*.sql against expected/*.out (behaviour, errors, privileges,
-#                hostile input)
+#                hostile input, operations, upgrade), then the isolation specs
+#                in specs/ (races), both through PGXS's installcheck
 #   interop      test/interop.py: PyJWT verifies our tokens, ours rejects its
 #                forgeries
+#   tap          test/t/*.pl through test/tap.sh: crashes, a hot standby,
+#                hostile input and the server log, pg_cron, dump and restore
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ET_ROOT"
@@ -31,7 +34,7 @@ if make -s installcheck PG_CONFIG="$PG_BIN/pg_config" REGRESS_OUTPUTDIR="$out" 2
 ok=$(grep -cE '^(ok|test) .* ok( |$)|^ok [0-9]+ ' "$dir/pg_regress.log" || true)
 bad=$(grep -cE '\.\.\. FAILED|^not ok' "$dir/pg_regress.log" || true)
 [ -f "$out/regression.diffs" ] && { cat "$out/regression.diffs"; }
-tally pg_regress "$ok" "$bad"
+tally "pg_regress+iso" "$ok" "$bad"
 et_stop_clusters
 
 say "interop (PyJWT)"
@@ -47,6 +50,16 @@ else
     tally interop 0 1
 fi
 et_stop_clusters
+
+say "TAP (PostgreSQL::Test::Cluster)"
+if ./test/tap.sh 2>&1 | tee tmp/tap.log; then :; fi
+tests=$(sed -n 's/^Files=[0-9]*, Tests=\([0-9]*\),.*/\1/p' tmp/tap.log | tail -n 1)
+tfail=$(sed -n 's/^Failed \([0-9]*\)\/[0-9]* subtests.*/\1/p' tmp/tap.log | awk '{s += $1} END {print s + 0}')
+if grep -q '^Result: PASS' tmp/tap.log; then
+    tally tap "${tests:-0}" 0
+else
+    tally tap "$(( ${tests:-0} - tfail ))" "$(( tfail > 0 ? tfail : 1 ))"
+fi
 
 say "summary"
 cat tmp/summary
