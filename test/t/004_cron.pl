@@ -1,0 +1,120 @@
+# 004_cron.pl: the cleanup job with a real pg_cron, and without it.
+#
+# pg_cron keeps its jobs in the database named by cron.database_name
+# ("postgres" here); the extension lives in another database ("app").  At
+# CREATE EXTENSION the job must appear in postgres's cron.job, aimed at app;
+# run by pg_cron, it must delete app's expired sessions (seen in
+# cron.job_run_details); the schedule can be changed and removed.  A server
+# without pg_cron gets a clear warning at CREATE EXTENSION instead.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $secret = join '', map { sprintf '%02x', int(rand(256)) } 1 .. 32;
+
+my $node = PostgreSQL::Test::Cluster->new('cron');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', qq{
+shared_preload_libraries = 'pg_cron,extension_tokens'
+cron.database_name = 'postgres'
+# this cluster listens on a Unix socket only: run jobs in background workers
+# rather than over a libpq connection to localhost
+cron.use_background_workers = on
+max_worker_processes = 16
+extension_tokens.jwt_secret = '$secret'
+log_statement = none
+});
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION pg_cron');
+$node->safe_psql('postgres', 'CREATE DATABASE app');
+
+my ($ret, $out, $err) = $node->psql('app', 'CREATE EXTENSION extension_tokens');
+is($ret, 0, 'CREATE EXTENSION in a database other than cron.database_name succeeds');
+unlike($err, qr/WARNING/, 'no warning when pg_cron is there');
+
+my $jobs = $node->safe_psql('postgres',
+	"SELECT jobname || ' ' || database || ' ' || command FROM cron.job ORDER BY jobname");
+like($jobs, qr/^extension_tokens_cleanup:app app SELECT public\.extension_tokens_cleanup\(\)$/m,
+	'the cleanup job is in cron.job, runs in database app');
+like($jobs, qr/^extension_tokens_history:app postgres DELETE FROM cron\.job_run_details/m,
+	'a job trims the run history of these jobs, in the cron database');
+is($node->safe_psql('postgres', "SELECT schedule FROM cron.job WHERE jobname = 'extension_tokens_cleanup:app'"),
+	'17 * * * *', 'the default schedule is hourly');
+
+# Expired data: a session revoked eight days ago, one whose refresh token ran
+# out eight days ago, and a live one.
+$node->safe_psql('app', q{
+SET extension_tokens.issue_rate_limit = 0;
+SET extension_tokens.max_sessions_per_user = 0;
+SELECT extension_token_issue('90000000-0000-4000-8000-000000000001', 'old revoked');
+SELECT extension_token_issue('90000000-0000-4000-8000-000000000001', 'old expired');
+SELECT extension_token_issue('90000000-0000-4000-8000-000000000001', 'live');
+UPDATE extension_token_sessions SET revoked_at = now() - interval '8 days', revoked_reason = 'revoked'
+ WHERE name = 'old revoked';
+UPDATE extension_tokens SET revoked_at = now() - interval '8 days', revoked_reason = 'revoked'
+ WHERE name = 'old revoked';
+UPDATE extension_token_sessions SET refresh_expires_at = now() - interval '8 days'
+ WHERE name = 'old expired';
+});
+is($node->safe_psql('app', 'SELECT count(*) FROM extension_token_sessions'), '3', 'three sessions before');
+
+# Every minute, so that pg_cron runs it within this test.
+is($node->safe_psql('app', "SELECT extension_tokens_cleanup_schedule('* * * * *')"), 'scheduled',
+	'the schedule can be changed');
+is($node->safe_psql('postgres', "SELECT schedule FROM cron.job WHERE jobname = 'extension_tokens_cleanup:app'"),
+	'* * * * *', 'cron.job has the new schedule (one job, updated in place)');
+is($node->safe_psql('postgres', "SELECT count(*) FROM cron.job WHERE jobname = 'extension_tokens_cleanup:app'"),
+	'1', 'still exactly one cleanup job');
+
+ok( $node->poll_query_until(
+		'postgres', q{
+SELECT count(*) > 0 FROM cron.job_run_details r JOIN cron.job j USING (jobid)
+ WHERE j.jobname = 'extension_tokens_cleanup:app' AND r.status = 'succeeded'}, 't'),
+	'pg_cron ran the cleanup job and it succeeded (cron.job_run_details)');
+is($node->safe_psql('postgres', q{
+SELECT r.return_message FROM cron.job_run_details r JOIN cron.job j USING (jobid)
+ WHERE j.jobname = 'extension_tokens_cleanup:app' AND r.status = 'succeeded'
+ ORDER BY r.end_time LIMIT 1}), 'SELECT 1', 'pg_cron reports the job as one SELECT (it returns the count of deleted rows)');
+is($node->safe_psql('app', 'SELECT string_agg(name, \',\' ORDER BY name) FROM extension_token_sessions'),
+	'live', 'the expired and the long-revoked sessions are gone, the live one stays');
+is($node->safe_psql('app', q{SELECT count(*) FROM extension_tokens t
+  WHERE NOT EXISTS (SELECT 1 FROM extension_token_sessions s WHERE s.session_id = t.session_id)}),
+	'0', 'their tokens went with them');
+
+is($node->safe_psql('app', 'SELECT extension_tokens_cleanup_unschedule()'), 'unscheduled',
+	'the jobs can be removed');
+is($node->safe_psql('postgres', "SELECT count(*) FROM cron.job WHERE jobname LIKE 'extension_tokens%:app'"),
+	'0', 'no extension_tokens job is left in cron.job');
+
+# Only administrators may touch the schedule.
+$node->safe_psql('app', 'CREATE ROLE regress_plain LOGIN');
+($ret, $out, $err) = $node->psql('app', 'SELECT extension_tokens_cleanup_schedule()',
+	extra_params => [ '-U', 'regress_plain' ]);
+like($err, qr/permission denied/, 'a plain role cannot schedule the cleanup');
+
+$node->stop;
+
+# Without pg_cron: a warning that says what to do, and no failure.
+my $plain = PostgreSQL::Test::Cluster->new('nocron');
+$plain->init;
+$plain->append_conf(
+	'postgresql.conf', qq{
+shared_preload_libraries = 'extension_tokens'
+extension_tokens.jwt_secret = '$secret'
+});
+$plain->start;
+($ret, $out, $err) = $plain->psql('postgres', 'CREATE EXTENSION extension_tokens');
+is($ret, 0, 'CREATE EXTENSION without pg_cron succeeds');
+like($err, qr/WARNING:  pg_cron is not loaded: schedule SELECT extension_tokens_cleanup\(\) yourself/,
+	'without pg_cron a warning says how to schedule the cleanup');
+is($plain->safe_psql('postgres', 'SELECT extension_tokens_cleanup()'), '0',
+	'the cleanup itself works without pg_cron');
+($ret, $out, $err) = $plain->psql('postgres', 'SELECT extension_tokens_cleanup_schedule()');
+like($err, qr/could not schedule the cleanup job: pg_cron is not loaded/,
+	'asking for a schedule without pg_cron is a clear error');
+$plain->stop;
+
+done_testing();
