@@ -19,7 +19,7 @@ REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs
 # them after REGRESS, in their own database; output under REGRESS_OUTPUTDIR.
-ISOLATION = refresh_race revoke_validate session_limit rate_limit
+ISOLATION = refresh_race revoke_validate session_limit rate_limit cleanup_refresh
 ISOLATION_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)/isolation
 
 # No JIT bitcode: nothing to inline here, and no clang needed to build.
@@ -28,4 +28,10 @@ override with_llvm = no
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# pg_isolation_regress creates its output directory but not its parents.
+installcheck: test-outputdirs
+test-outputdirs:
+	mkdir -p $(REGRESS_OUTPUTDIR)/isolation
+.PHONY: test-outputdirs
 

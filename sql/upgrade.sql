@@ -20,9 +20,9 @@ CREATE FUNCTION regress_ext_objects() RETURNS SETOF text LANGUAGE sql AS $$
                     FROM pg_attribute a
                     LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
                    WHERE a.attrelid = d.objid AND a.attnum > 0 AND NOT a.attisdropped), '') ||
-        coalesce((SELECT string_agg(pg_get_indexdef(indexrelid), '; ' ORDER BY 1)
+        coalesce((SELECT string_agg(pg_get_indexdef(indexrelid), '; ' ORDER BY pg_get_indexdef(indexrelid))
                     FROM pg_index WHERE indrelid = d.objid), '') ||
-        coalesce((SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), '; ' ORDER BY 1)
+        coalesce((SELECT string_agg(conname || ' ' || pg_get_constraintdef(oid), '; ' ORDER BY conname)
                     FROM pg_constraint WHERE conrelid = d.objid), '')
       WHEN 'pg_type'::regclass THEN
         coalesce(obj_description(d.objid, 'pg_type'), '') ||

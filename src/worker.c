@@ -42,7 +42,10 @@
 #include "postmaster/bgworker.h"
 #include "storage/dsm.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -105,6 +108,41 @@ start_worker(const char *function, const char *name, Datum arg,
 	return handle;
 }
 
+/*
+ * Waits for a worker to finish, for at most timeout_ms; false if it has not.
+ * (It goes on regardless: its work is committed when it is done.)
+ */
+static bool
+wait_for_worker(BackgroundWorkerHandle *handle, long timeout_ms)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+
+	for (;;)
+	{
+		pid_t		pid;
+		BgwHandleStatus status = GetBackgroundWorkerPid(handle, &pid);
+		long		remaining;
+
+		if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
+			return true;
+		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (remaining <= 0)
+			return false;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(remaining, 100L), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * Records a refused refresh on the session and, for reuse, revokes it, in a
+ * worker's transaction.  The worker is waited for (2 s at most: it may have
+ * to wait for a lock, e.g. of a cleanup deleting the session), so that what
+ * it writes is there by the time the client hears why; the wait is skipped
+ * when the caller holds a transaction id, since the worker may need a lock
+ * the caller holds until its transaction ends.
+ */
 void
 WorkerSessionEvent(pg_uuid_t session_id, bool revoke, const char *reason,
 				   const char *refresh_error)
@@ -134,9 +172,9 @@ WorkerSessionEvent(pg_uuid_t session_id, bool revoke, const char *reason,
 				 errhint("Raise max_worker_processes.")));
 		return;
 	}
-	if (wait && WaitForBackgroundWorkerShutdown(handle) != BGWH_STOPPED)
-		ereport(WARNING,
-				(errmsg("background worker recording a session event did not finish")));
+	if (wait && !wait_for_worker(handle, 2000))
+		ereport(LOG,
+				(errmsg("extension_tokens: recording a refused refresh is still waiting for a lock; it will complete in the background")));
 }
 
 void

@@ -154,7 +154,7 @@ sub kill9_backend_and_recover
 	ok($node->poll_query_until('postgres', 'SELECT NOT pg_is_in_recovery()'),
 		"$what: the server went through crash recovery and accepts connections again");
 	my $log = slurp_file($node->logfile, $offset);
-	like($log, qr/server process \(PID $pid\) was terminated by signal 9/,
+	like($log, qr/(?:server process|client backend) \(PID $pid\) was terminated by signal 9/,
 		"$what: the postmaster saw backend $pid die by SIGKILL");
 	return;
 }
