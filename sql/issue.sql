@@ -53,6 +53,11 @@ SELECT regress_try(format($$SELECT extension_token_issue('10000000-0000-4000-800
                     '{"session_id": "x"}', '[1, 2]', '"text"', '42']) AS c;
 SELECT regress_try(format($$SELECT extension_token_issue('10000000-0000-4000-8000-000000000004', p_claims => %L)$$,
                           jsonb_build_object('blob', repeat('x', 5000))));
+-- Under the p_claims cap, but longer than a token may be once libjwt has
+-- printed its reals with 17 digits (found by the fuzzer): refused, never
+-- issued unverifiable.
+SELECT regress_try(format($$SELECT extension_token_issue('10000000-0000-4000-8000-000000000004', p_claims => %L)$$,
+                          jsonb_build_object('a', (SELECT jsonb_agg(0.1) FROM generate_series(1, 300))))) AS reals;
 -- A reserved name nested deeper is just data.
 SELECT (extension_token_validate(access_token)).claims->'meta' AS meta
   FROM extension_token_issue('10000000-0000-4000-8000-000000000005', p_claims => '{"meta": {"role": "viewer"}}');
