@@ -51,6 +51,8 @@ static const char *const status_names[TOKEN_STATUS_COUNT] = {
 };
 
 /* Claims that only the issuer writes; a caller's extra claims may not. */
+const char	token_too_long[] = "the token would be longer than the verifier accepts";
+
 const char *token_reserved_claims[] = {
 	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "type", "session_id",
 	"role", NULL
@@ -400,6 +402,13 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 	result = libjwt.encode_str(jwt);
 	if (result == NULL)
 		*errmsg = "could not sign the token";
+	else if (strlen(result) > TOKEN_MAX_LENGTH)
+	{
+		OPENSSL_cleanse(result, strlen(result));
+		free(result);
+		result = NULL;
+		*errmsg = token_too_long;
+	}
 
 done:
 	if (jwt)

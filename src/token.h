@@ -120,8 +120,12 @@ extern bool token_is_reserved_claim(const char *name);
 
 /*
  * Builds and signs an access token.  Returns a malloc'ed string the caller
- * frees with free(), or NULL and a static message in *errmsg.
+ * frees with free(), or NULL and a static message in *errmsg; that message
+ * is token_too_long when the token would exceed TOKEN_MAX_LENGTH (libjwt
+ * re-prints the extra claims, reals with 17 significant digits), so that
+ * every token this returns is one token_verify_access() will look at.
  */
+extern const char token_too_long[];
 extern char *token_sign_access(const TokenAccessSpec *spec,
 							   const unsigned char *key, size_t keylen,
 							   const char **errmsg);
