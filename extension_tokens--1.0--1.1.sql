@@ -137,6 +137,76 @@ COMMENT ON FUNCTION extension_token_sessions_expiring(interval) IS
 'Active sessions whose refresh token runs out within p_within, soonest first';
 
 -------------------------------------------------------------------------------
+-- PostgREST and Supabase
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION extension_token_pre_request()
+RETURNS void
+AS 'MODULE_PATHNAME', 'extension_token_pre_request'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_pre_request() IS
+'For PostgREST''s db-pre-request: refuses (PT401) a request whose bearer token is an access token of this extension that is revoked, expired or unknown; any other token is left to PostgREST';
+
+-- Grants for the API roles of PostgREST / Supabase, idempotent.  Not
+-- SECURITY DEFINER: the caller must be able to grant (the extension's owner
+-- or a superuser), and is checked first because a GRANT by anyone else only
+-- warns.  Functions are named by schema and identity from the catalog, never
+-- looked up through the caller's search_path.
+CREATE FUNCTION extension_tokens_grant_api_roles(p_anon text DEFAULT 'anon',
+                                                 p_authenticated text DEFAULT 'authenticated',
+                                                 p_service_role text DEFAULT 'service_role')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $grant$
+DECLARE
+    ext oid;
+    owner oid;
+    f record;
+    r text;
+BEGIN
+    SELECT e.oid, e.extowner INTO ext, owner FROM pg_catalog.pg_extension e
+     WHERE e.extname OPERATOR(pg_catalog.=) 'extension_tokens';
+    IF NOT pg_catalog.pg_has_role(CURRENT_USER, owner, 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied to grant the extension''s functions'
+            USING ERRCODE = '42501',
+                  HINT = 'Run it as the extension''s owner or a superuser.';
+    END IF;
+    FOREACH r IN ARRAY ARRAY[p_anon, p_authenticated, p_service_role] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r) THEN
+            RAISE EXCEPTION 'role "%" does not exist', r USING ERRCODE = '42704';
+        END IF;
+    END LOOP;
+    FOR f IN
+        SELECT pg_catalog.format('%I.%I(%s)', n.nspname, p.proname,
+                                 pg_catalog.pg_get_function_identity_arguments(p.oid)) AS fn,
+               p.proname::text AS name
+          FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) d.objid
+          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+           AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND d.refobjid OPERATOR(pg_catalog.=) ext
+           AND d.deptype OPERATOR(pg_catalog.=) 'e'
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %I, %I, %I', f.fn,
+                                  p_anon, p_authenticated, p_service_role);
+        IF f.name OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_validate', 'extension_token_refresh',
+                                                   'extension_token_pre_request']) THEN
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I, %I, %I', f.fn,
+                                      p_anon, p_authenticated, p_service_role);
+        ELSIF f.name OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_issue', 'extension_token_list',
+                                                      'extension_token_revoke', 'revoke_user_extension_tokens']) THEN
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', f.fn,
+                                      p_authenticated, p_service_role);
+        END IF;
+    END LOOP;
+END
+$grant$;
+COMMENT ON FUNCTION extension_tokens_grant_api_roles(text, text, text) IS
+'Grants the extension''s functions to PostgREST/Supabase roles, taking back anything else they had on them: validate, refresh and pre_request to all three; issue, list and both revokes to the signed-in and the service role.  Idempotent.  Name the service role in extension_tokens.admin_roles too';
+
+-------------------------------------------------------------------------------
 -- Privileges: none of this is for PUBLIC (nor for roles that default
 -- privileges granted new objects to).
 -------------------------------------------------------------------------------
@@ -147,6 +217,8 @@ REVOKE ALL ON FUNCTION extension_tokens_cleanup_unschedule() FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_stats_reset() FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_sessions_expiring(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_pre_request() FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_tokens_grant_api_roles(text, text, text) FROM PUBLIC;
 REVOKE ALL ON extension_tokens_issued_daily, extension_token_sessions_admin FROM PUBLIC;
 DO $revoke$
 DECLARE
@@ -161,7 +233,9 @@ BEGIN
                    'extension_tokens_cleanup_unschedule()'::pg_catalog.regprocedure,
                    'extension_token_stats()'::pg_catalog.regprocedure,
                    'extension_token_stats_reset()'::pg_catalog.regprocedure,
-                   'extension_token_sessions_expiring(interval)'::pg_catalog.regprocedure])
+                   'extension_token_sessions_expiring(interval)'::pg_catalog.regprocedure,
+                   'extension_token_pre_request()'::pg_catalog.regprocedure,
+                   'extension_tokens_grant_api_roles(text, text, text)'::pg_catalog.regprocedure])
            AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
            AND a.grantee OPERATOR(pg_catalog.<>) 0
         UNION

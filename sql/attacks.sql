@@ -70,7 +70,10 @@ SELECT token_type FROM extension_token_issue('a1000000-0000-4000-8000-0000000000
 SELECT token_type FROM extension_token_issue('a1000000-0000-4000-8000-000000000002');
 SELECT count(*) FROM extension_token_list('a1000000-0000-4000-8000-000000000002');
 SELECT revoke_user_extension_tokens('a1000000-0000-4000-8000-000000000002');
-SELECT extension_tokens_cleanup() >= 0 AS cleaned;
+-- (a user with no session left and an old rate-limit log, for cleanup to
+-- delete: its statement compares user ids)
+INSERT INTO public.extension_token_users (user_id, issue_log) VALUES ('a1000000-0000-4000-8000-0000000000ee', ARRAY[now() - interval '2 hours']);
+SELECT extension_tokens_cleanup() >= 1 AS cleaned;
 SELECT counters_available FROM extension_token_stats();
 RESET search_path;
 

@@ -42,6 +42,7 @@ int			et_cleanup_retention = 7 * 86400;
 int			et_cleanup_batch_size = 10000;
 int			et_session_max_lifetime = 0;
 int			et_session_inactivity_timeout = 0;
+char	   *et_postgrest_role = NULL;
 
 /*
  * What SHOW, current_setting() and pg_settings print for the secret, to
@@ -202,6 +203,14 @@ ConfigInit(void)
 							0, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("extension_tokens.postgrest_role",
+							   "A role claim written into access tokens, so that PostgREST accepts them as its own JWTs (e.g. authenticated).",
+							   "Empty: no role claim (the default).",
+							   &et_postgrest_role,
+							   "",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("extension_tokens");
 }

@@ -29,6 +29,7 @@
 #include "miscadmin.h"
 #include "common/int.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
@@ -139,6 +140,7 @@ mint_access(NewPair *pair, PairTokens *out)
 	spec.extra_claims_json = pair->claims_json;
 	spec.extra_claims_len = pair->claims_json ? strlen(pair->claims_json) : 0;
 	spec.with_kid = true;
+	spec.role = (et_postgrest_role && et_postgrest_role[0]) ? et_postgrest_role : NULL;
 
 	jwt = token_sign_access(&spec, (const unsigned char *) key, keylen, &why);
 	if (jwt == NULL && why == token_too_long)
@@ -384,53 +386,39 @@ verify_params(TokenVerifyParams *params, TimestampTz now, bool check_times)
 }
 
 /* extension_token_validate(p_token text) RETURNS extension_token_validation */
-PG_FUNCTION_INFO_V1(extension_token_validate);
-Datum
-extension_token_validate(PG_FUNCTION_ARGS)
+/*
+ * The whole validation of a token of `len` bytes: the token core's checks,
+ * then the table's (known, not revoked, not expired, not idle), counting
+ * the outcome and recording the use (at most once per last_used_interval,
+ * never in a read-only transaction).
+ */
+static TokenStatus
+validate_token(const char *token, size_t len, StoredToken *row,
+			   TokenAccessClaims *claims)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TokenVerifyParams params;
-	TokenAccessClaims *claims;
 	TokenStatus status;
-	StoredToken row;
 	unsigned char hash[TOKEN_HASH_LENGTH];
-	text	   *token;
-	size_t		len;
 
-	LogFilterRedactActivity();
 	verify_params(&params, now, true);
-	memset(&row, 0, sizeof(row));
-	if (PG_ARGISNULL(0))
-	{
-		StatsCountValidation(TOKEN_MISSING);
-		PG_RETURN_DATUM(validation_result(fcinfo, TOKEN_MISSING, NULL, NULL));
-	}
-	/* Look at the size before detoasting a possibly huge value. */
-	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ > TOKEN_MAX_LENGTH)
-	{
-		StatsCountValidation(TOKEN_MALFORMED);
-		PG_RETURN_DATUM(validation_result(fcinfo, TOKEN_MALFORMED, NULL, NULL));
-	}
-
-	token = PG_GETARG_TEXT_PP(0);
-	len = VARSIZE_ANY_EXHDR(token);
-	claims = palloc(sizeof(TokenAccessClaims));
-	status = token_verify_access(VARDATA_ANY(token), len, &params, claims);
+	memset(row, 0, sizeof(*row));
+	status = token_verify_access(token, len, &params, claims);
 	if (status == TOKEN_OK)
 	{
-		token_sha256(VARDATA_ANY(token), len, hash);
-		StorageLookupToken(hash, &row);
-		if (!row.found)
+		token_sha256(token, len, hash);
+		StorageLookupToken(hash, row);
+		if (!row->found)
 			status = TOKEN_NOT_FOUND;
-		else if (!row.is_access)
+		else if (!row->is_access)
 			status = TOKEN_WRONG_TOKEN_TYPE;
-		else if (row.revoked)
+		else if (row->revoked)
 			status = TOKEN_REVOKED;
-		else if (unix_seconds(row.expires_at) <= params.now - params.leeway)
+		else if (unix_seconds(row->expires_at) <= params.now - params.leeway)
 			status = TOKEN_EXPIRED;
 		/* idle past session_inactivity_timeout: the session has ended */
-		else if (et_session_inactivity_timeout > 0 && row.last_used_at != 0 &&
-				 row.last_used_at < now - (int64) et_session_inactivity_timeout * USECS_PER_SEC)
+		else if (et_session_inactivity_timeout > 0 && row->last_used_at != 0 &&
+				 row->last_used_at < now - (int64) et_session_inactivity_timeout * USECS_PER_SEC)
 			status = TOKEN_EXPIRED;
 	}
 	StatsCountValidation(status);
@@ -438,14 +426,90 @@ extension_token_validate(PG_FUNCTION_ARGS)
 	{
 		TimestampTz older_than = now - (int64) et_last_used_interval * USECS_PER_SEC;
 
-		if (row.last_used_at == 0 || row.last_used_at < older_than ||
+		if (row->last_used_at == 0 || row->last_used_at < older_than ||
 			et_last_used_interval == 0)
 			StorageTouchToken(hash, now,
 							  et_last_used_interval == 0 ? now + 1 : older_than);
 	}
-	PG_RETURN_DATUM(validation_result(fcinfo, status, &row, claims));
+	return status;
 }
 
+/* extension_token_validate(p_token text) RETURNS extension_token_validation */
+PG_FUNCTION_INFO_V1(extension_token_validate);
+Datum
+extension_token_validate(PG_FUNCTION_ARGS)
+{
+	TokenAccessClaims *claims;
+	TokenStatus status;
+	StoredToken row;
+	text	   *token;
+	size_t		len;
+
+	LogFilterRedactActivity();
+	(void) ConfigRequireSecret(&len);
+	memset(&row, 0, sizeof(row));
+	if (PG_ARGISNULL(0))
+		status = TOKEN_MISSING;
+	/* Look at the size before detoasting a possibly huge value. */
+	else if (toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ > TOKEN_MAX_LENGTH)
+		status = TOKEN_MALFORMED;
+	else
+	{
+		token = PG_GETARG_TEXT_PP(0);
+		len = VARSIZE_ANY_EXHDR(token);
+		claims = palloc(sizeof(TokenAccessClaims));
+		status = validate_token(VARDATA_ANY(token), len, &row, claims);
+		PG_RETURN_DATUM(validation_result(fcinfo, status, &row, claims));
+	}
+	StatsCountValidation(status);
+	PG_RETURN_DATUM(validation_result(fcinfo, status, NULL, NULL));
+}
+
+/*
+ * extension_token_pre_request() RETURNS void, for PostgREST's db-pre-request.
+ *
+ * PostgREST checks the signature and expiry of a bearer token itself, but
+ * knows nothing of revocation.  When the request's bearer token is an access
+ * token of ours (its unverified payload names our issuer and type "access"),
+ * this validates it fully and refuses the request (PT401, the validation
+ * error in DETAIL) unless it is valid, so that a revocation takes effect on
+ * the very next request.  Any other token, or none, is left to PostgREST.
+ */
+PG_FUNCTION_INFO_V1(extension_token_pre_request);
+Datum
+extension_token_pre_request(PG_FUNCTION_ARGS)
+{
+	const char *headers = GetConfigOption("request.headers", true, false);
+	char	   *auth;
+	const char *token;
+	size_t		len;
+	StoredToken row;
+	TokenAccessClaims *claims;
+	TokenStatus status;
+
+	if (headers == NULL || headers[0] == '\0')
+		PG_RETURN_VOID();
+	auth = palloc(TOKEN_MAX_LENGTH + 64);
+	if (token_json_string_member(headers, "authorization", auth, TOKEN_MAX_LENGTH + 64) != 1 ||
+		pg_strncasecmp(auth, "bearer ", 7) != 0)
+		PG_RETURN_VOID();
+	token = auth + 7;
+	while (*token == ' ')
+		token++;
+	len = strlen(token);
+	if (!token_is_ours(token, len, et_jwt_issuer))
+		PG_RETURN_VOID();
+
+	claims = palloc(sizeof(TokenAccessClaims));
+	status = validate_token(token, len, &row, claims);
+	if (status != TOKEN_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_ET_UNAUTHORIZED),
+				 errmsg("access token rejected"),
+				 errdetail("%s", token_status_name(status)),
+				 errhidestmt(true)));
+	PG_RETURN_VOID();
+}
 /* ---------------------------------------------------------------------
  * refresh
  * ---------------------------------------------------------------------

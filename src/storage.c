@@ -274,13 +274,14 @@ static const Statement statements[ST_COUNT] = {
 	},
 	/* Users with no session left and nothing in their rate-limit logs. */
 	[ST_CLEANUP_USERS] = {
-		"DELETE FROM @.extension_token_users u WHERE u.user_id IN ("
+		"DELETE FROM @.extension_token_users u USING ("
 		"  SELECT x.user_id FROM @.extension_token_users x "
 		"  WHERE NOT EXISTS (SELECT 1 FROM @.extension_token_sessions s "
 		"                    WHERE s.user_id OPERATOR(pg_catalog.=) x.user_id) "
 		"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.issue_log OPERATOR(pg_catalog.||) x.refresh_log) l(t) "
 		"                  WHERE l.t OPERATOR(pg_catalog.>) $1) "
-		"  LIMIT $2 FOR UPDATE SKIP LOCKED)",
+		"  LIMIT $2 FOR UPDATE SKIP LOCKED) v "
+		"WHERE u.user_id OPERATOR(pg_catalog.=) v.user_id",
 		2, {TIMESTAMPTZOID, INT4OID}
 	},
 	[ST_COUNTS] = {

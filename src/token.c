@@ -364,7 +364,9 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 		json_object_set_new(claims, "jti", json_string(jti_text)) ||
 		json_object_set_new(claims, "type", json_string("access")) ||
 		json_object_set_new(claims, "iat", json_integer((json_int_t) spec->iat)) ||
-		json_object_set_new(claims, "exp", json_integer((json_int_t) spec->exp)))
+		json_object_set_new(claims, "exp", json_integer((json_int_t) spec->exp)) ||
+		(spec->role != NULL &&
+		 json_object_set_new(claims, "role", json_string(spec->role))))
 	{
 		*errmsg = "could not build the token's claims";
 		goto done;
@@ -833,4 +835,41 @@ token_json_string_member(const char *json, const char *key, char *out,
 	}
 	json_decref(root);
 	return result;
+}
+
+bool
+token_is_ours(const char *token, size_t len, const char *issuer)
+{
+	const char *dot1,
+			   *dot2;
+	unsigned char payload[TOKEN_MAX_LENGTH];
+	long		n;
+	json_t	   *root;
+	json_t	   *iss,
+			   *type;
+	json_error_t jerr;
+	bool		ours = false;
+
+	if (token == NULL || len == 0 || len > TOKEN_MAX_LENGTH)
+		return false;
+	dot1 = memchr(token, '.', len);
+	if (dot1 == NULL)
+		return false;
+	dot2 = memchr(dot1 + 1, '.', len - (size_t) (dot1 + 1 - token));
+	if (dot2 == NULL)
+		return false;
+	n = b64url_decode(dot1 + 1, (size_t) (dot2 - dot1 - 1), payload);
+	if (n <= 0)
+		return false;
+	root = json_loadb((const char *) payload, (size_t) n, 0, &jerr);
+	if (root == NULL)
+		return false;
+	iss = json_object_get(root, "iss");
+	type = json_object_get(root, "type");
+	ours = json_is_string(iss) && json_is_string(type) &&
+		strlen(issuer) == json_string_length(iss) &&
+		strcmp(json_string_value(iss), issuer) == 0 &&
+		strcmp(json_string_value(type), "access") == 0;
+	json_decref(root);
+	return ours;
 }

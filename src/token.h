@@ -102,6 +102,7 @@ typedef struct TokenAccessSpec
 	const char *extra_claims_json;
 	size_t		extra_claims_len;
 	bool		with_kid;		/* write the key id into the header */
+	const char *role;			/* a "role" claim for PostgREST, or NULL */
 } TokenAccessSpec;
 
 extern const char *token_status_name(TokenStatus status);
@@ -138,6 +139,13 @@ extern TokenStatus token_verify_access(const char *token, size_t len,
 extern bool token_make_refresh(char out[REFRESH_TOKEN_LENGTH + 1]);
 extern bool token_refresh_well_formed(const char *token, size_t len);
 extern bool token_looks_like_refresh(const char *token, size_t len);
+
+/*
+ * Whether a compact JWS claims, without any verification, to be an access
+ * token of `issuer` (its payload's "iss" and "type").  Only for deciding
+ * whether a token is ours to check.
+ */
+extern bool token_is_ours(const char *token, size_t len, const char *issuer);
 
 /*
  * A string member of a JSON object given as text: 1 and the value in `out`

@@ -321,8 +321,11 @@ extension_tokens_cron_worker_main(Datum main_arg)
 				args[0] = CStringGetTextDatum(history_job);
 				args[1] = CStringGetTextDatum("23 3 * * *");
 				args[2] = CStringGetTextDatum(psprintf(
-					"DELETE FROM cron.job_run_details WHERE end_time < now() - interval '7 days' "
-					"AND jobid IN (SELECT jobid FROM cron.job WHERE jobname IN (%s, %s))",
+					"DELETE FROM cron.job_run_details d USING cron.job j "
+					"WHERE d.jobid OPERATOR(pg_catalog.=) j.jobid "
+					"AND j.jobname OPERATOR(pg_catalog.=) ANY (ARRAY[%s, %s]) "
+					"AND d.end_time OPERATOR(pg_catalog.<) "
+					"(pg_catalog.now() OPERATOR(pg_catalog.-) interval '7 days')",
 					quote_literal_cstr(cleanup_job), quote_literal_cstr(history_job)));
 				args[3] = CStringGetTextDatum(req->cron_database);
 				rc = SPI_execute_with_args("SELECT cron.schedule_in_database($1, $2, $3, $4, $5)",

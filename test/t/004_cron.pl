@@ -39,7 +39,7 @@ my $jobs = $node->safe_psql('postgres',
 	"SELECT jobname || ' ' || database || ' ' || command FROM cron.job ORDER BY jobname");
 like($jobs, qr/^extension_tokens_cleanup:app app SELECT public\.extension_tokens_cleanup\(\)$/m,
 	'the cleanup job is in cron.job, runs in database app');
-like($jobs, qr/^extension_tokens_history:app postgres DELETE FROM cron\.job_run_details/m,
+like($jobs, qr/^extension_tokens_history:app postgres DELETE FROM cron\.job_run_details d USING cron\.job j/m,
 	'a job trims the run history of these jobs, in the cron database');
 is($node->safe_psql('postgres', "SELECT schedule FROM cron.job WHERE jobname = 'extension_tokens_cleanup:app'"),
 	'17 * * * *', 'the default schedule is hourly');
