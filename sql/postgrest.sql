@@ -66,6 +66,10 @@ SELECT regress_request('regress_et_authenticated', json_build_object('authorizat
 SELECT regress_request('regress_et_authenticated', json_build_object('authorization', 'bearer ' || :'native')::text) AS lower_case_scheme;
 SELECT extension_token_revoke(:'native') AS revoked;
 SELECT regress_request('regress_et_authenticated', json_build_object('authorization', 'Bearer ' || :'native')::text) AS after_revoke;
+-- however the header spells it (PostgREST takes tabs, any case, extra blanks)
+SELECT n AS spelling, regress_request('regress_et_authenticated', json_build_object('authorization', h)::text) AS outcome
+  FROM unnest(ARRAY['BEARER ' || :'native', E'Bearer\t' || :'native', E'bearer\t\t' || :'native',
+                    '  Bearer   ' || :'native' || '  ', 'Bearer ' || :'native' || E'\r\n']) WITH ORDINALITY AS u(h, n);
 -- someone else's JWT (a Supabase user token), no header, another scheme:
 -- not ours, left to PostgREST
 SELECT regress_request('regress_et_authenticated', json_build_object('authorization', 'Bearer ' ||

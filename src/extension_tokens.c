@@ -112,6 +112,17 @@ take_malloced_text(char *s)
 	return PointerGetDatum(t);
 }
 
+/* Writes need a read-write transaction on the primary: say so plainly. */
+static void
+require_read_write(const char *what)
+{
+	if (RecoveryInProgress() || XactReadOnly)
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot %s in a read-only transaction", what),
+				 errhint("Call it on the primary, in a read-write transaction (PostgREST: POST, not GET).")));
+}
+
 /* Everything a new pair needs that is not stored. */
 typedef struct PairTokens
 {
@@ -304,6 +315,7 @@ extension_token_issue(PG_FUNCTION_ARGS)
 	int64		lifetime;
 
 	(void) ConfigRequireSecret(&keylen);
+	require_read_write("issue a token");
 	memset(&pair, 0, sizeof(pair));
 	pair.name = PG_ARGISNULL(1) ? DEFAULT_TOKEN_NAME : checked_name(PG_GETARG_TEXT_PP(1));
 	lifetime = PG_ARGISNULL(2) ? et_access_token_lifetime
@@ -490,13 +502,26 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
 	if (headers == NULL || headers[0] == '\0')
 		PG_RETURN_VOID();
 	auth = palloc(TOKEN_MAX_LENGTH + 64);
-	if (token_json_string_member(headers, "authorization", auth, TOKEN_MAX_LENGTH + 64) != 1 ||
-		pg_strncasecmp(auth, "bearer ", 7) != 0)
+	if (token_json_string_member(headers, "authorization", auth, TOKEN_MAX_LENGTH + 64) != 1)
 		PG_RETURN_VOID();
-	token = auth + 7;
-	while (*token == ' ')
+
+	/*
+	 * "Bearer", in any case, then any run of blanks (PostgREST takes tabs as
+	 * well as spaces), then the token, blanks after it ignored: whatever
+	 * PostgREST would take as a bearer token, we must look at.
+	 */
+	token = auth;
+	while (*token == ' ' || *token == '\t')
+		token++;
+	if (pg_strncasecmp(token, "bearer", 6) != 0 || (token[6] != ' ' && token[6] != '\t'))
+		PG_RETURN_VOID();
+	token += 6;
+	while (*token == ' ' || *token == '\t')
 		token++;
 	len = strlen(token);
+	while (len > 0 && (token[len - 1] == ' ' || token[len - 1] == '\t' ||
+					   token[len - 1] == '\r' || token[len - 1] == '\n'))
+		len--;
 	if (!token_is_ours(token, len, et_jwt_issuer))
 		PG_RETURN_VOID();
 
@@ -592,11 +617,7 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 	(void) ConfigRequireSecret(&len);
 	/* Before anything else: a refresh writes, and on a standby its
 	 * bookkeeping worker could never start. */
-	if (RecoveryInProgress() || XactReadOnly)
-		ereport(ERROR,
-				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-				 errmsg("cannot refresh a token in a read-only transaction"),
-				 errhint("Refresh on the primary, in a read-write transaction (PostgREST: POST, not GET).")));
+	require_read_write("refresh a token");
 
 	memset(&row, 0, sizeof(row));
 	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ != REFRESH_TOKEN_LENGTH)
@@ -680,6 +701,7 @@ extension_token_revoke(PG_FUNCTION_ARGS)
 	text	   *token;
 
 	LogFilterRedactActivity();
+	require_read_write("revoke a token");
 	if (PG_ARGISNULL(0) ||
 		toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ > TOKEN_MAX_LENGTH)
 		PG_RETURN_BOOL(false);
@@ -698,7 +720,10 @@ revoke_user_extension_tokens(PG_FUNCTION_ARGS)
 	pg_uuid_t	user = PolicyResolveUser(!PG_ARGISNULL(0),
 										 PG_ARGISNULL(0) ? NULL : PG_GETARG_UUID_P(0),
 										 "revoke");
-	uint64		n = StorageRevokeUser(user, GetCurrentTimestamp(), "user_revoked_all");
+	uint64		n;
+
+	require_read_write("revoke tokens");
+	n = StorageRevokeUser(user, GetCurrentTimestamp(), "user_revoked_all");
 
 	PG_RETURN_INT32((int32) Min(n, (uint64) PG_INT32_MAX));
 }

@@ -72,17 +72,18 @@ mount_into_root -t proc proc "$root/proc" || setup_failed "cannot mount /proc"
 mount_into_root --bind /dev "$root/dev" || setup_failed "cannot bind /dev"
 mount_into_root --bind /dev/pts "$root/dev/pts" || setup_failed "cannot bind /dev/pts"
 
-if [ ! -f "$root/.extension_tokens-ready" ]; then
+# What test/lib.sh and test/postgrest.sh would install, so that a missing
+# package is a setup failure here rather than a test failure later.  The
+# list is kept in the stamp: a root made for an older list is completed.
+packages="build-essential postgresql-$major postgresql-server-dev-$major postgresql-$major-cron
+libjwt-dev libjansson-dev libssl-dev libipc-run-perl python3 python3-jwt npm"
+if [ "$(cat "$root/.extension_tokens-ready" 2>/dev/null)" != "$packages" ]; then
     in_root apt-get -o Acquire::Check-Valid-Until=false update -q >>"$log" 2>&1 ||
         setup_failed "apt-get update in the $suite root failed (see $log)"
-    # What test/lib.sh would install, so that a missing package is a setup
-    # failure here rather than a test failure later.
-    in_root apt-get install -y -q --no-install-recommends build-essential \
-        "postgresql-$major" "postgresql-server-dev-$major" "postgresql-$major-cron" \
-        libjwt-dev libjansson-dev libssl-dev libipc-run-perl \
-        python3 python3-jwt >>"$log" 2>&1 ||
+    # shellcheck disable=SC2086
+    in_root apt-get install -y -q --no-install-recommends $packages >>"$log" 2>&1 ||
         setup_failed "installing PostgreSQL $major in the $suite root failed (see $log)"
-    touch "$root/.extension_tokens-ready"
+    printf '%s' "$packages" > "$root/.extension_tokens-ready"
 fi
 
 # The tree as git sees it (tracked and untracked-but-not-ignored files).

@@ -10,6 +10,8 @@
 #                forgeries
 #   tap          test/t/*.pl through test/tap.sh: crashes, a hot standby,
 #                hostile input and the server log, pg_cron, dump and restore
+#   postgrest    test/postgrest.sh: a real PostgREST 12.0.2 and supabase-js
+#                (npm packages pinned in test/postgrest/package-lock.json)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ET_ROOT"
@@ -59,6 +61,15 @@ if grep -q '^Result: PASS' tmp/tap.log; then
     tally tap "${tests:-0}" 0
 else
     tally tap "$(( ${tests:-0} - tfail ))" "$(( tfail > 0 ? tfail : 1 ))"
+fi
+
+say "PostgREST end to end"
+if ./test/postgrest.sh 2>&1 | tee tmp/postgrest.log; then :; fi
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' tmp/postgrest.log | tail -n 1)
+if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    tally postgrest "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+    tally postgrest 0 1
 fi
 
 say "summary"

