@@ -440,7 +440,7 @@ validate_token(const char *token, size_t len, StoredToken *row,
 
 		if (row->last_used_at == 0 || row->last_used_at < older_than ||
 			et_last_used_interval == 0)
-			StorageTouchToken(hash, now,
+			StorageTouchToken(hash, row->session_id, now,
 							  et_last_used_interval == 0 ? now + 1 : older_than);
 	}
 	return status;
@@ -661,6 +661,9 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 		refuse_refresh(&row, now, "rate_limited", false, true);
 		PolicyRateLimited(true, now, retry_at);
 	}
+
+	/* Lock order: the user's row (above), the session's, then the tokens'. */
+	StorageLockSession(row.session_id);
 
 	/* The successor's hash is written into the old row by the claim. */
 	memset(&pair, 0, sizeof(pair));

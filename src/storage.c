@@ -25,10 +25,14 @@
  * Plans are prepared once per backend and kept; they are thrown away when the
  * relcache says one of our tables changed (e.g. DROP EXTENSION).
  *
- * Concurrency: a user's issue and refresh lock that user's row in
- * extension_token_users first (INSERT ... ON CONFLICT DO UPDATE), then touch
- * sessions and tokens, always in that order, so that two of them never
- * deadlock and the session limit and rate limits count committed work.  The
+ * Concurrency.  Every path locks rows in one order: the user's row in
+ * extension_token_users (issue and refresh only: INSERT ... ON CONFLICT DO
+ * UPDATE), then session rows, then token rows.  Revocations lock their
+ * victim sessions before updating tokens, refresh locks the session before
+ * it claims the refresh token, validation records use on the session before
+ * the token, cleanup locks sessions (SKIP LOCKED) before deleting tokens.  So
+ * no two of them deadlock, and the session limit and the rate limits count
+ * committed work.  The
  * exchange of a refresh token is one UPDATE whose WHERE clause requires the
  * token to be unused and unrevoked: of two concurrent exchanges exactly one
  * updates the row, the other re-checks the new row version and finds nothing.
@@ -63,7 +67,9 @@
 typedef enum StatementId
 {
 	ST_LOOKUP,
+	ST_TOUCH_SESSION,
 	ST_TOUCH,
+	ST_LOCK_SESSION,
 	ST_RATE_ISSUE,
 	ST_RATE_REFRESH,
 	ST_REVOKE_OVER_LIMIT,
@@ -90,10 +96,12 @@ typedef struct Statement
 } Statement;
 
 /*
- * Revoking sessions: the victims, then their tokens, then the sessions (whose
- * count is the result).  "revoked_at IS NULL" is repeated in each UPDATE so
- * that, of two concurrent revocations, the second re-checks the row it waited
- * for and counts nothing.
+ * Revoking sessions: the victims, locked (session rows first, like every
+ * other path: see the lock order at the top), then their tokens and the
+ * sessions (whose count is the result).  FOR NO KEY UPDATE re-checks
+ * "revoked_at IS NULL" on the row it waited for, so of two concurrent
+ * revocations the second counts nothing; it does not block the foreign key
+ * checks of tokens being inserted for the session.
  */
 #define REVOKE_SESSIONS(victims) \
 	"WITH victims AS (" victims "), " \
@@ -146,15 +154,23 @@ static const Statement statements[ST_COUNT] = {
 		"FROM @.extension_tokens WHERE token_hash OPERATOR(pg_catalog.=) $1",
 		1, {BYTEAOID}
 	},
+	/* Last use: the session's row first, then the token's (lock order). */
+	[ST_TOUCH_SESSION] = {
+		"UPDATE @.extension_token_sessions SET last_used_at = $2 "
+		"WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
+		"AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<) $3)",
+		3, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	},
 	[ST_TOUCH] = {
-		"WITH t AS (UPDATE @.extension_tokens SET last_used_at = $2 "
-		"  WHERE token_hash OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
-		"  AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<) $3) "
-		"  RETURNING session_id) "
-		"UPDATE @.extension_token_sessions s SET last_used_at = $2 FROM t "
-		"WHERE s.session_id OPERATOR(pg_catalog.=) t.session_id "
-		"AND (s.last_used_at IS NULL OR s.last_used_at OPERATOR(pg_catalog.<) $2)",
+		"UPDATE @.extension_tokens SET last_used_at = $2 "
+		"WHERE token_hash OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
+		"AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<) $3)",
 		3, {BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	},
+	[ST_LOCK_SESSION] = {
+		"SELECT 1 FROM @.extension_token_sessions "
+		"WHERE session_id OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
+		1, {UUIDOID}
 	},
 	[ST_RATE_ISSUE] = {
 		RATE_SLOT("issue_log"),
@@ -168,7 +184,8 @@ static const Statement statements[ST_COUNT] = {
 		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
 						"WHERE user_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
 						"AND refresh_expires_at OPERATOR(pg_catalog.>) $2 "
-						"ORDER BY created_at DESC, session_id DESC OFFSET $4"),
+						"ORDER BY created_at DESC, session_id DESC OFFSET $4 "
+						"FOR NO KEY UPDATE"),
 		4, {UUIDOID, TIMESTAMPTZOID, TEXTOID, INT4OID}
 	},
 	[ST_INSERT_SESSION] = {
@@ -214,20 +231,23 @@ static const Statement statements[ST_COUNT] = {
 	},
 	[ST_REVOKE_SESSION] = {
 		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
-						"WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL"),
+						"WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
+						"FOR NO KEY UPDATE"),
 		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
 	},
 	[ST_REVOKE_BY_TOKEN] = {
 		REVOKE_SESSIONS("SELECT s.session_id FROM @.extension_tokens t "
 						"JOIN @.extension_token_sessions s "
 						"ON s.session_id OPERATOR(pg_catalog.=) t.session_id "
-						"WHERE t.token_hash OPERATOR(pg_catalog.=) $1 AND s.revoked_at IS NULL"),
+						"WHERE t.token_hash OPERATOR(pg_catalog.=) $1 AND s.revoked_at IS NULL "
+						"FOR NO KEY UPDATE OF s"),
 		3, {BYTEAOID, TIMESTAMPTZOID, TEXTOID}
 	},
 	[ST_REVOKE_USER] = {
 		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
 						"WHERE user_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
-						"AND refresh_expires_at OPERATOR(pg_catalog.>) $2"),
+						"AND refresh_expires_at OPERATOR(pg_catalog.>) $2 "
+						"FOR NO KEY UPDATE"),
 		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
 	},
 	[ST_LIST] = {
@@ -679,16 +699,32 @@ StorageCounts(TimestampTz now, StoredCounts *out)
 }
 
 void
-StorageTouchToken(const unsigned char *hash, TimestampTz now, TimestampTz older_than)
+StorageTouchToken(const unsigned char *hash, pg_uuid_t session_id, TimestampTz now,
+				  TimestampTz older_than)
 {
 	StorageCall call;
 	Datum		values[3];
 
-	values[0] = hash_datum(hash);
+	values[0] = uuid_datum(&session_id);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = TimestampTzGetDatum(older_than);
 	storage_enter(&call);
+	storage_exec(ST_TOUCH_SESSION, values, NULL, false);
+	values[0] = hash_datum(hash);
 	storage_exec(ST_TOUCH, values, NULL, false);
+	storage_leave(&call);
+}
+
+/* Locks a session's row: refresh does, before it touches its tokens. */
+void
+StorageLockSession(pg_uuid_t session_id)
+{
+	StorageCall call;
+	Datum		values[1];
+
+	values[0] = uuid_datum(&session_id);
+	storage_enter(&call);
+	storage_exec(ST_LOCK_SESSION, values, NULL, false);
 	storage_leave(&call);
 }
 

@@ -79,8 +79,9 @@ typedef struct StoredCounts
 	int64		sessions_expired;
 } StoredCounts;
 extern void StorageCounts(TimestampTz now, StoredCounts *out);
-extern void StorageTouchToken(const unsigned char *hash, TimestampTz now,
-							  TimestampTz older_than);
+extern void StorageTouchToken(const unsigned char *hash, pg_uuid_t session_id,
+							  TimestampTz now, TimestampTz older_than);
+extern void StorageLockSession(pg_uuid_t session_id);
 extern bool StorageTakeRateSlot(bool refresh, pg_uuid_t user_id, TimestampTz now,
 								int limit, TimestampTz *retry_at);
 extern uint64 StorageRevokeOverLimit(pg_uuid_t user_id, TimestampTz now, int keep);

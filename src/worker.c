@@ -181,23 +181,60 @@ void
 extension_tokens_session_worker_main(Datum main_arg)
 {
 	SessionEvent ev;
-	TimestampTz now;
 
 	memcpy(&ev, MyBgworkerEntry->bgw_extra, sizeof(ev));
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(ev.database, BOOTSTRAP_SUPERUSERID, 0);
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "recording a session event");
-	now = GetCurrentTimestamp();
-	if (ev.refresh_error[0])
-		StorageRecordRefreshError(ev.session_id, now, ev.refresh_error);
-	if (ev.revoke)
-		(void) StorageRevokeSession(ev.session_id, now, ev.reason);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	/*
+	 * Every path locks sessions before tokens, so this should never be a
+	 * deadlock victim; if it is one all the same (or loses a serialization
+	 * race), it tries again rather than lose a revocation.
+	 */
+	for (int attempt = 1;; attempt++)
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+		volatile bool retry = false;
+
+		PG_TRY();
+		{
+			TimestampTz now;
+
+			SetCurrentStatementStartTimestamp();
+			StartTransactionCommand();
+			PushActiveSnapshot(GetTransactionSnapshot());
+			pgstat_report_activity(STATE_RUNNING, "recording a session event");
+			now = GetCurrentTimestamp();
+			if (ev.refresh_error[0])
+				StorageRecordRefreshError(ev.session_id, now, ev.refresh_error);
+			if (ev.revoke)
+				(void) StorageRevokeSession(ev.session_id, now, ev.reason);
+			PopActiveSnapshot();
+			CommitTransactionCommand();
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			if (attempt >= 5 ||
+				(edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED &&
+				 edata->sqlerrcode != ERRCODE_T_R_SERIALIZATION_FAILURE))
+				PG_RE_THROW();
+			FlushErrorState();
+			AbortCurrentTransaction();
+			ereport(LOG,
+					(errmsg("extension_tokens: recording a session event failed (%s), trying again",
+							edata->message)));
+			FreeErrorData(edata);
+			retry = true;
+		}
+		PG_END_TRY();
+		if (!retry)
+			break;
+		pg_usleep(100000L * attempt);
+	}
 	pgstat_report_activity(STATE_IDLE, NULL);
 	proc_exit(0);
 }

@@ -180,7 +180,7 @@ my $users_log = sub {
 
 # ---------------------------------------------------------------------
 # 1. SIGKILL inside extension_token_refresh(): the refresh token is
-#    claimed, the rotation waits for the session row.
+#    claimed, the rotation waits for the old access token's row.
 # ---------------------------------------------------------------------
 my $ua = 'a0000000-0000-4000-8000-000000000001';
 my ($at_a, $rt_a, $sid_a) = issue($ua, 'crash mid-refresh');
@@ -188,7 +188,7 @@ is(validate_error($at_a), 'valid', 'mid-refresh: the pair issued before the cras
 
 my ($locker, $locker_pid) = open_session();
 $locker->query_safe('BEGIN');
-$locker->query_safe("SELECT 1 FROM extension_token_sessions WHERE session_id = '$sid_a' FOR UPDATE");
+$locker->query_safe("SELECT 1 FROM extension_tokens WHERE token_hash = " . hash_of($at_a) . " FOR UPDATE");
 
 my ($victim, $victim_pid) = open_session();
 $victim->query_until(qr/refresh-started/, qq{\\echo refresh-started
