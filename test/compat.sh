@@ -68,6 +68,13 @@ if [ ! -f "$root/.extension_tokens-ready" ]; then
 fi
 
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null
+# The certificate authorities this machine trusts (a proxy in front of the
+# npm registry may present its own), for npm and node inside the root.
+host_ca=/etc/ssl/certs/ca-certificates.crt
+if [ -f "$host_ca" ]; then
+    mkdir -p "$root/etc/ssl/certs"
+    cp "$host_ca" "$root/etc/ssl/certs/host-ca-certificates.crt"
+fi
 mount_into_root -t proc proc "$root/proc" || setup_failed "cannot mount /proc"
 mount_into_root --bind /dev "$root/dev" || setup_failed "cannot bind /dev"
 mount_into_root --bind /dev/pts "$root/dev/pts" || setup_failed "cannot bind /dev/pts"
@@ -94,7 +101,11 @@ mkdir -p "$root/src/extension_tokens"
 
 echo "compat $major: $(in_root /usr/lib/postgresql/$major/bin/postgres --version)," \
      "libjwt $(in_root dpkg-query -W -f='${Version}' libjwt-dev)"
-in_root /bin/bash -c "cd /src/extension_tokens && PG_MAJOR=$major ./test/run-all.sh"
+ca_env=()
+[ -f "$root/etc/ssl/certs/host-ca-certificates.crt" ] &&
+    ca_env=(NODE_EXTRA_CA_CERTS=/etc/ssl/certs/host-ca-certificates.crt
+            npm_config_cafile=/etc/ssl/certs/host-ca-certificates.crt)
+in_root "${ca_env[@]}" /bin/bash -c "cd /src/extension_tokens && PG_MAJOR=$major ./test/run-all.sh"
 status=$?
 [ $status -eq 0 ] || exit 1
 exit 0
