@@ -54,10 +54,19 @@ SELECT regress_try(format($$SELECT extension_token_issue('10000000-0000-4000-800
 SELECT regress_try(format($$SELECT extension_token_issue('10000000-0000-4000-8000-000000000004', p_claims => %L)$$,
                           jsonb_build_object('blob', repeat('x', 5000))));
 -- Under the p_claims cap, but longer than a token may be once libjwt has
--- printed its reals with 17 digits (found by the fuzzer): refused, never
--- issued unverifiable.
-SELECT regress_try(format($$SELECT extension_token_issue('10000000-0000-4000-8000-000000000004', p_claims => %L)$$,
-                          jsonb_build_object('a', (SELECT jsonb_agg(0.1) FROM generate_series(1, 300))))) AS reals;
+-- printed its reals (jansson 2.14 writes 0.1 as 0.10000000000000001; found
+-- by the fuzzer): never issued unverifiable.  Where jansson prints reals
+-- short the token fits and is issued; either way it is never unusable.
+CREATE FUNCTION regress_issue_outcome(c jsonb) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE p extension_token_pair;
+BEGIN
+  p := extension_token_issue('10000000-0000-4000-8000-00000000000f', p_claims => c);
+  RETURN CASE WHEN (extension_token_validate(p.access_token)).valid THEN 'usable' ELSE 'UNUSABLE' END;
+EXCEPTION WHEN invalid_parameter_value THEN
+  RETURN 'refused';
+END $$;
+SELECT regress_issue_outcome(jsonb_build_object('a', (SELECT jsonb_agg(0.1) FROM generate_series(1, 300))))
+       IN ('usable', 'refused') AS never_unverifiable;
 -- A reserved name nested deeper is just data.
 SELECT (extension_token_validate(access_token)).claims->'meta' AS meta
   FROM extension_token_issue('10000000-0000-4000-8000-000000000005', p_claims => '{"meta": {"role": "viewer"}}');

@@ -12,7 +12,7 @@
 # PostgRESTs on 127.0.0.1 with the same jwt-secret and db-pre-request =
 # public.extension_token_pre_request: the main one without jwt-aud (it accepts
 # Supabase user JWTs and ours), a second with jwt-aud = "extension".  Then it
-# runs `node --test test/postgrest/` and ends with one line
+# runs `node --test test/postgrest/*.test.mjs` and ends with one line
 # "N passed, M failed".  Run as root (or as a user that may run initdb, with
 # the Debian packages of test/lib.sh installed); needs Node.js 20+ and npm.
 set -euo pipefail
@@ -148,9 +148,9 @@ start_postgrest main ET_POSTGREST_URL
 start_postgrest aud ET_POSTGREST_AUD_URL 'jwt-aud = "extension"'
 echo "PostgREST answers on $ET_POSTGREST_URL, and with jwt-aud = \"extension\" on $ET_POSTGREST_AUD_URL"
 
-say "node --test test/postgrest/"
+say "node --test test/postgrest/*.test.mjs"
 export ET_POSTGREST_URL ET_POSTGREST_AUD_URL ET_JWT_SECRET=$secret ET_PRE_REQUEST=${pre_request:+1}
-if node --test --test-reporter=tap test/postgrest/ 2>&1 | tee "$dir/node-test.log"; then :; fi
+if node --test --test-reporter=tap test/postgrest/*.test.mjs 2>&1 | tee "$dir/node-test.log"; then :; fi
 stop_postgrest
 
 pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$dir/node-test.log" | tail -n 1)
