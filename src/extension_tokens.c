@@ -160,6 +160,11 @@ mint_access(NewPair *pair, PairTokens *out)
 				 errmsg("p_claims is too large"),
 				 errdetail("The access token would be longer than %d bytes.", TOKEN_MAX_LENGTH),
 				 errhint("Send fewer or shorter extra claims (numbers with fractions are written with 17 digits).")));
+	if (jwt == NULL && why == token_bad_claims)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_claims cannot be carried in a token"),
+				 errdetail("Numbers in extra claims must be integers that fit in 64 bits, or finite reals.")));
 	if (jwt == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),

@@ -52,6 +52,7 @@ static const char *const status_names[TOKEN_STATUS_COUNT] = {
 
 /* Claims that only the issuer writes; a caller's extra claims may not. */
 const char	token_too_long[] = "the token would be longer than the verifier accepts";
+const char	token_bad_claims[] = "extra claims are not a JSON object libjwt can carry";
 
 const char *token_reserved_claims[] = {
 	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "type", "session_id",
@@ -344,7 +345,7 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 							JSON_REJECT_DUPLICATES, &jerr);
 		if (claims == NULL || !json_is_object(claims))
 		{
-			*errmsg = "extra claims are not a JSON object";
+			*errmsg = token_bad_claims;
 			goto done;
 		}
 	}

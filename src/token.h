@@ -127,6 +127,8 @@ extern bool token_is_reserved_claim(const char *name);
  * every token this returns is one token_verify_access() will look at.
  */
 extern const char token_too_long[];
+/* The message when the extra claims do not parse (e.g. an integer beyond 64 bits). */
+extern const char token_bad_claims[];
 extern char *token_sign_access(const TokenAccessSpec *spec,
 							   const unsigned char *key, size_t keylen,
 							   const char **errmsg);
