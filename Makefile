@@ -35,3 +35,42 @@ test-outputdirs:
 	mkdir -p $(REGRESS_OUTPUTDIR)/isolation
 .PHONY: test-outputdirs
 
+# ---------------------------------------------------------------------------
+# Fuzzing and memory checking (fuzz/, test/valgrind.sh)
+#
+#   make fuzz [FUZZ_SECONDS=600]  libFuzzer (+ASan, UBSan) on the token core,
+#                                 src/token.c without PostgreSQL; new inputs
+#                                 go to fuzz/corpus-work/ (ignored), the
+#                                 committed seeds in fuzz/corpus/ are only read
+#   make fuzz-smoke               the same for FUZZ_SMOKE_SECONDS (20) from the
+#                                 seeds alone, for CI
+#   make valgrind-check           the regression suite against a postgres
+#                                 running under valgrind memcheck
+#
+# FUZZ_FLAGS adds libFuzzer flags (e.g. FUZZ_FLAGS=-seed=1); a crash input
+# lands in fuzz/artifacts/ and reproduces with ./fuzz/fuzz_token FILE.
+# What it found so far: fuzz/findings/README.
+# ---------------------------------------------------------------------------
+FUZZ_CC ?= clang-14
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_FLAGS ?=
+FUZZ_CFLAGS = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+              -g -O1 -Wall -Wextra -Wno-unused-parameter -Isrc \
+              -DLIBJWT_SONAME=\"$(or $(LIBJWT_SONAME),libjwt.so.0)\"
+
+# fuzz_token.c #includes src/token.c (see the top of fuzz/fuzz_token.c).
+fuzz/fuzz_token: fuzz/fuzz_token.c src/token.c src/token.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_token.c -o $@ -ljansson -lcrypto -ldl
+
+fuzz: fuzz/fuzz_token
+	fuzz/run.sh $(FUZZ_SECONDS) fuzz/corpus-work $(FUZZ_FLAGS)
+
+fuzz-smoke: fuzz/fuzz_token
+	rm -rf tmp/fuzz-smoke
+	fuzz/run.sh $(FUZZ_SMOKE_SECONDS) tmp/fuzz-smoke $(FUZZ_FLAGS)
+
+valgrind-check:
+	test/valgrind.sh
+
+.PHONY: fuzz fuzz-smoke valgrind-check
