@@ -256,6 +256,57 @@ check_ok_claims(const char *token, size_t len, const TokenAccessClaims *c)
 }
 
 /*
+ * The verified-token cache: a verification through it (a miss, then, for a
+ * token that passed, a hit) says what the uncached one said, and a hit
+ * hands back what was attached to the entry.
+ */
+static void
+check_cache(const char *token, size_t len, const TokenAccessClaims *plain,
+			TokenStatus expected)
+{
+	static TokenAccessClaims c;
+	static const char blob[] = "attached";
+	TokenVerifyParams p;
+
+	for (int round = 0; round < 2; round++)
+	{
+		TokenStatus st;
+
+		params_init(&p, true);
+		p.use_cache = true;
+		p.keep_payload = true;
+		st = token_verify_access(token, len, &p, &c);
+		CHECK(st == expected);
+		if (st != TOKEN_OK)
+		{
+			CHECK(c.payload_json == NULL && c.cached_blob == NULL);
+			continue;
+		}
+		CHECK(c.has_hash);
+		CHECK(c.exp == plain->exp);
+		CHECK(strcmp(c.sub, plain->sub) == 0);
+		CHECK(memcmp(c.session_id, plain->session_id, TOKEN_UUID_LENGTH) == 0);
+		CHECK(c.payload_len == plain->payload_len &&
+			  memcmp(c.payload, plain->payload, c.payload_len) == 0);
+		if (c.cached_blob != NULL)
+		{
+			/* a hit (this round's, or an earlier input's): the attachment */
+			CHECK(c.payload_len <= 1024 && c.payload_json == NULL);
+			CHECK(c.cached_blob_len == sizeof(blob) &&
+				  memcmp(c.cached_blob, blob, sizeof(blob)) == 0);
+		}
+		else
+		{
+			/* a miss, or a payload too big to cache */
+			CHECK(round == 0 || c.payload_len > 1024);
+			CHECK(c.payload_json != NULL);
+			token_payload_free(c.payload_json);
+			token_cache_attach(c.hash, blob, sizeof(blob));
+		}
+	}
+}
+
+/*
  * Verifies with and without time checks and checks what the two outcomes
  * must have in common.  Returns the check_times = true outcome.
  */
@@ -275,6 +326,8 @@ verify_both(const char *token, size_t len, TokenAccessClaims *claims,
 		check_ok_claims(token, len, claims);
 		CHECK(claims->exp > FUZZ_NOW - p.leeway);
 	}
+
+	check_cache(token, len, claims, timed);
 
 	params_init(&p, false);
 	plain = token_verify_access(token, len, &p, claims);

@@ -84,11 +84,21 @@ from_unix_seconds(int64 s)
 static TupleDesc
 result_tupdesc(FunctionCallInfo fcinfo)
 {
-	TupleDesc	tupdesc;
+	TupleDesc	tupdesc = fcinfo->flinfo->fn_extra;
 
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "extension_tokens: function must return a composite type");
-	return BlessTupleDesc(tupdesc);
+	/* Looked up once per call site: validate runs once per request. */
+	if (tupdesc == NULL)
+	{
+		MemoryContext old;
+
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "extension_tokens: function must return a composite type");
+		old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
+		tupdesc = BlessTupleDesc(CreateTupleDescCopy(tupdesc));
+		MemoryContextSwitchTo(old);
+		fcinfo->flinfo->fn_extra = tupdesc;
+	}
+	return tupdesc;
 }
 
 /* Copies a malloc'ed C string into a text datum and frees the original. */
@@ -356,7 +366,7 @@ extension_token_issue(PG_FUNCTION_ARGS)
 
 static Datum
 validation_result(FunctionCallInfo fcinfo, TokenStatus status,
-				  const StoredToken *row, const TokenAccessClaims *claims)
+				  const StoredToken *row, Jsonb *claims)
 {
 	TupleDesc	tupdesc = result_tupdesc(fcinfo);
 	Datum		values[7];
@@ -377,13 +387,109 @@ validation_result(FunctionCallInfo fcinfo, TokenStatus status,
 		values[3] = UUIDPGetDatum(sid);
 		values[4] = CStringGetTextDatum(row->name);
 		values[5] = TimestampTzGetDatum(row->expires_at);
-		values[6] = DirectFunctionCall1(jsonb_in,
-										CStringGetDatum(pnstrdup(claims->payload,
-																 claims->payload_len)));
+		values[6] = JsonbPGetDatum(claims);
 		for (int i = 2; i < 7; i++)
 			nulls[i] = false;
 	}
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/*
+ * The claims as jsonb, built from the parse the verifier already made of
+ * them (see token_payload_walk) rather than by parsing the text a second
+ * time.  Falls back to jsonb_in for what that cannot carry exactly: a real
+ * number (jansson keeps its value, not its digits) or a database encoding
+ * other than UTF-8.
+ */
+typedef struct JsonbBuild
+{
+	JsonbParseState *state;
+	JsonbValue *result;
+} JsonbBuild;
+
+static void
+jsonb_build_visit(void *arg, TokenJsonEvent event, bool in_array,
+				  const char *str, size_t len, int64_t integer)
+{
+	JsonbBuild *b = arg;
+	JsonbValue	v;
+	JsonbIteratorToken seq = in_array ? WJB_ELEM : WJB_VALUE;
+
+	switch (event)
+	{
+		case TJ_OBJECT_START:
+			b->result = pushJsonbValue(&b->state, WJB_BEGIN_OBJECT, NULL);
+			return;
+		case TJ_OBJECT_END:
+			b->result = pushJsonbValue(&b->state, WJB_END_OBJECT, NULL);
+			return;
+		case TJ_ARRAY_START:
+			b->result = pushJsonbValue(&b->state, WJB_BEGIN_ARRAY, NULL);
+			return;
+		case TJ_ARRAY_END:
+			b->result = pushJsonbValue(&b->state, WJB_END_ARRAY, NULL);
+			return;
+		case TJ_KEY:
+			seq = WJB_KEY;
+			/* FALLTHROUGH */
+		case TJ_STRING:
+			v.type = jbvString;
+			v.val.string.val = (char *) str;
+			v.val.string.len = (int) len;
+			break;
+		case TJ_INTEGER:
+			v.type = jbvNumeric;
+			v.val.numeric = int64_to_numeric(integer);
+			break;
+		case TJ_TRUE:
+		case TJ_FALSE:
+			v.type = jbvBool;
+			v.val.boolean = (event == TJ_TRUE);
+			break;
+		case TJ_NULL:
+			v.type = jbvNull;
+			break;
+	}
+	b->result = pushJsonbValue(&b->state, seq, &v);
+}
+
+/* Builds the claims of a verified token, and frees the kept payload. */
+static Jsonb *
+claims_jsonb(TokenAccessClaims *claims)
+{
+	Jsonb	   *result = NULL;
+
+	/* Rendered before: the verified-token cache kept our jsonb. */
+	if (claims->cached_blob != NULL)
+	{
+		result = palloc(claims->cached_blob_len);
+		memcpy(result, claims->cached_blob, claims->cached_blob_len);
+		return result;
+	}
+	PG_TRY();
+	{
+		JsonbBuild	b = {NULL, NULL};
+
+		if (GetDatabaseEncoding() == PG_UTF8 &&
+			token_payload_walk(claims->payload_json, jsonb_build_visit, &b) &&
+			b.result != NULL)
+		{
+			result = JsonbValueToJsonb(b.result);
+			if (claims->has_hash)
+				token_cache_attach(claims->hash, result, VARSIZE(result));
+		}
+		else
+			result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+														CStringGetDatum(pnstrdup(claims->payload,
+																				 claims->payload_len))));
+	}
+	PG_FINALLY();
+	{
+		token_payload_free(claims->payload_json);
+		claims->payload_json = NULL;
+	}
+	PG_END_TRY();
+	return result;
 }
 
 static void
@@ -400,6 +506,8 @@ verify_params(TokenVerifyParams *params, TimestampTz now, bool check_times)
 	params->now = unix_seconds(now);
 	params->leeway = et_clock_skew;
 	params->check_times = check_times;
+	params->keep_payload = false;
+	params->use_cache = false;
 }
 
 /* extension_token_validate(p_token text) RETURNS extension_token_validation */
@@ -411,7 +519,7 @@ verify_params(TokenVerifyParams *params, TimestampTz now, bool check_times)
  */
 static TokenStatus
 validate_token(const char *token, size_t len, StoredToken *row,
-			   TokenAccessClaims *claims)
+			   TokenAccessClaims *claims, Jsonb **claims_out)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TokenVerifyParams params;
@@ -419,11 +527,19 @@ validate_token(const char *token, size_t len, StoredToken *row,
 	unsigned char hash[TOKEN_HASH_LENGTH];
 
 	verify_params(&params, now, true);
+	params.keep_payload = (claims_out != NULL);
+	params.use_cache = true;
 	memset(row, 0, sizeof(*row));
 	status = token_verify_access(token, len, &params, claims);
+	/* Before anything that can raise: the kept payload is malloc'ed. */
+	if (status == TOKEN_OK && claims_out != NULL)
+		*claims_out = claims_jsonb(claims);
 	if (status == TOKEN_OK)
 	{
-		token_sha256(token, len, hash);
+		if (claims->has_hash)
+			memcpy(hash, claims->hash, TOKEN_HASH_LENGTH);
+		else
+			token_sha256(token, len, hash);
 		StorageLookupToken(hash, row);
 		if (!row->found)
 			status = TOKEN_NOT_FOUND;
@@ -456,7 +572,7 @@ PG_FUNCTION_INFO_V1(extension_token_validate);
 Datum
 extension_token_validate(PG_FUNCTION_ARGS)
 {
-	TokenAccessClaims *claims;
+	TokenAccessClaims claims;	/* on the stack: palloc of 8 kB would malloc */
 	TokenStatus status;
 	StoredToken row;
 	text	   *token;
@@ -472,11 +588,13 @@ extension_token_validate(PG_FUNCTION_ARGS)
 		status = TOKEN_MALFORMED;
 	else
 	{
+		Jsonb	   *claims_jsonb = NULL;
+
 		token = PG_GETARG_TEXT_PP(0);
 		len = VARSIZE_ANY_EXHDR(token);
-		claims = palloc(sizeof(TokenAccessClaims));
-		status = validate_token(VARDATA_ANY(token), len, &row, claims);
-		PG_RETURN_DATUM(validation_result(fcinfo, status, &row, claims));
+		status = validate_token(VARDATA_ANY(token), len, &row, &claims,
+								&claims_jsonb);
+		PG_RETURN_DATUM(validation_result(fcinfo, status, &row, claims_jsonb));
 	}
 	StatsCountValidation(status);
 	PG_RETURN_DATUM(validation_result(fcinfo, status, NULL, NULL));
@@ -531,7 +649,7 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
 		PG_RETURN_VOID();
 
 	claims = palloc(sizeof(TokenAccessClaims));
-	status = validate_token(token, len, &row, claims);
+	status = validate_token(token, len, &row, claims, NULL);
 	if (status != TOKEN_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_ET_UNAUTHORIZED),

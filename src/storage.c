@@ -42,6 +42,8 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/relscan.h"
+#include "access/tableam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/indexing.h"
@@ -57,6 +59,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "config.h"
@@ -66,7 +69,6 @@
 
 typedef enum StatementId
 {
-	ST_LOOKUP,
 	ST_TOUCH_SESSION,
 	ST_TOUCH,
 	ST_LOCK_SESSION,
@@ -148,12 +150,6 @@ typedef struct Statement
 	" OR COALESCE(last_used_at, created_at) OPERATOR(pg_catalog.<) " used ")"
 
 static const Statement statements[ST_COUNT] = {
-	[ST_LOOKUP] = {
-		"SELECT token_type OPERATOR(pg_catalog.=) 'access', revoked_at IS NOT NULL, "
-		"used_at, session_id, user_id, name, expires_at, last_used_at "
-		"FROM @.extension_tokens WHERE token_hash OPERATOR(pg_catalog.=) $1",
-		1, {BYTEAOID}
-	},
 	/* Last use: the session's row first, then the token's (lock order). */
 	[ST_TOUCH_SESSION] = {
 		"UPDATE @.extension_token_sessions SET last_used_at = $2 "
@@ -323,6 +319,15 @@ static struct
 	Oid			owner;
 	Oid			schema;
 	Oid			tables[3];
+	/* extension_tokens columns that the direct lookup reads */
+	AttrNumber	att_type,
+				att_session,
+				att_user,
+				att_name,
+				att_expires,
+				att_last_used,
+				att_used,
+				att_revoked;
 	char	   *qschema;		/* quoted schema name, in TopMemoryContext */
 	SPIPlanPtr	plans[ST_COUNT];
 }			ext;
@@ -410,6 +415,24 @@ storage_load(void)
 					(errcode(ERRCODE_UNDEFINED_TABLE),
 					 errmsg("table \"%s\" of extension \"%s\" is missing",
 							names[i], EXTENSION_NAME)));
+	}
+	{
+		Oid			t = ext.tables[0];
+		AttrNumber *atts[] = {&ext.att_type, &ext.att_session, &ext.att_user,
+			&ext.att_name, &ext.att_expires, &ext.att_last_used,
+		&ext.att_used, &ext.att_revoked};
+		const char *cols[] = {"token_type", "session_id", "user_id", "name",
+		"expires_at", "last_used_at", "used_at", "revoked_at"};
+
+		for (int i = 0; i < lengthof(atts); i++)
+		{
+			*atts[i] = get_attnum(t, cols[i]);
+			if (*atts[i] == InvalidAttrNumber)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("column \"%s\" of table \"extension_tokens\" is missing",
+								cols[i])));
+		}
 	}
 	ext.qschema = MemoryContextStrdup(TopMemoryContext,
 									  quote_identifier(get_namespace_name(ext.schema)));
@@ -559,7 +582,7 @@ column_ts(int col)
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-/* Fills *out from the first row of a lookup: the columns of ST_LOOKUP. */
+/* Fills *out from the first row of ST_LOOKUP_REFRESH (its first 8 columns). */
 static void
 fill_token(StoredToken *out, MemoryContext cxt)
 {
@@ -578,24 +601,76 @@ fill_token(StoredToken *out, MemoryContext cxt)
 	out->last_used_at = column_ts(8);
 }
 
+/*
+ * The token whose hash this is, looked up directly in the primary key index
+ * rather than through SPI: validation's one read, on every request.
+ *
+ * The snapshot is what a statement of the caller's would get: in READ
+ * COMMITTED a fresh one, which sees a revocation committed a moment ago and
+ * what this transaction has written so far; under REPEATABLE READ and
+ * SERIALIZABLE the transaction's (the index and heap access methods take the
+ * predicate locks SERIALIZABLE needs).  Like the SPI statements, this reads
+ * the table as its owner would: no privilege or row security check applies
+ * to the caller, who has none on the table.
+ */
 void
 StorageLookupToken(const unsigned char *hash, StoredToken *out)
 {
-	StorageCall call;
-	Datum		values[1];
+	Relation	rel;
+	Relation	index;
+	Oid			pkey;
+	Snapshot	snapshot;
+	ScanKeyData key;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		isnull;
+	Datum		d;
 
 	memset(out, 0, sizeof(*out));
-	values[0] = hash_datum(hash);
-	storage_enter(&call);
+	storage_load();
+	rel = table_open(ext.tables[0], AccessShareLock);
+	pkey = RelationGetPrimaryKeyIndex(rel);
+	if (!OidIsValid(pkey))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"extension_tokens\" has no primary key")));
+	index = index_open(pkey, AccessShareLock);
+	snapshot = RegisterSnapshot(IsolationUsesXactSnapshot() ?
+								GetTransactionSnapshot() : GetLatestSnapshot());
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_BYTEAEQ, hash_datum(hash));
+	slot = table_slot_create(rel, NULL);
+	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	index_rescan(scan, &key, 1, NULL, 0);
+	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		text	   *type;
 
-	/*
-	 * Not read_only: a fresh snapshot (in READ COMMITTED) sees a revocation
-	 * committed a moment ago, and what this statement itself wrote.
-	 */
-	storage_exec(ST_LOOKUP, values, NULL, false);
-	if (SPI_processed == 1)
-		fill_token(out, call.caller_cxt);
-	storage_leave(&call);
+		out->found = true;
+		d = slot_getattr(slot, ext.att_type, &isnull);
+		type = DatumGetTextPP(d);
+		out->is_access = !isnull && VARSIZE_ANY_EXHDR(type) == 6 &&
+			memcmp(VARDATA_ANY(type), "access", 6) == 0;
+		(void) slot_getattr(slot, ext.att_revoked, &isnull);
+		out->revoked = !isnull;
+		d = slot_getattr(slot, ext.att_used, &isnull);
+		out->used = !isnull;
+		out->used_at = isnull ? 0 : DatumGetTimestampTz(d);
+		d = slot_getattr(slot, ext.att_session, &isnull);
+		memcpy(&out->session_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+		d = slot_getattr(slot, ext.att_user, &isnull);
+		memcpy(&out->user_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
+		d = slot_getattr(slot, ext.att_name, &isnull);
+		out->name = TextDatumGetCString(d);
+		d = slot_getattr(slot, ext.att_expires, &isnull);
+		out->expires_at = DatumGetTimestampTz(d);
+		d = slot_getattr(slot, ext.att_last_used, &isnull);
+		out->last_used_at = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snapshot);
+	index_close(index, NoLock);
+	table_close(rel, NoLock);
 }
 
 /* The token and what the refresh needs of its session. */

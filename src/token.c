@@ -30,6 +30,7 @@
 #include <jwt.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
@@ -158,11 +159,38 @@ token_uuid_parse(const char *text, size_t len, unsigned char uuid[TOKEN_UUID_LEN
 	return true;
 }
 
+/*
+ * OpenSSL 3 looks an algorithm up by name on every implicit fetch
+ * (EVP_sha256() in a one-shot call); the hot path fetches SHA-256 and HMAC
+ * once per process and keeps its contexts.  A failure to set them up falls
+ * back to the one-shot calls.
+ */
+static EVP_MD *sha256_md;
+static EVP_MD_CTX *sha256_ctx;
+static EVP_MAC *hmac_mac;
+
+static bool
+sha256_ready(void)
+{
+	if (sha256_ctx != NULL)
+		return true;
+	if (sha256_md == NULL)
+		sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (sha256_md != NULL)
+		sha256_ctx = EVP_MD_CTX_new();
+	return sha256_ctx != NULL;
+}
+
 bool
 token_sha256(const void *data, size_t len, unsigned char out[TOKEN_HASH_LENGTH])
 {
 	unsigned int outlen = 0;
 
+	if (sha256_ready())
+		return EVP_DigestInit_ex(sha256_ctx, sha256_md, NULL) == 1 &&
+			EVP_DigestUpdate(sha256_ctx, data, len) == 1 &&
+			EVP_DigestFinal_ex(sha256_ctx, out, &outlen) == 1 &&
+			outlen == TOKEN_HASH_LENGTH;
 	return EVP_Digest(data, len, out, &outlen, EVP_sha256(), NULL) == 1 &&
 		outlen == TOKEN_HASH_LENGTH;
 }
@@ -204,20 +232,30 @@ token_key_id(const unsigned char *key, size_t keylen, char out[TOKEN_KID_LENGTH 
  * ---------------------------------------------------------------------
  */
 
-static int
+/* The value of each base64url character, -1 for every other byte. */
+static const signed char b64url_values[256] = {
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 62, -1, -1,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -1, -1, -1, -1, -1, -1,
+	-1,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -1, -1, -1, -1, 63,
+	-1, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+};
+
+static inline int
 b64url_value(unsigned char c)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '-')
-		return 62;
-	if (c == '_')
-		return 63;
-	return -1;
+	return b64url_values[c];
 }
 
 /*
@@ -229,29 +267,52 @@ b64url_value(unsigned char c)
 static long
 b64url_decode(const char *in, size_t len, unsigned char *out)
 {
-	uint32_t	acc = 0;
-	int			bits = 0;
+	const unsigned char *u = (const unsigned char *) in;
+	size_t		full = len / 4 * 4;
 	size_t		o = 0;
+	int			bad = 0;
+	uint32_t	acc;
 
 	if (len % 4 == 1)
 		return -1;
-	for (size_t i = 0; i < len; i++)
+	/* Four characters, three bytes at a time; a bad one shows as a sign bit. */
+	for (size_t i = 0; i < full; i += 4)
 	{
-		int			v = b64url_value((unsigned char) in[i]);
+		int			a = b64url_values[u[i]],
+					b = b64url_values[u[i + 1]],
+					c = b64url_values[u[i + 2]],
+					d = b64url_values[u[i + 3]];
 
-		if (v < 0)
-			return -1;
-		acc = (acc << 6) | (uint32_t) v;
-		bits += 6;
-		if (bits >= 8)
-		{
-			bits -= 8;
-			out[o++] = (unsigned char) (acc >> bits);
-			acc &= (1u << bits) - 1;
-		}
+		bad |= a | b | c | d;
+		acc = ((uint32_t) a << 18) | ((uint32_t) b << 12) |
+			((uint32_t) c << 6) | (uint32_t) d;
+		out[o] = (unsigned char) (acc >> 16);
+		out[o + 1] = (unsigned char) (acc >> 8);
+		out[o + 2] = (unsigned char) acc;
+		o += 3;
 	}
-	if (acc != 0)				/* leftover bits must be zero */
+	if (bad < 0)
 		return -1;
+	/* Two or three characters left: one or two bytes, and zero spare bits. */
+	if (len > full)
+	{
+		int			a = b64url_values[u[full]],
+					b = b64url_values[u[full + 1]],
+					c = len - full == 3 ? b64url_values[u[full + 2]] : 0;
+
+		if ((a | b | c) < 0)
+			return -1;
+		acc = ((uint32_t) a << 18) | ((uint32_t) b << 12) | ((uint32_t) c << 6);
+		out[o++] = (unsigned char) (acc >> 16);
+		if (len - full == 3)
+		{
+			if (acc & 0xff)		/* the last character's 2 spare bits */
+				return -1;
+			out[o++] = (unsigned char) (acc >> 8);
+		}
+		else if (acc & 0xffff)	/* the second character's 4 spare bits */
+			return -1;
+	}
 	return (long) o;
 }
 
@@ -428,12 +489,119 @@ done:
  */
 
 /*
+ * What verification keeps of each key (the current one and the one being
+ * retired) between calls: its key id, and an HMAC context keyed once, which
+ * each verification re-initializes from the key's precomputed state instead
+ * of hashing the key again.  A copy of the key says whether the caller's key
+ * is still the one cached; when it changes, the entry is rebuilt and the
+ * header memo below is forgotten.
+ */
+/* Changes whenever a key, the issuer or the audience does (see below). */
+static uint64_t verify_generation = 1;
+
+typedef struct KeyCache
+{
+	unsigned char *key;			/* malloc'd copy, or NULL */
+	size_t		keylen;
+	char		kid[TOKEN_KID_LENGTH + 1];
+	EVP_MAC_CTX *mac;			/* keyed with key, or NULL */
+} KeyCache;
+
+static KeyCache key_cache[2];	/* 0: current key, 1: previous key */
+
+/*
+ * Headers already judged: check_header() is a function of the header's bytes
+ * and the two keys, so a header seen before with the same keys gets the same
+ * answer.  Every token one key signs has the same header, so this spares
+ * parsing it again.  Only accepted headers are kept.
+ */
+#define HEADER_MEMO_MAX 128
+static struct
+{
+	size_t		len;			/* 0: empty slot */
+	int			kid_state;
+	unsigned char bytes[HEADER_MEMO_MAX];
+}			header_memo[2];
+
+static void
+key_cache_reset(KeyCache *kc)
+{
+	if (kc->key != NULL)
+	{
+		OPENSSL_cleanse(kc->key, kc->keylen);
+		free(kc->key);
+	}
+	EVP_MAC_CTX_free(kc->mac);
+	memset(kc, 0, sizeof(*kc));
+	memset(header_memo, 0, sizeof(header_memo));
+	verify_generation++;
+}
+
+/* The cache entry for `key` in `slot`, rebuilt if the key changed. */
+static KeyCache *
+key_cache_get(int slot, const unsigned char *key, size_t keylen)
+{
+	KeyCache   *kc = &key_cache[slot];
+
+	if (key == NULL)
+	{
+		if (kc->key != NULL)
+			key_cache_reset(kc);
+		return NULL;
+	}
+	if (kc->key != NULL && kc->keylen == keylen &&
+		CRYPTO_memcmp(kc->key, key, keylen) == 0)
+		return kc;
+	key_cache_reset(kc);
+	kc->key = malloc(keylen > 0 ? keylen : 1);
+	if (kc->key == NULL)
+		return NULL;
+	memcpy(kc->key, key, keylen);
+	kc->keylen = keylen;
+	token_key_id(key, keylen, kc->kid);
+	if (hmac_mac == NULL)
+		hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	if (hmac_mac != NULL && keylen > 0 &&
+		(kc->mac = EVP_MAC_CTX_new(hmac_mac)) != NULL)
+	{
+		OSSL_PARAM	params[2];
+
+		params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+													 (char *) "SHA256", 0);
+		params[1] = OSSL_PARAM_construct_end();
+		if (EVP_MAC_init(kc->mac, key, keylen, params) != 1)
+		{
+			EVP_MAC_CTX_free(kc->mac);
+			kc->mac = NULL;
+		}
+	}
+	return kc;
+}
+
+/* The key id of the current (slot 0) or previous (1) key, or NULL. */
+static const char *
+key_id_of(int slot, const TokenVerifyParams *params, char buf[TOKEN_KID_LENGTH + 1])
+{
+	const unsigned char *key = slot == 0 ? params->key : params->prev_key;
+	size_t		keylen = slot == 0 ? params->keylen : params->prev_keylen;
+	KeyCache   *kc;
+
+	if (key == NULL)
+		return NULL;
+	kc = key_cache_get(slot, key, keylen);
+	if (kc != NULL)
+		return kc->kid;
+	token_key_id(key, keylen, buf);
+	return buf;
+}
+
+/*
  * Checks the header; on success says which key to verify with: *kid_state
  * is 0 without a "kid", 1 when it names the current key, 2 the previous one,
  * -1 when it names neither.
  */
 static TokenStatus
-check_header(const unsigned char *json, size_t len,
+parse_header(const unsigned char *json, size_t len,
 			 const TokenVerifyParams *params, int *kid_state)
 {
 	json_error_t jerr;
@@ -493,23 +661,47 @@ check_header(const unsigned char *json, size_t len,
 		*kid_state = -1;
 		if (json_string_length(kid) == TOKEN_KID_LENGTH)
 		{
-			if (params->key != NULL)
+			for (int slot = 0; slot < 2 && *kid_state < 0; slot++)
 			{
-				token_key_id(params->key, params->keylen, mine);
-				if (memcmp(mine, json_string_value(kid), TOKEN_KID_LENGTH) == 0)
-					*kid_state = 1;
-			}
-			if (*kid_state < 0 && params->prev_key != NULL)
-			{
-				token_key_id(params->prev_key, params->prev_keylen, mine);
-				if (memcmp(mine, json_string_value(kid), TOKEN_KID_LENGTH) == 0)
-					*kid_state = 2;
+				const char *id = key_id_of(slot, params, mine);
+
+				if (id != NULL &&
+					memcmp(id, json_string_value(kid), TOKEN_KID_LENGTH) == 0)
+					*kid_state = slot + 1;
 			}
 		}
 	}
 
 done:
 	json_decref(header);
+	return status;
+}
+
+/* parse_header(), remembering the headers it accepted (see header_memo). */
+static TokenStatus
+check_header(const unsigned char *json, size_t len,
+			 const TokenVerifyParams *params, int *kid_state)
+{
+	TokenStatus status;
+	static int	next_slot;
+
+	/* The keys first: a change of key forgets the memo. */
+	(void) key_cache_get(0, params->key, params->keylen);
+	(void) key_cache_get(1, params->prev_key, params->prev_keylen);
+	for (int i = 0; i < 2; i++)
+		if (header_memo[i].len == len && memcmp(header_memo[i].bytes, json, len) == 0)
+		{
+			*kid_state = header_memo[i].kid_state;
+			return TOKEN_OK;
+		}
+	status = parse_header(json, len, params, kid_state);
+	if (status == TOKEN_OK && len > 0 && len <= HEADER_MEMO_MAX)
+	{
+		header_memo[next_slot].len = len;
+		header_memo[next_slot].kid_state = *kid_state;
+		memcpy(header_memo[next_slot].bytes, json, len);
+		next_slot = (next_slot + 1) % 2;
+	}
 	return status;
 }
 
@@ -552,9 +744,21 @@ audience_matches(json_t *aud, const char *audience)
 	return false;
 }
 
+typedef struct TokenTimes
+{
+	int64_t		exp;
+	int64_t		nbf;
+	int64_t		iat;
+	bool		has_nbf;
+} TokenTimes;
+
+/*
+ * Every claim but the times (see check_times): their presence and types,
+ * issuer, audience and token type.  Fills *claims and *times.
+ */
 static TokenStatus
 check_claims(json_t *payload, const TokenVerifyParams *params,
-			 TokenAccessClaims *claims)
+			 TokenAccessClaims *claims, TokenTimes *times)
 {
 	json_t	   *iss,
 			   *aud,
@@ -603,37 +807,156 @@ check_claims(json_t *payload, const TokenVerifyParams *params,
 		strcmp(json_string_value(type), "access") != 0)
 		return TOKEN_WRONG_TOKEN_TYPE;
 
-	if (params->check_times)
-	{
-		/* exp is exclusive: a token is dead at its exp second (RFC 7519). */
-		if (exp <= params->now - params->leeway)
-			return TOKEN_EXPIRED;
-		if (has_nbf && nbf > params->now + params->leeway)
-			return TOKEN_NOT_YET_VALID;
-		if (iat > params->now + params->leeway)
-			return TOKEN_NOT_YET_VALID;
-	}
-
 	memcpy(claims->sub, json_string_value(sub), json_string_length(sub));
 	claims->sub[json_string_length(sub)] = '\0';
 	claims->exp = exp;
+	times->exp = exp;
+	times->nbf = nbf;
+	times->iat = iat;
+	times->has_nbf = has_nbf;
 	return TOKEN_OK;
 }
 
-/* HMAC-SHA256 of data under key equals sig (32 bytes), in constant time. */
+/* The time claims, last: they are all that can change for a given token. */
+static TokenStatus
+check_times(const TokenTimes *times, const TokenVerifyParams *params)
+{
+	if (!params->check_times)
+		return TOKEN_OK;
+	/* exp is exclusive: a token is dead at its exp second (RFC 7519). */
+	if (times->exp <= params->now - params->leeway)
+		return TOKEN_EXPIRED;
+	if (times->has_nbf && times->nbf > params->now + params->leeway)
+		return TOKEN_NOT_YET_VALID;
+	if (times->iat > params->now + params->leeway)
+		return TOKEN_NOT_YET_VALID;
+	return TOKEN_OK;
+}
+
+/*
+ * HMAC-SHA256 of data under the key in `slot` (0 current, 1 previous)
+ * equals sig (32 bytes), in constant time.
+ */
 static bool
-signature_matches(const unsigned char *key, size_t keylen, const char *data,
+signature_matches(int slot, const TokenVerifyParams *params, const char *data,
 				  size_t datalen, const unsigned char *sig)
 {
+	const unsigned char *key = slot == 0 ? params->key : params->prev_key;
+	size_t		keylen = slot == 0 ? params->keylen : params->prev_keylen;
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	unsigned int maclen = 0;
+	size_t		outlen = 0;
+	KeyCache   *kc;
 
 	if (key == NULL || keylen < TOKEN_SECRET_MIN_LENGTH)
 		return false;
-	if (HMAC(EVP_sha256(), key, (int) keylen, (const unsigned char *) data,
-			 datalen, mac, &maclen) == NULL || maclen != 32)
+	kc = key_cache_get(slot, key, keylen);
+	if (kc != NULL && kc->mac != NULL &&
+		EVP_MAC_init(kc->mac, NULL, 0, NULL) == 1 &&
+		EVP_MAC_update(kc->mac, (const unsigned char *) data, datalen) == 1 &&
+		EVP_MAC_final(kc->mac, mac, &outlen, sizeof(mac)) == 1)
+		maclen = (unsigned int) outlen;
+	else if (HMAC(EVP_sha256(), key, (int) keylen, (const unsigned char *) data,
+				  datalen, mac, &maclen) == NULL)
+		return false;
+	if (maclen != 32)
 		return false;
 	return CRYPTO_memcmp(mac, sig, 32) == 0;
+}
+
+/*
+ * The verified-token cache.  A client sends the same access token with every
+ * request, and everything verification decides about a token but its times
+ * is a function of the token's bytes, the keys, the issuer and the
+ * audience.  So a token that passed once, identified by the SHA-256 of all
+ * its bytes (which validation computes anyway, as the table's key), is not
+ * parsed and HMAC'ed again while those settings stay the same: a hit costs
+ * the hash, a re-decode of the payload and the time checks, which are
+ * always made afresh, as are the database's.  Only tokens that passed are
+ * kept, with payloads up to VERIFIED_MAX_PAYLOAD bytes; the cache is direct
+ * mapped, VERIFIED_SLOTS entries per process.  The caller may attach its own
+ * rendering of the claims (the backend: their jsonb) to an entry, which a
+ * hit hands back instead of the parsed payload.
+ */
+#define VERIFIED_SLOTS 512
+#define VERIFIED_MAX_PAYLOAD 1024
+
+typedef struct VerifiedToken
+{
+	uint64_t	generation;		/* 0: empty */
+	unsigned char hash[TOKEN_HASH_LENGTH];
+	TokenTimes	times;
+	unsigned char session_id[TOKEN_UUID_LENGTH];
+	char		sub[TOKEN_SUB_MAX_LENGTH + 1];
+	unsigned char *blob;		/* the caller's rendering of the claims */
+	size_t		blob_len;
+} VerifiedToken;
+
+static VerifiedToken verified[VERIFIED_SLOTS];
+static char *verified_issuer;	/* malloc'd copies of the settings cached under */
+static char *verified_audience;
+
+static bool
+same_setting(char **copy, const char *value)
+{
+	if (*copy != NULL && value != NULL && strcmp(*copy, value) == 0)
+		return true;
+	free(*copy);
+	*copy = value ? strdup(value) : NULL;
+	return false;
+}
+
+/* Brings verify_generation up to date with the caller's settings. */
+static void
+verified_sync(const TokenVerifyParams *params)
+{
+	bool		same_issuer,
+				same_audience;
+
+	(void) key_cache_get(0, params->key, params->keylen);
+	(void) key_cache_get(1, params->prev_key, params->prev_keylen);
+	/* both calls, so that both copies are brought up to date */
+	same_issuer = same_setting(&verified_issuer, params->issuer);
+	same_audience = same_setting(&verified_audience, params->audience);
+	if (!same_issuer || !same_audience)
+		verify_generation++;
+}
+
+static VerifiedToken *
+verified_slot(const unsigned char *hash)
+{
+	return &verified[(((unsigned) hash[0] << 8) | hash[1]) % VERIFIED_SLOTS];
+}
+
+static void
+verified_store(const unsigned char *hash, const TokenTimes *times,
+			   const TokenAccessClaims *claims)
+{
+	VerifiedToken *e = verified_slot(hash);
+
+	free(e->blob);
+	e->blob = NULL;
+	e->blob_len = 0;
+	e->generation = verify_generation;
+	memcpy(e->hash, hash, TOKEN_HASH_LENGTH);
+	e->times = *times;
+	memcpy(e->session_id, claims->session_id, TOKEN_UUID_LENGTH);
+	memcpy(e->sub, claims->sub, sizeof(e->sub));
+}
+
+void
+token_cache_attach(const unsigned char *hash, const void *blob, size_t len)
+{
+	VerifiedToken *e = verified_slot(hash);
+
+	if (e->generation != verify_generation ||
+		memcmp(e->hash, hash, TOKEN_HASH_LENGTH) != 0 || e->blob != NULL)
+		return;
+	e->blob = malloc(len);
+	if (e->blob == NULL)
+		return;
+	memcpy(e->blob, blob, len);
+	e->blob_len = len;
 }
 
 TokenStatus
@@ -653,12 +976,54 @@ token_verify_access(const char *token, size_t len,
 	json_error_t jerr;
 	TokenStatus status;
 
+	TokenTimes	times;
+
+	claims->payload_json = NULL;
+	claims->cached_blob = NULL;
+	claims->cached_blob_len = 0;
+	claims->has_hash = false;
 	if (token == NULL || len == 0)
 		return TOKEN_MISSING;
 	if (len > TOKEN_MAX_LENGTH)
 		return TOKEN_MALFORMED;
 	if (token_looks_like_refresh(token, len))
 		return TOKEN_WRONG_TOKEN_TYPE;
+
+	/* 0. A token verified before, under the same settings: see above. */
+	if (params->use_cache && token_sha256(token, len, claims->hash))
+	{
+		VerifiedToken *e = verified_slot(claims->hash);
+
+		claims->has_hash = true;
+		verified_sync(params);
+		if (e->generation == verify_generation &&
+			memcmp(e->hash, claims->hash, TOKEN_HASH_LENGTH) == 0)
+		{
+			dot1 = memchr(token, '.', len);
+			dot2 = memchr(dot1 + 1, '.', len - (size_t) (dot1 + 1 - token));
+			n = b64url_decode(dot1 + 1, (size_t) (dot2 - dot1 - 1),
+							  (unsigned char *) claims->payload);
+			claims->payload_len = (size_t) n;
+			memcpy(claims->session_id, e->session_id, TOKEN_UUID_LENGTH);
+			memcpy(claims->sub, e->sub, sizeof(claims->sub));
+			claims->exp = e->times.exp;
+			status = check_times(&e->times, params);
+			if (status == TOKEN_OK && params->keep_payload)
+			{
+				if (e->blob != NULL)
+				{
+					claims->cached_blob = e->blob;
+					claims->cached_blob_len = e->blob_len;
+				}
+				else
+					claims->payload_json = json_loadb(claims->payload,
+													  claims->payload_len,
+													  JSON_REJECT_DUPLICATES,
+													  &jerr);
+			}
+			return status;
+		}
+	}
 
 	/* 1. Syntax: exactly two dots, every other byte base64url. */
 	for (size_t i = 0; i < len; i++)
@@ -710,9 +1075,9 @@ token_verify_access(const char *token, size_t len,
 	if (n != 32 || kid_state < 0)
 		return TOKEN_INVALID_SIGNATURE;
 	if (!((kid_state != 2 &&
-		   signature_matches(params->key, params->keylen, token, hlen + 1 + plen, sig)) ||
+		   signature_matches(0, params, token, hlen + 1 + plen, sig)) ||
 		  (kid_state != 1 &&
-		   signature_matches(params->prev_key, params->prev_keylen, token, hlen + 1 + plen, sig))))
+		   signature_matches(1, params, token, hlen + 1 + plen, sig))))
 		return TOKEN_INVALID_SIGNATURE;
 
 	/* 4. Claims. */
@@ -724,9 +1089,103 @@ token_verify_access(const char *token, size_t len,
 						 JSON_REJECT_DUPLICATES, &jerr);
 	if (payload == NULL)
 		return TOKEN_MALFORMED;
-	status = check_claims(payload, params, claims);
-	json_decref(payload);
+	status = check_claims(payload, params, claims, &times);
+	if (status == TOKEN_OK && claims->has_hash &&
+		claims->payload_len <= VERIFIED_MAX_PAYLOAD)
+		verified_store(claims->hash, &times, claims);
+	if (status == TOKEN_OK)
+		status = check_times(&times, params);
+	if (status == TOKEN_OK && params->keep_payload)
+		claims->payload_json = payload;
+	else
+		json_decref(payload);
 	return status;
+}
+
+static bool
+payload_has_real(json_t *v)
+{
+	const char *key;
+	json_t	   *item;
+	size_t		i;
+
+	if (json_is_real(v))
+		return true;
+	if (json_is_object(v))
+		json_object_foreach(v, key, item)
+		{
+			if (payload_has_real(item))
+				return true;
+		}
+	else if (json_is_array(v))
+		json_array_foreach(v, i, item)
+		{
+			if (payload_has_real(item))
+				return true;
+		}
+	return false;
+}
+
+static void
+payload_walk(json_t *v, bool in_array, TokenJsonVisit visit, void *arg)
+{
+	const char *key;
+	json_t	   *item;
+	size_t		i;
+
+	switch (json_typeof(v))
+	{
+		case JSON_OBJECT:
+			visit(arg, TJ_OBJECT_START, in_array, NULL, 0, 0);
+			json_object_foreach(v, key, item)
+			{
+				visit(arg, TJ_KEY, false, key, strlen(key), 0);
+				payload_walk(item, false, visit, arg);
+			}
+			visit(arg, TJ_OBJECT_END, in_array, NULL, 0, 0);
+			break;
+		case JSON_ARRAY:
+			visit(arg, TJ_ARRAY_START, in_array, NULL, 0, 0);
+			json_array_foreach(v, i, item)
+				payload_walk(item, true, visit, arg);
+			visit(arg, TJ_ARRAY_END, in_array, NULL, 0, 0);
+			break;
+		case JSON_STRING:
+			visit(arg, TJ_STRING, in_array, json_string_value(v),
+				  json_string_length(v), 0);
+			break;
+		case JSON_INTEGER:
+			visit(arg, TJ_INTEGER, in_array, NULL, 0,
+				  (int64_t) json_integer_value(v));
+			break;
+		case JSON_TRUE:
+			visit(arg, TJ_TRUE, in_array, NULL, 0, 0);
+			break;
+		case JSON_FALSE:
+			visit(arg, TJ_FALSE, in_array, NULL, 0, 0);
+			break;
+		case JSON_NULL:
+			visit(arg, TJ_NULL, in_array, NULL, 0, 0);
+			break;
+		case JSON_REAL:
+			break;				/* excluded by payload_has_real() */
+	}
+}
+
+bool
+token_payload_walk(void *payload, TokenJsonVisit visit, void *arg)
+{
+	if (payload == NULL || payload_has_real(payload))
+		return false;
+	payload_walk(payload, false, visit, arg);
+	return true;
+}
+
+void
+token_payload_free(void *payload)
+{
+	if (payload != NULL)
+		json_decref(payload);
 }
 
 /* ---------------------------------------------------------------------

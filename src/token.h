@@ -78,6 +78,8 @@ typedef struct TokenVerifyParams
 	int64_t		leeway;			/* seconds of clock skew tolerated */
 	bool		check_times;	/* false: ignore exp/nbf/iat (refresh's
 								 * p_current_token) */
+	bool		keep_payload;	/* hand the parsed payload to the caller */
+	bool		use_cache;		/* consult and fill the verified-token cache */
 } TokenVerifyParams;
 
 /* What verification returns on success.  Caller-owned storage. */
@@ -88,6 +90,22 @@ typedef struct TokenAccessClaims
 	char		sub[TOKEN_SUB_MAX_LENGTH + 1];
 	unsigned char session_id[TOKEN_UUID_LENGTH];
 	int64_t		exp;
+	/*
+	 * With keep_payload and TOKEN_OK: the payload as parsed (a jansson
+	 * object, opaque here), for token_payload_walk(); the caller frees it
+	 * with token_payload_free().  NULL otherwise.
+	 */
+	void	   *payload_json;
+	/* With use_cache: the SHA-256 of the token (the table's key for it). */
+	bool		has_hash;
+	unsigned char hash[TOKEN_HASH_LENGTH];
+	/*
+	 * With keep_payload, on a cache hit: what token_cache_attach() attached
+	 * to the token, instead of payload_json.  Owned by the cache: copy it
+	 * before the next verification.
+	 */
+	const void *cached_blob;
+	size_t		cached_blob_len;
 } TokenAccessClaims;
 
 /* What an access token says; the extra claims are a JSON object or NULL. */
@@ -136,6 +154,43 @@ extern char *token_sign_access(const TokenAccessSpec *spec,
 extern TokenStatus token_verify_access(const char *token, size_t len,
 									   const TokenVerifyParams *params,
 									   TokenAccessClaims *claims);
+
+/*
+ * Walking a kept payload: the events of a depth-first walk of the JSON
+ * value, each scalar told whether it is an array element (else an object
+ * member's value, after its key).  Strings are valid UTF-8 without NUL,
+ * as jansson accepts them, and are not NUL-terminated.
+ */
+typedef enum TokenJsonEvent
+{
+	TJ_OBJECT_START,
+	TJ_OBJECT_END,
+	TJ_ARRAY_START,
+	TJ_ARRAY_END,
+	TJ_KEY,
+	TJ_STRING,
+	TJ_INTEGER,
+	TJ_TRUE,
+	TJ_FALSE,
+	TJ_NULL
+} TokenJsonEvent;
+
+typedef void (*TokenJsonVisit) (void *arg, TokenJsonEvent event, bool in_array,
+								const char *str, size_t len, int64_t integer);
+
+/*
+ * Walks the payload; returns false, having visited nothing, when it holds
+ * a real number (whose decimal text jansson does not keep).
+ */
+extern bool token_payload_walk(void *payload, TokenJsonVisit visit, void *arg);
+extern void token_payload_free(void *payload);
+
+/*
+ * Attaches a copy of `len` bytes to the cached verification of the token
+ * whose SHA-256 this is (if it is cached and has nothing attached yet); a
+ * later hit hands them back in TokenAccessClaims.cached_blob.
+ */
+extern void token_cache_attach(const unsigned char *hash, const void *blob, size_t len);
 
 /* Writes REFRESH_TOKEN_LENGTH characters and a terminating NUL. */
 extern bool token_make_refresh(char out[REFRESH_TOKEN_LENGTH + 1]);
