@@ -39,7 +39,8 @@ int			et_refresh_reuse_grace = 5;
 char	   *et_admin_roles = NULL;
 char	   *et_jwt_secret_previous = NULL;
 int			et_cleanup_retention = 7 * 86400;
-int			et_cleanup_batch_size = 10000;
+int			et_cleanup_batch_size = 1000;
+int			et_cleanup_batch_delay = 50;
 int			et_session_max_lifetime = 0;
 int			et_session_inactivity_timeout = 0;
 char	   *et_postgrest_role = NULL;
@@ -184,8 +185,16 @@ ConfigInit(void)
 							"Sessions deleted per statement by extension_tokens_cleanup().",
 							NULL,
 							&et_cleanup_batch_size,
-							10000, 1, 1000000,
+							1000, 1, 1000000,
 							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.cleanup_batch_delay",
+							"Pause of extension_tokens_cleanup() after each full batch, so that a large backlog does not take the server's CPU from other work. 0 means none.",
+							NULL,
+							&et_cleanup_batch_delay,
+							50, 0, 10000,
+							PGC_SUSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("extension_tokens.session_max_lifetime",

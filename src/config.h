@@ -23,6 +23,7 @@ extern char *et_admin_roles;
 extern char *et_jwt_secret_previous;
 extern int	et_cleanup_retention;	/* seconds */
 extern int	et_cleanup_batch_size;
+extern int	et_cleanup_batch_delay;
 extern int	et_session_max_lifetime;	/* seconds, 0 = none */
 extern int	et_session_inactivity_timeout;	/* seconds, 0 = none */
 extern char *et_postgrest_role;

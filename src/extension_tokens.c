@@ -905,7 +905,8 @@ extension_tokens_cleanup(PG_FUNCTION_ARGS)
 		retention = usecs / USECS_PER_SEC;
 	}
 	PG_RETURN_INT64((int64) StorageCleanup(GetCurrentTimestamp() - retention * USECS_PER_SEC,
-										   et_cleanup_batch_size));
+										   et_cleanup_batch_size,
+										   et_cleanup_batch_delay));
 }
 
 /*

@@ -53,6 +53,8 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -709,12 +711,28 @@ StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now, const char *err
 }
 
 /*
+ * Between two batches of a cleanup: a pause of delay_ms, so that a large
+ * backlog leaves most of the CPU to the requests being served meanwhile
+ * (as vacuum_cost_delay does for VACUUM).  Interruptible.
+ */
+static void
+cleanup_pause(int delay_ms)
+{
+	if (delay_ms <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 delay_ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
  * Deletes, batch by batch, the sessions (and their tokens) that were revoked
- * or ran out before `dead_before`, then users with nothing left.  Returns
- * the rows deleted from all three tables.
+ * or ran out before `dead_before`, then users with nothing left, pausing
+ * delay_ms between batches.  Returns the rows deleted from all three tables.
  */
 uint64
-StorageCleanup(TimestampTz dead_before, int batch_size)
+StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 {
 	StorageCall call;
 	Datum		values[2];
@@ -736,6 +754,7 @@ StorageCleanup(TimestampTz dead_before, int batch_size)
 		total += tokens + sessions;
 		if (sessions < batch_size)
 			break;
+		cleanup_pause(delay_ms);
 	}
 	values[0] = TimestampTzGetDatum(GetCurrentTimestamp() - USECS_PER_HOUR);
 	for (;;)
@@ -745,6 +764,7 @@ StorageCleanup(TimestampTz dead_before, int batch_size)
 		total += SPI_processed;
 		if (SPI_processed < (uint64) batch_size)
 			break;
+		cleanup_pause(delay_ms);
 	}
 	storage_leave(&call);
 	return total;

@@ -68,7 +68,7 @@ extern void StorageLookupToken(const unsigned char *hash, StoredToken *out);
 extern void StorageLookupRefresh(const unsigned char *hash, StoredToken *out);
 extern void StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now,
 									  const char *error);
-extern uint64 StorageCleanup(TimestampTz dead_before, int batch_size);
+extern uint64 StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms);
 
 /* Table-derived figures for extension_token_stats(). */
 typedef struct StoredCounts

