@@ -277,30 +277,45 @@ static const Statement statements[ST_COUNT] = {
 	/*
 	 * One batch of dead sessions (revoked or past their refresh expiry
 	 * before $1), with their tokens.  SKIP LOCKED: a session someone is
-	 * touching right now is left for the next run.
+	 * touching right now is left for the next run.  The batches walk the
+	 * index on the moment of death upwards from $3, where the last one
+	 * ended (the third column): the rows a batch deleted stay in the index
+	 * until the transaction ends, and starting from the bottom every time
+	 * would visit them all again, making a large backlog quadratic.
 	 */
 	[ST_CLEANUP_SESSIONS] = {
-		"WITH victims AS (SELECT session_id FROM @.extension_token_sessions "
+		"WITH victims AS (SELECT session_id, "
+		"  LEAST(revoked_at, refresh_expires_at) AS dead_at "
+		"  FROM @.extension_token_sessions "
 		"  WHERE LEAST(revoked_at, refresh_expires_at) OPERATOR(pg_catalog.<) $1 "
+		"  AND LEAST(revoked_at, refresh_expires_at) OPERATOR(pg_catalog.>=) $3 "
+		"  ORDER BY LEAST(revoked_at, refresh_expires_at) "
 		"  LIMIT $2 FOR UPDATE SKIP LOCKED), "
 		"dt AS (DELETE FROM @.extension_tokens t USING victims v "
 		"  WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1), "
 		"ds AS (DELETE FROM @.extension_token_sessions s USING victims v "
 		"  WHERE s.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1) "
-		"SELECT (SELECT pg_catalog.count(*) FROM dt), (SELECT pg_catalog.count(*) FROM ds)",
-		2, {TIMESTAMPTZOID, INT4OID}
+		"SELECT (SELECT pg_catalog.count(*) FROM dt), (SELECT pg_catalog.count(*) FROM ds), "
+		"  (SELECT pg_catalog.max(dead_at) FROM victims)",
+		3, {TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID}
 	},
-	/* Users with no session left and nothing in their rate-limit logs. */
+	/*
+	 * Users with no session left and nothing in their rate-limit logs, in
+	 * user_id order from $3 (where the last batch ended, as above).
+	 */
 	[ST_CLEANUP_USERS] = {
-		"DELETE FROM @.extension_token_users u USING ("
+		"WITH d AS (DELETE FROM @.extension_token_users u USING ("
 		"  SELECT x.user_id FROM @.extension_token_users x "
-		"  WHERE NOT EXISTS (SELECT 1 FROM @.extension_token_sessions s "
-		"                    WHERE s.user_id OPERATOR(pg_catalog.=) x.user_id) "
+		"  WHERE x.user_id OPERATOR(pg_catalog.>=) $3 "
+		"  AND NOT EXISTS (SELECT 1 FROM @.extension_token_sessions s "
+		"                  WHERE s.user_id OPERATOR(pg_catalog.=) x.user_id) "
 		"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.issue_log OPERATOR(pg_catalog.||) x.refresh_log) l(t) "
 		"                  WHERE l.t OPERATOR(pg_catalog.>) $1) "
-		"  LIMIT $2 FOR UPDATE SKIP LOCKED) v "
-		"WHERE u.user_id OPERATOR(pg_catalog.=) v.user_id",
-		2, {TIMESTAMPTZOID, INT4OID}
+		"  ORDER BY x.user_id LIMIT $2 FOR UPDATE SKIP LOCKED) v "
+		"  WHERE u.user_id OPERATOR(pg_catalog.=) v.user_id RETURNING u.user_id) "
+		"SELECT (SELECT pg_catalog.count(*) FROM d), "
+		"  (SELECT d.user_id FROM d ORDER BY d.user_id DESC LIMIT 1)",
+		3, {TIMESTAMPTZOID, INT4OID, UUIDOID}
 	},
 	[ST_COUNTS] = {
 		"SELECT "
@@ -735,35 +750,49 @@ uint64
 StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 {
 	StorageCall call;
-	Datum		values[2];
+	Datum		values[3];
 	uint64		total = 0;
+	pg_uuid_t	first_user;
 
 	values[0] = TimestampTzGetDatum(dead_before);
 	values[1] = Int32GetDatum(batch_size);
+	values[2] = TimestampTzGetDatum(DT_NOBEGIN);	/* -infinity */
 	storage_enter(&call);
 	for (;;)
 	{
 		bool		isnull;
 		int64		tokens,
 					sessions;
+		Datum		last;
 
 		CHECK_FOR_INTERRUPTS();
 		storage_exec(ST_CLEANUP_SESSIONS, values, NULL, false);
 		tokens = DatumGetInt64(column(1, &isnull));
 		sessions = DatumGetInt64(column(2, &isnull));
+		last = column(3, &isnull);
 		total += tokens + sessions;
-		if (sessions < batch_size)
+		if (sessions < batch_size || isnull)
 			break;
+		values[2] = last;
 		cleanup_pause(delay_ms);
 	}
 	values[0] = TimestampTzGetDatum(GetCurrentTimestamp() - USECS_PER_HOUR);
+	memset(&first_user, 0, sizeof(first_user));
+	values[2] = uuid_datum(&first_user);
 	for (;;)
 	{
+		bool		isnull;
+		int64		users;
+		Datum		last;
+
 		CHECK_FOR_INTERRUPTS();
 		storage_exec(ST_CLEANUP_USERS, values, NULL, false);
-		total += SPI_processed;
-		if (SPI_processed < (uint64) batch_size)
+		users = DatumGetInt64(column(1, &isnull));
+		last = column(2, &isnull);
+		total += users;
+		if (users < batch_size || isnull)
 			break;
+		values[2] = uuid_datum(DatumGetUUIDP(last));
 		cleanup_pause(delay_ms);
 	}
 	storage_leave(&call);
