@@ -37,6 +37,13 @@ def yes(ok):
     return "yes" if ok else "**no**"
 
 
+def each(*parts):
+    """A target of several conditions: yes only if all hold, else which do."""
+    if all(ok for _, ok in parts):
+        return "yes"
+    return "**no** (" + "; ".join(f"{label}: {'yes' if ok else 'no'}" for label, ok in parts) + ")"
+
+
 rows = []  # (what, ext, sql, floor, ratio, target, met)
 
 main, lo, hi = m["main_size"], m["min_size"], m["max_size"]
@@ -49,15 +56,16 @@ parts = lk + sha + hmac
 rows.append((f"validate, one SQL statement, {n(main)} sessions ({tok_rows:,} token rows), µs per token",
              f"{ext:.2f}", f"{sql:.2f}",
              f"{parts:.2f} = lookup {lk:.2f} + SHA-256 {sha:.2f} + HMAC {hmac:.2f}",
-             f"SQL/ext {sql / ext:.1f}×; ext/parts {ext / parts:.2f}×",
+             f"SQL/ext {sql / ext:.1f}×; ext/parts {ext / parts:.2f}× (SQL/parts {sql / parts:.1f}×)",
              "≤ 6 µs; ≥ 6× faster than SQL; ≤ 1.3× parts",
-             yes(ext <= 6 and sql / ext >= 6 and ext / parts <= 1.3)))
+             each(("≤ 6 µs", ext <= 6), ("≥ 6× SQL", sql / ext >= 6), ("≤ 1.3× parts", ext / parts <= 1.3))))
 
 # 2. validate pgbench -c2
 e2, s2, l2 = f("pgb_validate_ext_c2"), f("pgb_validate_sql_c2"), f("pgb_lookup_c2")
 rows.append(("validate, pgbench -c2 -j2 (TPS)", tps(e2), tps(s2), f"{tps(l2)} (index-lookup statement)",
-             f"ext/lookup {100 * e2 / l2:.0f}%; ext/SQL {e2 / s2:.1f}×",
-             "≥ 80% of lookup; ≥ 5× SQL", yes(e2 / l2 >= 0.8 and e2 / s2 >= 5)))
+             f"ext/lookup {100 * e2 / l2:.0f}%; ext/SQL {e2 / s2:.1f}× (lookup/SQL {l2 / s2:.1f}×)",
+             "≥ 80% of lookup; ≥ 5× SQL",
+             each(("≥ 80% of lookup", e2 / l2 >= 0.8), ("≥ 5× SQL", e2 / s2 >= 5))))
 
 # 3. validate writes
 wa, ta, kw, sw = f("wal_a_bytes"), f("wal_a_txns"), f("wal_a_token_writes"), f("wal_a_session_writes")
@@ -75,7 +83,8 @@ rows.append((f"validate writes, default last_used_interval: pgbench -c2, {int(ta
 # 4. issue in one statement
 ie, isq = f("stmt_issue_ext_us"), f("stmt_issue_sql_us")
 rows.append(("issue, one SQL statement, µs per pair", f"{ie:.1f}", f"{isq:.1f}", "—",
-             f"SQL/ext {isq / ie:.1f}×", "≤ 25 µs; ≥ 4.5× SQL", yes(ie <= 25 and isq / ie >= 4.5)))
+             f"SQL/ext {isq / ie:.1f}×", "≤ 25 µs; ≥ 4.5× SQL",
+             each(("≤ 25 µs", ie <= 25), ("≥ 4.5× SQL", isq / ie >= 4.5))))
 
 # 5, 6. issue / refresh pgbench -c2
 ie2, is2, if2 = f("pgb_issue_ext_c2"), f("pgb_issue_sql_c2"), f("pgb_issue_floor_c2")
@@ -97,7 +106,8 @@ rows.append((f"growth: validate in one statement at {n(hi)} vs {n(lo)} sessions,
              f"{f(f'stmt_sql_us_{hi}'):.2f} vs {f(f'stmt_sql_us_{lo}'):.2f}",
              f"lookup {f(f'stmt_lookup_us_{hi}'):.2f} vs {f(f'stmt_lookup_us_{lo}'):.2f}",
              f"ext {ge:.2f}×; SQL {gs:.2f}×; lookup {gl:.2f}×", "≤ 1.5× at 10M vs 10k" + note,
-             yes(ge <= 1.5)))
+             yes(ge <= 1.5) if int(hi) >= 10000000 or ge > 1.5
+             else f"yes at {n(hi)}; 10M not measured"))
 
 # 8. memory
 ml, mh = m["mem_lo_n"], m["mem_hi_n"]
@@ -168,7 +178,7 @@ rows.append(("extension_token_revoke(token), pgbench -c1 / -c2 (TPS)",
              f"{tps(f('pgb_revoke_token_c1'))} / {tps(f('pgb_revoke_token_c2'))}", "—", "", "", "—", "—"))
 
 met = sum(1 for r in rows[:targets] if r[6] == "yes")
-partly = sum(1 for r in rows[:targets] if r[6] not in ("yes", "**no**"))
+partly = sum(1 for r in rows[:targets] if r[6] != "yes" and not r[6].startswith("**no**"))
 out = []
 out.append("# extension_tokens benchmark")
 out.append("")
