@@ -22,4 +22,19 @@
 #define ET_NORETURN_END pg_attribute_noreturn()
 #endif
 
+/*
+ * PostgreSQL 18 asks RelationGetPrimaryKeyIndex() whether a deferrable key
+ * will do (ours is not deferrable), and gave index_beginscan() an
+ * instrumentation argument (NULL: none).
+ */
+#if PG_VERSION_NUM >= 180000
+#define ET_PRIMARY_KEY_INDEX(rel) RelationGetPrimaryKeyIndex((rel), false)
+#define ET_INDEX_BEGINSCAN(heap, index, snapshot, nkeys, norderbys) \
+	index_beginscan((heap), (index), (snapshot), NULL, (nkeys), (norderbys))
+#else
+#define ET_PRIMARY_KEY_INDEX(rel) RelationGetPrimaryKeyIndex(rel)
+#define ET_INDEX_BEGINSCAN(heap, index, snapshot, nkeys, norderbys) \
+	index_beginscan((heap), (index), (snapshot), (nkeys), (norderbys))
+#endif
+
 #endif							/* EXTENSION_TOKENS_COMPAT_H */

@@ -64,6 +64,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "config.h"
 #include "storage.h"
 
@@ -646,7 +647,7 @@ StorageLookupToken(const unsigned char *hash, StoredToken *out)
 	memset(out, 0, sizeof(*out));
 	storage_load();
 	rel = table_open(ext.tables[0], AccessShareLock);
-	pkey = RelationGetPrimaryKeyIndex(rel);
+	pkey = ET_PRIMARY_KEY_INDEX(rel);
 	if (!OidIsValid(pkey))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -656,7 +657,7 @@ StorageLookupToken(const unsigned char *hash, StoredToken *out)
 								GetTransactionSnapshot() : GetLatestSnapshot());
 	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_BYTEAEQ, hash_datum(hash));
 	slot = table_slot_create(rel, NULL);
-	scan = index_beginscan(rel, index, snapshot, 1, 0);
+	scan = ET_INDEX_BEGINSCAN(rel, index, snapshot, 1, 0);
 	index_rescan(scan, &key, 1, NULL, 0);
 	if (index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
