@@ -899,7 +899,7 @@ static char *verified_audience;
 static bool
 same_setting(char **copy, const char *value)
 {
-	if (*copy != NULL && value != NULL && strcmp(*copy, value) == 0)
+	if (*copy == NULL ? value == NULL : value != NULL && strcmp(*copy, value) == 0)
 		return true;
 	free(*copy);
 	*copy = value ? strdup(value) : NULL;
