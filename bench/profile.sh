@@ -61,23 +61,24 @@ printf '## Profile (perf, cpu-clock samples of the backend)\n\n' > "$out"
 # two digests, and the jansson parse of a sample token's payload that
 # ../shared/SECURITY.md prescribes (the one step the verified-token cache
 # exists to skip).
-gcc -O2 -Wall -o "$raw/primitives-json" "$(dirname "$0")/primitives.c" -lcrypto -ljansson
+gcc -O2 -Wall -o "$raw/primitives-json" "$(dirname "$0")/primitives.c" -lcrypto -ljansson -ljwt
 psql -X -A -t -c "SELECT convert_from(bench.b64url_decode(split_part(access, '.', 2)), 'UTF8')
                   FROM bench.tok ORDER BY id LIMIT 1" > "$raw/payload.json"
 read -r tok_len sig_len < <(psql -X -A -t -F ' ' -c "SELECT length(access),
     length(access) - length(split_part(access, '.', 3)) - 1 FROM bench.tok ORDER BY id LIMIT 1")
 "$raw/primitives-json" "$tok_len" "$sig_len" 1 "$raw/payload.json" > "$raw/primitives-json.txt"
 {
-    printf '### The fixed costs of a cold validation, in C (µs per operation)\n\n'
+    printf '### The fixed costs of a cold validation (and of signing), in C (µs per operation)\n\n'
     printf '| operation | µs |\n|---|---:|\n'
     awk '$1 == "sha256_us" { printf "| SHA-256 of the %s-byte token |", T; print " " $2 " |" }
          $1 == "hmac_keyed_us" { printf "| HMAC-SHA256 of its %s-byte signing input, key set once |", S; print " " $2 " |" }
-         $1 == "jansson_parse_us" { printf "| jansson json_loadb of its payload %s %s, JSON_REJECT_DUPLICATES |", $3, $4; print " " $2 " |" }' \
+         $1 == "jansson_parse_us" { printf "| jansson json_loadb of its payload %s %s, JSON_REJECT_DUPLICATES |", $3, $4; print " " $2 " |" }
+         $1 == "libjwt_sign_us" { print "| (issue) libjwt: build and sign a token with that payload: jwt_new, jwt_add_grants_json, jwt_set_alg, jwt_encode_str | " $2 " |" }' \
         T="$tok_len" S="$sig_len" "$raw/primitives-json.txt"
     printf '\n'
 } >> "$out"
 sample=$(psql -X -A -t -c "SELECT count(*) FROM bench.tok")
-FUNCS='^(extension_token_validate|validate_token|token_verify_access|StorageLookupToken|claims_jsonb|validation_result|json_loadb|SPI_execute_plan|standard_ExecutorStart|ExecInsertIndexTuples|ExecConstraints|AfterTriggerEndQuery|extension_token_issue|extension_token_refresh|token_sign_access|PolicyCheckRate|StorageTakeRateSlot|StorageInsertSession|StorageRotate|StorageClaimRefresh|StorageLookupRefresh|_bt_first|heap_insert|XLogInsert)$'
+FUNCS='^(extension_token_validate|validate_token|token_verify_access|StorageLookupToken|claims_jsonb|validation_result|json_loadb|SPI_execute_plan|standard_ExecutorStart|ExecInsertIndexTuples|ExecConstraints|AfterTriggerEndQuery|extension_token_issue|extension_token_refresh|token_sign_access|StorageIssue|StorageRefresh|StorageLookupRefresh|_bt_first|heap_insert|XLogInsert)$'
 profile "validate, cold (first sight of $sample tokens)" \
     "SELECT count(*) FILTER (WHERE (extension_token_validate(access)).valid) FROM bench.tok;"
 profile "validate, warm (100 tokens, 1000 times each)" \

@@ -80,8 +80,8 @@ metric() { echo "$1 $2" >> "$METRICS"; echo "  $1 = $2"; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 calc() { python3 -c "print($1)"; }
 
-say "primitives (C, OpenSSL)"
-gcc -O2 -Wall -o "$dir/primitives" "$BENCH/primitives.c" -lcrypto -ljansson
+say "primitives (C: OpenSSL, jansson, libjwt)"
+gcc -O2 -Wall -o "$dir/primitives" "$BENCH/primitives.c" -lcrypto -ljansson -ljwt
 
 say "cluster (shared_buffers $SB, fsync on)"
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')    # 64 bytes of text
@@ -276,14 +276,17 @@ metric main_size "$MAIN_SIZE"
 metric min_size "$MIN_SIZE"
 metric max_size "$MAX_SIZE"
 
-say "primitives: SHA-256 and HMAC-SHA256 over a token of the sample's length"
+say "primitives: SHA-256 and HMAC-SHA256 over a token of the sample's length; jansson and libjwt on its payload"
 read -r tok_len sig_len < <(q -F ' ' -c "SELECT round(avg(length(access))), round(avg(length(access) - length(split_part(access, '.', 3)) - 1)) FROM bench.tok")
-"$dir/primitives" "$tok_len" "$sig_len" 1 | tee "$RAW/primitives.txt"
+q -c "SELECT convert_from(bench.b64url_decode(split_part(access, '.', 2)), 'UTF8') FROM bench.tok ORDER BY id LIMIT 1" > "$RAW/payload.json"
+"$dir/primitives" "$tok_len" "$sig_len" 1 "$RAW/payload.json" | tee "$RAW/primitives.txt"
 metric token_bytes "$tok_len"
 metric signing_input_bytes "$sig_len"
 metric prim_sha256_us "$(awk '$1 == "sha256_us" {print $2}' "$RAW/primitives.txt")"
 metric prim_hmac_us "$(awk '$1 == "hmac_keyed_us" {print $2}' "$RAW/primitives.txt")"
 metric prim_hmac_rekey_us "$(awk '$1 == "hmac_rekey_us" {print $2}' "$RAW/primitives.txt")"
+metric prim_jansson_parse_us "$(awk '$1 == "jansson_parse_us" {print $2}' "$RAW/primitives.txt")"
+metric prim_libjwt_sign_us "$(awk '$1 == "libjwt_sign_us" {print $2}' "$RAW/primitives.txt")"
 
 say "sign and verify-only in one statement (SQL baseline)"
 k=$(( (VALIDATIONS + SAMPLE - 1) / SAMPLE )); V=$(( k * SAMPLE ))
@@ -405,6 +408,11 @@ metric validate_write_recent_rows "$recent"
 
 # ---------------------------------------------------------------------------
 say "issue"
+# The floor's writes for one pair, the user's id given as $1 (an expression):
+# the user's row (upsert, as the rate limit's lock), the session, two tokens.
+issue_floor_sql() {
+    echo "WITH u AS (INSERT INTO extension_token_users AS u (user_id) VALUES ($1) ON CONFLICT (user_id) DO UPDATE SET issue_log = '{}' RETURNING user_id), s AS (INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at, last_used_at, expires_at, refresh_expires_at) SELECT gen_random_uuid(), u.user_id, 'Extension Token', '30 days', now(), now(), now() + interval '30 days', now() + interval '90 days' FROM u RETURNING session_id, user_id, created_at) INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at) SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), k.t, s.session_id, s.user_id, 'Extension Token', s.created_at, s.created_at + k.life, s.created_at FROM s, (VALUES ('access', interval '30 days'), ('refresh', interval '90 days')) k(t, life);"
+}
 stmt_issue_ext="SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $ISSUES)) g, LATERAL extension_token_issue(g.u) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
 stmt_issue_sql="SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.sql_issue(g.u, $sql_secret) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
 # One untimed statement of each first: right after the CHECKPOINT that ends
@@ -414,14 +422,46 @@ q -c "SELECT bench.time_count(\$s\$$stmt_issue_ext\$s\$, $ISSUES)" -c "SELECT be
     fail "issue warm-up"
 time_stmt "ext issue" "$stmt_issue_ext" "$ISSUES"; metric stmt_issue_ext_us "$R"
 time_stmt "sql issue" "$stmt_issue_sql" "$ISSUES"; metric stmt_issue_sql_us "$R"
+# The floors of issuing in one statement: the same rows (user, session, two
+# tokens) with random keys and no signing or hashing, (a) by one prepared
+# statement per pair, the shape of any per-call implementation (plpgsql
+# keeps the plan as the extension's SPI does), and (b) set-based, ISSUES
+# pairs in one statement, which no per-call path can beat.
+q <<SQL
+CREATE FUNCTION bench.floor_issue(p uuid) RETURNS int LANGUAGE plpgsql AS \$f\$
+BEGIN
+$(issue_floor_sql p)
+RETURN 1;
+END \$f\$;
+CREATE FUNCTION bench.floor_issue_set(n int) RETURNS bigint LANGUAGE plpgsql AS \$f\$
+BEGIN
+WITH f AS MATERIALIZED (SELECT gen_random_uuid() AS s, gen_random_uuid() AS u, now() AS t,
+         uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS a,
+         uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS r
+       FROM generate_series(1, n)),
+  u AS (INSERT INTO extension_token_users (user_id) SELECT f.u FROM f),
+  s AS (INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
+                                              last_used_at, expires_at, refresh_expires_at)
+        SELECT f.s, f.u, 'Extension Token', '30 days', f.t, f.t, f.t + interval '30 days',
+               f.t + interval '90 days' FROM f)
+INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
+                              expires_at, last_used_at)
+SELECT k.h, k.ty, f.s, f.u, 'Extension Token', f.t, f.t + k.life, f.t
+FROM f, LATERAL (VALUES (f.a, 'access', interval '30 days'), (f.r, 'refresh', interval '90 days')) k(h, ty, life);
+RETURN n;
+END \$f\$;
+SQL
+time_stmt "floor issue, a statement per pair" \
+    "SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.floor_issue(g.u) p WHERE p = 1" \
+    "$ISSUES"; metric stmt_issue_floor_us "$R"
+time_stmt "floor issue, set-based" "SELECT bench.floor_issue_set($ISSUES)" "$ISSUES"; metric stmt_issue_floor_set_us "$R"
 # the SQL baseline's tokens validate with the extension, and the reverse
 tokx=$(q -c "SELECT access_token FROM bench.sql_issue(gen_random_uuid(), $sql_secret)")
 chk=$(q -c "SELECT (extension_token_validate('$tokx')).valid AND bench.sql_validate('$tokx', $sql_secret)")
 [ "$chk" = t ] || fail "a token from bench.sql_issue does not validate with both"
 s_issue_ext=$(script issue_ext "SELECT access_token FROM extension_token_issue(gen_random_uuid());")
 s_issue_sql=$(script issue_sql "SELECT access_token FROM bench.sql_issue(gen_random_uuid(), :secret);")
-s_issue_floor=$(script issue_floor \
-"WITH u AS (INSERT INTO extension_token_users AS u (user_id) VALUES (gen_random_uuid()) ON CONFLICT (user_id) DO UPDATE SET issue_log = '{}' RETURNING user_id), s AS (INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at, last_used_at, expires_at, refresh_expires_at) SELECT gen_random_uuid(), u.user_id, 'Extension Token', '30 days', now(), now(), now() + interval '30 days', now() + interval '90 days' FROM u RETURNING session_id, user_id, created_at) INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at) SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), k.t, s.session_id, s.user_id, 'Extension Token', s.created_at, s.created_at + k.life, s.created_at FROM s, (VALUES ('access', interval '30 days'), ('refresh', interval '90 days')) k(t, life);")
+s_issue_floor=$(script issue_floor "$(issue_floor_sql "gen_random_uuid()")")
 for c in 1 2; do
     pgb issue_ext $c "$s_issue_ext"; metric "pgb_issue_ext_c$c" "$R"
     pgb issue_sql $c "$s_issue_sql" -D "secret=$secret_hex"; metric "pgb_issue_sql_c$c" "$R"

@@ -327,6 +327,7 @@ extension_token_issue(PG_FUNCTION_ARGS)
 	PairTokens	tokens;
 	size_t		keylen;
 	TimestampTz now;
+	TimestampTz retry_at;
 	int64		lifetime;
 
 	(void) ConfigRequireSecret(&keylen);
@@ -343,9 +344,6 @@ extension_token_issue(PG_FUNCTION_ARGS)
 									 "issue");
 
 	now = GetCurrentTimestamp();
-	PolicyCheckRate(false, pair.user_id, now);
-	PolicyEnforceSessionLimit(pair.user_id, now);
-
 	if (!token_random_uuid(pair.session_id.data))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -354,7 +352,9 @@ extension_token_issue(PG_FUNCTION_ARGS)
 	pair_times(&pair, now, now, lifetime);
 	mint_access(&pair, &tokens);
 	mint_refresh(&pair, &tokens);
-	StorageInsertSession(&pair);
+	/* one statement: rate slot, session limit, the new rows */
+	if (!StorageIssue(&pair, et_issue_rate_limit, et_max_sessions_per_user, &retry_at))
+		PolicyRateLimited(false, now, retry_at);
 	StatsCount(STATS_ISSUED);
 	PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens));
 }
@@ -725,7 +725,6 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 	size_t		len;
 	unsigned char hash[TOKEN_HASH_LENGTH];
 	StoredToken row;
-	ClaimedSession session;
 	NewPair		pair;
 	PairTokens	tokens;
 	const char *refusal;
@@ -779,36 +778,37 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 		pfree(claims);
 	}
 
-	if (!PolicyTryRate(true, row.user_id, now, &retry_at))
-	{
-		refuse_refresh(&row, now, "rate_limited", false, true);
-		PolicyRateLimited(true, now, retry_at);
-	}
-
-	/* Lock order: the user's row (above), the session's, then the tokens'. */
-	StorageLockSession(row.session_id);
-
-	/* The successor's hash is written into the old row by the claim. */
+	/*
+	 * The new pair is made from what the lookup found of the session (its
+	 * user, name, claims, lifetime and creation never change); the statement
+	 * that takes the rate slot and claims the refresh token writes it.
+	 */
 	memset(&pair, 0, sizeof(pair));
-	mint_refresh(&pair, &tokens);
-	if (!StorageClaimRefresh(hash, now, pair.refresh_hash, &session))
-	{
-		/* Lost a race: someone else exchanged or revoked it meanwhile. */
-		StorageLookupRefresh(hash, &row);
-		refusal = refresh_refusal(&row, now, &reuse);
-		refuse_refresh(&row, now, refusal ? refusal : "refresh_token_not_found",
-					   reuse, false);
-	}
-
-	pair.session_id = session.session_id;
-	pair.user_id = session.user_id;
-	pair.name = session.name;
-	pair.claims_json = session.claims_json;
-	pair.access_lifetime = session.access_lifetime;
-	pair_times(&pair, now, session.created_at,
-			   Min(session.access_lifetime, (int64) et_refresh_token_lifetime));
+	pair.session_id = row.session_id;
+	pair.user_id = row.user_id;
+	pair.name = row.name;
+	pair.claims_json = row.session_claims_json;
+	pair.access_lifetime = row.session_access_lifetime;
+	pair_times(&pair, now, row.session_created_at,
+			   Min(row.session_access_lifetime, (int64) et_refresh_token_lifetime));
 	mint_access(&pair, &tokens);
-	StorageRotate(&pair);
+	mint_refresh(&pair, &tokens);
+	switch (StorageRefresh(hash, &pair, et_refresh_rate_limit, &retry_at))
+	{
+		case REFRESH_DONE:
+			break;
+		case REFRESH_RATE_LIMITED:
+			refuse_refresh(&row, now, "rate_limited", false, true);
+			PolicyRateLimited(true, now, retry_at);
+			break;
+		case REFRESH_LOST:
+			/* Lost a race: someone else exchanged or revoked it meanwhile. */
+			StorageLookupRefresh(hash, &row);
+			refusal = refresh_refusal(&row, now, &reuse);
+			refuse_refresh(&row, now, refusal ? refusal : "refresh_token_not_found",
+						   reuse, false);
+			break;
+	}
 	StatsCount(STATS_REFRESH_OK);
 	PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens));
 }

@@ -149,18 +149,6 @@ PolicyResolveUser(bool given, const pg_uuid_t *p_user_id, const char *action)
 	return me;
 }
 
-/*
- * Takes a slot of the hourly rate limit; false when there is none left, and
- * then *retry_at says when the oldest entry leaves the window.
- */
-bool
-PolicyTryRate(bool refresh, pg_uuid_t user_id, TimestampTz now, TimestampTz *retry_at)
-{
-	return StorageTakeRateSlot(refresh, user_id, now,
-							   refresh ? et_refresh_rate_limit : et_issue_rate_limit,
-							   retry_at);
-}
-
 /* Raises PT429, with a HINT that says when a retry will be accepted. */
 void
 PolicyRateLimited(bool refresh, TimestampTz now, TimestampTz retry_at)
@@ -181,23 +169,6 @@ PolicyRateLimited(bool refresh, TimestampTz now, TimestampTz retry_at)
 					   refresh ? "refreshes" : "issues"),
 			 errhint("Retry after %s (in %lld seconds).",
 					 timestamptz_to_str(retry_at), (long long) wait_s)));
-}
-
-void
-PolicyCheckRate(bool refresh, pg_uuid_t user_id, TimestampTz now)
-{
-	TimestampTz retry_at;
-
-	if (!PolicyTryRate(refresh, user_id, now, &retry_at))
-		PolicyRateLimited(refresh, now, retry_at);
-}
-
-/* Makes room for one more session within max_sessions_per_user. */
-void
-PolicyEnforceSessionLimit(pg_uuid_t user_id, TimestampTz now)
-{
-	if (et_max_sessions_per_user > 0)
-		(void) StorageRevokeOverLimit(user_id, now, et_max_sessions_per_user - 1);
 }
 
 void

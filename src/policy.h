@@ -20,12 +20,8 @@
 extern bool PolicyCallerIsAdmin(void);
 extern pg_uuid_t PolicyResolveUser(bool given, const pg_uuid_t *p_user_id,
 								   const char *action);
-extern void PolicyCheckRate(bool refresh, pg_uuid_t user_id, TimestampTz now);
-extern bool PolicyTryRate(bool refresh, pg_uuid_t user_id, TimestampTz now,
-						  TimestampTz *retry_at);
 ET_NORETURN_BEGIN extern void PolicyRateLimited(bool refresh, TimestampTz now,
 												TimestampTz retry_at) ET_NORETURN_END;
-extern void PolicyEnforceSessionLimit(pg_uuid_t user_id, TimestampTz now);
 ET_NORETURN_BEGIN extern void PolicyRefreshRefused(const char *reason) ET_NORETURN_END;
 
 #endif							/* EXTENSION_TOKENS_POLICY_H */

@@ -41,6 +41,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "access/genam.h"
 #include "access/relscan.h"
 #include "access/tableam.h"
@@ -74,18 +76,13 @@ typedef enum StatementId
 {
 	ST_TOUCH_SESSION,
 	ST_TOUCH,
-	ST_LOCK_SESSION,
-	ST_RATE_ISSUE,
-	ST_RATE_REFRESH,
+	ST_ISSUE,
 	ST_REVOKE_OVER_LIMIT,
-	ST_INSERT_SESSION,
-	ST_CLAIM_REFRESH,
-	ST_ROTATE,
+	ST_REFRESH,
 	ST_REVOKE_SESSION,
 	ST_REVOKE_BY_TOKEN,
 	ST_REVOKE_USER,
 	ST_LIST,
-	ST_LOOKUP_REFRESH,
 	ST_RECORD_REFRESH_ERROR,
 	ST_CLEANUP_SESSIONS,
 	ST_CLEANUP_USERS,
@@ -97,7 +94,7 @@ typedef struct Statement
 {
 	const char *sql;			/* "@." stands for the extension's schema */
 	int			nargs;
-	Oid			argtypes[10];
+	Oid			argtypes[16];
 } Statement;
 
 /*
@@ -119,27 +116,58 @@ typedef struct Statement
 
 /*
  * Rate limits: a user's log of recent issues (or refreshes), at most `limit`
- * timestamps within the last hour.  One statement locks the user's row,
- * prunes the log and, if there is room, appends now; RETURNING says whether
- * it did and when the oldest entry leaves the window.
- *	$1 user, $2 now, $3 now - 1 hour, $4 limit (0 = none)
+ * timestamps within the last hour.  This CTE, "u", locks the user's row,
+ * prunes the log and, if there is room, appends now; it returns whether it
+ * did (ok) and when the oldest entry leaves the window (oldest).  A limit of
+ * 0 means none: the row is still locked, which serializes a user's issues
+ * and refreshes.
  */
-#define RATE_SLOT(col) \
-	"INSERT INTO @.extension_token_users AS u (user_id, " col ") " \
-	"VALUES ($1, CASE WHEN $4 OPERATOR(pg_catalog.>) 0 THEN ARRAY[$2] " \
+#define RATE_SLOT(col, user, now, hour_ago, limit) \
+	"u AS (INSERT INTO @.extension_token_users AS u (user_id, " col ") " \
+	"VALUES (" user ", CASE WHEN " limit " OPERATOR(pg_catalog.>) 0 THEN ARRAY[" now "] " \
 	"  ELSE '{}'::pg_catalog.timestamptz[] END) " \
 	"ON CONFLICT (user_id) DO UPDATE SET " col " = CASE " \
-	"  WHEN $4 OPERATOR(pg_catalog.=) 0 THEN '{}'::pg_catalog.timestamptz[] " \
+	"  WHEN " limit " OPERATOR(pg_catalog.=) 0 THEN '{}'::pg_catalog.timestamptz[] " \
 	"  WHEN (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(u." col ") AS l(t) " \
-	"        WHERE l.t OPERATOR(pg_catalog.>) $3) OPERATOR(pg_catalog.<) $4 " \
+	"        WHERE l.t OPERATOR(pg_catalog.>) " hour_ago ") OPERATOR(pg_catalog.<) " limit \
 	"  THEN ARRAY(SELECT l.t FROM pg_catalog.unnest(u." col ") AS l(t) " \
-	"        WHERE l.t OPERATOR(pg_catalog.>) $3 ORDER BY l.t) " \
-	"       OPERATOR(pg_catalog.||) $2 " \
+	"        WHERE l.t OPERATOR(pg_catalog.>) " hour_ago " ORDER BY l.t) " \
+	"       OPERATOR(pg_catalog.||) " now \
 	"  ELSE u." col " END " \
-	"RETURNING $4 OPERATOR(pg_catalog.=) 0 OR " \
-	"  u." col "[pg_catalog.array_upper(u." col ", 1)] OPERATOR(pg_catalog.=) $2, " \
+	"RETURNING " limit " OPERATOR(pg_catalog.=) 0 OR " \
+	"  u." col "[pg_catalog.array_upper(u." col ", 1)] OPERATOR(pg_catalog.=) " now " AS ok, " \
 	"  (SELECT pg_catalog.min(l.t) FROM pg_catalog.unnest(u." col ") AS l(t) " \
-	"   WHERE l.t OPERATOR(pg_catalog.>) $3)"
+	"   WHERE l.t OPERATOR(pg_catalog.>) " hour_ago ") AS oldest) "
+
+/*
+ * The parameters of a new pair (pair_values()), shared by issue and refresh:
+ *	$1 session, $2 user, $3 name, $4 claims, $5 access lifetime, $6 now,
+ *	$7 access expiry, $8 refresh expiry, $9 access hash, $10 refresh hash,
+ *	$11 now - 1 hour, $12 rate limit
+ * The new pair's two token rows, written when the CTE named in `gate` has a
+ * row:
+ */
+#define PAIR_PARAMS \
+	UUIDOID, UUIDOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID, \
+	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, TIMESTAMPTZOID, INT4OID
+#define INSERT_PAIR(gate) \
+	"INSERT INTO @.extension_tokens " \
+	"  (token_hash, token_type, session_id, user_id, name, created_at, " \
+	"   expires_at, last_used_at) " \
+	"SELECT k.h, k.t, $1, $2, $3, $6, k.e, $6 FROM " gate ", " \
+	"  (VALUES ($9, 'access', $7), ($10, 'refresh', $8)) AS k(h, t, e)"
+
+/*
+ * Issue: the rate slot (and the user's lock), the session, its two tokens.
+ * Nothing is written but the rate row when the slot is refused.
+ */
+#define ISSUE_CTES \
+	"WITH " RATE_SLOT("issue_log", "$2", "$6", "$11", "$12") ", " \
+	"s AS (INSERT INTO @.extension_token_sessions " \
+	"  (session_id, user_id, name, claims, access_lifetime, created_at, " \
+	"   last_used_at, expires_at, refresh_expires_at) " \
+	"  SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8 FROM u WHERE u.ok), " \
+	"t AS (" INSERT_PAIR("u") " WHERE u.ok) "
 
 /*
  * A session has ended without being revoked: its refresh token expired, it
@@ -166,67 +194,58 @@ static const Statement statements[ST_COUNT] = {
 		"AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<) $3)",
 		3, {BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 	},
-	[ST_LOCK_SESSION] = {
-		"SELECT 1 FROM @.extension_token_sessions "
-		"WHERE session_id OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
-		1, {UUIDOID}
+	[ST_ISSUE] = {
+		ISSUE_CTES "SELECT u.ok, u.oldest FROM u",
+		12, {PAIR_PARAMS}
 	},
-	[ST_RATE_ISSUE] = {
-		RATE_SLOT("issue_log"),
-		4, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
-	},
-	[ST_RATE_REFRESH] = {
-		RATE_SLOT("refresh_log"),
-		4, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
-	},
+	/*
+	 * With max_sessions_per_user, after an issue: the user's other active
+	 * sessions beyond the newest $4 ($5 is the new one).  A statement of its
+	 * own, run after the issue statement has waited for the user's row: its
+	 * snapshot then sees the sessions that the transactions waited for have
+	 * committed, which a CTE of the issue statement would not.
+	 */
 	[ST_REVOKE_OVER_LIMIT] = {
 		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
 						"WHERE user_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
 						"AND refresh_expires_at OPERATOR(pg_catalog.>) $2 "
+						"AND session_id OPERATOR(pg_catalog.<>) $5 "
 						"ORDER BY created_at DESC, session_id DESC OFFSET $4 "
 						"FOR NO KEY UPDATE"),
-		4, {UUIDOID, TIMESTAMPTZOID, TEXTOID, INT4OID}
+		5, {UUIDOID, TIMESTAMPTZOID, TEXTOID, INT4OID, UUIDOID}
 	},
-	[ST_INSERT_SESSION] = {
-		"WITH s AS (INSERT INTO @.extension_token_sessions "
-		"  (session_id, user_id, name, claims, access_lifetime, created_at, "
-		"   last_used_at, expires_at, refresh_expires_at) "
-		"  VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8)) "
-		"INSERT INTO @.extension_tokens "
-		"  (token_hash, token_type, session_id, user_id, name, created_at, "
-		"   expires_at, last_used_at) "
-		"VALUES ($9, 'access', $1, $2, $3, $6, $7, $6), "
-		"       ($10, 'refresh', $1, $2, $3, $6, $8, $6)",
-		10, {UUIDOID, UUIDOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID}
-	},
-	[ST_CLAIM_REFRESH] = {
-		"UPDATE @.extension_tokens t SET used_at = $2, replaced_by = $3 "
-		"FROM @.extension_token_sessions s "
-		"WHERE t.token_hash OPERATOR(pg_catalog.=) $1 "
-		"AND t.token_type OPERATOR(pg_catalog.=) 'refresh' "
-		"AND t.used_at IS NULL AND t.revoked_at IS NULL "
-		"AND t.expires_at OPERATOR(pg_catalog.>) $2 "
-		"AND s.session_id OPERATOR(pg_catalog.=) t.session_id AND s.revoked_at IS NULL "
-		"RETURNING s.session_id, s.user_id, s.name, s.claims::pg_catalog.text, "
-		"  pg_catalog.date_part('epoch', s.access_lifetime)::pg_catalog.int8, s.created_at",
-		3, {BYTEAOID, TIMESTAMPTZOID, BYTEAOID}
-	},
-	[ST_ROTATE] = {
-		"WITH old AS (UPDATE @.extension_tokens SET revoked_at = $6, revoked_reason = 'rotated' "
+	/*
+	 * Refresh, after the lookup: the rate slot (the user's lock), the
+	 * session's lock (l: FOR NO KEY UPDATE re-checks on the newest row
+	 * version that it is not revoked), the claim of refresh token $13 (c:
+	 * unused, unrevoked and unexpired, re-checked on the newest version by
+	 * the UPDATE), then, only if the claim was made, the session's other
+	 * access tokens revoked, the session's times moved on and the new pair
+	 * written.  Each step reads the one before it, so the locks are taken
+	 * in the order of every other path: user, session, tokens.
+	 */
+	[ST_REFRESH] = {
+		"WITH " RATE_SLOT("refresh_log", "$2", "$6", "$11", "$12") ", "
+		"l AS (SELECT x.session_id FROM @.extension_token_sessions x, u "
+		"  WHERE u.ok AND x.session_id OPERATOR(pg_catalog.=) $1 AND x.revoked_at IS NULL "
+		"  FOR NO KEY UPDATE OF x), "
+		"c AS (UPDATE @.extension_tokens t SET used_at = $6, replaced_by = $10 FROM l "
+		"  WHERE t.token_hash OPERATOR(pg_catalog.=) $13 "
+		"  AND t.session_id OPERATOR(pg_catalog.=) l.session_id "
+		"  AND t.token_type OPERATOR(pg_catalog.=) 'refresh' "
+		"  AND t.used_at IS NULL AND t.revoked_at IS NULL "
+		"  AND t.expires_at OPERATOR(pg_catalog.>) $6 RETURNING 1), "
+		"old AS (UPDATE @.extension_tokens SET revoked_at = $6, revoked_reason = 'rotated' "
 		"  WHERE session_id OPERATOR(pg_catalog.=) $1 "
-		"  AND token_type OPERATOR(pg_catalog.=) 'access' AND revoked_at IS NULL), "
+		"  AND token_type OPERATOR(pg_catalog.=) 'access' AND revoked_at IS NULL "
+		"  AND EXISTS (SELECT 1 FROM c)), "
 		"s AS (UPDATE @.extension_token_sessions SET "
 		"  refresh_count = refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $6, "
 		"  last_used_at = $6, expires_at = $7, refresh_expires_at = $8 "
-		"  WHERE session_id OPERATOR(pg_catalog.=) $1) "
-		"INSERT INTO @.extension_tokens "
-		"  (token_hash, token_type, session_id, user_id, name, created_at, "
-		"   expires_at, last_used_at) "
-		"VALUES ($9, 'access', $1, $2, $3, $6, $7, $6), "
-		"       ($10, 'refresh', $1, $2, $3, $6, $8, $6)",
-		10, {UUIDOID, UUIDOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID,
-		TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID}
+		"  WHERE session_id OPERATOR(pg_catalog.=) $1 AND EXISTS (SELECT 1 FROM c)), "
+		"n AS (" INSERT_PAIR("c") ") "
+		"SELECT u.ok, u.oldest, EXISTS (SELECT 1 FROM c) FROM u",
+		13, {PAIR_PARAMS, BYTEAOID}
 	},
 	[ST_REVOKE_SESSION] = {
 		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
@@ -260,15 +279,6 @@ static const Statement statements[ST_COUNT] = {
 		"FROM @.extension_token_sessions WHERE user_id OPERATOR(pg_catalog.=) $1 "
 		"ORDER BY created_at DESC, session_id DESC",
 		4, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-	},
-	[ST_LOOKUP_REFRESH] = {
-		"SELECT t.token_type OPERATOR(pg_catalog.=) 'access', t.revoked_at IS NOT NULL, "
-		"t.used_at, t.session_id, t.user_id, t.name, t.expires_at, t.last_used_at, "
-		"s.created_at, s.last_used_at, s.last_refresh_error_at "
-		"FROM @.extension_tokens t JOIN @.extension_token_sessions s "
-		"ON s.session_id OPERATOR(pg_catalog.=) t.session_id "
-		"WHERE t.token_hash OPERATOR(pg_catalog.=) $1",
-		1, {BYTEAOID}
 	},
 	[ST_RECORD_REFRESH_ERROR] = {
 		"UPDATE @.extension_token_sessions SET last_refresh_error = $3, "
@@ -346,6 +356,12 @@ static struct
 				att_last_used,
 				att_used,
 				att_revoked;
+	/* extension_token_sessions columns that the refresh lookup reads */
+	AttrNumber	satt_created,
+				satt_last_used,
+				satt_error_at,
+				satt_claims,
+				satt_lifetime;
 	char	   *qschema;		/* quoted schema name, in TopMemoryContext */
 	SPIPlanPtr	plans[ST_COUNT];
 }			ext;
@@ -435,21 +451,27 @@ storage_load(void)
 							names[i], EXTENSION_NAME)));
 	}
 	{
-		Oid			t = ext.tables[0];
 		AttrNumber *atts[] = {&ext.att_type, &ext.att_session, &ext.att_user,
 			&ext.att_name, &ext.att_expires, &ext.att_last_used,
-		&ext.att_used, &ext.att_revoked};
+			&ext.att_used, &ext.att_revoked, &ext.satt_created,
+			&ext.satt_last_used, &ext.satt_error_at, &ext.satt_claims,
+		&ext.satt_lifetime};
 		const char *cols[] = {"token_type", "session_id", "user_id", "name",
-		"expires_at", "last_used_at", "used_at", "revoked_at"};
+			"expires_at", "last_used_at", "used_at", "revoked_at", "created_at",
+			"last_used_at", "last_refresh_error_at", "claims",
+		"access_lifetime"};
 
+		StaticAssertStmt(lengthof(atts) == lengthof(cols), "one name per column");
 		for (int i = 0; i < lengthof(atts); i++)
 		{
-			*atts[i] = get_attnum(t, cols[i]);
+			int			table = i < 8 ? 0 : 1;	/* tokens, then sessions */
+
+			*atts[i] = get_attnum(ext.tables[table], cols[i]);
 			if (*atts[i] == InvalidAttrNumber)
 				ereport(ERROR,
 						(errcode(ERRCODE_UNDEFINED_COLUMN),
-						 errmsg("column \"%s\" of table \"extension_tokens\" is missing",
-								cols[i])));
+						 errmsg("column \"%s\" of table \"%s\" is missing",
+								cols[i], names[table])));
 		}
 	}
 	ext.qschema = MemoryContextStrdup(TopMemoryContext,
@@ -572,25 +594,6 @@ column(int col, bool *isnull)
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col, isnull);
 }
 
-static char *
-column_text(int col, MemoryContext cxt)
-{
-	char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, col);
-
-	return v ? MemoryContextStrdup(cxt, v) : NULL;
-}
-
-static void
-column_uuid(int col, pg_uuid_t *out)
-{
-	bool		isnull;
-	Datum		d = column(col, &isnull);
-
-	if (isnull)
-		elog(ERROR, "extension_tokens: unexpected null uuid");
-	memcpy(out, DatumGetUUIDP(d), sizeof(pg_uuid_t));
-}
-
 static TimestampTz
 column_ts(int col)
 {
@@ -600,66 +603,103 @@ column_ts(int col)
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-/* Fills *out from the first row of ST_LOOKUP_REFRESH (its first 8 columns). */
-static void
-fill_token(StoredToken *out, MemoryContext cxt)
+/*
+ * The snapshot a statement of the caller's would get: in READ COMMITTED a
+ * fresh one, which sees a revocation committed a moment ago and what this
+ * transaction has written so far; under REPEATABLE READ and SERIALIZABLE
+ * the transaction's (the index and heap access methods take the predicate
+ * locks SERIALIZABLE needs).  Registered: the caller unregisters it.
+ */
+static Snapshot
+statement_snapshot(void)
 {
-	bool		isnull;
-
-	out->found = true;
-	out->is_access = DatumGetBool(column(1, &isnull));
-	out->revoked = DatumGetBool(column(2, &isnull));
-	out->used_at = column_ts(3);
-	(void) column(3, &isnull);
-	out->used = !isnull;
-	column_uuid(4, &out->session_id);
-	column_uuid(5, &out->user_id);
-	out->name = column_text(6, cxt);
-	out->expires_at = column_ts(7);
-	out->last_used_at = column_ts(8);
+	return RegisterSnapshot(IsolationUsesXactSnapshot() ?
+							GetTransactionSnapshot() : GetLatestSnapshot());
 }
 
 /*
- * The token whose hash this is, looked up directly in the primary key index
- * rather than through SPI: validation's one read, on every request.
- *
- * The snapshot is what a statement of the caller's would get: in READ
- * COMMITTED a fresh one, which sees a revocation committed a moment ago and
- * what this transaction has written so far; under REPEATABLE READ and
- * SERIALIZABLE the transaction's (the index and heap access methods take the
- * predicate locks SERIALIZABLE needs).  Like the SPI statements, this reads
- * the table as its owner would: no privilege or row security check applies
- * to the caller, who has none on the table.
+ * Opens table `table` of ext.tables and finds the row whose primary key is
+ * `key` (compared with `eq`) in its primary key index, under `snapshot`.
+ * The lookup is left open for the caller to read `slot`; lookup_end()
+ * closes it.
  */
-void
-StorageLookupToken(const unsigned char *hash, StoredToken *out)
+typedef struct DirectLookup
 {
 	Relation	rel;
 	Relation	index;
-	Oid			pkey;
-	Snapshot	snapshot;
-	ScanKeyData key;
 	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	bool		found;
+} DirectLookup;
+
+static void
+lookup_begin(DirectLookup *lk, int table, RegProcedure eq, Datum key,
+			 Snapshot snapshot)
+{
+	Oid			pkey;
+	ScanKeyData skey;
+
+	lk->rel = table_open(ext.tables[table], AccessShareLock);
+	pkey = ET_PRIMARY_KEY_INDEX(lk->rel);
+	if (!OidIsValid(pkey))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" has no primary key",
+						RelationGetRelationName(lk->rel))));
+	lk->index = index_open(pkey, AccessShareLock);
+	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, eq, key);
+	lk->slot = table_slot_create(lk->rel, NULL);
+	lk->scan = ET_INDEX_BEGINSCAN(lk->rel, lk->index, snapshot, 1, 0);
+	index_rescan(lk->scan, &skey, 1, NULL, 0);
+	lk->found = index_getnext_slot(lk->scan, ForwardScanDirection, lk->slot);
+}
+
+static void
+lookup_end(DirectLookup *lk)
+{
+	index_endscan(lk->scan);
+	ExecDropSingleTupleTableSlot(lk->slot);
+	index_close(lk->index, NoLock);
+	table_close(lk->rel, NoLock);
+}
+
+static TimestampTz
+slot_ts(TupleTableSlot *slot, AttrNumber att)
+{
+	bool		isnull;
+	Datum		d = slot_getattr(slot, att, &isnull);
+
+	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+/* Whole seconds of an interval, as date_part('epoch', i)::int8 gives them. */
+static int64
+interval_seconds(Datum interval)
+{
+	float8		v = DatumGetFloat8(DirectFunctionCall2(interval_part,
+													   CStringGetTextDatum("epoch"),
+													   interval));
+
+	v = rint(v);
+	if (isnan(v) || !FLOAT8_FITS_IN_INT64(v))
+		ereport(ERROR,
+				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+				 errmsg("session access_lifetime out of range")));
+	return (int64) v;
+}
+
+/* The token row of `hash` into *out (which the caller zeroed). */
+static void
+fetch_token(const unsigned char *hash, Snapshot snapshot, StoredToken *out)
+{
+	DirectLookup lk;
 	TupleTableSlot *slot;
 	bool		isnull;
 	Datum		d;
 
-	memset(out, 0, sizeof(*out));
-	storage_load();
-	rel = table_open(ext.tables[0], AccessShareLock);
-	pkey = ET_PRIMARY_KEY_INDEX(rel);
-	if (!OidIsValid(pkey))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("table \"extension_tokens\" has no primary key")));
-	index = index_open(pkey, AccessShareLock);
-	snapshot = RegisterSnapshot(IsolationUsesXactSnapshot() ?
-								GetTransactionSnapshot() : GetLatestSnapshot());
-	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_BYTEAEQ, hash_datum(hash));
-	slot = table_slot_create(rel, NULL);
-	scan = ET_INDEX_BEGINSCAN(rel, index, snapshot, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
-	if (index_getnext_slot(scan, ForwardScanDirection, slot))
+	lookup_begin(&lk, 0, F_BYTEAEQ, hash_datum(hash), snapshot);
+	slot = lk.slot;
+	if (lk.found)
 	{
 		text	   *type;
 
@@ -670,46 +710,76 @@ StorageLookupToken(const unsigned char *hash, StoredToken *out)
 			memcmp(VARDATA_ANY(type), "access", 6) == 0;
 		(void) slot_getattr(slot, ext.att_revoked, &isnull);
 		out->revoked = !isnull;
-		d = slot_getattr(slot, ext.att_used, &isnull);
+		(void) slot_getattr(slot, ext.att_used, &isnull);
 		out->used = !isnull;
-		out->used_at = isnull ? 0 : DatumGetTimestampTz(d);
+		out->used_at = slot_ts(slot, ext.att_used);
 		d = slot_getattr(slot, ext.att_session, &isnull);
 		memcpy(&out->session_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
 		d = slot_getattr(slot, ext.att_user, &isnull);
 		memcpy(&out->user_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
 		d = slot_getattr(slot, ext.att_name, &isnull);
 		out->name = TextDatumGetCString(d);
-		d = slot_getattr(slot, ext.att_expires, &isnull);
-		out->expires_at = DatumGetTimestampTz(d);
-		d = slot_getattr(slot, ext.att_last_used, &isnull);
-		out->last_used_at = isnull ? 0 : DatumGetTimestampTz(d);
+		out->expires_at = slot_ts(slot, ext.att_expires);
+		out->last_used_at = slot_ts(slot, ext.att_last_used);
 	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	UnregisterSnapshot(snapshot);
-	index_close(index, NoLock);
-	table_close(rel, NoLock);
+	lookup_end(&lk);
 }
 
-/* The token and what the refresh needs of its session. */
+/*
+ * The token whose hash this is, looked up directly in the primary key index
+ * rather than through SPI: validation's one read, on every request.  Like
+ * the SPI statements, this reads the table as its owner would: no privilege
+ * or row security check applies to the caller, who has none on the table.
+ */
+void
+StorageLookupToken(const unsigned char *hash, StoredToken *out)
+{
+	Snapshot	snapshot;
+
+	memset(out, 0, sizeof(*out));
+	storage_load();
+	snapshot = statement_snapshot();
+	fetch_token(hash, snapshot, out);
+	UnregisterSnapshot(snapshot);
+}
+
+/*
+ * The token and what a refresh needs of its session: two direct primary key
+ * lookups under one snapshot (as a join of the two would see them).  Not
+ * found when either row is missing.
+ */
 void
 StorageLookupRefresh(const unsigned char *hash, StoredToken *out)
 {
-	StorageCall call;
-	Datum		values[1];
+	Snapshot	snapshot;
+	DirectLookup lk;
 
 	memset(out, 0, sizeof(*out));
-	values[0] = hash_datum(hash);
-	storage_enter(&call);
-	storage_exec(ST_LOOKUP_REFRESH, values, NULL, false);
-	if (SPI_processed == 1)
+	storage_load();
+	snapshot = statement_snapshot();
+	fetch_token(hash, snapshot, out);
+	if (out->found)
 	{
-		fill_token(out, call.caller_cxt);
-		out->session_created_at = column_ts(9);
-		out->session_last_used_at = column_ts(10);
-		out->last_refresh_error_at = column_ts(11);
+		lookup_begin(&lk, 1, F_UUID_EQ, uuid_datum(&out->session_id), snapshot);
+		if (lk.found)
+		{
+			bool		isnull;
+			Datum		d;
+
+			out->session_created_at = slot_ts(lk.slot, ext.satt_created);
+			out->session_last_used_at = slot_ts(lk.slot, ext.satt_last_used);
+			out->last_refresh_error_at = slot_ts(lk.slot, ext.satt_error_at);
+			d = slot_getattr(lk.slot, ext.satt_claims, &isnull);
+			out->session_claims_json = isnull ? NULL
+				: JsonbToCString(NULL, &DatumGetJsonbP(d)->root, VARSIZE_ANY(DatumGetPointer(d)));
+			d = slot_getattr(lk.slot, ext.satt_lifetime, &isnull);
+			out->session_access_lifetime = isnull ? 0 : interval_seconds(d);
+		}
+		else
+			memset(out, 0, sizeof(*out));
+		lookup_end(&lk);
 	}
-	storage_leave(&call);
+	UnregisterSnapshot(snapshot);
 }
 
 void
@@ -840,64 +910,8 @@ StorageTouchToken(const unsigned char *hash, pg_uuid_t session_id, TimestampTz n
 	storage_leave(&call);
 }
 
-/* Locks a session's row: refresh does, before it touches its tokens. */
-void
-StorageLockSession(pg_uuid_t session_id)
-{
-	StorageCall call;
-	Datum		values[1];
-
-	values[0] = uuid_datum(&session_id);
-	storage_enter(&call);
-	storage_exec(ST_LOCK_SESSION, values, NULL, false);
-	storage_leave(&call);
-}
-
-bool
-StorageTakeRateSlot(bool refresh, pg_uuid_t user_id, TimestampTz now,
-					int limit, TimestampTz *retry_at)
-{
-	StorageCall call;
-	Datum		values[4];
-	bool		allowed;
-	bool		isnull;
-
-	values[0] = uuid_datum(&user_id);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = TimestampTzGetDatum(now - USECS_PER_HOUR);
-	values[3] = Int32GetDatum(limit);
-	storage_enter(&call);
-	storage_exec(refresh ? ST_RATE_REFRESH : ST_RATE_ISSUE, values, NULL, false);
-	if (SPI_processed != 1)
-		elog(ERROR, "extension_tokens: rate limit row missing");
-	allowed = DatumGetBool(column(1, &isnull)) && !isnull;
-	*retry_at = column_ts(2);
-	if (*retry_at != 0)
-		*retry_at += USECS_PER_HOUR;
-	storage_leave(&call);
-	return allowed;
-}
-
-uint64
-StorageRevokeOverLimit(pg_uuid_t user_id, TimestampTz now, int keep)
-{
-	StorageCall call;
-	Datum		values[4];
-	uint64		n;
-
-	values[0] = uuid_datum(&user_id);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = CStringGetTextDatum("session_limit");
-	values[3] = Int32GetDatum(keep);
-	storage_enter(&call);
-	storage_exec(ST_REVOKE_OVER_LIMIT, values, NULL, false);
-	n = SPI_processed;
-	storage_leave(&call);
-	return n;
-}
-
 static void
-pair_values(const NewPair *pair, Datum *values, char *nulls)
+pair_values(const NewPair *pair, int rate_limit, Datum *values, char *nulls)
 {
 	values[0] = uuid_datum(&pair->session_id);
 	values[1] = uuid_datum(&pair->user_id);
@@ -915,61 +929,89 @@ pair_values(const NewPair *pair, Datum *values, char *nulls)
 	values[7] = TimestampTzGetDatum(pair->refresh_expires_at);
 	values[8] = hash_datum(pair->access_hash);
 	values[9] = hash_datum(pair->refresh_hash);
+	values[10] = TimestampTzGetDatum(pair->created_at - USECS_PER_HOUR);
+	values[11] = Int32GetDatum(rate_limit);
 }
 
-void
-StorageInsertSession(const NewPair *pair)
+/* The rate slot's answer, the first two columns of ST_ISSUE and ST_REFRESH. */
+static bool
+rate_answer(TimestampTz *retry_at)
 {
-	StorageCall call;
-	Datum		values[10];
-	char		nulls[11] = "          ";
+	bool		isnull;
+	bool		allowed;
 
-	pair_values(pair, values, nulls);
-	storage_enter(&call);
-	storage_exec(ST_INSERT_SESSION, values, nulls, false);
-	storage_leave(&call);
+	if (SPI_processed != 1)
+		elog(ERROR, "extension_tokens: rate limit row missing");
+	allowed = DatumGetBool(column(1, &isnull)) && !isnull;
+	*retry_at = column_ts(2);
+	if (*retry_at != 0)
+		*retry_at += USECS_PER_HOUR;
+	return allowed;
 }
 
+/*
+ * Writes a new session and its pair, in one statement with the user's rate
+ * slot, then, when max_sessions > 0, revokes the user's sessions beyond the
+ * newest max_sessions - 1 others.  False, with nothing written, when the
+ * rate limit refuses; *retry_at then says when the oldest entry in the window
+ * leaves it (0 if unknown).
+ */
 bool
-StorageClaimRefresh(const unsigned char *hash, TimestampTz now,
-					const unsigned char *successor_hash, ClaimedSession *out)
+StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
+			 TimestampTz *retry_at)
 {
 	StorageCall call;
-	Datum		values[3];
-	bool		claimed;
+	Datum		values[12];
+	char		nulls[13] = "            ";
+	bool		allowed;
 
-	values[0] = hash_datum(hash);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = hash_datum(successor_hash);
+	pair_values(pair, rate_limit, values, nulls);
 	storage_enter(&call);
-	storage_exec(ST_CLAIM_REFRESH, values, NULL, false);
-	claimed = (SPI_processed == 1);
-	if (claimed)
+	storage_exec(ST_ISSUE, values, nulls, false);
+	allowed = rate_answer(retry_at);
+	if (allowed && max_sessions > 0)
 	{
-		bool		isnull;
+		Datum		limit[5];
 
-		column_uuid(1, &out->session_id);
-		column_uuid(2, &out->user_id);
-		out->name = column_text(3, call.caller_cxt);
-		out->claims_json = column_text(4, call.caller_cxt);
-		out->access_lifetime = DatumGetInt64(column(5, &isnull));
-		out->created_at = column_ts(6);
+		limit[0] = uuid_datum(&pair->user_id);
+		limit[1] = TimestampTzGetDatum(pair->created_at);
+		limit[2] = CStringGetTextDatum("session_limit");
+		limit[3] = Int32GetDatum(max_sessions - 1);
+		limit[4] = uuid_datum(&pair->session_id);
+		storage_exec(ST_REVOKE_OVER_LIMIT, limit, NULL, false);
 	}
 	storage_leave(&call);
-	return claimed;
+	return allowed;
 }
 
-void
-StorageRotate(const NewPair *pair)
+/*
+ * Exchanges refresh token `hash` for the new pair (made from what the lookup
+ * found of the session), in one statement: rate slot, session lock, claim,
+ * rotation.  REFRESH_LOST when the token was no longer there to claim:
+ * exchanged, revoked or expired by someone else since the lookup.
+ */
+RefreshOutcome
+StorageRefresh(const unsigned char *hash, const NewPair *pair, int rate_limit,
+			   TimestampTz *retry_at)
 {
 	StorageCall call;
-	Datum		values[10];
-	char		nulls[11] = "          ";
+	Datum		values[13];
+	char		nulls[14] = "             ";
+	RefreshOutcome outcome;
+	bool		isnull;
 
-	pair_values(pair, values, nulls);
+	pair_values(pair, rate_limit, values, nulls);
+	values[12] = hash_datum(hash);
 	storage_enter(&call);
-	storage_exec(ST_ROTATE, values, nulls, false);
+	storage_exec(ST_REFRESH, values, nulls, false);
+	if (!rate_answer(retry_at))
+		outcome = REFRESH_RATE_LIMITED;
+	else if (DatumGetBool(column(3, &isnull)) && !isnull)
+		outcome = REFRESH_DONE;
+	else
+		outcome = REFRESH_LOST;
 	storage_leave(&call);
+	return outcome;
 }
 
 static uint64

@@ -32,18 +32,9 @@ typedef struct StoredToken
 	TimestampTz session_created_at;
 	TimestampTz session_last_used_at;	/* 0 when never */
 	TimestampTz last_refresh_error_at;	/* 0 when never */
+	char	   *session_claims_json;	/* NULL when the session has none */
+	int64		session_access_lifetime;	/* seconds */
 } StoredToken;
-
-/* The session a refresh token belongs to, as the exchange needs it. */
-typedef struct ClaimedSession
-{
-	pg_uuid_t	session_id;
-	pg_uuid_t	user_id;
-	char	   *name;
-	char	   *claims_json;	/* NULL when the session has no extra claims */
-	int64		access_lifetime;	/* seconds */
-	TimestampTz created_at;
-} ClaimedSession;
 
 /* A new token pair, as stored: hashes only. */
 typedef struct NewPair
@@ -81,15 +72,17 @@ typedef struct StoredCounts
 extern void StorageCounts(TimestampTz now, StoredCounts *out);
 extern void StorageTouchToken(const unsigned char *hash, pg_uuid_t session_id,
 							  TimestampTz now, TimestampTz older_than);
-extern void StorageLockSession(pg_uuid_t session_id);
-extern bool StorageTakeRateSlot(bool refresh, pg_uuid_t user_id, TimestampTz now,
-								int limit, TimestampTz *retry_at);
-extern uint64 StorageRevokeOverLimit(pg_uuid_t user_id, TimestampTz now, int keep);
-extern void StorageInsertSession(const NewPair *pair);
-extern bool StorageClaimRefresh(const unsigned char *hash, TimestampTz now,
-								const unsigned char *successor_hash,
-								ClaimedSession *out);
-extern void StorageRotate(const NewPair *pair);
+extern bool StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
+						 TimestampTz *retry_at);
+
+typedef enum RefreshOutcome
+{
+	REFRESH_DONE,
+	REFRESH_RATE_LIMITED,
+	REFRESH_LOST
+} RefreshOutcome;
+extern RefreshOutcome StorageRefresh(const unsigned char *hash, const NewPair *pair,
+									 int rate_limit, TimestampTz *retry_at);
 extern uint64 StorageRevokeSession(pg_uuid_t session_id, TimestampTz now,
 								   const char *reason);
 extern uint64 StorageRevokeByToken(const unsigned char *hash, TimestampTz now,
