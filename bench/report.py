@@ -164,7 +164,8 @@ e1, s1, l1 = f("pgb_validate_ext_c1"), f("pgb_validate_sql_c1"), f("pgb_lookup_c
 rows.append(("validate, pgbench -c1 (TPS)", tps(e1), tps(s1), f"{tps(l1)} (index-lookup statement)",
              f"ext/lookup {100 * e1 / l1:.0f}%; ext/SQL {e1 / s1:.1f}×", "—", "—"))
 if "validate_ext_wal_bytes_c1" in m:
-    rows.append(("WAL written while the validate pgbench runs above ran (-c1 / -c2), bytes; "
+    rows.append(("WAL written while the validate pgbench runs above ran (-c1 / -c2; the extension's, "
+                 "the baseline's, the lookup's and SELECT 1's, in turn), bytes; "
                  "shows they were the read path (autovacuum may add some)",
                  f"{int(m['validate_ext_wal_bytes_c1']):,} / {int(m['validate_ext_wal_bytes_c2']):,}", "", "", "", "—", "—"))
 rows.append(("SELECT 1, pgbench -c1 / -c2 (TPS)", "", "",

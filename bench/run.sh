@@ -201,20 +201,36 @@ stmt_lookup() { echo "SELECT count(*) FILTER (WHERE (SELECT t.revoked_at IS NULL
 stmt_verify() { echo "SELECT count(*) FILTER (WHERE bench.sql_verify(b.access, $sql_secret) IS NOT NULL) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 stmt_sign() { echo "SELECT count(bench.sql_sign(json_build_object('iss', 'extension_tokens', 'aud', 'extension', 'sub', b.user_id::text, 'session_id', b.session_id, 'jti', gen_random_uuid(), 'type', 'access', 'iat', 1700000000 + g.g, 'exp', 1800000000), $sql_secret)) FROM generate_series(1, $1) g, LATERAL (SELECT user_id, session_id FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 
-# time_stmt NAME STATEMENT EXPECT: R = median over RUNS of microseconds per item.
-# Each run is the second of two runs of the statement in one connection: a
-# new backend's first touch of each shared-buffer page is a page fault (a
-# pooled connection has long paid it), and the first run pays those.
-time_stmt() {
-    local name=$1 stmt=$2 expect=$3 r v vals=()
+# time_rounds EXPECT NAME STATEMENT [NAME STATEMENT ...]: one-statement
+# timings, BENCH_RUNS rounds, each timing every statement in turn (as
+# pgb_rounds does for pgbench); T_NAME = the median µs per item (the
+# statement must count EXPECT).  Each timing is the second of two runs of
+# the statement in one connection: a new backend's first touch of each
+# shared-buffer page is a page fault (a pooled connection has long paid it),
+# and the first run pays those.
+time_rounds() {
+    local expect=$1 r i v sql; shift
+    local -a names=() stmts=()
+    local -A vals=()
+    while [ $# -gt 0 ]; do names+=("$1"); stmts+=("$2"); shift 2; done
     for r in $(seq 1 "$RUNS"); do
-        v=$(q -c "SELECT bench.time_count(\$stmt\$$stmt\$stmt\$, $expect)" \
-              -c "SELECT bench.time_count(\$stmt\$$stmt\$stmt\$, $expect)" 2>"$RAW/error.txt" | tail -n 1) ||
-            { cat "$RAW/error.txt" >&2; fail "$name: the statement failed or did not count $expect"; }
-        echo "$name run $r: $v us" >> "$RAW/one-statement.txt"
-        vals+=("$v")
+        for i in "${!names[@]}"; do
+            sql="SELECT bench.time_count(\$stmt\$${stmts[$i]}\$stmt\$, $expect)"
+            v=$(q -c "$sql" -c "$sql" 2>"$RAW/error.txt" | tail -n 1) ||
+                { cat "$RAW/error.txt" >&2; fail "${names[$i]}: the statement failed or did not count $expect"; }
+            echo "${names[$i]} (round $r): $v us" >> "$RAW/one-statement.txt"
+            vals[${names[$i]}]+=" $v"
+        done
     done
-    R=$(median "${vals[@]}")
+    for i in "${!names[@]}"; do
+        # shellcheck disable=SC2086
+        printf -v "T_${names[$i]}" '%s' "$(median ${vals[${names[$i]}]})"
+    done
+}
+time_stmt() {   # time_stmt NAME STATEMENT EXPECT: R = median µs per item
+    local label=${1//[^A-Za-z0-9_]/_} var
+    time_rounds "$3" "$label" "$2"
+    var=T_$label; R=${!var}
 }
 
 one_statement_validate() {
@@ -226,9 +242,10 @@ one_statement_validate() {
         fail "the lookup statement does not use the primary key (see $RAW/explain-lookup-$n.txt)"
     q -c "EXPLAIN $(stmt_ext "$k")" > "$RAW/explain-validate-$n.txt"
     touch_sample
-    time_stmt "ext validate $n" "$(stmt_ext "$k")" "$v"; metric "stmt_ext_us_$n" "$R"
-    time_stmt "sql validate $n" "$(stmt_sql "$k")" "$v"; metric "stmt_sql_us_$n" "$R"
-    time_stmt "lookup $n" "$(stmt_lookup "$k")" "$v"; metric "stmt_lookup_us_$n" "$R"
+    time_rounds "$v" validate_ext "$(stmt_ext "$k")" validate_sql "$(stmt_sql "$k")" lookup "$(stmt_lookup "$k")"
+    metric "stmt_ext_us_$n" "$T_validate_ext"
+    metric "stmt_sql_us_$n" "$T_validate_sql"
+    metric "stmt_lookup_us_$n" "$T_lookup"
 }
 
 # pgb NAME CLIENTS SCRIPT [pgbench options...]: R = median TPS over RUNS runs of
@@ -243,6 +260,26 @@ pgb() {
         vals+=("$LAST_TPS")
     done
     R=$(median "${vals[@]}")
+}
+# pgb_rounds CLIENTS NAME SCRIPT [NAME SCRIPT ...]: BENCH_RUNS rounds, each
+# running every script once in turn, so that a drift in the machine's speed
+# (a shared VM's can be 20% within minutes) falls on all of them alike;
+# R_NAME = the median TPS of each.  Every script gets -D secret=...
+pgb_rounds() {
+    local c=$1 r i; shift
+    local -a names=() scripts=()
+    local -A vals=()
+    while [ $# -gt 0 ]; do names+=("$1"); scripts+=("$2"); shift 2; done
+    for r in $(seq 1 "$RUNS"); do
+        for i in "${!names[@]}"; do
+            pgb_once "$RAW/${names[$i]}-c$c-r$r.txt" "$c" "${scripts[$i]}" -T "$SECS" -D "secret=$secret_hex"
+            vals[${names[$i]}]+=" $LAST_TPS"
+        done
+    done
+    for i in "${!names[@]}"; do
+        # shellcheck disable=SC2086
+        printf -v "R_${names[$i]}" '%s' "$(median ${vals[${names[$i]}]})"
+    done
 }
 pgb_once() {
     local out=$1 c=$2 script=$3
@@ -312,12 +349,14 @@ s_one=$(script select1 "SELECT 1;")
 for c in 1 2; do
     touch_sample
     l0=$(q -c "SELECT pg_current_wal_insert_lsn()")
-    pgb validate_ext $c "$s_ext"; metric "pgb_validate_ext_c$c" "$R"
-    # evidence that this was the read path (autovacuum may add a little)
+    pgb_rounds $c validate_ext "$s_ext" validate_sql "$s_sql" lookup "$s_lookup" select1 "$s_one"
+    # evidence that this was the read path: nothing here writes but
+    # validate, and it should not have (autovacuum may add a little)
     metric "validate_ext_wal_bytes_c$c" "$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$l0')::bigint")"
-    pgb validate_sql $c "$s_sql" -D "secret=$secret_hex"; metric "pgb_validate_sql_c$c" "$R"
-    pgb lookup $c "$s_lookup"; metric "pgb_lookup_c$c" "$R"
-    pgb select1 $c "$s_one"; metric "pgb_select1_c$c" "$R"
+    metric "pgb_validate_ext_c$c" "$R_validate_ext"
+    metric "pgb_validate_sql_c$c" "$R_validate_sql"
+    metric "pgb_lookup_c$c" "$R_lookup"
+    metric "pgb_select1_c$c" "$R_select1"
 done
 
 # ---------------------------------------------------------------------------
@@ -420,8 +459,6 @@ stmt_issue_sql="SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generat
 # to WAL; the timed runs see the steady state (checkpoint_timeout = 1h).
 q -c "SELECT bench.time_count(\$s\$$stmt_issue_ext\$s\$, $ISSUES)" -c "SELECT bench.time_count(\$s\$$stmt_issue_sql\$s\$, $ISSUES)" > "$RAW/issue-warmup.txt" ||
     fail "issue warm-up"
-time_stmt "ext issue" "$stmt_issue_ext" "$ISSUES"; metric stmt_issue_ext_us "$R"
-time_stmt "sql issue" "$stmt_issue_sql" "$ISSUES"; metric stmt_issue_sql_us "$R"
 # The floors of issuing in one statement: the same rows (user, session, two
 # tokens) with random keys and no signing or hashing, (a) by one prepared
 # statement per pair, the shape of any per-call implementation (plpgsql
@@ -451,10 +488,13 @@ FROM f, LATERAL (VALUES (f.a, 'access', interval '30 days'), (f.r, 'refresh', in
 RETURN n;
 END \$f\$;
 SQL
-time_stmt "floor issue, a statement per pair" \
-    "SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.floor_issue(g.u) p WHERE p = 1" \
-    "$ISSUES"; metric stmt_issue_floor_us "$R"
-time_stmt "floor issue, set-based" "SELECT bench.floor_issue_set($ISSUES)" "$ISSUES"; metric stmt_issue_floor_set_us "$R"
+time_rounds "$ISSUES" issue_ext "$stmt_issue_ext" issue_sql "$stmt_issue_sql" \
+    issue_floor "SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.floor_issue(g.u) p WHERE p = 1" \
+    issue_floor_set "SELECT bench.floor_issue_set($ISSUES)"
+metric stmt_issue_ext_us "$T_issue_ext"
+metric stmt_issue_sql_us "$T_issue_sql"
+metric stmt_issue_floor_us "$T_issue_floor"
+metric stmt_issue_floor_set_us "$T_issue_floor_set"
 # the SQL baseline's tokens validate with the extension, and the reverse
 tokx=$(q -c "SELECT access_token FROM bench.sql_issue(gen_random_uuid(), $sql_secret)")
 chk=$(q -c "SELECT (extension_token_validate('$tokx')).valid AND bench.sql_validate('$tokx', $sql_secret)")
@@ -463,9 +503,10 @@ s_issue_ext=$(script issue_ext "SELECT access_token FROM extension_token_issue(g
 s_issue_sql=$(script issue_sql "SELECT access_token FROM bench.sql_issue(gen_random_uuid(), :secret);")
 s_issue_floor=$(script issue_floor "$(issue_floor_sql "gen_random_uuid()")")
 for c in 1 2; do
-    pgb issue_ext $c "$s_issue_ext"; metric "pgb_issue_ext_c$c" "$R"
-    pgb issue_sql $c "$s_issue_sql" -D "secret=$secret_hex"; metric "pgb_issue_sql_c$c" "$R"
-    pgb issue_floor $c "$s_issue_floor"; metric "pgb_issue_floor_c$c" "$R"
+    pgb_rounds $c issue_ext "$s_issue_ext" issue_sql "$s_issue_sql" issue_floor "$s_issue_floor"
+    metric "pgb_issue_ext_c$c" "$R_issue_ext"
+    metric "pgb_issue_sql_c$c" "$R_issue_sql"
+    metric "pgb_issue_floor_c$c" "$R_issue_floor"
 done
 
 # ---------------------------------------------------------------------------
@@ -477,19 +518,55 @@ RATE=$(grep -E '^pgb_(issue_(ext|floor)|validate_write_sql)_c' "$METRICS" | awk 
 pool_size() {   # rows for RUNS runs at each of -c1 and -c2, at FACTOR x RATE
     python3 -c "import math; print(int(math.ceil($1 * $RATE * $SECS * $RUNS * 2)) + 200)"
 }
-POOL_OFF=0
-pool_pgb() {    # pool_pgb NAME CLIENTS SCRIPT USED_SQL: R = median TPS
-    local name=$1 c=$2 script=$3 used_sql=$4 r out vals=() used maxid
+declare -A POOL_OFF=()   # per pool: the last row used so far
+# pool_rounds CLIENTS NAME POOL SCRIPT USED_SQL [NAME POOL SCRIPT USED_SQL ...]:
+# as pgb_rounds, for scripts that use up rows of bench.POOL; after each run
+# the rows used must be exactly the transactions run (every refresh and
+# every revoke did its work), and the pool's offset moves past them.
+pool_rounds() {
+    local c=$1 r i name pool off out used maxid; shift
+    local -a names=() pools=() scripts=() useds=()
+    local -A vals=()
+    while [ $# -gt 0 ]; do names+=("$1"); pools+=("$2"); scripts+=("$3"); useds+=("$4"); shift 4; done
     for r in $(seq 1 "$RUNS"); do
-        out=$RAW/$name-c$c-r$r.txt
-        pgb_once "$out" "$c" "$script" -T "$SECS" -D n=0 -D "off=$POOL_OFF" -D "nc=$c"
-        read -r used maxid <<< "$(q -F ' ' -c "${used_sql//:off/$POOL_OFF}")"
-        [ "$used" = "$LAST_TXNS" ] ||
-            fail "$name: $LAST_TXNS transactions but $used pool rows used (see $out)"
-        POOL_OFF=$maxid
-        vals+=("$LAST_TPS")
+        for i in "${!names[@]}"; do
+            name=${names[$i]}; pool=${pools[$i]}; off=${POOL_OFF[$pool]:-0}
+            out=$RAW/$name-c$c-r$r.txt
+            pgb_once "$out" "$c" "${scripts[$i]}" -T "$SECS" -D n=0 -D "off=$off" -D "nc=$c"
+            read -r used maxid <<< "$(q -F ' ' -c "${useds[$i]//:off/$off}")"
+            [ "$used" = "$LAST_TXNS" ] ||
+                fail "$name: $LAST_TXNS transactions but $used pool rows used (see $out)"
+            POOL_OFF[$pool]=$maxid
+            vals[$name]+=" $LAST_TPS"
+        done
     done
-    R=$(median "${vals[@]}")
+    for i in "${!names[@]}"; do
+        # shellcheck disable=SC2086
+        printf -v "R_${names[$i]}" '%s' "$(median ${vals[${names[$i]}]})"
+    done
+}
+# bulk_sessions POOL RHASH PREFIX: for each row of bench.POOL (id, session_id,
+# user_id), a user, a live session and its access and refresh token rows,
+# written in bulk (foreign keys hold by construction: their triggers are
+# skipped); RHASH is the refresh row's hash (an expression), the access
+# row's is sha256(PREFIX || id).
+bulk_sessions() {
+    q <<SQL
+SET session_replication_role = replica;
+INSERT INTO extension_token_users (user_id) SELECT user_id FROM bench.$1;
+INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
+                                      last_used_at, expires_at, refresh_expires_at)
+SELECT session_id, user_id, 'Extension Token', '30 days', now(), now(),
+       now() + interval '30 days', now() + interval '90 days' FROM bench.$1;
+INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
+                              expires_at, last_used_at)
+SELECT sha256(convert_to('$3' || id, 'UTF8')), 'access', session_id, user_id, 'Extension Token',
+       now(), now() + interval '30 days', now() FROM bench.$1
+UNION ALL
+SELECT $2, 'refresh', session_id, user_id, 'Extension Token',
+       now(), now() + interval '90 days', now() FROM bench.$1;
+RESET session_replication_role;
+SQL
 }
 POOL_ID='\set n :n + 1
 \set id :off + (:n - 1) * :nc + :client_id + 1'
@@ -509,19 +586,8 @@ CREATE TABLE bench.fpool (id serial PRIMARY KEY, session_id uuid NOT NULL, user_
 INSERT INTO bench.fpool (session_id, user_id, rhash)
 SELECT md5('fs' || g)::uuid, md5('fu' || g)::uuid, sha256(convert_to('fr' || g, 'UTF8'))
 FROM generate_series(1, $P) g;
-INSERT INTO extension_token_users (user_id) SELECT user_id FROM bench.fpool;
-INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
-                                      last_used_at, expires_at, refresh_expires_at)
-SELECT session_id, user_id, 'Extension Token', '30 days', now(), now(),
-       now() + interval '30 days', now() + interval '90 days' FROM bench.fpool;
-INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
-                              expires_at, last_used_at)
-SELECT sha256(convert_to('fa' || id, 'UTF8')), 'access', session_id, user_id, 'Extension Token',
-       now(), now() + interval '30 days', now() FROM bench.fpool
-UNION ALL
-SELECT rhash, 'refresh', session_id, user_id, 'Extension Token',
-       now(), now() + interval '90 days', now() FROM bench.fpool;
 SQL
+bulk_sessions fpool rhash fa
 q -c "VACUUM ANALYZE" -c "CHECKPOINT"
 s_refresh_ext=$(script refresh_ext "$POOL_ID" \
     "SELECT access_token FROM extension_token_refresh((SELECT refresh FROM bench.rpool WHERE id = :id));")
@@ -529,11 +595,13 @@ s_refresh_floor=$(script refresh_floor "$POOL_ID" \
 "WITH f AS (SELECT session_id, user_id, rhash FROM bench.fpool WHERE id = :id), nh AS (SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS na, uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS nr), u AS (INSERT INTO extension_token_users AS u (user_id) SELECT user_id FROM f ON CONFLICT (user_id) DO UPDATE SET refresh_log = '{}' RETURNING 1), r AS (UPDATE extension_tokens t SET used_at = now(), replaced_by = nh.nr FROM f, nh WHERE t.token_hash = f.rhash AND t.token_type = 'refresh' AND t.used_at IS NULL AND t.revoked_at IS NULL RETURNING 1), a AS (UPDATE extension_tokens t SET revoked_at = now(), revoked_reason = 'rotated' FROM f WHERE t.session_id = f.session_id AND t.token_type = 'access' AND t.revoked_at IS NULL RETURNING 1), s AS (UPDATE extension_token_sessions s SET refresh_count = s.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days' FROM f WHERE s.session_id = f.session_id RETURNING 1) INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at) SELECT k.h, k.t, f.session_id, f.user_id, 'Extension Token', now(), now() + k.life, now() FROM f, nh, LATERAL (VALUES (nh.na, 'access', interval '30 days'), (nh.nr, 'refresh', interval '90 days')) k(h, t, life);")
 used_rpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.rpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off AND t.used_at IS NOT NULL"
 used_fpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.fpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off AND t.used_at IS NOT NULL"
-POOL_OFF=0
-for c in 1 2; do pool_pgb refresh_ext $c "$s_refresh_ext" "$used_rpool"; metric "pgb_refresh_ext_c$c" "$R"; done
-metric refresh_pool_used "$POOL_OFF of $P"
-POOL_OFF=0
-for c in 1 2; do pool_pgb refresh_floor $c "$s_refresh_floor" "$used_fpool"; metric "pgb_refresh_floor_c$c" "$R"; done
+for c in 1 2; do
+    pool_rounds $c refresh_ext rpool "$s_refresh_ext" "$used_rpool" \
+                   refresh_floor fpool "$s_refresh_floor" "$used_fpool"
+    metric "pgb_refresh_ext_c$c" "$R_refresh_ext"
+    metric "pgb_refresh_floor_c$c" "$R_refresh_floor"
+done
+metric refresh_pool_used "${POOL_OFF[rpool]} of $P"
 
 # ---------------------------------------------------------------------------
 # cleanup_run CLIENTS: CLEANUP_SESSIONS expired sessions (3 rows each), then
@@ -721,30 +789,20 @@ CREATE TABLE bench.vpool (id serial PRIMARY KEY, session_id uuid NOT NULL, user_
                           token text NOT NULL);
 INSERT INTO bench.vpool (session_id, user_id, token)
 SELECT md5('vs' || g)::uuid, md5('vu' || g)::uuid, 'ext_rt_benchrevoke' || g FROM generate_series(1, $P) g;
-SET session_replication_role = replica;
-INSERT INTO extension_token_users (user_id) SELECT user_id FROM bench.vpool;
-INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
-                                      last_used_at, expires_at, refresh_expires_at)
-SELECT session_id, user_id, 'Extension Token', '30 days', now(), now(),
-       now() + interval '30 days', now() + interval '90 days' FROM bench.vpool;
-INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
-                              expires_at, last_used_at)
-SELECT sha256(convert_to('va' || id, 'UTF8')), 'access', session_id, user_id, 'Extension Token',
-       now(), now() + interval '30 days', now() FROM bench.vpool
-UNION ALL
-SELECT sha256(convert_to(token, 'UTF8')), 'refresh', session_id, user_id, 'Extension Token',
-       now(), now() + interval '90 days', now() FROM bench.vpool;
-RESET session_replication_role;
 SQL
+bulk_sessions vpool "sha256(convert_to(token, 'UTF8'))" va
 q -c "VACUUM ANALYZE" -c "CHECKPOINT"
 s_revoke_user=$(script revoke_user "$POOL_ID" \
     "SELECT revoke_user_extension_tokens((SELECT user_id FROM bench.vpool WHERE id = :id));")
 s_revoke_token=$(script revoke_token "$POOL_ID" \
     "SELECT extension_token_revoke((SELECT token FROM bench.vpool WHERE id = :id));")
 used_vpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.vpool p JOIN extension_token_sessions s ON s.session_id = p.session_id WHERE p.id > :off AND s.revoked_at IS NOT NULL"
-POOL_OFF=0
-for c in 1 2; do pool_pgb revoke_user $c "$s_revoke_user" "$used_vpool"; metric "pgb_revoke_user_c$c" "$R"; done
-for c in 1 2; do pool_pgb revoke_token $c "$s_revoke_token" "$used_vpool"; metric "pgb_revoke_token_c$c" "$R"; done
+for c in 1 2; do
+    pool_rounds $c revoke_user vpool "$s_revoke_user" "$used_vpool" \
+                   revoke_token vpool "$s_revoke_token" "$used_vpool"
+    metric "pgb_revoke_user_c$c" "$R_revoke_user"
+    metric "pgb_revoke_token_c$c" "$R_revoke_token"
+done
 
 # ---------------------------------------------------------------------------
 say "no validation failed"

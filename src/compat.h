@@ -37,4 +37,15 @@
 	index_beginscan((heap), (index), (snapshot), (nkeys), (norderbys))
 #endif
 
+/*
+ * A GUC check hook's "extra": allocated with guc_malloc() since PostgreSQL
+ * 16 (GUC memory became a memory context), with malloc() before.  Both
+ * return NULL on failure (guc_malloc after a message at LOG).
+ */
+#if PG_VERSION_NUM >= 160000
+#define ET_GUC_MALLOC(size) guc_malloc(LOG, (size))
+#else
+#define ET_GUC_MALLOC(size) malloc(size)
+#endif
+
 #endif							/* EXTENSION_TOKENS_COMPAT_H */

@@ -8,8 +8,20 @@
  * every role can read in pg_db_role_setting) is refused, GUC_SUPERUSER_ONLY
  * so that SHOW, current_setting() and pg_settings show it to superusers
  * only, GUC_NO_SHOW_ALL and GUC_NOT_IN_SAMPLE so that SHOW ALL and the
- * sample file never list it.  Its length is checked where it is used, not in
- * a check hook, because PostgreSQL echoes a rejected value into the log.
+ * sample file never list it.  Its length is checked where it is used, not by
+ * rejecting it in a check hook, because PostgreSQL echoes a rejected value
+ * into the log.
+ *
+ * Nor does the setting's own text ever hold the secret.  PostgreSQL reads
+ * that text directly in places no show hook reaches: above all the
+ * postmaster, which on a reload logs 'parameter "..." changed to "..."' with
+ * the new value whenever the text changed.  So the check hook copies each
+ * secret into the setting's "extra" and blanks the text in place; the assign
+ * hook keeps the extra, which is what the extension signs and verifies with.
+ * The text is always empty, never changes, and is never logged.  (This holds
+ * in the postmaster only when the library is preloaded, as the README
+ * requires; a parallel worker, which gets settings as text, would see no
+ * secret, and every function of the extension is PARALLEL UNSAFE.)
  *
  * The prefix is reserved, so a misspelt extension_tokens.* setting is
  * reported instead of silently creating a placeholder anyone could set.
@@ -22,10 +34,12 @@
 
 #include "utils/guc.h"
 
+#include "compat.h"
+
 #include "config.h"
 #include "token.h"
 
-char	   *et_jwt_secret = NULL;
+static char *et_jwt_secret = NULL;	/* always "": see above */
 char	   *et_jwt_issuer = NULL;
 char	   *et_jwt_audience = NULL;
 int			et_access_token_lifetime = 30 * 86400;
@@ -37,13 +51,60 @@ int			et_refresh_rate_limit = 10;
 int			et_last_used_interval = 300;
 int			et_refresh_reuse_grace = 5;
 char	   *et_admin_roles = NULL;
-char	   *et_jwt_secret_previous = NULL;
+static char *et_jwt_secret_previous = NULL;	/* always "" */
 int			et_cleanup_retention = 7 * 86400;
 int			et_cleanup_batch_size = 1000;
 int			et_cleanup_batch_delay = 50;
 int			et_session_max_lifetime = 0;
 int			et_session_inactivity_timeout = 0;
 char	   *et_postgrest_role = NULL;
+
+/* A secret, as the check hook hands it to the assign hook. */
+typedef struct SecretValue
+{
+	size_t		len;
+	char		data[FLEXIBLE_ARRAY_MEMBER];
+} SecretValue;
+
+static const SecretValue *secret_current = NULL;
+static const SecretValue *secret_previous = NULL;
+
+static bool
+check_secret(char **newval, void **extra, GucSource source)
+{
+	size_t		len = *newval ? strlen(*newval) : 0;
+	SecretValue *v = ET_GUC_MALLOC(offsetof(SecretValue, data) + len + 1);
+
+	if (v != NULL)
+	{
+		v->len = len;
+		if (len > 0)
+			memcpy(v->data, *newval, len);
+		v->data[len] = '\0';
+		*extra = v;
+	}
+	/* Blank the text in place (no allocation can fail here). */
+	if (*newval)
+		explicit_bzero(*newval, len);
+	if (v == NULL)
+	{
+		GUC_check_errdetail("out of memory");
+		return false;
+	}
+	return true;
+}
+
+static void
+assign_secret(const char *newval, void *extra)
+{
+	secret_current = extra;
+}
+
+static void
+assign_previous_secret(const char *newval, void *extra)
+{
+	secret_previous = extra;
+}
 
 /*
  * What SHOW, current_setting() and pg_settings print for the secret, to
@@ -53,13 +114,13 @@ char	   *et_postgrest_role = NULL;
 static const char *
 show_secret(void)
 {
-	return (et_jwt_secret && et_jwt_secret[0]) ? "(hidden)" : "";
+	return (secret_current && secret_current->len > 0) ? "(hidden)" : "";
 }
 
 static const char *
 show_previous_secret(void)
 {
-	return (et_jwt_secret_previous && et_jwt_secret_previous[0]) ? "(hidden)" : "";
+	return (secret_previous && secret_previous->len > 0) ? "(hidden)" : "";
 }
 
 void
@@ -73,7 +134,7 @@ ConfigInit(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
 							   GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
-							   NULL, NULL, show_secret);
+							   check_secret, assign_secret, show_secret);
 
 	DefineCustomStringVariable("extension_tokens.jwt_issuer",
 							   "The iss claim written into and required of access tokens.",
@@ -171,7 +232,7 @@ ConfigInit(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
 							   GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
-							   NULL, NULL, show_previous_secret);
+							   check_secret, assign_previous_secret, show_previous_secret);
 
 	DefineCustomIntVariable("extension_tokens.cleanup_retention",
 							"How long expired and revoked sessions are kept before extension_tokens_cleanup() deletes them.",
@@ -227,7 +288,7 @@ ConfigInit(void)
 const char *
 ConfigRequireSecret(size_t *len)
 {
-	size_t		n = et_jwt_secret ? strlen(et_jwt_secret) : 0;
+	size_t		n = secret_current ? secret_current->len : 0;
 
 	if (n == 0)
 		ereport(ERROR,
@@ -243,16 +304,16 @@ ConfigRequireSecret(size_t *len)
 						   TOKEN_SECRET_MIN_LENGTH),
 				 errhint("Set a longer secret in postgresql.conf or with ALTER SYSTEM, then reload the configuration.")));
 	*len = n;
-	return et_jwt_secret;
+	return secret_current->data;
 }
 
 const char *
 ConfigPreviousSecret(size_t *len)
 {
-	size_t		n = et_jwt_secret_previous ? strlen(et_jwt_secret_previous) : 0;
+	size_t		n = secret_previous ? secret_previous->len : 0;
 
 	if (n < TOKEN_SECRET_MIN_LENGTH)
 		return NULL;
 	*len = n;
-	return et_jwt_secret_previous;
+	return secret_previous->data;
 }

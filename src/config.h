@@ -8,7 +8,6 @@
 #ifndef EXTENSION_TOKENS_CONFIG_H
 #define EXTENSION_TOKENS_CONFIG_H
 
-extern char *et_jwt_secret;
 extern char *et_jwt_issuer;
 extern char *et_jwt_audience;
 extern int	et_access_token_lifetime;	/* seconds */
@@ -20,7 +19,6 @@ extern int	et_refresh_rate_limit;
 extern int	et_last_used_interval;	/* seconds */
 extern int	et_refresh_reuse_grace;	/* seconds */
 extern char *et_admin_roles;
-extern char *et_jwt_secret_previous;
 extern int	et_cleanup_retention;	/* seconds */
 extern int	et_cleanup_batch_size;
 extern int	et_cleanup_batch_delay;

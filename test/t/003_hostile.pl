@@ -358,6 +358,44 @@ ok(index($log, $x_rt) < 0,
 	'log: the token in a failing EXECUTE built with format(%L) is not in the server log');
 
 # ---------------------------------------------------------------------
+# The secret stays out of the log too: a reload that changes it (the
+# postmaster logs 'parameter "..." changed to "..."' for a setting whose
+# text changed) and sets the previous one.
+# ---------------------------------------------------------------------
+my $new_secret = join '', map { sprintf '%02x', int(rand(256)) } 1 .. 32;
+$log_offset = -s $node->logfile;
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET extension_tokens.jwt_secret = '$new_secret'");
+$node->safe_psql('postgres',
+	"ALTER SYSTEM SET extension_tokens.jwt_secret_previous = '$secret'");
+$node->reload;
+# a new session starts from the postmaster's settings: once it sees the
+# previous secret set, the postmaster has processed the reload
+ok( $node->poll_query_until('postgres',
+		"SELECT current_setting('extension_tokens.jwt_secret_previous') = '(hidden)'"),
+	'secret: the reload setting the new secret and the previous one was processed');
+is($node->safe_psql('postgres', 'SHOW extension_tokens.jwt_secret'),
+	'(hidden)', 'secret: SHOW says (hidden)');
+is( $node->safe_psql('postgres',
+		"SELECT setting FROM pg_settings WHERE name LIKE 'extension_tokens.jwt_secret%'"),
+	'', 'secret: pg_settings does not list either secret');
+is( $node->safe_psql('postgres',
+		"SELECT (extension_token_validate((extension_token_issue(gen_random_uuid())).access_token)).valid"),
+	't', 'secret: a token signed after the reload validates');
+is( $node->safe_psql('postgres',
+		"SELECT (extension_token_validate(jws(hdr(), claims(), '$new_secret'))).error IS DISTINCT FROM 'invalid_signature'"),
+	't', 'secret: a token signed with the new secret passes the signature check');
+is( $node->safe_psql('postgres',
+		"SELECT (extension_token_validate(jws(hdr(), claims(), 'a third secret of at least thirty-two bytes'))).error"),
+	'invalid_signature', 'secret: one signed with a third secret does not');
+$log = slurp_file($node->logfile, $log_offset);
+ok(index($log, $new_secret) < 0,
+	'secret: the new secret is not in the server log after the reload');
+$log = slurp_file($node->logfile);
+ok(index($log, $secret) < 0,
+	'secret: the first secret (now the previous one) is nowhere in the server log');
+
+# ---------------------------------------------------------------------
 # No restart, no crash.
 # ---------------------------------------------------------------------
 is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'),
