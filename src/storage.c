@@ -77,8 +77,10 @@ typedef enum StatementId
 	ST_TOUCH_SESSION,
 	ST_TOUCH,
 	ST_ISSUE,
+	ST_ISSUE_NO_LIMIT,
 	ST_REVOKE_OVER_LIMIT,
 	ST_REFRESH,
+	ST_REFRESH_NO_LIMIT,
 	ST_REVOKE_SESSION,
 	ST_REVOKE_BY_TOKEN,
 	ST_REVOKE_USER,
@@ -140,6 +142,16 @@ typedef struct Statement
 	"   WHERE l.t OPERATOR(pg_catalog.>) " hour_ago ") AS oldest) "
 
 /*
+ * The same with no limit (0): only the lock, and the log kept empty.  A
+ * statement of its own, because the limit's subqueries cost their set-up on
+ * every execution even where the CASE never evaluates them.
+ */
+#define RATE_SLOT_OFF(col, user) \
+	"u AS (INSERT INTO @.extension_token_users AS u (user_id) VALUES (" user ") " \
+	"ON CONFLICT (user_id) DO UPDATE SET " col " = '{}'::pg_catalog.timestamptz[] " \
+	"RETURNING true AS ok, NULL::pg_catalog.timestamptz AS oldest) "
+
+/*
  * The parameters of a new pair (pair_values()), shared by issue and refresh:
  *	$1 session, $2 user, $3 name, $4 claims, $5 access lifetime, $6 now,
  *	$7 access expiry, $8 refresh expiry, $9 access hash, $10 refresh hash,
@@ -161,8 +173,8 @@ typedef struct Statement
  * Issue: the rate slot (and the user's lock), the session, its two tokens.
  * Nothing is written but the rate row when the slot is refused.
  */
-#define ISSUE_CTES \
-	"WITH " RATE_SLOT("issue_log", "$2", "$6", "$11", "$12") ", " \
+#define ISSUE_CTES(rate_slot) \
+	"WITH " rate_slot ", " \
 	"s AS (INSERT INTO @.extension_token_sessions " \
 	"  (session_id, user_id, name, claims, access_lifetime, created_at, " \
 	"   last_used_at, expires_at, refresh_expires_at) " \
@@ -180,6 +192,38 @@ typedef struct Statement
 	" OR created_at OPERATOR(pg_catalog.<) " created \
 	" OR COALESCE(last_used_at, created_at) OPERATOR(pg_catalog.<) " used ")"
 
+/*
+ * Refresh, after the lookup: the rate slot (the user's lock), the
+ * session's lock (l: FOR NO KEY UPDATE re-checks on the newest row
+ * version that it is not revoked), the claim of refresh token $13 (c:
+ * unused, unrevoked and unexpired, re-checked on the newest version by
+ * the UPDATE), then, only if the claim was made, the session's other
+ * access tokens revoked, the session's times moved on and the new pair
+ * written.  Each step reads the one before it, so the locks are taken
+ * in the order of every other path: user, session, tokens.
+ */
+#define REFRESH_STATEMENT(rate_slot) \
+	"WITH " rate_slot ", " \
+	"l AS (SELECT x.session_id FROM @.extension_token_sessions x, u " \
+	"  WHERE u.ok AND x.session_id OPERATOR(pg_catalog.=) $1 AND x.revoked_at IS NULL " \
+	"  FOR NO KEY UPDATE OF x), " \
+	"c AS (UPDATE @.extension_tokens t SET used_at = $6, replaced_by = $10 FROM l " \
+	"  WHERE t.token_hash OPERATOR(pg_catalog.=) $13 " \
+	"  AND t.session_id OPERATOR(pg_catalog.=) l.session_id " \
+	"  AND t.token_type OPERATOR(pg_catalog.=) 'refresh' " \
+	"  AND t.used_at IS NULL AND t.revoked_at IS NULL " \
+	"  AND t.expires_at OPERATOR(pg_catalog.>) $6 RETURNING 1), " \
+	"old AS (UPDATE @.extension_tokens SET revoked_at = $6, revoked_reason = 'rotated' " \
+	"  WHERE session_id OPERATOR(pg_catalog.=) $1 " \
+	"  AND token_type OPERATOR(pg_catalog.=) 'access' AND revoked_at IS NULL " \
+	"  AND EXISTS (SELECT 1 FROM c)), " \
+	"s AS (UPDATE @.extension_token_sessions SET " \
+	"  refresh_count = refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $6, " \
+	"  last_used_at = $6, expires_at = $7, refresh_expires_at = $8 " \
+	"  WHERE session_id OPERATOR(pg_catalog.=) $1 AND EXISTS (SELECT 1 FROM c)), " \
+	"n AS (" INSERT_PAIR("c") ") " \
+	"SELECT u.ok, u.oldest, EXISTS (SELECT 1 FROM c) FROM u"
+
 static const Statement statements[ST_COUNT] = {
 	/* Last use: the session's row first, then the token's (lock order). */
 	[ST_TOUCH_SESSION] = {
@@ -195,7 +239,12 @@ static const Statement statements[ST_COUNT] = {
 		3, {BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 	},
 	[ST_ISSUE] = {
-		ISSUE_CTES "SELECT u.ok, u.oldest FROM u",
+		ISSUE_CTES(RATE_SLOT("issue_log", "$2", "$6", "$11", "$12"))
+		"SELECT u.ok, u.oldest FROM u",
+		12, {PAIR_PARAMS}
+	},
+	[ST_ISSUE_NO_LIMIT] = {
+		ISSUE_CTES(RATE_SLOT_OFF("issue_log", "$2")) "SELECT u.ok, u.oldest FROM u",
 		12, {PAIR_PARAMS}
 	},
 	/*
@@ -214,37 +263,12 @@ static const Statement statements[ST_COUNT] = {
 						"FOR NO KEY UPDATE"),
 		5, {UUIDOID, TIMESTAMPTZOID, TEXTOID, INT4OID, UUIDOID}
 	},
-	/*
-	 * Refresh, after the lookup: the rate slot (the user's lock), the
-	 * session's lock (l: FOR NO KEY UPDATE re-checks on the newest row
-	 * version that it is not revoked), the claim of refresh token $13 (c:
-	 * unused, unrevoked and unexpired, re-checked on the newest version by
-	 * the UPDATE), then, only if the claim was made, the session's other
-	 * access tokens revoked, the session's times moved on and the new pair
-	 * written.  Each step reads the one before it, so the locks are taken
-	 * in the order of every other path: user, session, tokens.
-	 */
 	[ST_REFRESH] = {
-		"WITH " RATE_SLOT("refresh_log", "$2", "$6", "$11", "$12") ", "
-		"l AS (SELECT x.session_id FROM @.extension_token_sessions x, u "
-		"  WHERE u.ok AND x.session_id OPERATOR(pg_catalog.=) $1 AND x.revoked_at IS NULL "
-		"  FOR NO KEY UPDATE OF x), "
-		"c AS (UPDATE @.extension_tokens t SET used_at = $6, replaced_by = $10 FROM l "
-		"  WHERE t.token_hash OPERATOR(pg_catalog.=) $13 "
-		"  AND t.session_id OPERATOR(pg_catalog.=) l.session_id "
-		"  AND t.token_type OPERATOR(pg_catalog.=) 'refresh' "
-		"  AND t.used_at IS NULL AND t.revoked_at IS NULL "
-		"  AND t.expires_at OPERATOR(pg_catalog.>) $6 RETURNING 1), "
-		"old AS (UPDATE @.extension_tokens SET revoked_at = $6, revoked_reason = 'rotated' "
-		"  WHERE session_id OPERATOR(pg_catalog.=) $1 "
-		"  AND token_type OPERATOR(pg_catalog.=) 'access' AND revoked_at IS NULL "
-		"  AND EXISTS (SELECT 1 FROM c)), "
-		"s AS (UPDATE @.extension_token_sessions SET "
-		"  refresh_count = refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $6, "
-		"  last_used_at = $6, expires_at = $7, refresh_expires_at = $8 "
-		"  WHERE session_id OPERATOR(pg_catalog.=) $1 AND EXISTS (SELECT 1 FROM c)), "
-		"n AS (" INSERT_PAIR("c") ") "
-		"SELECT u.ok, u.oldest, EXISTS (SELECT 1 FROM c) FROM u",
+		REFRESH_STATEMENT(RATE_SLOT("refresh_log", "$2", "$6", "$11", "$12")),
+		13, {PAIR_PARAMS, BYTEAOID}
+	},
+	[ST_REFRESH_NO_LIMIT] = {
+		REFRESH_STATEMENT(RATE_SLOT_OFF("refresh_log", "$2")),
 		13, {PAIR_PARAMS, BYTEAOID}
 	},
 	[ST_REVOKE_SESSION] = {
@@ -617,21 +641,22 @@ statement_snapshot(void)
 							GetTransactionSnapshot() : GetLatestSnapshot());
 }
 
-/*
- * Opens table `table` of ext.tables and finds the row whose primary key is
- * `key` (compared with `eq`) in its primary key index, under `snapshot`.
- * The lookup is left open for the caller to read `slot`; lookup_end()
- * closes it.
- */
+/* A row looked up directly in a primary key index. */
 typedef struct DirectLookup
 {
 	Relation	rel;
 	Relation	index;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
-	bool		found;
+	bool		found;			/* slot holds the row */
 } DirectLookup;
 
+/*
+ * Opens table `table` of ext.tables and finds the row whose primary key is
+ * `key` (compared with `eq`) in its primary key index, under `snapshot`.
+ * The lookup is left open for the caller to read `slot`; lookup_end()
+ * closes it.
+ */
 static void
 lookup_begin(DirectLookup *lk, int table, RegProcedure eq, Datum key,
 			 Snapshot snapshot)
@@ -967,7 +992,7 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 
 	pair_values(pair, rate_limit, values, nulls);
 	storage_enter(&call);
-	storage_exec(ST_ISSUE, values, nulls, false);
+	storage_exec(rate_limit > 0 ? ST_ISSUE : ST_ISSUE_NO_LIMIT, values, nulls, false);
 	allowed = rate_answer(retry_at);
 	if (allowed && max_sessions > 0)
 	{
@@ -1003,7 +1028,7 @@ StorageRefresh(const unsigned char *hash, const NewPair *pair, int rate_limit,
 	pair_values(pair, rate_limit, values, nulls);
 	values[12] = hash_datum(hash);
 	storage_enter(&call);
-	storage_exec(ST_REFRESH, values, nulls, false);
+	storage_exec(rate_limit > 0 ? ST_REFRESH : ST_REFRESH_NO_LIMIT, values, nulls, false);
 	if (!rate_answer(retry_at))
 		outcome = REFRESH_RATE_LIMITED;
 	else if (DatumGetBool(column(3, &isnull)) && !isnull)

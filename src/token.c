@@ -340,6 +340,9 @@ static struct
 	int			(*new) (jwt_t **jwt);
 	void		(*free) (jwt_t *jwt);
 	int			(*add_grants_json) (jwt_t *jwt, const char *json);
+	int			(*add_grant) (jwt_t *jwt, const char *grant, const char *val);
+	int			(*add_grant_int) (jwt_t *jwt, const char *grant, long val);
+	int			(*del_grants) (jwt_t *jwt, const char *grant);
 	int			(*set_alg) (jwt_t *jwt, jwt_alg_t alg, const unsigned char *key, int len);
 	int			(*add_header) (jwt_t *jwt, const char *header, const char *val);
 	char	   *(*encode_str) (jwt_t *jwt);
@@ -361,8 +364,12 @@ load_libjwt(void)
 	libjwt.set_alg = (int (*) (jwt_t *, jwt_alg_t, const unsigned char *, int)) dlsym(h, "jwt_set_alg");
 	libjwt.encode_str = (char *(*) (jwt_t *)) dlsym(h, "jwt_encode_str");
 	libjwt.add_header = (int (*) (jwt_t *, const char *, const char *)) dlsym(h, "jwt_add_header");
+	libjwt.add_grant = (int (*) (jwt_t *, const char *, const char *)) dlsym(h, "jwt_add_grant");
+	libjwt.add_grant_int = (int (*) (jwt_t *, const char *, long)) dlsym(h, "jwt_add_grant_int");
+	libjwt.del_grants = (int (*) (jwt_t *, const char *)) dlsym(h, "jwt_del_grants");
 	if (!libjwt.new || !libjwt.free || !libjwt.add_grants_json ||
-		!libjwt.set_alg || !libjwt.encode_str || !libjwt.add_header)
+		!libjwt.set_alg || !libjwt.encode_str || !libjwt.add_header ||
+		!libjwt.add_grant || !libjwt.add_grant_int || !libjwt.del_grants)
 		return false;
 	libjwt.loaded = true;
 	return true;
@@ -372,6 +379,17 @@ load_libjwt(void)
  * Access tokens: building
  * ---------------------------------------------------------------------
  */
+
+/* libjwt takes integer claims as long: iat and exp need 64 bits. */
+_Static_assert(sizeof(long) >= 8, "long must hold a 64-bit timestamp");
+
+/* The claims every access token carries, which no extra claim may replace. */
+static const char *const own_claims[] = {
+	"iss", "aud", "sub", "session_id", "jti", "type", "iat", "exp", "role"
+};
+
+static const char *signing_key_id(const unsigned char *key, size_t keylen,
+								  char buf[TOKEN_KID_LENGTH + 1]);
 
 char *
 token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
@@ -400,6 +418,17 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 	token_uuid_format(jti, jti_text);
 	token_uuid_format(spec->session_id, session_text);
 
+	if (!load_libjwt())
+	{
+		*errmsg = "could not load libjwt (" LIBJWT_SONAME ")";
+		goto done;
+	}
+	if (libjwt.new(&jwt) != 0)
+	{
+		*errmsg = "out of memory";
+		goto done;
+	}
+	/* The extra claims first: checked to be one object, duplicates refused. */
 	if (spec->extra_claims_json != NULL)
 	{
 		claims = json_loadb(spec->extra_claims_json, spec->extra_claims_len,
@@ -409,45 +438,30 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 			*errmsg = token_bad_claims;
 			goto done;
 		}
+		claims_text = json_dumps(claims, JSON_COMPACT);
+		if (claims_text == NULL || libjwt.add_grants_json(jwt, claims_text) != 0)
+		{
+			*errmsg = "could not build the token's claims";
+			goto done;
+		}
 	}
-	else
-		claims = json_loads("{}", 0, &jerr);	/* see "libjwt" above */
-	if (claims == NULL)
-	{
-		*errmsg = "out of memory";
-		goto done;
-	}
-
-	/* Our claims last, so that nothing in the extras can stand for them. */
-	if (json_object_set_new(claims, "iss", json_string(spec->issuer)) ||
-		json_object_set_new(claims, "aud", json_string(spec->audience)) ||
-		json_object_set_new(claims, "sub", json_string(spec->sub)) ||
-		json_object_set_new(claims, "session_id", json_string(session_text)) ||
-		json_object_set_new(claims, "jti", json_string(jti_text)) ||
-		json_object_set_new(claims, "type", json_string("access")) ||
-		json_object_set_new(claims, "iat", json_integer((json_int_t) spec->iat)) ||
-		json_object_set_new(claims, "exp", json_integer((json_int_t) spec->exp)) ||
-		(spec->role != NULL &&
-		 json_object_set_new(claims, "role", json_string(spec->role))))
+	/* Then ours, replacing any extra of the same name: none can stand for them. */
+	for (size_t i = 0; i < sizeof(own_claims) / sizeof(own_claims[0]); i++)
+		(void) libjwt.del_grants(jwt, own_claims[i]);
+	if (libjwt.add_grant(jwt, "iss", spec->issuer) != 0 ||
+		libjwt.add_grant(jwt, "aud", spec->audience) != 0 ||
+		libjwt.add_grant(jwt, "sub", spec->sub) != 0 ||
+		libjwt.add_grant(jwt, "session_id", session_text) != 0 ||
+		libjwt.add_grant(jwt, "jti", jti_text) != 0 ||
+		libjwt.add_grant(jwt, "type", "access") != 0 ||
+		libjwt.add_grant_int(jwt, "iat", (long) spec->iat) != 0 ||
+		libjwt.add_grant_int(jwt, "exp", (long) spec->exp) != 0 ||
+		(spec->role != NULL && libjwt.add_grant(jwt, "role", spec->role) != 0))
 	{
 		*errmsg = "could not build the token's claims";
 		goto done;
 	}
-	claims_text = json_dumps(claims, JSON_COMPACT);
-	if (claims_text == NULL)
-	{
-		*errmsg = "could not serialize the token's claims";
-		goto done;
-	}
-
-	if (!load_libjwt())
-	{
-		*errmsg = "could not load libjwt (" LIBJWT_SONAME ")";
-		goto done;
-	}
-	if (libjwt.new(&jwt) != 0 ||
-		libjwt.add_grants_json(jwt, claims_text) != 0 ||
-		libjwt.set_alg(jwt, JWT_ALG_HS256, key, (int) keylen) != 0)
+	if (libjwt.set_alg(jwt, JWT_ALG_HS256, key, (int) keylen) != 0)
 	{
 		*errmsg = "could not build the token";
 		goto done;
@@ -456,8 +470,7 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 	{
 		char		kid[TOKEN_KID_LENGTH + 1];
 
-		token_key_id(key, keylen, kid);
-		if (libjwt.add_header(jwt, "kid", kid) != 0)
+		if (libjwt.add_header(jwt, "kid", signing_key_id(key, keylen, kid)) != 0)
 		{
 			*errmsg = "could not build the token";
 			goto done;
@@ -589,6 +602,18 @@ key_id_of(int slot, const TokenVerifyParams *params, char buf[TOKEN_KID_LENGTH +
 	if (key == NULL)
 		return NULL;
 	kc = key_cache_get(slot, key, keylen);
+	if (kc != NULL)
+		return kc->kid;
+	token_key_id(key, keylen, buf);
+	return buf;
+}
+
+/* The key id of the key that signs: the current key's, kept in its cache entry. */
+static const char *
+signing_key_id(const unsigned char *key, size_t keylen, char buf[TOKEN_KID_LENGTH + 1])
+{
+	KeyCache   *kc = key_cache_get(0, key, keylen);
+
 	if (kc != NULL)
 		return kc->kid;
 	token_key_id(key, keylen, buf);
