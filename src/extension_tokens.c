@@ -352,7 +352,7 @@ extension_token_issue(PG_FUNCTION_ARGS)
 	pair_times(&pair, now, now, lifetime);
 	mint_access(&pair, &tokens);
 	mint_refresh(&pair, &tokens);
-	/* one statement: rate slot, session limit, the new rows */
+	/* the rate slot and the new rows (one statement), then the session limit */
 	if (!StorageIssue(&pair, et_issue_rate_limit, et_max_sessions_per_user, &retry_at))
 		PolicyRateLimited(false, now, retry_at);
 	StatsCount(STATS_ISSUED);
