@@ -263,7 +263,7 @@ pgb() {
 }
 # pgb_rounds CLIENTS NAME SCRIPT [NAME SCRIPT ...]: BENCH_RUNS rounds, each
 # running every script once in turn, so that a drift in the machine's speed
-# (a shared VM's can be 20% within minutes) falls on all of them alike;
+# (this VM's moved by up to 15% from run to run) falls on all of them alike;
 # R_NAME = the median TPS of each.  Every script gets -D secret=...
 pgb_rounds() {
     local c=$1 r i; shift

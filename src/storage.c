@@ -120,31 +120,27 @@ typedef struct Statement
  * Rate limits: a user's log of recent issues (or refreshes), at most `limit`
  * timestamps within the last hour.  This CTE, "u", locks the user's row,
  * prunes the log and, if there is room, appends now; it returns whether it
- * did (ok) and when the oldest entry leaves the window (oldest).  A limit of
- * 0 means none: the row is still locked, which serializes a user's issues
- * and refreshes.
+ * did (ok) and when the oldest entry leaves the window (oldest).  For a
+ * limit above 0; RATE_SLOT_OFF below is the one for no limit.
  */
 #define RATE_SLOT(col, user, now, hour_ago, limit) \
 	"u AS (INSERT INTO @.extension_token_users AS u (user_id, " col ") " \
-	"VALUES (" user ", CASE WHEN " limit " OPERATOR(pg_catalog.>) 0 THEN ARRAY[" now "] " \
-	"  ELSE '{}'::pg_catalog.timestamptz[] END) " \
+	"VALUES (" user ", ARRAY[" now "]) " \
 	"ON CONFLICT (user_id) DO UPDATE SET " col " = CASE " \
-	"  WHEN " limit " OPERATOR(pg_catalog.=) 0 THEN '{}'::pg_catalog.timestamptz[] " \
 	"  WHEN (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(u." col ") AS l(t) " \
 	"        WHERE l.t OPERATOR(pg_catalog.>) " hour_ago ") OPERATOR(pg_catalog.<) " limit \
 	"  THEN ARRAY(SELECT l.t FROM pg_catalog.unnest(u." col ") AS l(t) " \
 	"        WHERE l.t OPERATOR(pg_catalog.>) " hour_ago " ORDER BY l.t) " \
 	"       OPERATOR(pg_catalog.||) " now \
 	"  ELSE u." col " END " \
-	"RETURNING " limit " OPERATOR(pg_catalog.=) 0 OR " \
-	"  u." col "[pg_catalog.array_upper(u." col ", 1)] OPERATOR(pg_catalog.=) " now " AS ok, " \
+	"RETURNING u." col "[pg_catalog.array_upper(u." col ", 1)] OPERATOR(pg_catalog.=) " now " AS ok, " \
 	"  (SELECT pg_catalog.min(l.t) FROM pg_catalog.unnest(u." col ") AS l(t) " \
 	"   WHERE l.t OPERATOR(pg_catalog.>) " hour_ago ") AS oldest) "
 
 /*
- * The same with no limit (0): only the lock, and the log kept empty.  A
- * statement of its own, because the limit's subqueries cost their set-up on
- * every execution even where the CASE never evaluates them.
+ * No limit (0): only the lock, which still serializes a user's issues and
+ * refreshes, and the log kept empty.  A statement of its own, because the
+ * limit's subqueries cost their set-up on every execution.
  */
 #define RATE_SLOT_OFF(col, user) \
 	"u AS (INSERT INTO @.extension_token_users AS u (user_id) VALUES (" user ") " \
@@ -153,7 +149,8 @@ typedef struct Statement
 
 /*
  * The parameters of a new pair (pair_values()), shared by issue and refresh:
- *	$1 session, $2 user, $3 name, $4 claims, $5 access lifetime, $6 now,
+ *	$1 session, $2 user, $3 name, $4 claims and $5 access lifetime (issue
+ *	only: null for refresh), $6 now,
  *	$7 access expiry, $8 refresh expiry, $9 access hash, $10 refresh hash,
  *	$11 now - 1 hour, $12 rate limit
  * The new pair's two token rows, written when the CTE named in `gate` has a
@@ -936,19 +933,27 @@ StorageTouchToken(const unsigned char *hash, pg_uuid_t session_id, TimestampTz n
 }
 
 static void
-pair_values(const NewPair *pair, int rate_limit, Datum *values, char *nulls)
+pair_values(const NewPair *pair, bool with_session, int rate_limit,
+			Datum *values, char *nulls)
 {
 	values[0] = uuid_datum(&pair->session_id);
 	values[1] = uuid_datum(&pair->user_id);
 	values[2] = CStringGetTextDatum(pair->name);
-	if (pair->claims_json)
-		values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(pair->claims_json));
-	else
+	/* the session's claims and lifetime: the issue statement writes them */
+	values[3] = (Datum) 0;
+	nulls[3] = 'n';
+	if (pair->claims_json && with_session)
 	{
-		values[3] = (Datum) 0;
-		nulls[3] = 'n';
+		values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(pair->claims_json));
+		nulls[3] = ' ';
 	}
-	values[4] = seconds_interval(pair->access_lifetime);
+	values[4] = (Datum) 0;
+	nulls[4] = 'n';
+	if (with_session)
+	{
+		values[4] = seconds_interval(pair->access_lifetime);
+		nulls[4] = ' ';
+	}
 	values[5] = TimestampTzGetDatum(pair->created_at);
 	values[6] = TimestampTzGetDatum(pair->expires_at);
 	values[7] = TimestampTzGetDatum(pair->refresh_expires_at);
@@ -990,7 +995,7 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 	char		nulls[13] = "            ";
 	bool		allowed;
 
-	pair_values(pair, rate_limit, values, nulls);
+	pair_values(pair, true, rate_limit, values, nulls);
 	storage_enter(&call);
 	storage_exec(rate_limit > 0 ? ST_ISSUE : ST_ISSUE_NO_LIMIT, values, nulls, false);
 	allowed = rate_answer(retry_at);
@@ -1025,7 +1030,7 @@ StorageRefresh(const unsigned char *hash, const NewPair *pair, int rate_limit,
 	RefreshOutcome outcome;
 	bool		isnull;
 
-	pair_values(pair, rate_limit, values, nulls);
+	pair_values(pair, false, rate_limit, values, nulls);
 	values[12] = hash_datum(hash);
 	storage_enter(&call);
 	storage_exec(rate_limit > 0 ? ST_REFRESH : ST_REFRESH_NO_LIMIT, values, nulls, false);

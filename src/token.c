@@ -444,10 +444,11 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 			*errmsg = "could not build the token's claims";
 			goto done;
 		}
+		/* ours replace any extra of the same name: none can stand for them */
+		for (size_t i = 0; i < sizeof(own_claims) / sizeof(own_claims[0]); i++)
+			(void) libjwt.del_grants(jwt, own_claims[i]);
 	}
-	/* Then ours, replacing any extra of the same name: none can stand for them. */
-	for (size_t i = 0; i < sizeof(own_claims) / sizeof(own_claims[0]); i++)
-		(void) libjwt.del_grants(jwt, own_claims[i]);
+	/* Then ours. */
 	if (libjwt.add_grant(jwt, "iss", spec->issuer) != 0 ||
 		libjwt.add_grant(jwt, "aud", spec->audience) != 0 ||
 		libjwt.add_grant(jwt, "sub", spec->sub) != 0 ||
