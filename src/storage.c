@@ -190,23 +190,32 @@ typedef struct Statement
 	" OR COALESCE(last_used_at, created_at) OPERATOR(pg_catalog.<) " used ")"
 
 /*
- * Refresh, after the lookup: the rate slot (the user's lock), the
- * session's lock (l: FOR NO KEY UPDATE re-checks on the newest row
- * version that it is not revoked), the claim of refresh token $13 (c:
- * unused, unrevoked and unexpired, re-checked on the newest version by
- * the UPDATE), then, only if the claim was made, the session's other
- * access tokens revoked, the session's times moved on and the new pair
- * written.  Each step reads the one before it, so the locks are taken
- * in the order of every other path: user, session, tokens.
+ * Refresh, after the lookup: the rate slot (the user's lock), the session
+ * moved on (s: the UPDATE locks the row and re-checks on its newest version
+ * that it is not revoked), the claim of refresh token $13 (c: unused,
+ * unrevoked and unexpired, re-checked on the newest version by the UPDATE),
+ * then, only if the claim was made, the session's other access tokens
+ * revoked and the new pair written.  Each step reads the one before it, so
+ * the locks are taken in the order of every other path: user, session,
+ * tokens.
+ *
+ * The session is updated before the claim is known, because the UPDATE is
+ * what takes the session's lock (a separate FOR NO KEY UPDATE would write
+ * one more WAL record per refresh).  When the claim is lost, the caller
+ * always raises an error (StorageRefresh() says REFRESH_LOST and
+ * extension_token_refresh() refuses), and that rolls the session's update
+ * back with the rate slot.
  */
 #define REFRESH_STATEMENT(rate_slot) \
 	"WITH " rate_slot ", " \
-	"l AS (SELECT x.session_id FROM @.extension_token_sessions x, u " \
-	"  WHERE u.ok AND x.session_id OPERATOR(pg_catalog.=) $1 AND x.revoked_at IS NULL " \
-	"  FOR NO KEY UPDATE OF x), " \
-	"c AS (UPDATE @.extension_tokens t SET used_at = $6, replaced_by = $10 FROM l " \
+	"s AS (UPDATE @.extension_token_sessions x SET " \
+	"  refresh_count = x.refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $6, " \
+	"  last_used_at = $6, expires_at = $7, refresh_expires_at = $8 " \
+	"  FROM u WHERE u.ok AND x.session_id OPERATOR(pg_catalog.=) $1 " \
+	"  AND x.revoked_at IS NULL RETURNING x.session_id), " \
+	"c AS (UPDATE @.extension_tokens t SET used_at = $6, replaced_by = $10 FROM s " \
 	"  WHERE t.token_hash OPERATOR(pg_catalog.=) $13 " \
-	"  AND t.session_id OPERATOR(pg_catalog.=) l.session_id " \
+	"  AND t.session_id OPERATOR(pg_catalog.=) s.session_id " \
 	"  AND t.token_type OPERATOR(pg_catalog.=) 'refresh' " \
 	"  AND t.used_at IS NULL AND t.revoked_at IS NULL " \
 	"  AND t.expires_at OPERATOR(pg_catalog.>) $6 RETURNING 1), " \
@@ -214,10 +223,6 @@ typedef struct Statement
 	"  WHERE session_id OPERATOR(pg_catalog.=) $1 " \
 	"  AND token_type OPERATOR(pg_catalog.=) 'access' AND revoked_at IS NULL " \
 	"  AND EXISTS (SELECT 1 FROM c)), " \
-	"s AS (UPDATE @.extension_token_sessions SET " \
-	"  refresh_count = refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $6, " \
-	"  last_used_at = $6, expires_at = $7, refresh_expires_at = $8 " \
-	"  WHERE session_id OPERATOR(pg_catalog.=) $1 AND EXISTS (SELECT 1 FROM c)), " \
 	"n AS (" INSERT_PAIR("c") ") " \
 	"SELECT u.ok, u.oldest, EXISTS (SELECT 1 FROM c) FROM u"
 
@@ -1016,9 +1021,11 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 
 /*
  * Exchanges refresh token `hash` for the new pair (made from what the lookup
- * found of the session), in one statement: rate slot, session lock, claim,
- * rotation.  REFRESH_LOST when the token was no longer there to claim:
- * exchanged, revoked or expired by someone else since the lookup.
+ * found of the session), in one statement: rate slot, session update,
+ * claim, rotation.  REFRESH_LOST when the token was no longer there to
+ * claim: exchanged, revoked or expired by someone else since the lookup.
+ * The session may then have been updated all the same: the caller must
+ * raise an error on REFRESH_LOST, which undoes it.
  */
 RefreshOutcome
 StorageRefresh(const unsigned char *hash, const NewPair *pair, int rate_limit,

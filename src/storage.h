@@ -79,7 +79,8 @@ typedef enum RefreshOutcome
 {
 	REFRESH_DONE,
 	REFRESH_RATE_LIMITED,
-	REFRESH_LOST
+	REFRESH_LOST				/* the caller must raise an error: see
+								 * StorageRefresh() */
 } RefreshOutcome;
 extern RefreshOutcome StorageRefresh(const unsigned char *hash, const NewPair *pair,
 									 int rate_limit, TimestampTz *retry_at);
