@@ -53,17 +53,29 @@ tok_rows = int(m[f"rows_tokens_{main}"])
 ext, sql, lk = f(f"stmt_ext_us_{main}"), f(f"stmt_sql_us_{main}"), f(f"stmt_lookup_us_{main}")
 sha, hmac, hmac_rk = f("prim_sha256_us"), f("prim_hmac_us"), f("prim_hmac_rekey_us")
 parts = lk + sha + hmac
+jp = f("prim_jansson_parse_us")
+bound = parts + jp  # what a first sight cannot do without (SECURITY.md fixes the parse)
 rows.append((f"validate, one SQL statement, {n(main)} sessions ({tok_rows:,} token rows), µs per token",
              f"{ext:.2f}", f"{sql:.2f}",
-             f"{parts:.2f} = lookup {lk:.2f} + SHA-256 {sha:.2f} + HMAC {hmac:.2f}",
-             f"SQL/ext {sql / ext:.1f}×; ext/parts {ext / parts:.2f}× (SQL/parts {sql / parts:.1f}×)",
+             f"{parts:.2f} = lookup {lk:.2f} + SHA-256 {sha:.2f} + HMAC {hmac:.2f}; "
+             f"with the jansson parse of the payload {jp:.2f}: {bound:.2f}",
+             f"SQL/ext {sql / ext:.1f}×; ext/parts {ext / parts:.2f}× (SQL/parts {sql / parts:.1f}×); "
+             f"parts + parse: {bound:.2f} µs, SQL/that {sql / bound:.1f}×, that/parts {bound / parts:.2f}×",
              "≤ 6 µs; ≥ 6× faster than SQL; ≤ 1.3× parts",
              each(("≤ 6 µs", ext <= 6), ("≥ 6× SQL", sql / ext >= 6), ("≤ 1.3× parts", ext / parts <= 1.3))))
 
 # 2. validate pgbench -c2
 e2, s2, l2 = f("pgb_validate_ext_c2"), f("pgb_validate_sql_c2"), f("pgb_lookup_c2")
+# At -c2 the two cores are saturated (pgbench and the server share them), so
+# a transaction takes 2/TPS seconds of the machine: 80% of the lookup's
+# throughput leaves this many µs per transaction for all that validate does
+# beyond the lookup; the parse, HMAC and SHA-256 alone need `fixed`.
+allow = 2e6 / (0.8 * l2) - 2e6 / l2
+fixed = jp + hmac + sha
 rows.append(("validate, pgbench -c2 -j2 (TPS)", tps(e2), tps(s2), f"{tps(l2)} (index-lookup statement)",
-             f"ext/lookup {100 * e2 / l2:.0f}%; ext/SQL {e2 / s2:.1f}× (lookup/SQL {l2 / s2:.1f}×)",
+             f"ext/lookup {100 * e2 / l2:.0f}%; ext/SQL {e2 / s2:.1f}× (lookup/SQL {l2 / s2:.1f}×); "
+             f"80% of the lookup leaves {allow:.1f} µs of the machine per transaction beyond the lookup, "
+             f"the jansson parse, HMAC and SHA-256 alone take {fixed:.1f}",
              "≥ 80% of lookup; ≥ 5× SQL",
              each(("≥ 80% of lookup", e2 / l2 >= 0.8), ("≥ 5× SQL", e2 / s2 >= 5))))
 
@@ -91,14 +103,26 @@ rows.append(("issue, one SQL statement, µs per pair", f"{ie:.1f}", f"{isq:.1f}"
              each(("≤ 25 µs", ie <= 25), ("≥ 4.5× SQL", isq / ie >= 4.5))))
 
 # 5, 6. issue / refresh pgbench -c2
-ie2, is2, if2 = f("pgb_issue_ext_c2"), f("pgb_issue_sql_c2"), f("pgb_issue_floor_c2")
-rows.append(("issue, pgbench -c2 -j2 (TPS)", tps(ie2), tps(is2), f"{tps(if2)} (plain transaction, same rows)",
-             f"ext/floor {100 * ie2 / if2:.0f}%; ext/SQL {ie2 / is2:.1f}×", "≥ 90% of floor",
-             yes(ie2 / if2 >= 0.9)))
-re2, rf2 = f("pgb_refresh_ext_c2"), f("pgb_refresh_floor_c2")
-rows.append(("refresh, pgbench -c2 -j2 (TPS), a different refresh token each", tps(re2), "—",
-             f"{tps(rf2)} (plain transaction, same rows)", f"ext/floor {100 * re2 / rf2:.0f}%",
-             "≥ 90% of floor", yes(re2 / rf2 >= 0.9)))
+def write_path(what, path, sql):
+    """Issue or refresh at -c2: run one after the other, and interleaved."""
+    e, fl = f(f"pgb_{path}_ext_c2"), f(f"pgb_{path}_floor_c2")
+    ratio = f"one after the other: ext/floor {100 * e / fl:.0f}%"
+    if sql:
+        ratio += f"; ext/SQL {e / f(f'pgb_{path}_sql_c2'):.1f}×"
+    if f"mix_{path}_c2" not in m:
+        return (what, tps(e), tps(f(f"pgb_{path}_sql_c2")) if sql else "—",
+                f"{tps(fl)} (plain transaction, same rows)", ratio, "≥ 90% of floor", yes(e / fl >= 0.9))
+    mx = f(f"mix_{path}_c2")
+    return (what, tps(e), tps(f(f"pgb_{path}_sql_c2")) if sql else "—",
+            f"{tps(fl)} (plain transaction, same rows); interleaved with it: latency "
+            f"{f(f'mix_{path}_ext_ms_c2'):.3f} ms vs {f(f'mix_{path}_floor_ms_c2'):.3f} ms",
+            ratio + f"; interleaved: ext/floor {100 * mx:.0f}%",
+            "≥ 90% of floor (judged interleaved: one after the other, each run meets another disk)",
+            yes(mx >= 0.9))
+
+
+rows.append(write_path("issue, pgbench -c2 -j2 (TPS)", "issue", True))
+rows.append(write_path("refresh, pgbench -c2 -j2 (TPS), a different refresh token each", "refresh", False))
 
 # 7. growth
 ge = f(f"stmt_ext_us_{hi}") / f(f"stmt_ext_us_{lo}")
@@ -175,10 +199,22 @@ for c in (1, 2):
     rows.append((f"validate + write last_used_at on every call, pgbench -c{c} (TPS; ext: last_used_interval = 0)",
                  tps(we), tps(ws), "", f"ext/SQL {we / ws:.1f}×", "—", "—"))
 ie1, is1, if1 = f("pgb_issue_ext_c1"), f("pgb_issue_sql_c1"), f("pgb_issue_floor_c1")
+mix1 = f"; interleaved: ext/floor {100 * f('mix_issue_c1'):.0f}%" if "mix_issue_c1" in m else ""
 rows.append(("issue, pgbench -c1 (TPS)", tps(ie1), tps(is1), tps(if1),
-             f"ext/floor {100 * ie1 / if1:.0f}%; ext/SQL {ie1 / is1:.1f}×", "—", "—"))
+             f"ext/floor {100 * ie1 / if1:.0f}%; ext/SQL {ie1 / is1:.1f}×" + mix1, "—", "—"))
 re1, rf1 = f("pgb_refresh_ext_c1"), f("pgb_refresh_floor_c1")
-rows.append(("refresh, pgbench -c1 (TPS)", tps(re1), "—", tps(rf1), f"ext/floor {100 * re1 / rf1:.0f}%", "—", "—"))
+mix1 = f"; interleaved: ext/floor {100 * f('mix_refresh_c1'):.0f}%" if "mix_refresh_c1" in m else ""
+rows.append(("refresh, pgbench -c1 (TPS)", tps(re1), "—", tps(rf1),
+             f"ext/floor {100 * re1 / rf1:.0f}%" + mix1, "—", "—"))
+if "stmt_refresh_ext_us" in m:
+    rx, rfl, rlk = f("stmt_refresh_ext_us"), f("stmt_refresh_floor_us"), f("stmt_refresh_lookup_us")
+    rows.append(("refresh, one SQL statement (no commit), µs per refresh", f"{rx:.1f}", "—",
+                 f"writes alone {rfl:.1f} (a prepared statement per refresh)"
+                 + (f", {f('stmt_refresh_floor2_us'):.1f} in two statements (the new pair in the second)"
+                    if "stmt_refresh_floor2_us" in m else "")
+                 + f"; lookup of the token's and session's rows {rlk:.1f}; libjwt signing {jws:.1f}",
+                 f"ext/floor {rx / rfl:.2f}×; ext − floor {rx - rfl:.1f} (lookup + signing {rlk + jws:.1f})",
+                 "—", "—"))
 rows.append(("revoke_user_extension_tokens(user), pgbench -c1 / -c2 (TPS)",
              f"{tps(f('pgb_revoke_user_c1'))} / {tps(f('pgb_revoke_user_c2'))}", "—", "", "", "—", "—"))
 rows.append(("extension_token_revoke(token), pgbench -c1 / -c2 (TPS)",

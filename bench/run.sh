@@ -295,6 +295,44 @@ pgb_once() {
 
 script() { local f=$dir/$1.pgb; shift; printf '%s\n' "$@" > "$f"; echo "$f"; }
 
+# mix_rounds CLIENTS A SCRIPT_A B SCRIPT_B [POOL_A USED_A POOL_B USED_B]:
+# the two scripts interleaved transaction by transaction in one pgbench run
+# (-f A@1 -f B@1, each transaction picks one at random), BENCH_RUNS runs.
+# Run one after the other, a write path's throughput follows the disk's
+# flush latency, which on a shared VM can move by half from one 10 s run to
+# the next; interleaved, both meet the same disk at the same moments, and
+# the ratio of their average latencies is their ratio of throughput.
+# MIX = the median over the runs of B's latency / A's; MIX_A, MIX_B = the
+# median latencies (ms).  With pools (scripts whose POOL_ID takes :offa and
+# :offb), the rows each script used must be exactly its transactions, and
+# the offsets move past them.
+mix_rounds() {
+    local c=$1 a=$2 sa=$3 b=$4 sb=$5 pa=${6:-} ua=${7:-} pb=${8:-} ub=${9:-}
+    local r out la lb na nb used maxid ra=() rb=() rr=() extra=()
+    for r in $(seq 1 "$RUNS"); do
+        out=$RAW/mix-$a-$b-c$c-r$r.txt
+        extra=()
+        [ -n "$pa" ] && extra=(-D n=0 -D "offa=${POOL_OFF[$pa]:-0}" -D "offb=${POOL_OFF[$pb]:-0}" -D "nc=$c")
+        pgbench -n -M prepared -c "$c" -j "$c" -T "$SECS" -f "$sa@1" -f "$sb@1" "${extra[@]}" > "$out" 2>&1 ||
+            { tail -n 20 "$out" >&2; fail "pgbench $a/$b interleaved -c$c (see $out)"; }
+        grep -q '^number of failed transactions: 0 ' "$out" || fail "failed transactions in $out"
+        read -r na la nb lb <<< "$(awk '/^SQL script [12]:/ {s = $3 + 0}
+            s && / transactions \(/ {n[s] = $2} s && /latency average/ {l[s] = $5}
+            END {print n[1], l[1], n[2], l[2]}' "$out")"
+        [ -n "$lb" ] && [ "$na" -gt 0 ] && [ "$nb" -gt 0 ] || fail "no per-script latencies in $out"
+        if [ -n "$pa" ]; then
+            read -r used maxid <<< "$(q -F ' ' -c "${ua//:off/${POOL_OFF[$pa]:-0}}")"
+            [ "$used" = "$na" ] || fail "$a: $na transactions but $used pool rows used (see $out)"
+            POOL_OFF[$pa]=$maxid
+            read -r used maxid <<< "$(q -F ' ' -c "${ub//:off/${POOL_OFF[$pb]:-0}}")"
+            [ "$used" = "$nb" ] || fail "$b: $nb transactions but $used pool rows used (see $out)"
+            POOL_OFF[$pb]=$maxid
+        fi
+        ra+=("$la"); rb+=("$lb"); rr+=("$(calc "$lb / $la")")
+    done
+    MIX=$(median "${rr[@]}"); MIX_A=$(median "${ra[@]}"); MIX_B=$(median "${rb[@]}")
+}
+
 # The read path is measured on the read path: validation records a use at
 # most once per last_used_interval (5 min), and a run outlasts that, so the
 # sample's tokens (and their sessions) are marked used just now before each
@@ -508,6 +546,12 @@ for c in 1 2; do
     metric "pgb_issue_sql_c$c" "$R_issue_sql"
     metric "pgb_issue_floor_c$c" "$R_issue_floor"
 done
+for c in 1 2; do
+    mix_rounds $c issue_ext "$s_issue_ext" issue_floor "$s_issue_floor"
+    metric "mix_issue_c$c" "$MIX"
+    metric "mix_issue_ext_ms_c$c" "$MIX_A"
+    metric "mix_issue_floor_ms_c$c" "$MIX_B"
+done
 
 # ---------------------------------------------------------------------------
 # Pools of single-use rows for refresh and revoke: transaction n of client c
@@ -572,7 +616,7 @@ POOL_ID='\set n :n + 1
 \set id :off + (:n - 1) * :nc + :client_id + 1'
 
 say "refresh"
-P=$(pool_size 2)
+P=$(pool_size 4)
 echo "  a pool of $P refresh tokens from extension_token_issue, and $P floor sessions (rate estimate $RATE/s)"
 q <<SQL
 CREATE TABLE bench.rpool (id serial PRIMARY KEY, refresh text NOT NULL, rhash bytea NOT NULL);
@@ -591,8 +635,13 @@ bulk_sessions fpool rhash fa
 q -c "VACUUM ANALYZE" -c "CHECKPOINT"
 s_refresh_ext=$(script refresh_ext "$POOL_ID" \
     "SELECT access_token FROM extension_token_refresh((SELECT refresh FROM bench.rpool WHERE id = :id));")
-s_refresh_floor=$(script refresh_floor "$POOL_ID" \
-"WITH f AS (SELECT session_id, user_id, rhash FROM bench.fpool WHERE id = :id), nh AS (SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS na, uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS nr), u AS (INSERT INTO extension_token_users AS u (user_id) SELECT user_id FROM f ON CONFLICT (user_id) DO UPDATE SET refresh_log = '{}' RETURNING 1), r AS (UPDATE extension_tokens t SET used_at = now(), replaced_by = nh.nr FROM f, nh WHERE t.token_hash = f.rhash AND t.token_type = 'refresh' AND t.used_at IS NULL AND t.revoked_at IS NULL RETURNING 1), a AS (UPDATE extension_tokens t SET revoked_at = now(), revoked_reason = 'rotated' FROM f WHERE t.session_id = f.session_id AND t.token_type = 'access' AND t.revoked_at IS NULL RETURNING 1), s AS (UPDATE extension_token_sessions s SET refresh_count = s.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days' FROM f WHERE s.session_id = f.session_id RETURNING 1) INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at) SELECT k.h, k.t, f.session_id, f.user_id, 'Extension Token', now(), now() + k.life, now() FROM f, nh, LATERAL (VALUES (nh.na, 'access', interval '30 days'), (nh.nr, 'refresh', interval '90 days')) k(h, t, life);")
+# The floor's writes for one refresh of row $2 (an expression) of pool
+# bench.$1: the user's row (upsert), the refresh row claimed and linked, the
+# session's access row revoked, the session moved on, two new token rows.
+refresh_floor_sql() {
+    echo "WITH f AS (SELECT session_id, user_id, rhash FROM bench.$1 WHERE id = $2), nh AS (SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS na, uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS nr), u AS (INSERT INTO extension_token_users AS u (user_id) SELECT user_id FROM f ON CONFLICT (user_id) DO UPDATE SET refresh_log = '{}' RETURNING 1), r AS (UPDATE extension_tokens t SET used_at = now(), replaced_by = nh.nr FROM f, nh WHERE t.token_hash = f.rhash AND t.token_type = 'refresh' AND t.used_at IS NULL AND t.revoked_at IS NULL RETURNING 1), a AS (UPDATE extension_tokens t SET revoked_at = now(), revoked_reason = 'rotated' FROM f WHERE t.session_id = f.session_id AND t.token_type = 'access' AND t.revoked_at IS NULL RETURNING 1), s AS (UPDATE extension_token_sessions s SET refresh_count = s.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days' FROM f WHERE s.session_id = f.session_id RETURNING 1) INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at) SELECT k.h, k.t, f.session_id, f.user_id, 'Extension Token', now(), now() + k.life, now() FROM f, nh, LATERAL (VALUES (nh.na, 'access', interval '30 days'), (nh.nr, 'refresh', interval '90 days')) k(h, t, life);"
+}
+s_refresh_floor=$(script refresh_floor "$POOL_ID" "$(refresh_floor_sql fpool :id)")
 used_rpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.rpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off AND t.used_at IS NOT NULL"
 used_fpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.fpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off AND t.used_at IS NOT NULL"
 for c in 1 2; do
@@ -601,7 +650,87 @@ for c in 1 2; do
     metric "pgb_refresh_ext_c$c" "$R_refresh_ext"
     metric "pgb_refresh_floor_c$c" "$R_refresh_floor"
 done
+s_refresh_ext_a=$(script refresh_ext_a "${POOL_ID//:off/:offa}" \
+    "SELECT access_token FROM extension_token_refresh((SELECT refresh FROM bench.rpool WHERE id = :id));")
+s_refresh_floor_b=$(script refresh_floor_b "${POOL_ID//:off/:offb}" "$(refresh_floor_sql fpool :id)")
+for c in 1 2; do
+    mix_rounds $c refresh_ext "$s_refresh_ext_a" refresh_floor "$s_refresh_floor_b" \
+        rpool "$used_rpool" fpool "$used_fpool"
+    metric "mix_refresh_c$c" "$MIX"
+    metric "mix_refresh_ext_ms_c$c" "$MIX_A"
+    metric "mix_refresh_floor_ms_c$c" "$MIX_B"
+done
 metric refresh_pool_used "${POOL_OFF[rpool]} of $P"
+
+# Refresh in one statement (no commit, no client, no flush): what a refresh
+# costs beside the floor's writes.  K1 refreshes per statement, each of a
+# different row of a pool; every run of a statement takes the next block of
+# K1 rows (a sequence), time_rounds runs each twice per round.  The floor is
+# the same statement as above, once per refresh from a plpgsql function (a
+# prepared statement per call, as the extension's SPI plan); the lookup is
+# what the extension reads before it can sign: the token's row and its
+# session's, here by a join in SQL.
+K1=$(( SMOKE == 1 ? 200 : 2000 ))
+P1=$(( K1 * (2 * RUNS + 1) ))
+q <<SQL
+CREATE TABLE bench.rpool1 (id int PRIMARY KEY, refresh text NOT NULL, rhash bytea NOT NULL);
+INSERT INTO bench.rpool1
+SELECT g.i, p.refresh_token, sha256(convert_to(p.refresh_token, 'UTF8'))
+FROM (SELECT gen_random_uuid() AS u, i FROM generate_series(1, $P1) i) g,
+     LATERAL extension_token_issue(g.u) p;
+CREATE TABLE bench.fpool1 (id int PRIMARY KEY, session_id uuid NOT NULL, user_id uuid NOT NULL,
+                           rhash bytea NOT NULL);
+INSERT INTO bench.fpool1
+SELECT g, md5('f1s' || g)::uuid, md5('f1u' || g)::uuid, sha256(convert_to('f1r' || g, 'UTF8'))
+FROM generate_series(1, $P1) g;
+CREATE SEQUENCE bench.rblock MINVALUE 0 START 0;
+CREATE SEQUENCE bench.fblock MINVALUE 0 START 0;
+CREATE FUNCTION bench.floor_refresh(p int) RETURNS int LANGUAGE plpgsql AS \$f\$
+DECLARE n bigint;
+BEGIN
+$(refresh_floor_sql fpool1 p)
+GET DIAGNOSTICS n = ROW_COUNT;
+RETURN (n = 2)::int;
+END \$f\$;
+-- The same writes in two statements: everything but the new pair (which
+-- returns what the pair needs), then the pair.  The shape a refresh without
+-- a lookup would need, its token signed between the two.
+CREATE FUNCTION bench.floor_refresh2(p int) RETURNS int LANGUAGE plpgsql AS \$f\$
+DECLARE n bigint; sid uuid; uid uuid; na bytea; nr bytea;
+BEGIN
+na := uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid());
+nr := uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid());
+WITH f AS (SELECT session_id, user_id, rhash FROM bench.fpool2 WHERE id = p),
+  u AS (INSERT INTO extension_token_users AS u (user_id) SELECT user_id FROM f ON CONFLICT (user_id) DO UPDATE SET refresh_log = '{}' RETURNING 1),
+  s AS (UPDATE extension_token_sessions s SET refresh_count = s.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days' FROM f WHERE s.session_id = f.session_id RETURNING s.session_id, s.user_id),
+  r AS (UPDATE extension_tokens t SET used_at = now(), replaced_by = nr FROM s, f WHERE t.token_hash = f.rhash AND t.session_id = s.session_id AND t.token_type = 'refresh' AND t.used_at IS NULL AND t.revoked_at IS NULL RETURNING t.session_id, t.user_id),
+  a AS (UPDATE extension_tokens t SET revoked_at = now(), revoked_reason = 'rotated' FROM f WHERE t.session_id = f.session_id AND t.token_type = 'access' AND t.revoked_at IS NULL AND EXISTS (SELECT 1 FROM r))
+SELECT r.session_id, r.user_id INTO sid, uid FROM r;
+INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at)
+VALUES (na, 'access', sid, uid, 'Extension Token', now(), now() + interval '30 days', now()),
+       (nr, 'refresh', sid, uid, 'Extension Token', now(), now() + interval '90 days', now());
+GET DIAGNOSTICS n = ROW_COUNT;
+RETURN (n = 2 AND sid IS NOT NULL)::int;
+END \$f\$;
+CREATE TABLE bench.fpool2 (LIKE bench.fpool1);
+INSERT INTO bench.fpool2
+SELECT g, md5('f2s' || g)::uuid, md5('f2u' || g)::uuid, sha256(convert_to('f2r' || g, 'UTF8'))
+FROM generate_series(1, $P1) g;
+CREATE SEQUENCE bench.f2block MINVALUE 0 START 0;
+SQL
+bulk_sessions fpool1 rhash f1a
+bulk_sessions fpool2 rhash f2a
+q -c "VACUUM ANALYZE bench.rpool1, bench.fpool1, bench.fpool2"
+block() { echo "WITH b AS MATERIALIZED (SELECT nextval('bench.$1') * $K1 AS base) SELECT count(*) FROM b, generate_series(1, $K1) g"; }
+time_rounds "$K1" \
+    refresh_ext "$(block rblock), LATERAL (SELECT refresh FROM bench.rpool1 WHERE id = b.base + g.g) r, LATERAL extension_token_refresh(r.refresh) p WHERE p.access_token IS NOT NULL" \
+    refresh_floor "$(block fblock), LATERAL bench.floor_refresh((b.base + g.g)::int) p WHERE p = 1" \
+    refresh_floor2 "$(block f2block), LATERAL bench.floor_refresh2((b.base + g.g)::int) p WHERE p = 1" \
+    refresh_lookup "SELECT count(*) FILTER (WHERE (SELECT s.revoked_at IS NULL FROM extension_tokens t JOIN extension_token_sessions s ON s.session_id = t.session_id WHERE t.token_hash = r.rhash)) FROM bench.rpool1 r WHERE r.id <= $K1"
+metric stmt_refresh_ext_us "$T_refresh_ext"
+metric stmt_refresh_floor_us "$T_refresh_floor"
+metric stmt_refresh_floor2_us "$T_refresh_floor2"
+metric stmt_refresh_lookup_us "$T_refresh_lookup"
 
 # ---------------------------------------------------------------------------
 # cleanup_run CLIENTS: CLEANUP_SESSIONS expired sessions (3 rows each), then
