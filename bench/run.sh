@@ -712,7 +712,7 @@ VALUES (na, 'access', sid, uid, 'Extension Token', now(), now() + interval '30 d
 GET DIAGNOSTICS n = ROW_COUNT;
 RETURN (n = 2 AND sid IS NOT NULL)::int;
 END \$f\$;
-CREATE TABLE bench.fpool2 (LIKE bench.fpool1);
+CREATE TABLE bench.fpool2 (LIKE bench.fpool1 INCLUDING ALL);
 INSERT INTO bench.fpool2
 SELECT g, md5('f2s' || g)::uuid, md5('f2u' || g)::uuid, sha256(convert_to('f2r' || g, 'UTF8'))
 FROM generate_series(1, $P1) g;
