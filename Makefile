@@ -19,7 +19,7 @@ REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs
 # them after REGRESS, in their own database; output under REGRESS_OUTPUTDIR.
-ISOLATION = refresh_race revoke_validate session_limit rate_limit cleanup_refresh lock_order
+ISOLATION = refresh_race revoke_validate session_limit rate_limit cleanup_refresh lock_order_revoke lock_order_refresh
 ISOLATION_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)/isolation
 
 # No JIT bitcode: nothing to inline here, and no clang needed to build.
