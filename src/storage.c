@@ -824,17 +824,26 @@ StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now, const char *err
 }
 
 /*
- * Between two batches of a cleanup: a pause of delay_ms, so that a large
- * backlog leaves most of the CPU to the requests being served meanwhile
- * (as vacuum_cost_delay does for VACUUM).  Interruptible.
+ * Between two batches of a cleanup, the last begun at `batch_start`: a pause
+ * of delay_ms, or of three times what the batch took if that is longer, so
+ * that a large backlog leaves most of the CPU to the requests being served
+ * meanwhile (as vacuum_cost_delay does for VACUUM).  The batch's own time is
+ * the measure of the work, and grows on a loaded server: the pause keeps
+ * the cleanup to at most a quarter of one CPU's time.  0 means no pause at
+ * all.  Interruptible.
  */
+#define CLEANUP_PAUSE_FACTOR 3
 static void
-cleanup_pause(int delay_ms)
+cleanup_pause(int delay_ms, TimestampTz batch_start)
 {
+	long		took_ms;
+
 	if (delay_ms <= 0)
 		return;
+	took_ms = (long) ((GetCurrentTimestamp() - batch_start) / 1000);
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 delay_ms, PG_WAIT_EXTENSION);
+					 Max(delay_ms, Min(took_ms * CLEANUP_PAUSE_FACTOR, 10000L)),
+					 PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
 }
@@ -862,6 +871,7 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 		int64		tokens,
 					sessions;
 		Datum		last;
+		TimestampTz start = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
 		storage_exec(ST_CLEANUP_SESSIONS, values, NULL, false);
@@ -872,7 +882,7 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 		if (sessions < batch_size || isnull)
 			break;
 		values[2] = last;
-		cleanup_pause(delay_ms);
+		cleanup_pause(delay_ms, start);
 	}
 	values[0] = TimestampTzGetDatum(GetCurrentTimestamp() - USECS_PER_HOUR);
 	memset(&first_user, 0, sizeof(first_user));
@@ -882,6 +892,7 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 		bool		isnull;
 		int64		users;
 		Datum		last;
+		TimestampTz start = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
 		storage_exec(ST_CLEANUP_USERS, values, NULL, false);
@@ -891,7 +902,7 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 		if (users < batch_size || isnull)
 			break;
 		values[2] = uuid_datum(DatumGetUUIDP(last));
-		cleanup_pause(delay_ms);
+		cleanup_pause(delay_ms, start);
 	}
 	storage_leave(&call);
 	return total;
