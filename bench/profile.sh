@@ -13,7 +13,8 @@
 #       verified-token cache misses: full HMAC, jansson parse, jsonb build)
 #   validate, warm: 100 tokens validated over and over (the cache hits)
 #   issue: new users, one pair each
-#   refresh: each pre-issued refresh token exchanged once
+# and, last, validate and the index-lookup statement under pgbench -c2 with
+# the whole machine sampled (see the end).
 set -euo pipefail
 out=$1
 raw=${BENCH_RAW:-$(dirname "$out")}
@@ -85,3 +86,49 @@ profile "validate, warm (100 tokens, 1000 times each)" \
     "SELECT count(*) FILTER (WHERE (extension_token_validate(access)).valid) FROM bench.tok, generate_series(1, 1000) WHERE id <= 100;"
 profile "issue (5000 new users)" \
     "SELECT count((extension_token_issue(gen_random_uuid())).access_token) FROM generate_series(1, 5000) g;"
+
+# validate against the index-lookup statement at pgbench -c2 -j2, the whole
+# machine sampled (perf -a) while each runs: CPU time per transaction by
+# program and library, so that the extra time of validate over the lookup
+# shows where it goes.  BENCH_SCRIPTS holds validate_ext.pgb and lookup.pgb
+# (bench/run.sh's), BENCH_SECONDS the length of each run.
+scripts=${BENCH_SCRIPTS:?}
+secs=${BENCH_SECONDS:-10}
+for s in lookup validate_ext; do
+    # a first run unsampled: new backends' first touch of the shared buffers
+    pgbench -n -M prepared -c 2 -j 2 -T 3 -f "$scripts/$s.pgb" > /dev/null 2>&1
+    perf record -a -e cpu-clock -F 1999 -o "$raw/perf-c2-$s.data" -- \
+        pgbench -n -M prepared -c 2 -j 2 -T "$secs" -f "$scripts/$s.pgb" > "$raw/perf-c2-$s.txt" 2>&1
+    perf report -i "$raw/perf-c2-$s.data" --no-children --sort comm,dso --stdio 2>/dev/null \
+        > "$raw/perf-c2-$s.report"
+done
+python3 - "$raw" >> "$out" <<'PY'
+import re, sys
+raw = sys.argv[1]
+def load(name):
+    txt = open(f"{raw}/perf-c2-{name}.txt").read()
+    txns = int(re.search(r"number of transactions actually processed: (\d+)", txt).group(1))
+    tps = float(re.search(r"^tps = ([\d.]+)", txt, re.M).group(1))
+    rep = open(f"{raw}/perf-c2-{name}.report").read()
+    m = re.search(r"# Samples: ([\d.]+)([KM]?)", rep)
+    samples = float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6}[m.group(2)]
+    us = {}
+    for line in rep.splitlines():
+        mm = re.match(r"\s+([\d.]+)%\s+(\S+)\s+(.+?)\s*$", line)
+        if mm and mm.group(2) != "swapper":       # swapper: the idle loop
+            key = (mm.group(2), mm.group(3))
+            us[key] = us.get(key, 0) + float(mm.group(1)) / 100 * samples / 1999 * 1e6 / txns
+    return us, tps
+lk, lk_tps = load("lookup")
+ex, ex_tps = load("validate_ext")
+print("### validate and the index-lookup statement at pgbench -c2 -j2, the whole machine sampled\n")
+print(f"CPU µs per transaction (perf -a, cpu-clock at 1999 Hz; idle left out). Under perf: "
+      f"lookup {lk_tps:,.0f} TPS, validate {ex_tps:,.0f} TPS ({100 * ex_tps / lk_tps:.0f}%).\n")
+print("| program | library | lookup | validate | validate − lookup |\n|---|---|---:|---:|---:|")
+keys = sorted(set(lk) | set(ex), key=lambda k: -(ex.get(k, 0) + lk.get(k, 0)))
+for k in keys:
+    a, b = lk.get(k, 0), ex.get(k, 0)
+    if max(a, b) >= 0.05:
+        print(f"| {k[0]} | {k[1]} | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
+print(f"| **all** | | **{sum(lk.values()):.2f}** | **{sum(ex.values()):.2f}** | **{sum(ex.values()) - sum(lk.values()):+.2f}** |\n")
+PY
