@@ -149,11 +149,12 @@ rows.append((f"memory: peak backend RssAnon, one statement validating {n(ml)} / 
 cl_cells = []
 for c in (1, 2):
     cl_cells.append((c, f(f"cleanup_c{c}_unloaded_tps"), f(f"cleanup_c{c}_loaded_tps")))
-rows.append((f"cleanup under load: validate pgbench -c1 / -c2 while extension_tokens_cleanup() deletes "
-             f"{int(m['cleanup_c1_dead_sessions']):,} expired sessions",
+rows.append((f"cleanup under load: one validate pgbench run each at -c1 / -c2, unloaded and then while "
+             f"extension_tokens_cleanup() deletes {int(m['cleanup_c1_dead_sessions']):,} expired sessions "
+             f"(adjacent windows of the run)",
              "; ".join(f"-c{c}: {tps(cl)} TPS during vs {tps(cu)} unloaded" for c, cu, cl in cl_cells), "—",
              "; ".join(f"-c{c}: {int(m[f'cleanup_c{c}_rows_deleted']):,} rows in {m[f'cleanup_c{c}_seconds']} s "
-                       f"(window {m[f'cleanup_c{c}_window_s']} s)" for c in (1, 2)),
+                       f"(loaded window {m[f'cleanup_c{c}_window_s']} s)" for c in (1, 2)),
              "; ".join(f"-c{c}: {100 * cl / cu:.0f}%" for c, cu, cl in cl_cells),
              "≥ 70% (judged at -c2: at -c1 this machine's idle second core makes the unloaded figure "
              "wake-up bound, and load raises it)",

@@ -744,13 +744,16 @@ metric stmt_refresh_lookup_us "$T_refresh_lookup"
 
 # ---------------------------------------------------------------------------
 # cleanup_run CLIENTS: CLEANUP_SESSIONS expired sessions (3 rows each), then
-# validate with pgbench -cCLIENTS unloaded, then again while
-# extension_tokens_cleanup('0 seconds') (retention 0: everything dead now)
-# deletes them in another session, started half a second in.  The loaded
-# throughput is counted from pgbench's per-transaction log over the time both
-# ran (the whole run if the cleanup outlasts it).
+# one pgbench run of validate with -cCLIENTS: for BENCH_SECONDS unloaded
+# (after 2 s for the new backends to settle), then for BENCH_SECONDS more
+# while extension_tokens_cleanup('0 seconds') (retention 0: everything dead
+# now) deletes them in another session.  Both throughputs are counted from
+# pgbench's per-transaction log, in the two adjacent windows of the same
+# run: two separate runs would also measure how much this VM's speed drifts
+# from one run to the next, which was as much as the cleanup's effect.  The
+# loaded window ends with the run or the cleanup, whichever is first.
 cleanup_run() {
-    local c=$1 x=x$1 dead deleted left c0 c1 loaded window
+    local c=$1 x=x$1 dead deleted left p0 c0 c1 loaded unloaded window
     say "cleanup under load, pgbench -c$c: $CLEANUP_SESSIONS expired sessions ($((3 * CLEANUP_SESSIONS)) rows)"
     q <<SQL
 SET session_replication_role = replica;
@@ -773,38 +776,44 @@ SQL
     touch_sample
     dead=$(q -c "SELECT count(*) FROM extension_token_sessions WHERE LEAST(revoked_at, refresh_expires_at) < now()")
     metric "cleanup_c${c}_dead_sessions" "$dead"
-    pgb_once "$RAW/cleanup-c$c-unloaded.txt" "$c" "$s_ext" -T "$SECS"
-    metric "cleanup_c${c}_unloaded_tps" "$LAST_TPS"
     rm -f "$RAW"/cleanup_c${c}_log*
-    ( cd "$RAW" && pgbench -n -M prepared -c "$c" -j "$c" -f "$s_ext" -T "$SECS" -l \
-          --log-prefix="cleanup_c${c}_log" > "$RAW/cleanup-c$c-loaded.txt" 2>&1 ) &
+    p0=$(date +%s.%N)
+    ( cd "$RAW" && pgbench -n -M prepared -c "$c" -j "$c" -f "$s_ext" -T $((2 * SECS + 2)) -l \
+          --log-prefix="cleanup_c${c}_log" > "$RAW/cleanup-c$c.txt" 2>&1 ) &
     local pgb_pid=$!
-    sleep 0.5
+    sleep $((SECS + 2))
     c0=$(date +%s.%N)
     deleted=$(q -c "SELECT extension_tokens_cleanup('0 seconds')") || fail "extension_tokens_cleanup failed"
     c1=$(date +%s.%N)
-    wait "$pgb_pid" || { cat "$RAW/cleanup-c$c-loaded.txt" >&2; fail "pgbench during cleanup"; }
+    wait "$pgb_pid" || { cat "$RAW/cleanup-c$c.txt" >&2; fail "pgbench during cleanup"; }
+    grep -q '^number of failed transactions: 0 ' "$RAW/cleanup-c$c.txt" || fail "failed transactions in $RAW/cleanup-c$c.txt"
     metric "cleanup_c${c}_rows_deleted" "$deleted"
     metric "cleanup_c${c}_seconds" "$(calc "round($c1 - $c0, 3)")"
     left=$(q -c "SELECT count(*) FROM extension_token_sessions WHERE LEAST(revoked_at, refresh_expires_at) < now()")
     [ "$left" = 0 ] || fail "cleanup left $left dead sessions"
-    read -r loaded window <<< "$(python3 - "$c0" "$c1" "$RAW"/cleanup_c${c}_log* <<'PY'
+    read -r unloaded loaded window <<< "$(python3 - "$p0" "$c0" "$c1" "$RAW"/cleanup_c${c}_log* <<'PY'
 import sys
-c0, c1 = float(sys.argv[1]), float(sys.argv[2])
+p0, c0, c1 = float(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 ends = []
-for f in sys.argv[3:]:
+for f in sys.argv[4:]:
     for line in open(f):
         p = line.split()
         # client_id transaction_no time_us script_no epoch_s epoch_us
         ends.append(int(p[4]) + int(p[5]) / 1e6)
 ends.sort()
-lo, hi = max(c0, ends[0]), min(c1, ends[-1])
+u_lo, u_hi = p0 + 2, c0
+lo, hi = c0, min(c1, ends[-1])
 if hi - lo < 0.05:
-    lo, hi = ends[0], ends[-1]   # too short to see: the whole run
+    hi = ends[-1]        # a cleanup too short to see (the smoke run): the rest of the run
+if u_hi - u_lo < 0.5 or hi - lo < 0.05:
+    sys.exit("bench: no unloaded or loaded window in the pgbench log")
+un = sum(1 for e in ends if u_lo <= e < u_hi)
 n = sum(1 for e in ends if lo <= e <= hi)
-print(round(n / (hi - lo), 1), round(hi - lo, 3))
+print(round(un / (u_hi - u_lo), 1), round(n / (hi - lo), 1), round(hi - lo, 3))
 PY
 )"
+    [ -n "$window" ] || fail "cleanup_run: no windows from the pgbench log"
+    metric "cleanup_c${c}_unloaded_tps" "$unloaded"
     metric "cleanup_c${c}_loaded_tps" "$loaded"
     metric "cleanup_c${c}_window_s" "$window"
 }
