@@ -829,8 +829,9 @@ StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now, const char *err
  * that a large backlog leaves most of the CPU to the requests being served
  * meanwhile (as vacuum_cost_delay does for VACUUM).  The batch's own time is
  * the measure of the work, and grows on a loaded server: the pause keeps
- * the cleanup to at most a quarter of one CPU's time.  0 means no pause at
- * all.  Interruptible.
+ * the cleanup to at most a quarter of one CPU's time (unless a batch takes
+ * over 3.3 s: a pause is at most 10 s, the setting's maximum).  0 means no
+ * pause at all.  Interruptible.
  */
 #define CLEANUP_PAUSE_FACTOR 3
 static void
