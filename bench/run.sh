@@ -82,6 +82,10 @@ calc() { python3 -c "print($1)"; }
 
 say "primitives (C: OpenSSL, jansson, libjwt)"
 gcc -O2 -Wall -o "$dir/primitives" "$BENCH/primitives.c" -lcrypto -ljansson -ljwt
+# and the same parts inside the server, as one C function (bench/parts.c)
+gcc -O2 -Wall -fPIC -shared -I"$("$PG_BIN/pg_config" --includedir-server)" \
+    -o "$dir/parts.so" "$BENCH/parts.c" -lcrypto -ljansson
+chmod 755 "$dir/parts.so"
 
 say "cluster (shared_buffers $SB, fsync on)"
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')    # 64 bytes of text
@@ -94,6 +98,7 @@ et_start_cluster "$dir" \
     "fsync = on" \
     "synchronous_commit = on" \
     "max_connections = 50" \
+    "log_autovacuum_min_duration = 0" \
     "extension_tokens.issue_rate_limit = 0" \
     "extension_tokens.refresh_rate_limit = 0" \
     "extension_tokens.max_sessions_per_user = 0"
@@ -111,6 +116,8 @@ sleep 0.5
 q -c "SET client_min_messages = error; CREATE EXTENSION pgcrypto; CREATE EXTENSION pg_prewarm;
       CREATE EXTENSION extension_tokens;"
 q -f "$BENCH/baseline.sql" >/dev/null
+q -c "CREATE FUNCTION bench.parts(token text, key bytea, parse bool) RETURNS int
+      LANGUAGE c STRICT AS '$dir/parts.so', 'bench_parts'"
 q <<SQL
 CREATE TABLE bench.tok (id serial PRIMARY KEY, access text NOT NULL, refresh text NOT NULL,
                         hash bytea, session_id uuid NOT NULL, user_id uuid NOT NULL);
@@ -198,6 +205,9 @@ SQL
 stmt_ext() { echo "SELECT count(*) FILTER (WHERE (extension_token_validate(b.access)).valid) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 stmt_sql() { echo "SELECT count(*) FILTER (WHERE bench.sql_validate(b.access, $sql_secret)) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 stmt_lookup() { echo "SELECT count(*) FILTER (WHERE (SELECT t.revoked_at IS NULL FROM extension_tokens t WHERE t.token_hash = b.hash)) FROM generate_series(1, $1) g, LATERAL (SELECT hash FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+# the lookup and, in one C function, what a validation cannot leave out
+# beyond it: SHA-256, HMAC (checked) and the jansson parse (bench/parts.c)
+stmt_parts() { echo "SELECT count(*) FILTER (WHERE (SELECT t.revoked_at IS NULL FROM extension_tokens t WHERE t.token_hash = b.hash) AND bench.parts(b.access, $sql_secret, true) > 0) FROM generate_series(1, $1) g, LATERAL (SELECT hash, access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 stmt_verify() { echo "SELECT count(*) FILTER (WHERE bench.sql_verify(b.access, $sql_secret) IS NOT NULL) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 stmt_sign() { echo "SELECT count(bench.sql_sign(json_build_object('iss', 'extension_tokens', 'aud', 'extension', 'sub', b.user_id::text, 'session_id', b.session_id, 'jti', gen_random_uuid(), 'type', 'access', 'iat', 1700000000 + g.g, 'exp', 1800000000), $sql_secret)) FROM generate_series(1, $1) g, LATERAL (SELECT user_id, session_id FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 
@@ -242,10 +252,12 @@ one_statement_validate() {
         fail "the lookup statement does not use the primary key (see $RAW/explain-lookup-$n.txt)"
     q -c "EXPLAIN $(stmt_ext "$k")" > "$RAW/explain-validate-$n.txt"
     touch_sample
-    time_rounds "$v" validate_ext "$(stmt_ext "$k")" validate_sql "$(stmt_sql "$k")" lookup "$(stmt_lookup "$k")"
+    time_rounds "$v" validate_ext "$(stmt_ext "$k")" validate_sql "$(stmt_sql "$k")" lookup "$(stmt_lookup "$k")" \
+        parts "$(stmt_parts "$k")"
     metric "stmt_ext_us_$n" "$T_validate_ext"
     metric "stmt_sql_us_$n" "$T_validate_sql"
     metric "stmt_lookup_us_$n" "$T_lookup"
+    metric "stmt_parts_us_$n" "$T_parts"
 }
 
 # pgb NAME CLIENTS SCRIPT [pgbench options...]: R = median TPS over RUNS runs of
@@ -394,17 +406,21 @@ s_sql=$(script validate_sql "\\set id random(1, $N)" \
     "SELECT bench.sql_validate(access, :secret) FROM bench.tok WHERE id = :id;")
 s_lookup=$(script lookup "\\set id random(1, $N)" \
     "SELECT t.revoked_at FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash WHERE b.id = :id;")
+s_parts=$(script lookup_parts "\\set id random(1, $N)" \
+    "SELECT t.revoked_at, bench.parts(b.access, :secret, true) FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash WHERE b.id = :id;")
 s_one=$(script select1 "SELECT 1;")
 for c in 1 2; do
     touch_sample
     l0=$(q -c "SELECT pg_current_wal_insert_lsn()")
-    pgb_rounds $c validate_ext "$s_ext" validate_sql "$s_sql" lookup "$s_lookup" select1 "$s_one"
+    pgb_rounds $c validate_ext "$s_ext" validate_sql "$s_sql" lookup "$s_lookup" select1 "$s_one" \
+        lookup_parts "$s_parts"
     # evidence that this was the read path: nothing here writes but
     # validate, and it should not have (autovacuum may add a little)
     metric "validate_ext_wal_bytes_c$c" "$(q -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$l0')::bigint")"
     metric "pgb_validate_ext_c$c" "$R_validate_ext"
     metric "pgb_validate_sql_c$c" "$R_validate_sql"
     metric "pgb_lookup_c$c" "$R_lookup"
+    metric "pgb_lookup_parts_c$c" "$R_lookup_parts"
     metric "pgb_select1_c$c" "$R_select1"
 done
 
@@ -819,6 +835,10 @@ PY
 }
 cleanup_run 1
 cleanup_run 2
+# The cleanups left two million dead rows: vacuum them now, or autovacuum
+# does it in the middle of the HTTP runs (log_autovacuum_min_duration = 0
+# puts every autovacuum in the server log, to check it did not).
+q -c "VACUUM ANALYZE" -c "CHECKPOINT"
 
 # ---------------------------------------------------------------------------
 say "PostgREST 12.0.2 over HTTP (wrk)"
@@ -908,22 +928,39 @@ check_http "/rpc/bench_noop" "true"
 check_http "/rpc/bench_noop_shape?p_token=$tok1" '"valid":true'
 check_http "/rpc/extension_token_validate?p_token=$tok1" '"valid":true'
 check_http "/rpc/bench_sql_validate?p_token=$tok1" "true"
-wrk_run() {   # wrk_run NAME URL [wrk args]: R = requests/s; fails on any non-2xx
-    local name=$1 url=$2 r out vals=()
-    shift 2
+# wrk_rounds NAME SCRIPT URL [NAME SCRIPT URL ...]: BENCH_RUNS rounds, each
+# running every contender once in turn (as pgb_rounds does: a drift of the
+# machine, or of PostgREST's runtime, falls on all alike); SCRIPT is a wrk Lua
+# script or "-"; H_NAME = the median requests/s of each.  Fails on any
+# non-2xx answer.
+wrk_rounds() {
+    local r i out
+    local -a names=() luas=() urls=() opt
+    local -A vals=()
+    while [ $# -gt 0 ]; do names+=("$1"); luas+=("$2"); urls+=("$3"); shift 3; done
     for r in $(seq 1 "$RUNS"); do
-        out=$RAW/wrk-$name-r$r.txt
-        wrk -t1 -c8 -d"${SECS}s" "$@" "$url" > "$out" 2>&1 || fail "wrk $name (see $out)"
-        ! grep -q 'Non-2xx' "$out" || fail "wrk $name: non-2xx answers (see $out)"
-        vals+=("$(awk '/^Requests\/sec:/ {print $2}' "$out")")
+        for i in "${!names[@]}"; do
+            out=$RAW/wrk-${names[$i]}-r$r.txt
+            opt=(); [ "${luas[$i]}" = - ] || opt=(-s "${luas[$i]}")
+            wrk -t1 -c8 -d"${SECS}s" "${opt[@]}" "${urls[$i]}" > "$out" 2>&1 || fail "wrk ${names[$i]} (see $out)"
+            ! grep -q 'Non-2xx' "$out" || fail "wrk ${names[$i]}: non-2xx answers (see $out)"
+            vals[${names[$i]}]+=" $(awk '/^Requests\/sec:/ {print $2}' "$out")"
+        done
     done
-    R=$(median "${vals[@]}")
+    for i in "${!names[@]}"; do
+        # shellcheck disable=SC2086
+        printf -v "H_${names[$i]}" '%s' "$(median ${vals[${names[$i]}]})"
+    done
 }
 touch_sample
-wrk_run noop "$base/rpc/bench_noop"; metric http_noop_rps "$R"
-wrk_run noop_shape "$base/" -s "$dir/noop_shape.lua"; metric http_noop_shape_rps "$R"
-wrk_run validate_ext "$base/" -s "$dir/validate_ext.lua"; metric http_ext_rps "$R"
-wrk_run validate_sql "$base/" -s "$dir/validate_sql.lua"; metric http_sql_rps "$R"
+wrk_rounds noop - "$base/rpc/bench_noop" \
+           noop_shape "$dir/noop_shape.lua" "$base/" \
+           validate_ext "$dir/validate_ext.lua" "$base/" \
+           validate_sql "$dir/validate_sql.lua" "$base/"
+metric http_noop_rps "$H_noop"
+metric http_noop_shape_rps "$H_noop_shape"
+metric http_ext_rps "$H_validate_ext"
+metric http_sql_rps "$H_validate_sql"
 kill "$PGRST_PID" 2>/dev/null || true
 wait "$PGRST_PID" 2>/dev/null || true
 PGRST_PID=
