@@ -859,17 +859,26 @@ GRANT anon, authenticated, service_role TO authenticator;
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 SELECT extension_tokens_grant_api_roles();
 CREATE FUNCTION public.bench_noop() RETURNS boolean LANGUAGE sql STABLE AS 'SELECT true';
--- A second control: a no-op with validate's argument and result type (a
--- constant row), to tell PostgREST's cost of the longer request and larger
--- answer apart from the extension's.
+-- Two more controls, to tell PostgREST's cost of validate's request and
+-- answer apart from the extension's: a no-op taking validate's argument (the
+-- token in the query string) and answering true, and one that also answers
+-- a constant row of validate's result type.  plpgsql, whose plans a session
+-- keeps (a LANGUAGE sql function returning a row is planned at every call).
+CREATE FUNCTION public.bench_noop_arg(p_token text) RETURNS boolean
+LANGUAGE plpgsql STABLE AS 'BEGIN RETURN true; END';
 CREATE FUNCTION public.bench_noop_shape(p_token text) RETURNS extension_token_validation
-LANGUAGE sql STABLE AS \$f\$
-SELECT true, NULL::text, '00000000-0000-4000-8000-000000000001'::uuid,
-       '00000000-0000-4000-8000-000000000002'::uuid, 'Extension Token'::text,
-       '2030-01-01 00:00:00+00'::timestamptz,
-       '{"aud": "extension", "exp": 1800000000, "iat": 1700000000, "iss": "extension_tokens", "jti": "00000000-0000-4000-8000-000000000003", "sub": "00000000-0000-4000-8000-000000000001", "type": "access", "session_id": "00000000-0000-4000-8000-000000000002"}'::jsonb
+LANGUAGE plpgsql STABLE AS \$f\$
+DECLARE
+    r extension_token_validation;
+BEGIN
+    r := ROW(true, NULL::text, '00000000-0000-4000-8000-000000000001'::uuid,
+             '00000000-0000-4000-8000-000000000002'::uuid, 'Extension Token'::text,
+             '2030-01-01 00:00:00+00'::timestamptz,
+             '{"aud": "extension", "exp": 1800000000, "iat": 1700000000, "iss": "extension_tokens", "jti": "00000000-0000-4000-8000-000000000003", "sub": "00000000-0000-4000-8000-000000000001", "type": "access", "session_id": "00000000-0000-4000-8000-000000000002"}'::jsonb);
+    RETURN r;
+END
 \$f\$;
-GRANT EXECUTE ON FUNCTION public.bench_noop_shape(text) TO anon;
+GRANT EXECUTE ON FUNCTION public.bench_noop_arg(text), public.bench_noop_shape(text) TO anon;
 -- The SQL baseline as an rpc: the secret is a constant of the function (as
 -- the extension's is a setting), the tables are read as their owner.
 CREATE FUNCTION public.bench_sql_validate(p_token text) RETURNS boolean
@@ -914,6 +923,7 @@ make_lua() {   # make_lua FILE PATH_PREFIX: a wrk script over the tokens
 }
 make_lua "$dir/validate_ext.lua" "/rpc/extension_token_validate?p_token="
 make_lua "$dir/validate_sql.lua" "/rpc/bench_sql_validate?p_token="
+make_lua "$dir/noop_arg.lua" "/rpc/bench_noop_arg?p_token="
 make_lua "$dir/noop_shape.lua" "/rpc/bench_noop_shape?p_token="
 tok1=$(q -c "SELECT access FROM bench.tok WHERE id = 1")
 check_http() {   # check_http PATH EXPECTED_SUBSTRING
@@ -925,6 +935,7 @@ check_http() {   # check_http PATH EXPECTED_SUBSTRING
     [[ "$body" == *"$2"* ]] || fail "GET ${1%%\?*} answered $body"
 }
 check_http "/rpc/bench_noop" "true"
+check_http "/rpc/bench_noop_arg?p_token=$tok1" "true"
 check_http "/rpc/bench_noop_shape?p_token=$tok1" '"valid":true'
 check_http "/rpc/extension_token_validate?p_token=$tok1" '"valid":true'
 check_http "/rpc/bench_sql_validate?p_token=$tok1" "true"
@@ -954,10 +965,12 @@ wrk_rounds() {
 }
 touch_sample
 wrk_rounds noop - "$base/rpc/bench_noop" \
+           noop_arg "$dir/noop_arg.lua" "$base/" \
            noop_shape "$dir/noop_shape.lua" "$base/" \
            validate_ext "$dir/validate_ext.lua" "$base/" \
            validate_sql "$dir/validate_sql.lua" "$base/"
 metric http_noop_rps "$H_noop"
+metric http_noop_arg_rps "$H_noop_arg"
 metric http_noop_shape_rps "$H_noop_shape"
 metric http_ext_rps "$H_validate_ext"
 metric http_sql_rps "$H_validate_sql"
