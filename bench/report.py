@@ -212,7 +212,7 @@ rows.append(("validate, pgbench -c1 (TPS)", tps(e1), tps(s1),
              "—", "—"))
 if "validate_ext_wal_bytes_c1" in m:
     rows.append(("WAL written while the validate pgbench runs above ran (-c1 / -c2; the extension's, "
-                 "the baseline's, the lookup's and SELECT 1's, in turn), bytes; "
+                 "the baseline's, the lookup's, SELECT 1's and the lookup + parts', in turn), bytes; "
                  "shows they were the read path (autovacuum may add some)",
                  f"{int(m['validate_ext_wal_bytes_c1']):,} / {int(m['validate_ext_wal_bytes_c2']):,}", "", "", "", "—", "—"))
 rows.append(("SELECT 1, pgbench -c1 / -c2 (TPS)", "", "",
