@@ -13,8 +13,10 @@
 #       verified-token cache misses: full HMAC, jansson parse, jsonb build)
 #   validate, warm: 100 tokens validated over and over (the cache hits)
 #   issue: new users, one pair each
-# and, last, validate and the index-lookup statement under pgbench -c2 with
-# the whole machine sampled (see the end).
+# then validate and the index-lookup statement under pgbench -c2 with the
+# whole machine sampled, and, when BENCH_HTTP_BASE names bench/run.sh's
+# PostgREST, validate and the no-op rpcs over HTTP, the whole machine sampled
+# (see the end).
 set -euo pipefail
 out=$1
 raw=${BENCH_RAW:-$(dirname "$out")}
@@ -131,4 +133,76 @@ for k in keys:
     if max(a, b) >= 0.05:
         print(f"| {k[0]} | {k[1]} | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
 print(f"| **all** | | **{sum(lk.values()):.2f}** | **{sum(ex.values()):.2f}** | **{sum(ex.values()) - sum(lk.values()):+.2f}** |\n")
+PY
+
+# validate over PostgREST against its no-op rpcs, the whole machine sampled
+# while wrk runs each (the same wrk command and Lua scripts as bench/run.sh):
+# CPU µs per request by program and library, and the idle share, so that
+# the gap to the no-op shows whose time it is (wrk, PostgREST, PostgreSQL,
+# the kernel).  BENCH_HTTP_BASE is PostgREST's base URL; BENCH_SCRIPTS holds
+# run.sh's wrk scripts.
+[ -n "${BENCH_HTTP_BASE:-}" ] || exit 0
+http=(noop - "$BENCH_HTTP_BASE/rpc/bench_noop"
+      noop_arg "$scripts/noop_arg.lua" "$BENCH_HTTP_BASE/"
+      noop_shape "$scripts/noop_shape.lua" "$BENCH_HTTP_BASE/"
+      validate_ext "$scripts/validate_ext.lua" "$BENCH_HTTP_BASE/")
+for ((i = 0; i < ${#http[@]}; i += 3)); do
+    name=${http[i]}
+    opt=(); [ "${http[i + 1]}" = - ] || opt=(-s "${http[i + 1]}")
+    perf record -a -e cpu-clock -F 1999 -o "$raw/perf-http-$name.data" -- \
+        wrk -t1 -c8 -d"${secs}s" "${opt[@]}" "${http[i + 2]}" > "$raw/perf-http-$name.txt" 2>&1
+    ! grep -q 'Non-2xx' "$raw/perf-http-$name.txt" || { echo "wrk $name: non-2xx answers" >&2; exit 1; }
+    perf report -i "$raw/perf-http-$name.data" --no-children --sort comm,dso --stdio 2>/dev/null \
+        > "$raw/perf-http-$name.report"
+done
+python3 - "$raw" >> "$out" <<'PY'
+import re, sys
+raw = sys.argv[1]
+names = ["noop", "noop_arg", "noop_shape", "validate_ext"]
+heads = {"noop": "no-op", "noop_arg": "argument-only no-op", "noop_shape": "same-shape no-op",
+         "validate_ext": "validate"}
+def program(comm):
+    if comm.startswith("postgres:") or comm == "postgres":
+        return "PostgreSQL"
+    if comm.startswith("postgrest") or comm.startswith("ghc_"):
+        return "PostgREST"
+    if comm == "wrk":
+        return "wrk"
+    return "other"
+def load(name):
+    txt = open(f"{raw}/perf-http-{name}.txt").read()
+    reqs = int(re.search(r"(\d+) requests in", txt).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", txt).group(1))
+    rep = open(f"{raw}/perf-http-{name}.report").read()
+    m = re.search(r"# Samples: ([\d.]+)([KM]?)", rep)
+    samples = float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6}[m.group(2)]
+    us, idle = {}, 0.0
+    for line in rep.splitlines():
+        mm = re.match(r"\s+([\d.]+)%\s+(\S+)\s+(.+?)\s*$", line)
+        if not mm:
+            continue
+        if mm.group(2) == "swapper":                   # the idle loop
+            idle += float(mm.group(1))
+            continue
+        key = (program(mm.group(2)), mm.group(3))
+        us[key] = us.get(key, 0) + float(mm.group(1)) / 100 * samples / 1999 * 1e6 / reqs
+    return us, rps, idle
+d = {n: load(n) for n in names}
+print("### validate and the no-op rpcs over PostgREST (wrk -t1 -c8), the whole machine sampled\n")
+print("CPU µs per request (perf -a, cpu-clock at 1999 Hz; idle left out). Under perf: "
+      + "; ".join(f"{heads[n]} {d[n][1]:,.0f} req/s (idle {d[n][2]:.0f}% of the samples)" for n in names)
+      + f"; validate/no-op {100 * d['validate_ext'][1] / d['noop'][1]:.0f}%.\n")
+print("| program | library | " + " | ".join(heads[n] for n in names) + " | validate − no-op |")
+print("|---|---|" + "---:|" * (len(names) + 1))
+keys = sorted(set().union(*(d[n][0] for n in names)),
+              key=lambda k: -sum(d[n][0].get(k, 0) for n in names))
+for k in keys:
+    v = [d[n][0].get(k, 0) for n in names]
+    if max(v) >= 0.5:
+        print(f"| {k[0]} | {k[1]} | " + " | ".join(f"{x:.1f}" for x in v) + f" | {v[-1] - v[0]:+.1f} |")
+for prog in ("wrk", "PostgREST", "PostgreSQL", "other"):
+    v = [sum(x for k, x in d[n][0].items() if k[0] == prog) for n in names]
+    print(f"| *{prog}, all* | | " + " | ".join(f"{x:.1f}" for x in v) + f" | {v[-1] - v[0]:+.1f} |")
+v = [sum(d[n][0].values()) for n in names]
+print("| **all** | | " + " | ".join(f"**{x:.1f}**" for x in v) + f" | **{v[-1] - v[0]:+.1f}** |\n")
 PY

@@ -974,9 +974,7 @@ metric http_noop_arg_rps "$H_noop_arg"
 metric http_noop_shape_rps "$H_noop_shape"
 metric http_ext_rps "$H_validate_ext"
 metric http_sql_rps "$H_validate_sql"
-kill "$PGRST_PID" 2>/dev/null || true
-wait "$PGRST_PID" 2>/dev/null || true
-PGRST_PID=
+# PostgREST stays up (idle) for the profile's HTTP section at the end.
 
 # ---------------------------------------------------------------------------
 say "revoke (informational)"
@@ -1026,10 +1024,13 @@ if [ "$SMOKE" != 1 ] && [ "${BENCH_PROFILE:-1}" = 1 ]; then
     say "profile (perf)"
     et_install_packages linux-perf
     touch_sample
-    BENCH_RAW=$RAW BENCH_SCRIPTS=$dir BENCH_SECONDS=$SECS "$BENCH/profile.sh" "$RAW/profile.md" ||
-        fail "bench/profile.sh"
+    BENCH_RAW=$RAW BENCH_SCRIPTS=$dir BENCH_SECONDS=$SECS BENCH_HTTP_BASE=$base \
+        "$BENCH/profile.sh" "$RAW/profile.md" || fail "bench/profile.sh"
     { echo; cat "$RAW/profile.md"; } >> "$OUT"
 fi
+kill "$PGRST_PID" 2>/dev/null || true
+wait "$PGRST_PID" 2>/dev/null || true
+PGRST_PID=
 cat "$OUT"
 echo
 echo "results: $OUT   raw: $RAW"
