@@ -3,7 +3,7 @@ EXTENSION = extension_tokens
 MODULE_big = extension_tokens
 OBJS = src/extension_tokens.o src/config.o src/token.o src/storage.o \
        src/policy.o src/worker.o src/logfilter.o \
-       src/stats.o
+       src/stats.o src/revoker.o
 DATA = $(wildcard $(EXTENSION)--*.sql)
 PGFILEDESC = "extension_tokens - API tokens in the database"
 
@@ -14,12 +14,13 @@ PG_CPPFLAGS = -DEXTENSION_TOKENS_VERSION=\"$(EXTVERSION)\" \
               $(if $(LIBJWT_SONAME),-DLIBJWT_SONAME=\"$(LIBJWT_SONAME)\")
 SHLIB_LINK = -ljansson -lcrypto -ldl
 
-REGRESS = setup issue validate refresh revoke privileges hostile attacks postgrest operations upgrade
+REGRESS = setup issue validate refresh revoke session_end privileges hostile attacks postgrest operations upgrade
 REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs
 # them after REGRESS, in their own database; output under REGRESS_OUTPUTDIR.
-ISOLATION = refresh_race revoke_validate session_limit rate_limit cleanup_refresh lock_order_revoke lock_order_refresh
+ISOLATION = refresh_race revoke_validate session_limit rate_limit cleanup_refresh lock_order_revoke lock_order_refresh \
+            revoke_refresh revoke_user_refresh revoke_session_refresh session_limit_refresh reuse_refresh
 ISOLATION_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)/isolation
 
 # No JIT bitcode: nothing to inline here, and no clang needed to build.

@@ -4,16 +4,41 @@
 -- the header's alg is checked (after the signature, so that nothing an
 -- attacker sends is ever parsed as JSON), exp is required and must be an
 -- integer, iss/aud/type/iat/nbf are checked, and a malformed token is an
--- answer (false), not an error.  Then it does what the extension does with a
--- verified token: SHA-256 of the token, a lookup by token_hash in
--- extension_tokens, and the revoked/expired checks.
+-- answer (false), not an error.
+--
+-- Its storage is the classic design, which extension_tokens used up to 1.1:
+-- one row per token handed out, keyed by the token's SHA-256, in
+-- bench.sql_tokens, a table of the same shape as the 1.1 extension_tokens
+-- (same columns, checks and indexes; user ids are text as in 1.2; no
+-- sessions table, so no foreign key).  Validate looks the token's hash up
+-- there; issue signs an access token, makes an opaque refresh token and
+-- inserts the two hashed rows; refresh signs, marks the presented refresh
+-- row exchanged (one UPDATE) and inserts the new pair (one INSERT).
 --
 -- The secret is a parameter (bytea: the bytes of extension_tokens.jwt_secret),
 -- so that the baseline signs and verifies with exactly the extension's key.
--- Needs: CREATE EXTENSION pgcrypto; CREATE EXTENSION extension_tokens; a
--- superuser (the extension's tables are its owner's only).
+-- Needs: CREATE EXTENSION pgcrypto; a superuser or the owner of schema bench.
 
 CREATE SCHEMA IF NOT EXISTS bench;
+
+-- The token table of extension_tokens 1.1, user_id as text.
+CREATE TABLE IF NOT EXISTS bench.sql_tokens (
+    token_hash      bytea       PRIMARY KEY CHECK (length(token_hash) = 32),
+    token_type      text        NOT NULL CHECK (token_type IN ('access', 'refresh')),
+    session_id      uuid        NOT NULL,
+    user_id         text        NOT NULL,
+    name            text        NOT NULL,
+    created_at      timestamptz NOT NULL,
+    expires_at      timestamptz NOT NULL,
+    last_used_at    timestamptz,
+    used_at         timestamptz,
+    replaced_by     bytea,
+    revoked_at      timestamptz,
+    revoked_reason  text,
+    CHECK ((revoked_at IS NULL) = (revoked_reason IS NULL)),
+    CHECK (token_type = 'refresh' OR (used_at IS NULL AND replaced_by IS NULL))
+);
+CREATE INDEX IF NOT EXISTS sql_tokens_session_idx ON bench.sql_tokens (session_id);
 
 CREATE OR REPLACE FUNCTION bench.b64url(bytea) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
@@ -85,7 +110,8 @@ BEGIN
 END
 $$;
 
--- Full validate: verify, then the allow-list lookup by SHA-256.
+-- Full validate: verify, then the allow-list lookup by SHA-256 in
+-- bench.sql_tokens.
 CREATE OR REPLACE FUNCTION bench.sql_validate(token text, secret bytea) RETURNS boolean
 LANGUAGE plpgsql STABLE
 AS $$
@@ -93,7 +119,7 @@ BEGIN
     IF bench.sql_verify(token, secret) IS NULL THEN
         RETURN false;
     END IF;
-    RETURN EXISTS (SELECT 1 FROM extension_tokens t
+    RETURN EXISTS (SELECT 1 FROM bench.sql_tokens t
                    WHERE t.token_hash = digest(token, 'sha256')
                      AND t.token_type = 'access' AND t.revoked_at IS NULL
                      AND t.expires_at > now());
@@ -110,7 +136,7 @@ BEGIN
     IF bench.sql_verify(token, secret) IS NULL THEN
         RETURN false;
     END IF;
-    UPDATE extension_tokens t SET last_used_at = now()
+    UPDATE bench.sql_tokens t SET last_used_at = now()
      WHERE t.token_hash = digest(token, 'sha256')
        AND t.token_type = 'access' AND t.revoked_at IS NULL AND t.expires_at > now()
     RETURNING true INTO found_it;
@@ -118,10 +144,20 @@ BEGIN
 END
 $$;
 
--- Issue: a session for the user, a signed access token and an opaque refresh
--- token (prefix, 256 random bits, a checksum), their SHA-256s stored in the
--- extension's own tables as the extension stores them.
-CREATE OR REPLACE FUNCTION bench.sql_issue(p_user_id uuid, secret bytea,
+-- An opaque refresh token: prefix, 256 random bits, a checksum.
+CREATE OR REPLACE FUNCTION bench.sql_refresh_token() RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    body text := translate(bench.b64url(gen_random_bytes(32)), '-_', 'xy');
+BEGIN
+    RETURN 'ext_rt_' || body || substr(encode(digest(body, 'sha256'), 'hex'), 1, 8);
+END
+$$;
+
+-- Issue: a signed access token and an opaque refresh token for a new
+-- session, their SHA-256s inserted as two rows (one INSERT).
+CREATE OR REPLACE FUNCTION bench.sql_issue(p_user_id text, secret bytea,
                                            OUT access_token text, OUT refresh_token text)
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -129,25 +165,57 @@ DECLARE
     t_now timestamptz := now();
     iat bigint := extract(epoch FROM t_now)::bigint;
     sid uuid := gen_random_uuid();
-    body text;
 BEGIN
     access_token := bench.sql_sign(json_build_object(
-        'iss', 'extension_tokens', 'aud', 'extension', 'sub', p_user_id::text,
+        'iss', 'extension_tokens', 'aud', 'extension', 'sub', p_user_id,
         'session_id', sid, 'jti', gen_random_uuid(), 'type', 'access',
         'iat', iat, 'nbf', iat, 'exp', iat + 30 * 86400), secret);
-    body := translate(bench.b64url(gen_random_bytes(32)), '-_', 'xy');
-    refresh_token := 'ext_rt_' || body || substr(encode(digest(body, 'sha256'), 'hex'), 1, 8);
-    INSERT INTO extension_token_users AS u (user_id) VALUES (p_user_id)
-        ON CONFLICT (user_id) DO UPDATE SET issue_log = '{}';
-    INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime,
-                                          created_at, last_used_at, expires_at, refresh_expires_at)
-    VALUES (sid, p_user_id, 'Extension Token', '30 days', t_now, t_now,
-            t_now + interval '30 days', t_now + interval '90 days');
-    INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name,
+    refresh_token := bench.sql_refresh_token();
+    INSERT INTO bench.sql_tokens (token_hash, token_type, session_id, user_id, name,
                                   created_at, expires_at, last_used_at)
     VALUES (digest(access_token, 'sha256'), 'access', sid, p_user_id, 'Extension Token',
             t_now, t_now + interval '30 days', t_now),
            (digest(refresh_token, 'sha256'), 'refresh', sid, p_user_id, 'Extension Token',
+            t_now, t_now + interval '90 days', t_now);
+END
+$$;
+
+-- Refresh: the presented refresh token's row is marked exchanged and linked
+-- to its successor in one UPDATE, which finds it only if it is a live,
+-- unexchanged refresh token (of two concurrent exchanges one wins); then the
+-- new access token is signed for the same session and user, and the new
+-- pair inserted (one INSERT, two rows).  A token that is not live raises
+-- PT401, as the extension does.
+CREATE OR REPLACE FUNCTION bench.sql_refresh(p_refresh_token text, secret bytea,
+                                             OUT access_token text, OUT refresh_token text)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    t_now timestamptz := now();
+    iat bigint := extract(epoch FROM t_now)::bigint;
+    new_hash bytea;
+    sid uuid;
+    uid text;
+    tname text;
+BEGIN
+    refresh_token := bench.sql_refresh_token();
+    new_hash := digest(refresh_token, 'sha256');
+    UPDATE bench.sql_tokens t SET used_at = t_now, replaced_by = new_hash
+     WHERE t.token_hash = digest(p_refresh_token, 'sha256') AND t.token_type = 'refresh'
+       AND t.used_at IS NULL AND t.revoked_at IS NULL AND t.expires_at > t_now
+    RETURNING t.session_id, t.user_id, t.name INTO sid, uid, tname;
+    IF sid IS NULL THEN
+        RAISE EXCEPTION 'invalid refresh token' USING ERRCODE = 'PT401';
+    END IF;
+    access_token := bench.sql_sign(json_build_object(
+        'iss', 'extension_tokens', 'aud', 'extension', 'sub', uid,
+        'session_id', sid, 'jti', gen_random_uuid(), 'type', 'access',
+        'iat', iat, 'nbf', iat, 'exp', iat + 30 * 86400), secret);
+    INSERT INTO bench.sql_tokens (token_hash, token_type, session_id, user_id, name,
+                                  created_at, expires_at, last_used_at)
+    VALUES (digest(access_token, 'sha256'), 'access', sid, uid, tname,
+            t_now, t_now + interval '30 days', t_now),
+           (new_hash, 'refresh', sid, uid, tname,
             t_now, t_now + interval '90 days', t_now);
 END
 $$;

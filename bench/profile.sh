@@ -13,12 +13,14 @@
 #       verified-token cache misses: full HMAC, jansson parse, jsonb build)
 #   validate, warm: 100 tokens validated over and over (the cache hits)
 #   issue: new users, one pair each
+#   refresh: issued refresh tokens, each exchanged once
 # then validate and the index-lookup statement under pgbench -c2 with the
 # whole machine sampled, and, when BENCH_HTTP_BASE names bench/run.sh's
 # PostgREST, validate and the no-op rpcs over HTTP, the whole machine sampled
-# (see the end).
+# (see the end).  BENCH_ONLY=write: issue and refresh only.
 set -euo pipefail
 out=$1
+only=${BENCH_ONLY:-all}
 raw=${BENCH_RAW:-$(dirname "$out")}
 mkdir -p "$raw"
 
@@ -53,7 +55,11 @@ profile() {
         printf '\n| function (inclusive) | share of samples |\n|---|---:|\n'
         perf report -i "$data" --children --sort symbol --stdio -g none 2>/dev/null |
             awk -v pat="$FUNCS" '/^ +[0-9.]+%/ { sym=$NF; if ($NF == "-") sym=$(NF-2);
-                 if (sym ~ pat) printf "| %s | %s |\n", sym, $1 }' | head -n 25
+                 if (sym ~ pat) printf "| %s | %s |\n", sym, $1 }' | head -n 40
+        printf '\n| function (self), the top 15 | share of samples |\n|---|---:|\n'
+        perf report -i "$data" --no-children --sort symbol --stdio -g none 2>/dev/null |
+            awk '/^ +[0-9.]+%/ { sym=$NF; if ($NF == "-") sym=$(NF-2); printf "| %s | %s |\n", sym, $1 }' |
+            head -n 15
         printf '\n'
     } >> "$out"
 }
@@ -81,13 +87,28 @@ read -r tok_len sig_len < <(psql -X -A -t -F ' ' -c "SELECT length(access),
     printf '\n'
 } >> "$out"
 sample=$(psql -X -A -t -c "SELECT count(*) FROM bench.tok")
-FUNCS='^(extension_token_validate|validate_token|token_verify_access|StorageLookupToken|claims_jsonb|validation_result|json_loadb|SPI_execute_plan|standard_ExecutorStart|ExecInsertIndexTuples|ExecConstraints|AfterTriggerEndQuery|extension_token_issue|extension_token_refresh|token_sign_access|StorageIssue|StorageRefresh|StorageLookupRefresh|_bt_first|heap_insert|XLogInsert)$'
+FUNCS='^(extension_token_validate|validate_token|token_verify_access|StorageLookupSession|StorageTouchSession|claims_jsonb|validation_result|json_loadb|SPI_execute_plan|_SPI_execute_plan|_SPI_pquery|standard_ExecutorStart|standard_ExecutorRun|standard_ExecutorEnd|ExecInitNode|ExecModifyTable|ExecInsert|ExecUpdate|ExecInsertIndexTuples|ExecConstraints|ExecOnConflictUpdate|AfterTriggerEndQuery|CommandCounterIncrement|extension_token_issue|extension_token_refresh|mint_access|mint_refresh|token_sign_access|token_make_refresh|seal_retry_box|token_seal|jwt_encode_str|StorageIssue|StorageRefresh|StorageFindRefresh|_bt_first|_bt_doinsert|heap_insert|heap_update|XLogInsert|palloc|AllocSetAlloc|MemoryContextReset)$'
+if [ "$only" != write ]; then
 profile "validate, cold (first sight of $sample tokens)" \
     "SELECT count(*) FILTER (WHERE (extension_token_validate(access)).valid) FROM bench.tok;"
 profile "validate, warm (100 tokens, 1000 times each)" \
     "SELECT count(*) FILTER (WHERE (extension_token_validate(access)).valid) FROM bench.tok, generate_series(1, 1000) WHERE id <= 100;"
+fi
 profile "issue (5000 new users)" \
-    "SELECT count((extension_token_issue(gen_random_uuid())).access_token) FROM generate_series(1, 5000) g;"
+    "SELECT count((extension_token_issue(gen_random_uuid()::text)).access_token) FROM generate_series(1, 5000) g;"
+# refresh: 2 x 5000 issued pairs, each statement exchanges the next 5000
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+DROP TABLE IF EXISTS bench.prof_pool;
+DROP SEQUENCE IF EXISTS bench.prof_block;
+CREATE TABLE bench.prof_pool AS
+SELECT g.i AS id, p.refresh_token AS refresh
+FROM generate_series(1, 10000) g(i), LATERAL extension_token_issue('bench profile ' || g.i) p;
+CREATE UNIQUE INDEX ON bench.prof_pool (id);
+CREATE SEQUENCE bench.prof_block MINVALUE 0 START 0;
+SQL
+profile "refresh (5000 issued refresh tokens, each exchanged once)" \
+    "WITH b AS MATERIALIZED (SELECT nextval('bench.prof_block') * 5000 AS base) SELECT count(*) FROM b, generate_series(1, 5000) g, LATERAL (SELECT refresh FROM bench.prof_pool WHERE id = b.base + g.g) r, LATERAL extension_token_refresh(r.refresh) p WHERE p.access_token IS NOT NULL;"
+[ "$only" != write ] || exit 0
 
 # validate against the index-lookup statement at pgbench -c2 -j2, the whole
 # machine sampled (perf -a) while each runs: CPU time per transaction by

@@ -8,9 +8,12 @@
 #   BENCH_SIZES="10000 1000000 10000000" bench/run.sh      adds 10M (needs ~14 GB RAM)
 #   BENCH_SECONDS=5 BENCH_RUNS=1 bench/run.sh              quicker
 #   BENCH_SMOKE=1 bench/run.sh        tiny, ~1 minute, checks the scripts still work
+#   BENCH_ONLY=write bench/run.sh     only the write paths (issue, refresh, revoke) at
+#                                     the main size, and their profile
 #
 # Run as root (Debian 12): installs what is missing, builds and installs the
-# extension from src/, starts a cluster under tmp/bench, stops it on exit.
+# extension from src/ (BENCH_BUILD=0: use the installed build as it is),
+# starts a cluster under tmp/bench, stops it on exit.
 # Output: bench/results.md (BENCH_OUT), raw outputs in tmp/bench/raw/.
 set -euo pipefail
 source "$(dirname "$0")/../test/lib.sh"
@@ -18,6 +21,9 @@ cd "$ET_ROOT"
 BENCH=$ET_ROOT/bench
 
 SMOKE=${BENCH_SMOKE:-0}
+ONLY=${BENCH_ONLY:-all}
+case $ONLY in all|write) ;; *) echo "BENCH_ONLY must be all or write" >&2; exit 2 ;; esac
+READS=1; [ "$ONLY" = write ] && READS=0
 if [ "$SMOKE" = 1 ]; then
     SIZES=${BENCH_SIZES:-1000}
     SECS=${BENCH_SECONDS:-1}
@@ -26,7 +32,7 @@ if [ "$SMOKE" = 1 ]; then
     ISSUES=${BENCH_ISSUES:-300}               # per one-statement issue
     MEM_N=${BENCH_MEM_N:-"2000 20000"}
     WAL_TOKENS=${BENCH_WAL_TOKENS:-20}
-    CLEANUP_SESSIONS=${BENCH_CLEANUP_SESSIONS:-1000}
+    CLEANUP_SESSIONS=${BENCH_CLEANUP_SESSIONS:-1000}   # x 2 rows (the session, an exchanged token)
     HTTP_TOKENS=20
 else
     SIZES=${BENCH_SIZES:-"10000 1000000"}
@@ -36,7 +42,7 @@ else
     ISSUES=${BENCH_ISSUES:-20000}
     MEM_N=${BENCH_MEM_N:-"100000 1000000"}
     WAL_TOKENS=${BENCH_WAL_TOKENS:-500}
-    CLEANUP_SESSIONS=${BENCH_CLEANUP_SESSIONS:-333334}   # x 3 rows = 1,000,002 rows
+    CLEANUP_SESSIONS=${BENCH_CLEANUP_SESSIONS:-500000}   # x 2 rows = 1,000,000 rows
     HTTP_TOKENS=1000
 fi
 WAL_PER_TOKEN=200          # validations per working-set token in the WAL run
@@ -49,6 +55,8 @@ MIN_SIZE=$(printf '%s\n' $SIZES | head -n 1)
 MAIN_SIZE=$MAX_SIZE
 for s in $SIZES; do [ "$s" = 1000000 ] && MAIN_SIZE=1000000; done
 ORDER="$(printf '%s\n' $SIZES | { grep -vx "$MAIN_SIZE" || true; } | tr '\n' ' ')$MAIN_SIZE"
+# The write paths alone: only the main size is built.
+if [ "$READS" = 0 ]; then SIZES="$MAIN_SIZE "; MIN_SIZE=$MAIN_SIZE; MAX_SIZE=$MAIN_SIZE; ORDER=$MAIN_SIZE; fi
 
 if [ "$MAX_SIZE" -gt 1000000 ]; then SB=12GB; elif [ "$SMOKE" = 1 ]; then SB=512MB; else SB=4GB; fi
 
@@ -63,7 +71,7 @@ finish() {
 trap finish EXIT
 
 et_install_packages wrk
-et_build_install
+if [ "${BENCH_BUILD:-1}" = 1 ]; then et_build_install; fi
 
 say "work directory"
 dir=$(et_workdir bench)
@@ -120,7 +128,7 @@ q -c "CREATE FUNCTION bench.parts(token text, key bytea, parse bool) RETURNS int
       LANGUAGE c STRICT AS '$dir/parts.so', 'bench_parts'"
 q <<SQL
 CREATE TABLE bench.tok (id serial PRIMARY KEY, access text NOT NULL, refresh text NOT NULL,
-                        hash bytea, session_id uuid NOT NULL, user_id uuid NOT NULL);
+                        hash bytea, session_id uuid NOT NULL, user_id text NOT NULL);
 -- Times one statement that returns a count, asserts the count, and returns
 -- microseconds per counted item.
 CREATE FUNCTION bench.time_count(stmt text, expect bigint) RETURNS float8
@@ -144,57 +152,75 @@ PGVERSION=$(q -c "SHOW server_version")
 # The secret check the baseline reads: the same key as the extension's.
 sql_secret="'$secret_hex'::bytea"
 
-# build_dataset SIZE: SIZE sessions (each a session row, an access and a
-# refresh token row, and a user), of which SAMPLE are issued for real by
-# extension_token_issue() and kept in bench.tok; the rest are bulk filler.
+# build_dataset SIZE: SIZE sessions (each a user, a session row and, for
+# every second filler session, one exchanged refresh token), of which SAMPLE
+# are issued for real by extension_token_issue() and kept in bench.tok; the
+# rest are bulk filler.  The SQL baseline's table gets the same sessions in
+# its own shape: an access and a refresh token row each (the sample's with
+# their real hashes, so that the baseline validates the same tokens).
 build_dataset() {
     local n=$1 sample filler
     sample=$(( n / 5 )); [ "$sample" -gt 20000 ] && sample=20000
     [ "$sample" -lt 100 ] && sample=100
     filler=$(( n - sample ))
-    say "data set: $n sessions ($filler filler + $sample issued), $((3 * n)) rows"
+    say "data set: $n sessions ($filler filler + $sample issued); the baseline's table $((2 * n)) rows"
     local t0=$SECONDS
     q <<SQL
 SET client_min_messages = warning;
-TRUNCATE extension_tokens, extension_token_sessions, extension_token_users, bench.tok RESTART IDENTITY;
--- Filler, in bulk.  The foreign key's triggers are skipped for the load (the
--- rows are consistent by construction).  Created 2-21 days ago, last used a
--- day ago, 30/90-day lifetimes, like the real ones.
-SET session_replication_role = replica;
+TRUNCATE extension_tokens, extension_token_sessions, extension_token_users, bench.sql_tokens,
+         bench.tok RESTART IDENTITY;
+-- Filler, in bulk: created 2-21 days ago, last used a day ago, 30/90-day
+-- lifetimes and no session limits, like the real ones; every second one has
+-- been refreshed once (its exchanged token kept until the session goes).
 INSERT INTO extension_token_users (user_id)
-SELECT md5('u' || g)::uuid FROM generate_series(1, $filler) g;
+SELECT md5('u' || g)::uuid::text FROM generate_series(1, $filler) g;
 INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
-                                      last_used_at, expires_at, refresh_expires_at)
-SELECT md5('s' || g)::uuid, md5('u' || g)::uuid, 'Extension Token', '30 days', c,
-       now() - interval '1 day', c + interval '30 days', c + interval '90 days'
+                                      last_used_at, expires_at, refresh_expires_at, access_hash,
+                                      refresh_hash, ends_at, refresh_count, last_refresh_at)
+SELECT md5('s' || g)::uuid, md5('u' || g)::uuid::text, 'Extension Token', '30 days', c,
+       now() - interval '1 day', c + interval '30 days', c + interval '90 days',
+       sha256(convert_to('access' || g, 'UTF8')), sha256(convert_to('refresh' || g, 'UTF8')),
+       'infinity', g % 2, CASE WHEN g % 2 = 1 THEN c + interval '1 day' END
 FROM generate_series(1, $filler) g, LATERAL (SELECT now() - (2 + g % 20) * interval '1 day') x(c);
-INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
+INSERT INTO extension_tokens (token_hash, session_id, used_at, replaced_by)
+SELECT sha256(convert_to('exchanged' || g, 'UTF8')), md5('s' || g)::uuid,
+       now() - (1 + g % 20) * interval '1 day', sha256(convert_to('refresh' || g, 'UTF8'))
+FROM generate_series(1, $filler) g WHERE g % 2 = 1;
+-- The baseline's rows for the same filler sessions.
+INSERT INTO bench.sql_tokens (token_hash, token_type, session_id, user_id, name, created_at,
                               expires_at, last_used_at)
-SELECT sha256(convert_to(k.t || g, 'UTF8')), k.t, md5('s' || g)::uuid, md5('u' || g)::uuid,
+SELECT sha256(convert_to(k.t || g, 'UTF8')), k.t, md5('s' || g)::uuid, md5('u' || g)::uuid::text,
        'Extension Token', c, c + k.life, now() - interval '1 day'
 FROM generate_series(1, $filler) g, LATERAL (SELECT now() - (2 + g % 20) * interval '1 day') x(c),
      (VALUES ('access', interval '30 days'), ('refresh', interval '90 days')) k(t, life);
-RESET session_replication_role;
 -- The sample: real tokens, one new user each.
 INSERT INTO bench.tok (access, refresh, session_id, user_id)
 SELECT p.access_token, p.refresh_token, p.session_id, g.u
-FROM (SELECT gen_random_uuid() AS u, i FROM generate_series(1, $sample) i) g,
+FROM (SELECT gen_random_uuid()::text AS u, i FROM generate_series(1, $sample) i) g,
      LATERAL extension_token_issue(g.u) p ORDER BY g.i;
 UPDATE bench.tok SET hash = sha256(convert_to(access, 'UTF8'));
+INSERT INTO bench.sql_tokens (token_hash, token_type, session_id, user_id, name, created_at,
+                              expires_at, last_used_at)
+SELECT k.h, k.t, b.session_id, b.user_id, 'Extension Token', now(), now() + k.life, now()
+FROM bench.tok b, LATERAL (VALUES (b.hash, 'access', interval '30 days'),
+                                  (sha256(convert_to(b.refresh, 'UTF8')), 'refresh', interval '90 days')) k(h, t, life);
 SQL
     q -c "VACUUM ANALYZE" -c "CHECKPOINT"
     local chk
-    chk=$(q -c "SELECT count(DISTINCT b.hash) FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash
-                 AND t.token_type = 'access' AND t.revoked_at IS NULL")
-    [ "$chk" = "$sample" ] || fail "the sample's hashes are not $sample distinct tokens of the extension's: $chk"
+    chk=$(q -c "SELECT count(DISTINCT b.hash) FROM bench.tok b JOIN extension_token_sessions s ON s.session_id = b.session_id
+                 AND s.access_hash = b.hash AND s.revoked_at IS NULL")
+    [ "$chk" = "$sample" ] || fail "the sample's hashes are not $sample distinct sessions' access hashes: $chk"
     q -c "SELECT sum(pg_prewarm(c)) FROM unnest(ARRAY['extension_tokens', 'extension_tokens_pkey',
             'extension_tokens_session_idx', 'extension_token_sessions', 'extension_token_sessions_pkey',
-            'extension_token_users', 'extension_token_users_pkey', 'bench.tok', 'bench.tok_pkey']::regclass[]) c" >/dev/null
+            'extension_token_sessions_refresh_idx', 'extension_token_users', 'extension_token_users_pkey',
+            'bench.sql_tokens', 'bench.sql_tokens_pkey', 'bench.tok', 'bench.tok_pkey']::regclass[]) c" >/dev/null
     # a pass over the sample through each path, to warm caches and plans
     q -c "SELECT count(*) FROM bench.tok b, LATERAL extension_token_validate(b.access) v WHERE v.valid" >/dev/null
     SAMPLE=$sample
     metric "build_s_$n" $(( SECONDS - t0 ))
+    metric "rows_sessions_$n" "$(q -c "SELECT count(*) FROM extension_token_sessions")"
     metric "rows_tokens_$n" "$(q -c "SELECT count(*) FROM extension_tokens")"
+    metric "rows_sql_tokens_$n" "$(q -c "SELECT count(*) FROM bench.sql_tokens")"
     metric "sample_$n" "$sample"
 }
 
@@ -204,12 +230,17 @@ SQL
 # cycling through thousands of tokens is the cold path).
 stmt_ext() { echo "SELECT count(*) FILTER (WHERE (extension_token_validate(b.access)).valid) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 stmt_sql() { echo "SELECT count(*) FILTER (WHERE bench.sql_validate(b.access, $sql_secret)) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
-stmt_lookup() { echo "SELECT count(*) FILTER (WHERE (SELECT t.revoked_at IS NULL FROM extension_tokens t WHERE t.token_hash = b.hash)) FROM generate_series(1, $1) g, LATERAL (SELECT hash FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+# The lookup: what a 1.2 validation reads, the session's row by the session
+# id (the token's claim), its access hash compared and revocation checked.
+stmt_lookup() { echo "SELECT count(*) FILTER (WHERE (SELECT s.access_hash = b.hash AND s.revoked_at IS NULL FROM extension_token_sessions s WHERE s.session_id = b.session_id)) FROM generate_series(1, $1) g, LATERAL (SELECT hash, session_id FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 # the lookup and, in one C function, what a validation cannot leave out
-# beyond it: SHA-256, HMAC (checked) and the jansson parse (bench/parts.c)
-stmt_parts() { echo "SELECT count(*) FILTER (WHERE (SELECT t.revoked_at IS NULL FROM extension_tokens t WHERE t.token_hash = b.hash) AND bench.parts(b.access, $sql_secret, true) > 0) FROM generate_series(1, $1) g, LATERAL (SELECT hash, access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+# beyond it: SHA-256, HMAC (checked) and the jansson parse (bench/parts.c);
+# stmt_parts0 the same without the parse (the target's "lookup + SHA-256 +
+# HMAC measured in the same statement shape")
+stmt_parts() { echo "SELECT count(*) FILTER (WHERE (SELECT s.access_hash = b.hash AND s.revoked_at IS NULL FROM extension_token_sessions s WHERE s.session_id = b.session_id) AND bench.parts(b.access, $sql_secret, true) > 0) FROM generate_series(1, $1) g, LATERAL (SELECT hash, session_id, access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+stmt_parts0() { echo "SELECT count(*) FILTER (WHERE (SELECT s.access_hash = b.hash AND s.revoked_at IS NULL FROM extension_token_sessions s WHERE s.session_id = b.session_id) AND bench.parts(b.access, $sql_secret, false) >= 0) FROM generate_series(1, $1) g, LATERAL (SELECT hash, session_id, access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 stmt_verify() { echo "SELECT count(*) FILTER (WHERE bench.sql_verify(b.access, $sql_secret) IS NOT NULL) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
-stmt_sign() { echo "SELECT count(bench.sql_sign(json_build_object('iss', 'extension_tokens', 'aud', 'extension', 'sub', b.user_id::text, 'session_id', b.session_id, 'jti', gen_random_uuid(), 'type', 'access', 'iat', 1700000000 + g.g, 'exp', 1800000000), $sql_secret)) FROM generate_series(1, $1) g, LATERAL (SELECT user_id, session_id FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+stmt_sign() { echo "SELECT count(bench.sql_sign(json_build_object('iss', 'extension_tokens', 'aud', 'extension', 'sub', b.user_id, 'session_id', b.session_id, 'jti', gen_random_uuid(), 'type', 'access', 'iat', 1700000000 + g.g, 'exp', 1800000000), $sql_secret)) FROM generate_series(1, $1) g, LATERAL (SELECT user_id, session_id FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 
 # time_rounds EXPECT NAME STATEMENT [NAME STATEMENT ...]: one-statement
 # timings, BENCH_RUNS rounds, each timing every statement in turn (as
@@ -248,16 +279,17 @@ one_statement_validate() {
     k=$(( (VALIDATIONS + SAMPLE - 1) / SAMPLE )); v=$(( k * SAMPLE ))
     say "validate in one statement at $n sessions: $v validations ($k passes over $SAMPLE tokens)"
     q -c "EXPLAIN $(stmt_lookup "$k")" > "$RAW/explain-lookup-$n.txt"
-    grep -q "Index Scan using extension_tokens_pkey" "$RAW/explain-lookup-$n.txt" ||
+    grep -q "Index Scan using extension_token_sessions_pkey" "$RAW/explain-lookup-$n.txt" ||
         fail "the lookup statement does not use the primary key (see $RAW/explain-lookup-$n.txt)"
     q -c "EXPLAIN $(stmt_ext "$k")" > "$RAW/explain-validate-$n.txt"
     touch_sample
     time_rounds "$v" validate_ext "$(stmt_ext "$k")" validate_sql "$(stmt_sql "$k")" lookup "$(stmt_lookup "$k")" \
-        parts "$(stmt_parts "$k")"
+        parts "$(stmt_parts "$k")" parts0 "$(stmt_parts0 "$k")"
     metric "stmt_ext_us_$n" "$T_validate_ext"
     metric "stmt_sql_us_$n" "$T_validate_sql"
     metric "stmt_lookup_us_$n" "$T_lookup"
     metric "stmt_parts_us_$n" "$T_parts"
+    metric "stmt_parts0_us_$n" "$T_parts0"
 }
 
 # pgb NAME CLIENTS SCRIPT [pgbench options...]: R = median TPS over RUNS runs of
@@ -361,18 +393,31 @@ mix_rounds() {
 # sample's tokens (and their sessions) are marked used just now before each
 # read-path measurement.  Nothing is timed while this runs.
 touch_sample() {
-    q -c "UPDATE extension_tokens t SET last_used_at = now() FROM bench.tok b WHERE t.token_hash = b.hash" \
-      -c "UPDATE extension_token_sessions s SET last_used_at = now() FROM bench.tok b WHERE s.session_id = b.session_id" >/dev/null
+    q -c "UPDATE extension_token_sessions s SET last_used_at = now() FROM bench.tok b WHERE s.session_id = b.session_id" >/dev/null
 }
 
 # ---------------------------------------------------------------------------
 for size in $ORDER; do
     build_dataset "$size"
-    one_statement_validate "$size"
+    if [ "$READS" = 1 ]; then one_statement_validate "$size"; fi
 done
 metric main_size "$MAIN_SIZE"
 metric min_size "$MIN_SIZE"
 metric max_size "$MAX_SIZE"
+metric only "$ONLY"
+
+# The two sign with the same key: a token of bench.sql_issue validates with
+# the baseline, and the extension finds its signature good and its session
+# absent ('not_found': the baseline keeps its rows in a table of its own);
+# the baseline verifies a sample token of the extension (and the read paths'
+# one-statement validate counts that it accepts every one).  Then the
+# extension's counters start from zero: at the end, no validation may have
+# failed.
+tokx=$(q -c "SELECT access_token FROM bench.sql_issue('bench cross-check', $sql_secret)")
+chk=$(q -c "SELECT (extension_token_validate('$tokx')).error IS NOT DISTINCT FROM 'not_found' AND bench.sql_validate('$tokx', $sql_secret)
+                   AND bench.sql_verify((SELECT access FROM bench.tok WHERE id = 1), $sql_secret) IS NOT NULL")
+[ "$chk" = t ] || fail "the baseline and the extension do not sign with the same key"
+q -c "SELECT extension_token_stats_reset()" >/dev/null
 
 say "primitives: SHA-256 and HMAC-SHA256 over a token of the sample's length; jansson and libjwt on its payload"
 read -r tok_len sig_len < <(q -F ' ' -c "SELECT round(avg(length(access))), round(avg(length(access) - length(split_part(access, '.', 3)) - 1)) FROM bench.tok")
@@ -386,6 +431,9 @@ metric prim_hmac_rekey_us "$(awk '$1 == "hmac_rekey_us" {print $2}' "$RAW/primit
 metric prim_jansson_parse_us "$(awk '$1 == "jansson_parse_us" {print $2}' "$RAW/primitives.txt")"
 metric prim_libjwt_sign_us "$(awk '$1 == "libjwt_sign_us" {print $2}' "$RAW/primitives.txt")"
 
+# ---------------------------------------------------------------------------
+# The read paths (all but BENCH_ONLY=write)
+if [ "$READS" = 1 ]; then
 say "sign and verify-only in one statement (SQL baseline)"
 k=$(( (VALIDATIONS + SAMPLE - 1) / SAMPLE )); V=$(( k * SAMPLE ))
 touch_sample
@@ -398,16 +446,15 @@ time_stmt "sql verify" "$(stmt_verify "$k")" "$V"; metric stmt_sql_verify_us "$R
 
 # ---------------------------------------------------------------------------
 say "validate via pgbench"
-q -c "SELECT extension_token_stats_reset()" >/dev/null
 N=$SAMPLE
 s_ext=$(script validate_ext "\\set id random(1, $N)" \
     "SELECT (extension_token_validate(access)).valid FROM bench.tok WHERE id = :id;")
 s_sql=$(script validate_sql "\\set id random(1, $N)" \
     "SELECT bench.sql_validate(access, :secret) FROM bench.tok WHERE id = :id;")
 s_lookup=$(script lookup "\\set id random(1, $N)" \
-    "SELECT t.revoked_at FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash WHERE b.id = :id;")
+    "SELECT s.access_hash = b.hash AND s.revoked_at IS NULL FROM bench.tok b JOIN extension_token_sessions s ON s.session_id = b.session_id WHERE b.id = :id;")
 s_parts=$(script lookup_parts "\\set id random(1, $N)" \
-    "SELECT t.revoked_at, bench.parts(b.access, :secret, true) FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash WHERE b.id = :id;")
+    "SELECT s.access_hash = b.hash AND s.revoked_at IS NULL, bench.parts(b.access, :secret, true) FROM bench.tok b JOIN extension_token_sessions s ON s.session_id = b.session_id WHERE b.id = :id;")
 s_one=$(script select1 "SELECT 1;")
 for c in 1 2; do
     touch_sample
@@ -472,30 +519,29 @@ WAL_T=$(( W * WAL_PER_TOKEN / 2 ))   # transactions per client, 2 clients
 s_wal=$(script validate_wal "\\set id random(1, $W)" \
     "SELECT (extension_token_validate(access)).valid FROM bench.tok WHERE id = :id;")
 q -c "SHOW extension_tokens.last_used_interval" > "$RAW/last_used_interval.txt"
-q <<SQL
-UPDATE extension_tokens t SET last_used_at = now() - interval '1 day'
-  FROM bench.tok b WHERE b.id <= $W AND t.token_hash = b.hash;
-UPDATE extension_token_sessions s SET last_used_at = now() - interval '1 day'
-  FROM bench.tok b WHERE b.id <= $W AND s.session_id = b.session_id;
-SQL
-wal_run() {   # wal_run LABEL: R = "WAL bytes, transactions, token rows written, session rows written"
-    local label=$1 t0 l0 l1
-    t0=$(q -c "SELECT clock_timestamp()")
-    l0=$(q -c "SELECT pg_current_wal_insert_lsn()")
+q -c "UPDATE extension_token_sessions s SET last_used_at = now() - interval '1 day'
+      FROM bench.tok b WHERE b.id <= $W AND s.session_id = b.session_id" >/dev/null
+# wal_run LABEL: R = "WAL bytes, transactions, session rows written, xids
+# assigned".  A transaction gets a transaction id when it first writes, so
+# the xids assigned during the run (the next xid before and after; the
+# probes here take none) count the transactions that wrote anything: the
+# validations that wrote in the caller's transaction, and any writer of
+# its own (a batch writer, autovacuum's analyze).
+wal_run() {
+    local label=$1 t0 l0 l1 x0 x1
+    IFS='|' read -r t0 l0 x0 <<< "$(q -F '|' -c "SELECT clock_timestamp(), pg_current_wal_insert_lsn(), pg_snapshot_xmax(pg_current_snapshot())")"
     pgb_once "$RAW/wal-$label.txt" 2 "$s_wal" -t "$WAL_T"
-    l1=$(q -c "SELECT pg_current_wal_insert_lsn()")
+    read -r l1 x1 <<< "$(q -F ' ' -c "SELECT pg_current_wal_insert_lsn(), pg_snapshot_xmax(pg_current_snapshot())")"
     R=$(q -F ' ' -c "SELECT pg_wal_lsn_diff('$l1', '$l0')::bigint, $LAST_TXNS,
-        (SELECT count(*) FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash
-          WHERE b.id <= $W AND t.last_used_at >= '$t0'::timestamptz),
         (SELECT count(*) FROM bench.tok b JOIN extension_token_sessions s ON s.session_id = b.session_id
-          WHERE b.id <= $W AND s.last_used_at >= '$t0'::timestamptz)")
+          WHERE b.id <= $W AND s.last_used_at >= '$t0'::timestamptz), $x1 - $x0")
 }
-wal_run first; read -r wal_a txn_a tokw_a sesw_a <<< "$R"
-wal_run again; read -r wal_b txn_b tokw_b sesw_b <<< "$R"
+wal_run first; read -r wal_a txn_a sesw_a xid_a <<< "$R"
+wal_run again; read -r wal_b txn_b sesw_b xid_b <<< "$R"
 metric wal_tokens "$W"
-metric wal_a_bytes "$wal_a"; metric wal_a_txns "$txn_a"; metric wal_a_token_writes "$tokw_a"; metric wal_a_session_writes "$sesw_a"
-metric wal_b_bytes "$wal_b"; metric wal_b_txns "$txn_b"; metric wal_b_token_writes "$tokw_b"
-[ "$tokw_a" -le "$W" ] || fail "more token rows written than tokens"
+metric wal_a_bytes "$wal_a"; metric wal_a_txns "$txn_a"; metric wal_a_session_writes "$sesw_a"; metric wal_a_xids "$xid_a"
+metric wal_b_bytes "$wal_b"; metric wal_b_txns "$txn_b"; metric wal_b_session_writes "$sesw_b"; metric wal_b_xids "$xid_b"
+[ "$sesw_a" -le "$W" ] || fail "more session rows written than sessions"
 
 say "validate + write last_used_at on every call (last_used_interval = 0 / SQL UPDATE)"
 s_sqlw=$(script validate_sql_touch "\\set id random(1, $N)" \
@@ -507,66 +553,63 @@ for c in 1 2; do
     pgb validate_write_sql $c "$s_sqlw" -D "secret=$secret_hex"; metric "pgb_validate_write_sql_c$c" "$R"
 done
 # proof that interval 0 wrote: the sample's last_used_at are all recent now
-recent=$(q -c "SELECT count(*) FROM bench.tok b JOIN extension_tokens t ON t.token_hash = b.hash WHERE t.last_used_at > now() - interval '10 minutes'")
+recent=$(q -c "SELECT count(*) FROM bench.tok b JOIN extension_token_sessions s ON s.session_id = b.session_id WHERE s.last_used_at > now() - interval '10 minutes'")
 metric validate_write_recent_rows "$recent"
+fi   # the read paths
 
 # ---------------------------------------------------------------------------
 say "issue"
 # The floor's writes for one pair, the user's id given as $1 (an expression):
-# the user's row (upsert, as the rate limit's lock), the session, two tokens.
+# what extension_token_issue writes in 1.2 (without a rate limit or a
+# session limit, as configured here): the user's row (upsert, the lock that
+# serializes a user's issues), and the session's row with the two hashes
+# (random 32-byte values: no signing, no hashing).
+RND32="uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())"
 issue_floor_sql() {
-    echo "WITH u AS (INSERT INTO extension_token_users AS u (user_id) VALUES ($1) ON CONFLICT (user_id) DO UPDATE SET issue_log = '{}' RETURNING user_id), s AS (INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at, last_used_at, expires_at, refresh_expires_at) SELECT gen_random_uuid(), u.user_id, 'Extension Token', '30 days', now(), now(), now() + interval '30 days', now() + interval '90 days' FROM u RETURNING session_id, user_id, created_at) INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at) SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()), k.t, s.session_id, s.user_id, 'Extension Token', s.created_at, s.created_at + k.life, s.created_at FROM s, (VALUES ('access', interval '30 days'), ('refresh', interval '90 days')) k(t, life);"
+    echo "WITH u AS (INSERT INTO extension_token_users AS u (user_id) VALUES ($1) ON CONFLICT (user_id) DO UPDATE SET issue_log = '{}' RETURNING user_id) INSERT INTO extension_token_sessions (session_id, user_id, name, claims, access_lifetime, created_at, last_used_at, expires_at, refresh_expires_at, access_hash, refresh_hash, ends_at, idle_timeout) SELECT gen_random_uuid(), u.user_id, 'Extension Token', NULL, '30 days', now(), now(), now() + interval '30 days', now() + interval '90 days', $RND32, $RND32, 'infinity', NULL FROM u;"
 }
-stmt_issue_ext="SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $ISSUES)) g, LATERAL extension_token_issue(g.u) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
-stmt_issue_sql="SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.sql_issue(g.u, $sql_secret) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
+stmt_issue_ext="SELECT count(*) FROM (SELECT gen_random_uuid()::text AS u FROM generate_series(1, $ISSUES)) g, LATERAL extension_token_issue(g.u) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
+stmt_issue_sql="SELECT count(*) FROM (SELECT gen_random_uuid()::text AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.sql_issue(g.u, $sql_secret) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
 # One untimed statement of each first: right after the CHECKPOINT that ends
 # the data build, each first touch of an index page writes a full-page image
 # to WAL; the timed runs see the steady state (checkpoint_timeout = 1h).
 q -c "SELECT bench.time_count(\$s\$$stmt_issue_ext\$s\$, $ISSUES)" -c "SELECT bench.time_count(\$s\$$stmt_issue_sql\$s\$, $ISSUES)" > "$RAW/issue-warmup.txt" ||
     fail "issue warm-up"
-# The floors of issuing in one statement: the same rows (user, session, two
-# tokens) with random keys and no signing or hashing, (a) by one prepared
-# statement per pair, the shape of any per-call implementation (plpgsql
-# keeps the plan as the extension's SPI does), and (b) set-based, ISSUES
-# pairs in one statement, which no per-call path can beat.
+# The floors of issuing in one statement: the same rows (user, session) with
+# random keys and no signing or hashing, (a) by one prepared statement per
+# pair, the shape of any per-call implementation (plpgsql keeps the plan as
+# the extension's SPI does), and (b) set-based, ISSUES pairs in one
+# statement, which no per-call path can beat.
 q <<SQL
-CREATE FUNCTION bench.floor_issue(p uuid) RETURNS int LANGUAGE plpgsql AS \$f\$
+CREATE FUNCTION bench.floor_issue(p text) RETURNS int LANGUAGE plpgsql AS \$f\$
 BEGIN
 $(issue_floor_sql p)
 RETURN 1;
 END \$f\$;
 CREATE FUNCTION bench.floor_issue_set(n int) RETURNS bigint LANGUAGE plpgsql AS \$f\$
 BEGIN
-WITH f AS MATERIALIZED (SELECT gen_random_uuid() AS s, gen_random_uuid() AS u, now() AS t,
-         uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS a,
-         uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS r
+WITH f AS MATERIALIZED (SELECT gen_random_uuid() AS s, gen_random_uuid()::text AS u, now() AS t,
+         $RND32 AS a, $RND32 AS r
        FROM generate_series(1, n)),
-  u AS (INSERT INTO extension_token_users (user_id) SELECT f.u FROM f),
-  s AS (INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
-                                              last_used_at, expires_at, refresh_expires_at)
-        SELECT f.s, f.u, 'Extension Token', '30 days', f.t, f.t, f.t + interval '30 days',
-               f.t + interval '90 days' FROM f)
-INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
-                              expires_at, last_used_at)
-SELECT k.h, k.ty, f.s, f.u, 'Extension Token', f.t, f.t + k.life, f.t
-FROM f, LATERAL (VALUES (f.a, 'access', interval '30 days'), (f.r, 'refresh', interval '90 days')) k(h, ty, life);
+  u AS (INSERT INTO extension_token_users (user_id) SELECT f.u FROM f)
+INSERT INTO extension_token_sessions (session_id, user_id, name, claims, access_lifetime, created_at,
+                                      last_used_at, expires_at, refresh_expires_at, access_hash,
+                                      refresh_hash, ends_at, idle_timeout)
+SELECT f.s, f.u, 'Extension Token', NULL, '30 days', f.t, f.t, f.t + interval '30 days',
+       f.t + interval '90 days', f.a, f.r, 'infinity', NULL FROM f;
 RETURN n;
 END \$f\$;
 SQL
 time_rounds "$ISSUES" issue_ext "$stmt_issue_ext" issue_sql "$stmt_issue_sql" \
-    issue_floor "SELECT count(*) FROM (SELECT gen_random_uuid() AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.floor_issue(g.u) p WHERE p = 1" \
+    issue_floor "SELECT count(*) FROM (SELECT gen_random_uuid()::text AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.floor_issue(g.u) p WHERE p = 1" \
     issue_floor_set "SELECT bench.floor_issue_set($ISSUES)"
 metric stmt_issue_ext_us "$T_issue_ext"
 metric stmt_issue_sql_us "$T_issue_sql"
 metric stmt_issue_floor_us "$T_issue_floor"
 metric stmt_issue_floor_set_us "$T_issue_floor_set"
-# the SQL baseline's tokens validate with the extension, and the reverse
-tokx=$(q -c "SELECT access_token FROM bench.sql_issue(gen_random_uuid(), $sql_secret)")
-chk=$(q -c "SELECT (extension_token_validate('$tokx')).valid AND bench.sql_validate('$tokx', $sql_secret)")
-[ "$chk" = t ] || fail "a token from bench.sql_issue does not validate with both"
-s_issue_ext=$(script issue_ext "SELECT access_token FROM extension_token_issue(gen_random_uuid());")
-s_issue_sql=$(script issue_sql "SELECT access_token FROM bench.sql_issue(gen_random_uuid(), :secret);")
-s_issue_floor=$(script issue_floor "$(issue_floor_sql "gen_random_uuid()")")
+s_issue_ext=$(script issue_ext "SELECT access_token FROM extension_token_issue(gen_random_uuid()::text);")
+s_issue_sql=$(script issue_sql "SELECT access_token FROM bench.sql_issue(gen_random_uuid()::text, :secret);")
+s_issue_floor=$(script issue_floor "$(issue_floor_sql "gen_random_uuid()::text")")
 for c in 1 2; do
     pgb_rounds $c issue_ext "$s_issue_ext" issue_sql "$s_issue_sql" issue_floor "$s_issue_floor"
     metric "pgb_issue_ext_c$c" "$R_issue_ext"
@@ -593,7 +636,8 @@ declare -A POOL_OFF=()   # per pool: the last row used so far
 # pool_rounds CLIENTS NAME POOL SCRIPT USED_SQL [NAME POOL SCRIPT USED_SQL ...]:
 # as pgb_rounds, for scripts that use up rows of bench.POOL; after each run
 # the rows used must match the transactions run (pool_check: every refresh and
-# every revoke did its work), and the pool's offset moves past them.
+# every revoke did its work), and the pool's offset moves past them.  Every
+# script gets -D secret=... (the SQL baseline's key).
 pool_rounds() {
     local c=$1 r i name pool off out used maxid; shift
     local -a names=() pools=() scripts=() useds=()
@@ -603,7 +647,8 @@ pool_rounds() {
         for i in "${!names[@]}"; do
             name=${names[$i]}; pool=${pools[$i]}; off=${POOL_OFF[$pool]:-0}
             out=$RAW/$name-c$c-r$r.txt
-            pgb_once "$out" "$c" "${scripts[$i]}" -T "$SECS" -D n=0 -D "off=$off" -D "nc=$c"
+            pgb_once "$out" "$c" "${scripts[$i]}" -T "$SECS" -D n=0 -D "off=$off" -D "nc=$c" \
+                -D "secret=$secret_hex"
             read -r used maxid <<< "$(q -F ' ' -c "${useds[$i]//:off/$off}")"
             pool_check "$name" "$LAST_TXNS" "$used" "$c" "$out"
             POOL_OFF[$pool]=$maxid
@@ -615,65 +660,101 @@ pool_rounds() {
         printf -v "R_${names[$i]}" '%s' "$(median ${vals[${names[$i]}]})"
     done
 }
-# bulk_sessions POOL RHASH PREFIX: for each row of bench.POOL (id, session_id,
-# user_id), a user, a live session and its access and refresh token rows,
-# written in bulk (foreign keys hold by construction: their triggers are
-# skipped); RHASH is the refresh row's hash (an expression), the access
-# row's is sha256(PREFIX || id).
-bulk_sessions() {
+# make_pool NAME ROWS: bench.NAME (id, session_id, user_id, refresh, rhash):
+# ROWS live sessions of the extension, written in bulk (a user and a session
+# row each, of the shape extension_token_issue writes), each with a
+# well-formed refresh token (bench.refresh_token: prefix, body, checksum as
+# the extension makes them), so that refresh and revoke take them as they
+# take issued ones.  make_sql_pool NAME ROWS: the same for the SQL baseline,
+# its two token rows per session in bench.sql_tokens.
+make_pool() {
     q <<SQL
-SET session_replication_role = replica;
+CREATE TABLE bench.$1 (id int PRIMARY KEY, session_id uuid NOT NULL, user_id text NOT NULL,
+                       refresh text NOT NULL, rhash bytea NOT NULL);
+INSERT INTO bench.$1
+SELECT g, md5('$1 s' || g)::uuid, md5('$1 u' || g)::uuid::text, t, sha256(convert_to(t, 'UTF8'))
+FROM generate_series(1, $2) g, LATERAL bench.refresh_token('$1 ' || g) t;
 INSERT INTO extension_token_users (user_id) SELECT user_id FROM bench.$1;
 INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
-                                      last_used_at, expires_at, refresh_expires_at)
+                                      last_used_at, expires_at, refresh_expires_at, access_hash,
+                                      refresh_hash, ends_at)
 SELECT session_id, user_id, 'Extension Token', '30 days', now(), now(),
-       now() + interval '30 days', now() + interval '90 days' FROM bench.$1;
-INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
+       now() + interval '30 days', now() + interval '90 days',
+       sha256(convert_to('$1 a' || id, 'UTF8')), rhash, 'infinity' FROM bench.$1;
+SQL
+}
+make_sql_pool() {
+    q <<SQL
+CREATE TABLE bench.$1 (id int PRIMARY KEY, refresh text NOT NULL, rhash bytea NOT NULL);
+INSERT INTO bench.$1
+SELECT g, t, sha256(convert_to(t, 'UTF8'))
+FROM generate_series(1, $2) g, LATERAL (SELECT 'ext_rt_$1' || lpad(g::text, 43, '0')) x(t);
+INSERT INTO bench.sql_tokens (token_hash, token_type, session_id, user_id, name, created_at,
                               expires_at, last_used_at)
-SELECT sha256(convert_to('$3' || id, 'UTF8')), 'access', session_id, user_id, 'Extension Token',
-       now(), now() + interval '30 days', now() FROM bench.$1
-UNION ALL
-SELECT $2, 'refresh', session_id, user_id, 'Extension Token',
-       now(), now() + interval '90 days', now() FROM bench.$1;
-RESET session_replication_role;
+SELECT k.h, k.t, md5('$1 s' || p.id)::uuid, md5('$1 u' || p.id)::uuid::text, 'Extension Token',
+       now(), now() + k.life, now()
+FROM bench.$1 p, LATERAL (VALUES (sha256(convert_to('$1 a' || p.id, 'UTF8')), 'access', interval '30 days'),
+                                 (p.rhash, 'refresh', interval '90 days')) k(h, t, life);
 SQL
 }
 POOL_ID='\set n :n + 1
 \set id :off + (:n - 1) * :nc + :client_id + 1'
 
 say "refresh"
-P=$(pool_size 4)
-echo "  a pool of $P refresh tokens from extension_token_issue, and $P floor sessions (rate estimate $RATE/s)"
-q <<SQL
-CREATE TABLE bench.rpool (id serial PRIMARY KEY, refresh text NOT NULL, rhash bytea NOT NULL);
-INSERT INTO bench.rpool (refresh, rhash)
-SELECT p.refresh_token, sha256(convert_to(p.refresh_token, 'UTF8'))
-FROM (SELECT gen_random_uuid() AS u, i FROM generate_series(1, $P) i) g,
-     LATERAL extension_token_issue(g.u) p ORDER BY g.i;
--- The floor's pool: sessions of the same shape, written in bulk.
-CREATE TABLE bench.fpool (id serial PRIMARY KEY, session_id uuid NOT NULL, user_id uuid NOT NULL,
-                          rhash bytea NOT NULL);
-INSERT INTO bench.fpool (session_id, user_id, rhash)
-SELECT md5('fs' || g)::uuid, md5('fu' || g)::uuid, sha256(convert_to('fr' || g, 'UTF8'))
-FROM generate_series(1, $P) g;
+q <<'SQL'
+-- A refresh token as the extension makes it, from a seed: 'ext_rt_', 43
+-- base62 characters, and the checksum (the first 4 bytes of the SHA-256 of
+-- the rest, in 6 base62 digits).
+CREATE FUNCTION bench.refresh_token(seed text) RETURNS text LANGUAGE sql IMMUTABLE STRICT AS $f$
+SELECT a.pb || string_agg(substr('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz',
+                                 ((c.v / (62::bigint ^ (5 - i))::bigint) % 62)::int + 1, 1), '' ORDER BY i)
+FROM (SELECT 'ext_rt_' || substr(encode(sha256(convert_to(seed, 'UTF8')), 'hex'), 1, 43) AS pb) a,
+     LATERAL (SELECT ('x' || encode(substr(sha256(convert_to(a.pb, 'UTF8')), 1, 4), 'hex'))::bit(32)::bigint) c(v),
+     generate_series(0, 5) i
+GROUP BY a.pb
+$f$;
 SQL
-bulk_sessions fpool rhash fa
+# What a refresh writes beside the pair's hashes: the retry window's sealed
+# successor (its size from one real refresh) and its end.
+q -c "CREATE TABLE bench.probe AS SELECT refresh_token FROM extension_token_issue('bench probe')" \
+  -c "SELECT count(*) FROM bench.probe, LATERAL extension_token_refresh(refresh_token) p" >/dev/null ||
+    fail "refresh of an issued token"
+read -r BOX RETRY <<< "$(q -F ' ' -c "SELECT length(retry_box), extract(epoch FROM retry_until - last_refresh_at)::int
+                                     FROM extension_token_sessions WHERE user_id = 'bench probe'")"
+[ -n "$BOX" ] && [ "$BOX" -gt 0 ] && [ "$BOX" -le 1024 ] || fail "retry box of $BOX bytes"
+metric refresh_retry_box_bytes "$BOX"
+# Each pool is drawn on by -c1 and -c2 runs, the ext's and the floor's also
+# by the interleaved ones: at most about 2.25 x RATE x SECS x RUNS rows
+# (refresh runs at or below the issue rate), of the 6 x that pool_size 3 makes.
+P=$(pool_size 3); PS=$(pool_size 1.5)
+echo "  pools of $P refresh tokens for the extension and for its floor, $PS for the SQL baseline (rate estimate $RATE/s)"
+make_pool rpool "$P"
+make_pool fpool "$P"
+make_sql_pool spool "$PS"
 q -c "VACUUM ANALYZE" -c "CHECKPOINT"
 s_refresh_ext=$(script refresh_ext "$POOL_ID" \
     "SELECT access_token FROM extension_token_refresh((SELECT refresh FROM bench.rpool WHERE id = :id));")
+s_refresh_sql=$(script refresh_sql "$POOL_ID" \
+    "SELECT access_token FROM bench.sql_refresh((SELECT refresh FROM bench.spool WHERE id = :id), :secret);")
 # The floor's writes for one refresh of row $2 (an expression) of pool
-# bench.$1: the user's row (upsert), the refresh row claimed and linked, the
-# session's access row revoked, the session moved on, two new token rows.
+# bench.$1: what extension_token_refresh writes in 1.2 (no rate limit):
+# the user's row (upsert, the lock that serializes a user's refreshes), the
+# session's row moved on to the new pair (one UPDATE, with the retry
+# window's sealed successor: random bytes of the size the extension
+# writes), and the exchanged token recorded with its successor.
 refresh_floor_sql() {
-    echo "WITH f AS (SELECT session_id, user_id, rhash FROM bench.$1 WHERE id = $2), nh AS (SELECT uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS na, uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()) AS nr), u AS (INSERT INTO extension_token_users AS u (user_id) SELECT user_id FROM f ON CONFLICT (user_id) DO UPDATE SET refresh_log = '{}' RETURNING 1), r AS (UPDATE extension_tokens t SET used_at = now(), replaced_by = nh.nr FROM f, nh WHERE t.token_hash = f.rhash AND t.token_type = 'refresh' AND t.used_at IS NULL AND t.revoked_at IS NULL RETURNING 1), a AS (UPDATE extension_tokens t SET revoked_at = now(), revoked_reason = 'rotated' FROM f WHERE t.session_id = f.session_id AND t.token_type = 'access' AND t.revoked_at IS NULL RETURNING 1), s AS (UPDATE extension_token_sessions s SET refresh_count = s.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days' FROM f WHERE s.session_id = f.session_id RETURNING 1) INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at) SELECT k.h, k.t, f.session_id, f.user_id, 'Extension Token', now(), now() + k.life, now() FROM f, nh, LATERAL (VALUES (nh.na, 'access', interval '30 days'), (nh.nr, 'refresh', interval '90 days')) k(h, t, life);"
+    echo "WITH f AS (SELECT session_id, user_id, rhash FROM bench.$1 WHERE id = $2), nh AS (SELECT $RND32 AS na, $RND32 AS nr), u AS (INSERT INTO extension_token_users AS u (user_id) SELECT user_id FROM f ON CONFLICT (user_id) DO UPDATE SET refresh_log = '{}' RETURNING true AS ok), s AS (UPDATE extension_token_sessions x SET refresh_count = x.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days', access_hash = nh.na, refresh_hash = nh.nr, retry_hash = f.rhash, retry_until = now() + interval '$RETRY seconds', retry_box = gen_random_bytes($BOX) FROM u, f, nh WHERE u.ok AND x.session_id = f.session_id AND x.refresh_hash = f.rhash AND x.revoked_at IS NULL AND x.refresh_expires_at > now() RETURNING x.session_id) INSERT INTO extension_tokens (token_hash, session_id, used_at, replaced_by) SELECT f.rhash, s.session_id, now(), nh.nr FROM s, f, nh;"
 }
 s_refresh_floor=$(script refresh_floor "$POOL_ID" "$(refresh_floor_sql fpool :id)")
-used_rpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.rpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off AND t.used_at IS NOT NULL"
-used_fpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.fpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off AND t.used_at IS NOT NULL"
+used_rpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.rpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off"
+used_fpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.fpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off"
+used_spool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.spool p JOIN bench.sql_tokens t ON t.token_hash = p.rhash WHERE p.id > :off AND t.used_at IS NOT NULL"
 for c in 1 2; do
     pool_rounds $c refresh_ext rpool "$s_refresh_ext" "$used_rpool" \
+                   refresh_sql spool "$s_refresh_sql" "$used_spool" \
                    refresh_floor fpool "$s_refresh_floor" "$used_fpool"
     metric "pgb_refresh_ext_c$c" "$R_refresh_ext"
+    metric "pgb_refresh_sql_c$c" "$R_refresh_sql"
     metric "pgb_refresh_floor_c$c" "$R_refresh_floor"
 done
 s_refresh_ext_a=$(script refresh_ext_a "${POOL_ID//:off/:offa}" \
@@ -689,73 +770,41 @@ done
 metric refresh_pool_used "${POOL_OFF[rpool]} of $P"
 
 # Refresh in one statement (no commit, no client, no flush): what a refresh
-# costs beside the floor's writes.  K1 refreshes per statement, each of a
-# different row of a pool; every run of a statement takes the next block of
-# K1 rows (a sequence), time_rounds runs each twice per round.  The floor is
-# the same statement as above, once per refresh from a plpgsql function (a
-# prepared statement per call, as the extension's SPI plan); the lookup is
-# what the extension reads before it can sign: the token's row and its
-# session's, here by a join in SQL.
+# costs beside the writes.  K1 refreshes per statement, each of a different
+# row of a pool; every run of a statement takes the next block of K1 rows (a
+# sequence), time_rounds runs each twice per round.  Against it: the SQL
+# baseline's refresh (sign + UPDATE + INSERT on its own table), the floor
+# (the statement above, once per refresh from a plpgsql function: a
+# prepared statement per call, as the extension's SPI plan), and the lookup
+# the extension makes before it signs (the session's row by the refresh
+# token's hash), on the pool's last block, which no run uses.
 K1=$(( SMOKE == 1 ? 200 : 2000 ))
 P1=$(( K1 * (2 * RUNS + 1) ))
+make_pool rpool1 "$P1"
+make_pool fpool1 "$P1"
+make_sql_pool spool1 "$P1"
 q <<SQL
-CREATE TABLE bench.rpool1 (id int PRIMARY KEY, refresh text NOT NULL, rhash bytea NOT NULL);
-INSERT INTO bench.rpool1
-SELECT g.i, p.refresh_token, sha256(convert_to(p.refresh_token, 'UTF8'))
-FROM (SELECT gen_random_uuid() AS u, i FROM generate_series(1, $P1) i) g,
-     LATERAL extension_token_issue(g.u) p;
-CREATE TABLE bench.fpool1 (id int PRIMARY KEY, session_id uuid NOT NULL, user_id uuid NOT NULL,
-                           rhash bytea NOT NULL);
-INSERT INTO bench.fpool1
-SELECT g, md5('f1s' || g)::uuid, md5('f1u' || g)::uuid, sha256(convert_to('f1r' || g, 'UTF8'))
-FROM generate_series(1, $P1) g;
 CREATE SEQUENCE bench.rblock MINVALUE 0 START 0;
 CREATE SEQUENCE bench.fblock MINVALUE 0 START 0;
+CREATE SEQUENCE bench.sblock MINVALUE 0 START 0;
 CREATE FUNCTION bench.floor_refresh(p int) RETURNS int LANGUAGE plpgsql AS \$f\$
 DECLARE n bigint;
 BEGIN
 $(refresh_floor_sql fpool1 p)
 GET DIAGNOSTICS n = ROW_COUNT;
-RETURN (n = 2)::int;
+RETURN (n = 1)::int;
 END \$f\$;
--- The same writes in two statements: everything but the new pair (which
--- returns what the pair needs), then the pair.  The shape a refresh without
--- a lookup would need, its token signed between the two.
-CREATE FUNCTION bench.floor_refresh2(p int) RETURNS int LANGUAGE plpgsql AS \$f\$
-DECLARE n bigint; sid uuid; uid uuid; na bytea; nr bytea;
-BEGIN
-na := uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid());
-nr := uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid());
-WITH f AS (SELECT session_id, user_id, rhash FROM bench.fpool2 WHERE id = p),
-  u AS (INSERT INTO extension_token_users AS u (user_id) SELECT user_id FROM f ON CONFLICT (user_id) DO UPDATE SET refresh_log = '{}' RETURNING 1),
-  s AS (UPDATE extension_token_sessions s SET refresh_count = s.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days' FROM f WHERE s.session_id = f.session_id RETURNING s.session_id, s.user_id),
-  r AS (UPDATE extension_tokens t SET used_at = now(), replaced_by = nr FROM s, f WHERE t.token_hash = f.rhash AND t.session_id = s.session_id AND t.token_type = 'refresh' AND t.used_at IS NULL AND t.revoked_at IS NULL RETURNING t.session_id, t.user_id),
-  a AS (UPDATE extension_tokens t SET revoked_at = now(), revoked_reason = 'rotated' FROM f WHERE t.session_id = f.session_id AND t.token_type = 'access' AND t.revoked_at IS NULL AND EXISTS (SELECT 1 FROM r))
-SELECT r.session_id, r.user_id INTO sid, uid FROM r;
-INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at, last_used_at)
-VALUES (na, 'access', sid, uid, 'Extension Token', now(), now() + interval '30 days', now()),
-       (nr, 'refresh', sid, uid, 'Extension Token', now(), now() + interval '90 days', now());
-GET DIAGNOSTICS n = ROW_COUNT;
-RETURN (n = 2 AND sid IS NOT NULL)::int;
-END \$f\$;
-CREATE TABLE bench.fpool2 (LIKE bench.fpool1 INCLUDING ALL);
-INSERT INTO bench.fpool2
-SELECT g, md5('f2s' || g)::uuid, md5('f2u' || g)::uuid, sha256(convert_to('f2r' || g, 'UTF8'))
-FROM generate_series(1, $P1) g;
-CREATE SEQUENCE bench.f2block MINVALUE 0 START 0;
 SQL
-bulk_sessions fpool1 rhash f1a
-bulk_sessions fpool2 rhash f2a
-q -c "VACUUM ANALYZE bench.rpool1, bench.fpool1, bench.fpool2"
+q -c "VACUUM ANALYZE bench.rpool1, bench.fpool1, bench.spool1, extension_token_sessions, bench.sql_tokens"
 block() { echo "WITH b AS MATERIALIZED (SELECT nextval('bench.$1') * $K1 AS base) SELECT count(*) FROM b, generate_series(1, $K1) g"; }
 time_rounds "$K1" \
     refresh_ext "$(block rblock), LATERAL (SELECT refresh FROM bench.rpool1 WHERE id = b.base + g.g) r, LATERAL extension_token_refresh(r.refresh) p WHERE p.access_token IS NOT NULL" \
+    refresh_sql "$(block sblock), LATERAL (SELECT refresh FROM bench.spool1 WHERE id = b.base + g.g) r, LATERAL bench.sql_refresh(r.refresh, $sql_secret) p WHERE p.access_token IS NOT NULL" \
     refresh_floor "$(block fblock), LATERAL bench.floor_refresh((b.base + g.g)::int) p WHERE p = 1" \
-    refresh_floor2 "$(block f2block), LATERAL bench.floor_refresh2((b.base + g.g)::int) p WHERE p = 1" \
-    refresh_lookup "SELECT count(*) FILTER (WHERE (SELECT s.revoked_at IS NULL FROM extension_tokens t JOIN extension_token_sessions s ON s.session_id = t.session_id WHERE t.token_hash = r.rhash)) FROM bench.rpool1 r WHERE r.id <= $K1"
+    refresh_lookup "SELECT count(*) FILTER (WHERE (SELECT s.revoked_at IS NULL FROM extension_token_sessions s WHERE s.refresh_hash = r.rhash)) FROM bench.rpool1 r WHERE r.id > $(( 2 * RUNS * K1 ))"
 metric stmt_refresh_ext_us "$T_refresh_ext"
+metric stmt_refresh_sql_us "$T_refresh_sql"
 metric stmt_refresh_floor_us "$T_refresh_floor"
-metric stmt_refresh_floor2_us "$T_refresh_floor2"
 metric stmt_refresh_lookup_us "$T_refresh_lookup"
 
 # ---------------------------------------------------------------------------
@@ -770,23 +819,23 @@ metric stmt_refresh_lookup_us "$T_refresh_lookup"
 # loaded window ends with the run or the cleanup, whichever is first.
 cleanup_run() {
     local c=$1 x=x$1 dead deleted left p0 c0 c1 loaded unloaded window
-    say "cleanup under load, pgbench -c$c: $CLEANUP_SESSIONS expired sessions ($((3 * CLEANUP_SESSIONS)) rows)"
+    say "cleanup under load, pgbench -c$c: $CLEANUP_SESSIONS expired sessions ($((2 * CLEANUP_SESSIONS)) rows)"
+    # sessions refreshed once and then left: the session row and its
+    # exchanged refresh token, both deleted by the cleanup
     q <<SQL
-SET session_replication_role = replica;
 INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
-                                      last_used_at, expires_at, refresh_expires_at)
-SELECT md5('${x}s' || g)::uuid, md5('${x}u' || g)::uuid, 'Extension Token', '30 days',
+                                      last_used_at, expires_at, refresh_expires_at, access_hash,
+                                      refresh_hash, ends_at, refresh_count, last_refresh_at)
+SELECT md5('${x}s' || g)::uuid, md5('${x}u' || g)::uuid::text, 'Extension Token', '30 days',
        now() - interval '200 days', now() - interval '150 days',
-       now() - interval '170 days', now() - interval '110 days' - g * interval '1 second'
+       now() - interval '170 days', now() - interval '110 days' - g * interval '1 second',
+       sha256(convert_to('a$x' || g, 'UTF8')), sha256(convert_to('r$x' || g, 'UTF8')), 'infinity',
+       1, now() - interval '200 days'
 FROM generate_series(1, $CLEANUP_SESSIONS) g;
-INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at,
-                              expires_at, last_used_at)
-SELECT sha256(convert_to(k.t || '$x' || g, 'UTF8')), k.t, md5('${x}s' || g)::uuid, md5('${x}u' || g)::uuid,
-       'Extension Token', now() - interval '200 days', now() - interval '200 days' + k.life,
-       now() - interval '150 days'
-FROM generate_series(1, $CLEANUP_SESSIONS) g,
-     (VALUES ('access', interval '30 days'), ('refresh', interval '90 days')) k(t, life);
-RESET session_replication_role;
+INSERT INTO extension_tokens (token_hash, session_id, used_at, replaced_by)
+SELECT sha256(convert_to('e$x' || g, 'UTF8')), md5('${x}s' || g)::uuid, now() - interval '200 days',
+       sha256(convert_to('r$x' || g, 'UTF8'))
+FROM generate_series(1, $CLEANUP_SESSIONS) g;
 SQL
     q -c "VACUUM ANALYZE" -c "CHECKPOINT"
     touch_sample
@@ -833,6 +882,7 @@ PY
     metric "cleanup_c${c}_loaded_tps" "$loaded"
     metric "cleanup_c${c}_window_s" "$window"
 }
+if [ "$READS" = 1 ]; then
 cleanup_run 1
 cleanup_run 2
 # The cleanups left two million dead rows: vacuum them now, or autovacuum
@@ -871,7 +921,7 @@ LANGUAGE plpgsql STABLE AS \$f\$
 DECLARE
     r extension_token_validation;
 BEGIN
-    r := ROW(true, NULL::text, '00000000-0000-4000-8000-000000000001'::uuid,
+    r := ROW(true, NULL::text, '00000000-0000-4000-8000-000000000001'::text,
              '00000000-0000-4000-8000-000000000002'::uuid, 'Extension Token'::text,
              '2030-01-01 00:00:00+00'::timestamptz,
              '{"aud": "extension", "exp": 1800000000, "iat": 1700000000, "iss": "extension_tokens", "jti": "00000000-0000-4000-8000-000000000003", "sub": "00000000-0000-4000-8000-000000000001", "type": "access", "session_id": "00000000-0000-4000-8000-000000000002"}'::jsonb);
@@ -975,6 +1025,7 @@ metric http_noop_shape_rps "$H_noop_shape"
 metric http_ext_rps "$H_validate_ext"
 metric http_sql_rps "$H_validate_sql"
 # PostgREST stays up (idle) for the profile's HTTP section at the end.
+fi   # cleanup and PostgREST: the read paths
 
 # ---------------------------------------------------------------------------
 say "revoke (informational)"
@@ -985,18 +1036,12 @@ say "revoke (informational)"
 # RATE and emptied the pool), so it gets a pool far larger than it needs.
 if [ "$SMOKE" = 1 ]; then P=$(pool_size 20); else P=$(pool_size 3); fi
 echo "  a pool of $P sessions"
-q <<SQL
-CREATE TABLE bench.vpool (id serial PRIMARY KEY, session_id uuid NOT NULL, user_id uuid NOT NULL,
-                          token text NOT NULL);
-INSERT INTO bench.vpool (session_id, user_id, token)
-SELECT md5('vs' || g)::uuid, md5('vu' || g)::uuid, 'ext_rt_benchrevoke' || g FROM generate_series(1, $P) g;
-SQL
-bulk_sessions vpool "sha256(convert_to(token, 'UTF8'))" va
+make_pool vpool "$P"
 q -c "VACUUM ANALYZE" -c "CHECKPOINT"
 s_revoke_user=$(script revoke_user "$POOL_ID" \
     "SELECT revoke_user_extension_tokens((SELECT user_id FROM bench.vpool WHERE id = :id));")
 s_revoke_token=$(script revoke_token "$POOL_ID" \
-    "SELECT extension_token_revoke((SELECT token FROM bench.vpool WHERE id = :id));")
+    "SELECT extension_token_revoke((SELECT refresh FROM bench.vpool WHERE id = :id));")
 used_vpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.vpool p JOIN extension_token_sessions s ON s.session_id = p.session_id WHERE p.id > :off AND s.revoked_at IS NOT NULL"
 for c in 1 2; do
     pool_rounds $c revoke_user vpool "$s_revoke_user" "$used_vpool" \
@@ -1024,7 +1069,7 @@ if [ "$SMOKE" != 1 ] && [ "${BENCH_PROFILE:-1}" = 1 ]; then
     say "profile (perf)"
     et_install_packages linux-perf
     touch_sample
-    BENCH_RAW=$RAW BENCH_SCRIPTS=$dir BENCH_SECONDS=$SECS BENCH_HTTP_BASE=$base \
+    BENCH_RAW=$RAW BENCH_SCRIPTS=$dir BENCH_SECONDS=$SECS BENCH_HTTP_BASE=${base:-} BENCH_ONLY=$ONLY \
         "$BENCH/profile.sh" "$RAW/profile.md" || fail "bench/profile.sh"
     { echo; cat "$RAW/profile.md"; } >> "$OUT"
 fi

@@ -5,6 +5,8 @@
 -- pg_catalog (and in pg_temp) and calls every function it may call.  Each
 -- look-alike records that it ran; none may.
 SET extension_tokens.issue_rate_limit = 0;
+-- (strict: the second presentation below is reuse, not a retry)
+SET extension_tokens.refresh_retry_window = 0;
 SELECT access_token AS a, refresh_token AS r FROM extension_token_issue('a1000000-0000-4000-8000-000000000001') \gset
 GRANT CREATE ON DATABASE contrib_regression TO regress_et_mallory;
 
@@ -40,7 +42,7 @@ $$ BEGIN INSERT INTO mallory.captured VALUES ('date_part by ' || current_user); 
 -- and tables of the extension's names in pg_temp, searched first
 CREATE TEMP TABLE extension_tokens (token_hash bytea);
 CREATE TEMP TABLE extension_token_sessions (session_id uuid);
-CREATE TEMP TABLE extension_token_users (user_id uuid);
+CREATE TEMP TABLE extension_token_users (user_id text);
 
 SET search_path = pg_temp, mallory, pg_catalog, public;
 -- what anyone may call
@@ -56,6 +58,7 @@ SELECT public.extension_token_refresh(:'r');
 SELECT public.extension_token_issue();
 \set VERBOSITY default
 SELECT public.extension_token_revoke('ext_rt_nothing');
+-- (the reuse above already revoked the session: false, RFC 7009)
 SELECT public.extension_token_revoke(:'a');
 RESET SESSION AUTHORIZATION;
 

@@ -9,7 +9,7 @@
 SELECT pg_postmaster_start_time() AS started \gset
 SET extension_tokens.issue_rate_limit = 0;
 SET extension_tokens.max_sessions_per_user = 0;
-SET extension_tokens.refresh_reuse_grace = 0;
+SET extension_tokens.refresh_retry_window = 0;
 SELECT access_token AS good, refresh_token AS good_refresh FROM extension_token_issue('60000000-0000-4000-8000-000000000001') \gset
 SELECT access_token AS rotated, refresh_token AS used_refresh FROM extension_token_issue('60000000-0000-4000-8000-000000000002') \gset
 SELECT refresh_token AS reused_successor FROM extension_token_refresh(:'used_refresh') \gset
@@ -149,7 +149,8 @@ INSERT INTO corpus_stmt (grp, name, role, stmt, expected) VALUES
   ('size', '16 MiB to revoke', 'regress_et_service', format('SELECT extension_token_revoke(%L)', repeat('A', 16 * 1024 * 1024)), 'ok'),
   ('privileges', 'anonymous issue', 'regress_et_anon', $$SELECT extension_token_issue('60000000-0000-4000-8000-000000000009')$$, '42501'),
   ('privileges', 'anonymous list', 'regress_et_anon', $$SELECT extension_token_list('60000000-0000-4000-8000-000000000001')$$, '42501'),
-  ('privileges', 'anonymous revoke', 'regress_et_anon', format('SELECT extension_token_revoke(%L)', :'good'), '42501'),
+  ('privileges', 'anonymous revoke by session id', 'regress_et_anon', $$SELECT extension_token_revoke_session('60000000-0000-4000-8000-0000000000ee')$$, '42501'),
+  ('privileges', 'anonymous revoke of a user', 'regress_et_anon', $$SELECT revoke_user_extension_tokens('60000000-0000-4000-8000-000000000001')$$, '42501'),
   ('privileges', 'anonymous statistics', 'regress_et_anon', 'SELECT extension_token_stats()', '42501'),
   ('privileges', 'anonymous cleanup', 'regress_et_anon', 'SELECT extension_tokens_cleanup()', '42501'),
   ('privileges', 'end user reads the table', 'regress_et_authenticated', 'SELECT count(*) FROM extension_tokens', '42501'),

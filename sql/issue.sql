@@ -19,12 +19,14 @@ SELECT claims - 'iat' - 'exp' - 'jti' - 'session_id' AS claims,
        (claims->>'jti')::uuid IS NOT NULL AS jti_is_uuid
   FROM extension_token_validate(:'access_token');
 
--- Only hashes are stored: the rows carry SHA-256 of each token, and neither
--- token appears in any column of any table.
-SELECT token_type, token_hash = sha256(convert_to(CASE token_type WHEN 'access' THEN :'access_token'
-                                                   ELSE :'refresh_token' END, 'UTF8')) AS hash_matches,
-       name, user_id
-  FROM extension_tokens WHERE session_id = :'session_id' ORDER BY token_type;
+-- Only hashes are stored: the session's one row carries SHA-256 of each
+-- token (nothing is in extension_tokens until a refresh token is exchanged),
+-- and neither token appears in any column of any table.
+SELECT access_hash = sha256(convert_to(:'access_token', 'UTF8')) AS access_hash_matches,
+       refresh_hash = sha256(convert_to(:'refresh_token', 'UTF8')) AS refresh_hash_matches,
+       name, user_id, kind, ends_at, idle_timeout
+  FROM extension_token_sessions WHERE session_id = :'session_id';
+SELECT count(*) AS exchanged_tokens FROM extension_tokens WHERE session_id = :'session_id';
 SELECT count(*) AS rows_containing_a_token
   FROM (SELECT t::text AS r FROM extension_tokens t
         UNION ALL SELECT s::text FROM extension_token_sessions s
@@ -115,4 +117,29 @@ END $$;
 SELECT token_type FROM extension_token_issue('10000000-0000-4000-8000-000000000010');
 -- The refused issues did not consume the log: still exactly 3 entries.
 SELECT cardinality(issue_log) FROM extension_token_users WHERE user_id = '10000000-0000-4000-8000-000000000009';
+RESET extension_tokens.issue_rate_limit;
+
+-- Text user ids (1.2): every identity provider's sub works unchanged, and
+-- is the sub of the token and the user_id that validate and list return.
+SET extension_tokens.issue_rate_limit = 0;
+SELECT u AS given, v.user_id, v.claims->>'sub' AS sub, v.user_id = u AS same
+  FROM unnest(ARRAY['user_2abcDEF123', 'auth0|64f0c1d2e3', '42',
+                    'd0c4c3e2-1f00-4c11-9a4e-8f3a2b1c0d9e', 'ünïcødé@example.com']) AS u,
+       LATERAL extension_token_issue(u) AS p,
+       LATERAL extension_token_validate(p.access_token) AS v;
+SELECT user_id, status FROM extension_token_list('auth0|64f0c1d2e3');
+-- Not a user id: empty, over 255 bytes, a control character (22023), and
+-- nothing written for them.
+SELECT regress_try(format($$SELECT extension_token_issue(%L)$$, u)) AS refused
+  FROM unnest(ARRAY['', repeat('x', 256), E'user\n2', E'tab\there', E'del\x7f']) AS u;
+SELECT length(p.session_id::text) > 0 AS longest_accepted FROM extension_token_issue(repeat('x', 255)) p;
+SELECT count(*) AS sessions FROM extension_token_list(repeat('x', 255));
+-- revoked_sessions: how many older sessions this issue's session limit ended.
+SET extension_tokens.max_sessions_per_user = 2;
+SELECT revoked_sessions FROM extension_token_issue('user_limit') UNION ALL
+SELECT revoked_sessions FROM extension_token_issue('user_limit') UNION ALL
+SELECT revoked_sessions FROM extension_token_issue('user_limit');
+SET extension_tokens.max_sessions_per_user = 0;
+SELECT revoked_sessions, scopes FROM extension_token_issue('user_limit');
+RESET extension_tokens.max_sessions_per_user;
 RESET extension_tokens.issue_rate_limit;

@@ -3,7 +3,7 @@
 -- rotating the signing secret.
 SET extension_tokens.issue_rate_limit = 0;
 SET extension_tokens.max_sessions_per_user = 0;
-SET extension_tokens.refresh_reuse_grace = 0;
+SET extension_tokens.refresh_retry_window = 0;
 
 -- Statistics: shared-memory counters since the reset, exact.
 SELECT extension_token_stats_reset() <= now() + interval '1 minute' AS reset;
@@ -74,7 +74,8 @@ SELECT access_token AS c_live FROM extension_token_issue('70000000-0000-4000-800
 SELECT access_token AS c_dead FROM extension_token_issue('70000000-0000-4000-8000-000000000004', 'dead') \gset
 SELECT extension_token_revoke(:'c_dead');
 SELECT (SELECT count(*) FROM extension_token_sessions WHERE user_id = '70000000-0000-4000-8000-000000000004') AS sessions,
-       (SELECT count(*) FROM extension_tokens WHERE user_id = '70000000-0000-4000-8000-000000000004') AS tokens;
+       (SELECT count(*) FROM extension_tokens t JOIN extension_token_sessions s USING (session_id)
+         WHERE s.user_id = '70000000-0000-4000-8000-000000000004') AS exchanged_tokens;
 SELECT count(*) AS all_sessions FROM extension_token_sessions \gset
 SELECT extension_tokens_cleanup() >= 0 AS ran_with_default_retention;
 SELECT count(*) = :all_sessions AS no_session_old_enough FROM extension_token_sessions;
@@ -82,7 +83,8 @@ SET extension_tokens.cleanup_batch_size = 1;
 SELECT extension_tokens_cleanup('0') >= 3 AS deleted;
 RESET extension_tokens.cleanup_batch_size;
 SELECT name FROM extension_token_list('70000000-0000-4000-8000-000000000004');
-SELECT count(*) AS tokens_left FROM extension_tokens WHERE user_id = '70000000-0000-4000-8000-000000000004';
+SELECT count(*) AS orphaned_exchanged_tokens FROM extension_tokens t
+ WHERE NOT EXISTS (SELECT 1 FROM extension_token_sessions s WHERE s.session_id = t.session_id);
 SELECT valid FROM extension_token_validate(:'c_live');
 SELECT (extension_token_validate(:'c_dead')).error AS deleted_token;
 SELECT count(*) AS dead_sessions_left FROM extension_token_sessions

@@ -85,7 +85,7 @@ SELECT valid FROM extension_token_validate(:'victim_access');
 -- a sub that is not a user id, and no sub at all
 BEGIN;
 SET LOCAL ROLE regress_et_authenticated;
-SELECT set_config('request.jwt.claims', '{"sub": "not-a-uuid"}', true) IS NOT NULL AS claims_set;
+SELECT set_config('request.jwt.claims', '{"sub": "ctl\u0001char"}', true) IS NOT NULL AS claims_set;
 SELECT regress_try($$SELECT extension_token_issue()$$);
 SELECT set_config('request.jwt.claims', '{"role": "authenticated"}', true) IS NOT NULL AS claims_set;
 SELECT regress_try($$SELECT extension_token_issue()$$);
@@ -93,14 +93,17 @@ SELECT set_config('request.jwt.claims', 'not json', true) IS NOT NULL AS claims_
 SELECT regress_try($$SELECT extension_token_issue()$$);
 ROLLBACK;
 
--- Anonymous: validate and refresh only.
+-- Anonymous: validate, refresh and revoke only (the token is the
+-- credential: an add-in signs itself out with the anon key, RFC 7009).
 BEGIN;
 SET LOCAL ROLE regress_et_anon;
 SELECT valid FROM extension_token_validate(:'victim_access');
 SELECT token_type FROM extension_token_refresh(:'victim_refresh');
 SELECT regress_try($$SELECT extension_token_issue('50000000-0000-4000-8000-00000000000d')$$);
 SELECT regress_try($$SELECT extension_token_list('50000000-0000-4000-8000-00000000000a')$$);
-SELECT regress_try(format('SELECT extension_token_revoke(%L)', :'victim_access'));
+SELECT regress_try($$SELECT extension_token_revoke_session('00000000-0000-4000-8000-0000000000ff')$$);
+SELECT regress_try($$SELECT revoke_user_extension_tokens('50000000-0000-4000-8000-00000000000a')$$);
+SELECT extension_token_revoke(:'victim_access') AS revoked_with_its_own_token;
 ROLLBACK;
 
 -- The trusted backend role (named in extension_tokens.admin_roles) acts

@@ -1,7 +1,8 @@
 -- refresh: rotation, the old pair stops working, reuse revokes the session,
--- every PT401 reason, p_current_token, the refresh rate limit (PT429).
+-- the retry window, every PT401 reason, p_current_token, the refresh rate
+-- limit (PT429).
 SET extension_tokens.issue_rate_limit = 0;
-SET extension_tokens.refresh_reuse_grace = 0;
+SET extension_tokens.refresh_retry_window = 0;
 SELECT access_token AS a1, refresh_token AS r1, session_id AS s1
   FROM extension_token_issue('30000000-0000-4000-8000-000000000001', 'ide', '1 hour', '{"plan": "team"}') \gset
 SELECT access_token AS a2, refresh_token AS r2, session_id AS s2, expires_in, token_type
@@ -13,9 +14,14 @@ SELECT valid, claims->>'plan' AS plan, claims->>'session_id' = :'s1' AS same_ses
   FROM extension_token_validate(:'a2');
 -- the old access token no longer works
 SELECT valid, error FROM extension_token_validate(:'a1');
--- the rotation link: the exchanged token points at its successor
+-- the rotation link: the exchanged token points at its successor, and the
+-- session's row holds the new pair's hashes
 SELECT used_at IS NOT NULL AS used, replaced_by = sha256(convert_to(:'r2', 'UTF8')) AS linked
   FROM extension_tokens WHERE token_hash = sha256(convert_to(:'r1', 'UTF8'));
+SELECT access_hash = sha256(convert_to(:'a2', 'UTF8')) AS current_access,
+       refresh_hash = sha256(convert_to(:'r2', 'UTF8')) AS current_refresh,
+       retry_box IS NULL AS no_box_when_strict
+  FROM extension_token_sessions WHERE session_id = :'s1';
 SELECT refresh_count, last_refresh_at IS NOT NULL AS refreshed, status
   FROM extension_token_list('30000000-0000-4000-8000-000000000001');
 
@@ -27,14 +33,39 @@ SELECT status, revoked_reason FROM extension_token_list('30000000-0000-4000-8000
 -- r2, the live successor, is dead too
 SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'r2'));
 
--- Within the grace interval, an immediate second presentation is refused
--- without revoking the session: the first exchange's pair keeps working.
-SET extension_tokens.refresh_reuse_grace = 10;
+-- The retry window (default 30 s): presenting the exchanged token again
+-- returns the same pair, byte for byte (a lost response, a second tab), and
+-- the session lives on.
+RESET extension_tokens.refresh_retry_window;
+SHOW extension_tokens.refresh_retry_window;
 SELECT refresh_token AS g1 FROM extension_token_issue('30000000-0000-4000-8000-000000000002') \gset
-SELECT access_token AS g2_access FROM extension_token_refresh(:'g1') \gset
-SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'g1'));
+SELECT access_token AS g2_access, refresh_token AS g2 FROM extension_token_refresh(:'g1') \gset
+SELECT access_token = :'g2_access' AS same_access, refresh_token = :'g2' AS same_refresh
+  FROM extension_token_refresh(:'g1');
 SELECT valid, error FROM extension_token_validate(:'g2_access');
-SET extension_tokens.refresh_reuse_grace = 0;
+-- The successor is kept only sealed: no column holds either token.
+SELECT retry_box IS NOT NULL AS sealed,
+       position(convert_to(:'g2', 'UTF8') IN retry_box) = 0 AS no_plain_refresh,
+       position(convert_to(split_part(:'g2_access', '.', 3), 'UTF8') IN retry_box) = 0 AS no_plain_access
+  FROM extension_token_sessions WHERE refresh_hash = sha256(convert_to(:'g2', 'UTF8'));
+-- Once the successor has itself been exchanged, g1 is reuse: revoked.
+SELECT access_token AS g3_access FROM extension_token_refresh(:'g2') \gset
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'g1')) AS after_successor_exchanged;
+SELECT valid, error FROM extension_token_validate(:'g3_access');
+-- After the window, re-presentation is reuse too.
+SET extension_tokens.refresh_retry_window = 1;
+SELECT refresh_token AS w1 FROM extension_token_issue('30000000-0000-4000-8000-00000000000a') \gset
+SELECT access_token AS w2_access FROM extension_token_refresh(:'w1') \gset
+SELECT pg_sleep(1.2);
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'w1')) AS after_window;
+SELECT valid, error FROM extension_token_validate(:'w2_access');
+-- Lowering the window to 0 is strict at once, for exchanges made before.
+SET extension_tokens.refresh_retry_window = 30;
+SELECT refresh_token AS z1 FROM extension_token_issue('30000000-0000-4000-8000-00000000000b') \gset
+SELECT access_token AS z2_access FROM extension_token_refresh(:'z1') \gset
+SET extension_tokens.refresh_retry_window = 0;
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'z1')) AS strict_now;
+SELECT valid, error FROM extension_token_validate(:'z2_access');
 
 -- refresh_token_not_found: unknown, mistyped (checksum), an access token,
 -- garbage, oversized

@@ -39,10 +39,10 @@ SELECT pg_sleep(0.5);
 SHOW extension_tokens.jwt_secret;
 
 -- What the API roles are meant to have.
-GRANT EXECUTE ON FUNCTION extension_token_issue(uuid, text, interval, jsonb),
-                          extension_token_list(uuid),
-                          extension_token_revoke(text),
-                          revoke_user_extension_tokens(uuid)
+GRANT EXECUTE ON FUNCTION extension_token_issue(text, text, interval, jsonb),
+                          extension_token_list(text),
+                          extension_token_revoke_session(uuid),
+                          revoke_user_extension_tokens(text, uuid)
     TO regress_et_service, regress_et_authenticated, regress_et_mallory;
 
 

@@ -1,5 +1,7 @@
--- upgrade: ALTER EXTENSION ... UPDATE from 1.0 keeps 1.0's sessions and
--- revocations working, and leaves exactly the objects a fresh install has.
+-- upgrade: ALTER EXTENSION ... UPDATE from 1.0 through 1.1 to 1.2 keeps
+-- every session in every state (live, revoked, rotated, reuse-revoked, run
+-- out), every rotation link and revocation reason, and leaves exactly the
+-- objects a fresh install has.
 -- Runs last: it drops and recreates the extension.
 
 -- Every member object of the extension, described by what defines it.
@@ -38,7 +40,15 @@ CREATE FUNCTION regress_ext_objects() RETURNS SETOF text LANGUAGE sql AS $$
     FROM pg_extension WHERE extname = 'extension_tokens'
 $$;
 
--- A fresh 1.1 install (without the grants setup.sql added), captured.
+-- A fresh 1.2 install (without the grants setup.sql added), captured.  Its
+-- refresh tokens are kept: a refresh token is opaque and names no session,
+-- so these strings serve as the 1.1 sessions' tokens below.
+SET extension_tokens.issue_rate_limit = 0;
+SET extension_tokens.max_sessions_per_user = 0;
+SELECT refresh_token AS r0 FROM extension_token_issue('upgrade-harvest') \gset
+SELECT refresh_token AS r1 FROM extension_token_issue('upgrade-harvest') \gset
+SELECT refresh_token AS rx FROM extension_token_issue('upgrade-harvest') \gset
+SELECT refresh_token AS re FROM extension_token_issue('upgrade-harvest') \gset
 DROP EXTENSION extension_tokens;
 CREATE EXTENSION extension_tokens;
 CREATE TEMP TABLE fresh_objects AS SELECT * FROM regress_ext_objects() AS o(def);
@@ -70,14 +80,85 @@ VALUES (sha256(convert_to(:'old_token', 'UTF8')), 'access', '80000000-0000-4000-
         '80000000-0000-4000-8000-000000000001', 'from 1.0', now(), '2100-01-01', now(), NULL, NULL),
        (sha256(convert_to(:'old_revoked', 'UTF8')), 'access', '80000000-0000-4000-8000-0000000000bb',
         '80000000-0000-4000-8000-000000000001', 'revoked in 1.0', now(), '2100-01-01', now(), now(), 'revoked');
--- The 1.1 library refuses to work on 1.0's tables, and says what to do.
+-- The 1.2 library refuses to work on 1.0's tables, and says what to do.
 SELECT valid FROM extension_token_validate(:'old_token');
 
+-- Version 1.1, with sessions in every state as 1.1 stored them: one
+-- refreshed once (its first pair rotated out, the exchanged refresh token
+-- linked to its successor), one revoked by reuse, one that ran out.
 ALTER EXTENSION extension_tokens UPDATE TO '1.1';
+SELECT extversion FROM pg_extension WHERE extname = 'extension_tokens';
+SELECT regress_sign('{"alg": "HS256", "typ": "JWT"}',
+                    regress_claims('{"sub": "81000000-0000-4000-8000-000000000001",
+                                     "session_id": "81000000-0000-4000-8000-0000000000a0",
+                                     "jti": "81000000-0000-4000-8000-0000000000f0",
+                                     "exp": 4102444800}')) AS rot_tok \gset
+INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at, last_used_at,
+                                      expires_at, refresh_expires_at, refresh_count, last_refresh_at,
+                                      revoked_at, revoked_reason, last_refresh_error, last_refresh_error_at)
+VALUES ('81000000-0000-4000-8000-0000000000a0', '81000000-0000-4000-8000-000000000001', 'rotated in 1.1',
+        '30 days', now() - interval '2 days', now(), '2100-01-01', '2100-01-01', 1, now() - interval '1 day',
+        NULL, NULL, NULL, NULL),
+       ('81000000-0000-4000-8000-0000000000a1', '81000000-0000-4000-8000-000000000001', 'reuse in 1.1',
+        '30 days', now() - interval '2 days', now(), '2100-01-01', '2100-01-01', 1, now() - interval '1 day',
+        now(), 'refresh_token_reuse', 'refresh_token_already_used', now()),
+       ('81000000-0000-4000-8000-0000000000a2', '81000000-0000-4000-8000-000000000002', 'ran out in 1.1',
+        '1 day', now() - interval '100 days', now() - interval '95 days', now() - interval '99 days',
+        now() - interval '10 days', 0, NULL, NULL, NULL, NULL, NULL);
+-- the rotated session: first pair (access 0 rotated, refresh r0 exchanged
+-- for r1), second pair (access 3, r1) live
+INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at,
+                              used_at, replaced_by, revoked_at, revoked_reason)
+VALUES (sha256(convert_to(:'rot_tok', 'UTF8')), 'access', '81000000-0000-4000-8000-0000000000a0',
+        '81000000-0000-4000-8000-000000000001', 'rotated in 1.1', now() - interval '2 days', '2100-01-01',
+        NULL, NULL, now() - interval '1 day', 'rotated'),
+       (sha256(convert_to(:'r0', 'UTF8')), 'refresh', '81000000-0000-4000-8000-0000000000a0',
+        '81000000-0000-4000-8000-000000000001', 'rotated in 1.1', now() - interval '2 days', '2100-01-01',
+        now() - interval '1 day', sha256(convert_to(:'r1', 'UTF8')), NULL, NULL),
+       (sha256(convert_to(:'r1', 'UTF8')), 'refresh', '81000000-0000-4000-8000-0000000000a0',
+        '81000000-0000-4000-8000-000000000001', 'rotated in 1.1', now() - interval '1 day', '2100-01-01',
+        NULL, NULL, NULL, NULL),
+       (sha256(convert_to(:'rx', 'UTF8')), 'refresh', '81000000-0000-4000-8000-0000000000a1',
+        '81000000-0000-4000-8000-000000000001', 'reuse in 1.1', now() - interval '2 days', '2100-01-01',
+        NULL, NULL, now(), 'refresh_token_reuse'),
+       (sha256(convert_to(:'re', 'UTF8')), 'refresh', '81000000-0000-4000-8000-0000000000a2',
+        '81000000-0000-4000-8000-000000000002', 'ran out in 1.1', now() - interval '100 days',
+        now() - interval '10 days', NULL, NULL, NULL, NULL);
+SELECT regress_sign('{"alg": "HS256", "typ": "JWT"}',
+                    regress_claims('{"sub": "81000000-0000-4000-8000-000000000001",
+                                     "session_id": "81000000-0000-4000-8000-0000000000a0",
+                                     "exp": 4102444801}')) AS rot_current \gset
+INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name, created_at, expires_at)
+VALUES (sha256(convert_to(:'rot_current', 'UTF8')), 'access', '81000000-0000-4000-8000-0000000000a0',
+        '81000000-0000-4000-8000-000000000001', 'rotated in 1.1', now() - interval '1 day', '2100-01-01');
+
+-- 1.1 -> 1.2: every session keeps its state.
+ALTER EXTENSION extension_tokens UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'extension_tokens';
 SELECT valid, token_name, user_id FROM extension_token_validate(:'old_token');
 SELECT valid, error FROM extension_token_validate(:'old_revoked');
-SELECT name, status, last_refresh_error FROM extension_token_list('80000000-0000-4000-8000-000000000001');
+SELECT name, status, revoked_reason, refresh_count FROM extension_token_list('80000000-0000-4000-8000-000000000001');
+SELECT name, status, revoked_reason, refresh_count, last_refresh_error
+  FROM extension_token_list('81000000-0000-4000-8000-000000000001');
+SELECT name, status FROM extension_token_list('81000000-0000-4000-8000-000000000002');
+-- the rotated session: its current access token is valid, its first one
+-- revoked; the rotation link survived
+SELECT valid, error FROM extension_token_validate(:'rot_current');
+SELECT valid, error FROM extension_token_validate(:'rot_tok');
+SELECT replaced_by = sha256(convert_to(:'r1', 'UTF8')) AS link_kept FROM extension_tokens
+ WHERE token_hash = sha256(convert_to(:'r0', 'UTF8'));
+-- the expired session's refresh token ran out; the reuse-revoked one is revoked
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'re')) AS ran_out;
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'rx')) AS revoked_by_reuse;
+-- its live refresh token refreshes; the exchanged one is reuse and ends it
+SET extension_tokens.refresh_retry_window = 0;
+SELECT access_token AS rot_next FROM extension_token_refresh(:'r1') \gset
+SELECT valid FROM extension_token_validate(:'rot_next');
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'r0')) AS exchanged_in_1_1;
+SELECT valid, error FROM extension_token_validate(:'rot_next');
+SELECT status, revoked_reason FROM extension_token_list('81000000-0000-4000-8000-000000000001')
+ WHERE name = 'rotated in 1.1';
+RESET extension_tokens.refresh_retry_window;
 
 -- The upgraded objects are exactly the fresh ones.
 CREATE TEMP TABLE upgraded_objects AS SELECT * FROM regress_ext_objects() AS o(def);

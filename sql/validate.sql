@@ -78,18 +78,17 @@ SELECT valid, error FROM extension_token_validate(:'access_token');
 -- Last use: issue sets it; validation within the interval writes nothing,
 -- after it writes once; in a read-only transaction never.
 SELECT access_token AS a2, session_id AS s2 FROM extension_token_issue('20000000-0000-4000-8000-000000000003') \gset
-SELECT last_used_at AS issued_used FROM extension_tokens WHERE session_id = :'s2' AND token_type = 'access' \gset
+SELECT last_used_at AS issued_used FROM extension_token_sessions WHERE session_id = :'s2' \gset
 SELECT valid FROM extension_token_validate(:'a2');
 SELECT last_used_at = :'issued_used' AS unchanged_within_interval
-  FROM extension_tokens WHERE session_id = :'s2' AND token_type = 'access';
+  FROM extension_token_sessions WHERE session_id = :'s2';
 SET extension_tokens.last_used_interval = 0;
 BEGIN READ ONLY;
 SELECT valid, error FROM extension_token_validate(:'a2');
 COMMIT;
 SELECT last_used_at = :'issued_used' AS unchanged_read_only
-  FROM extension_tokens WHERE session_id = :'s2' AND token_type = 'access';
+  FROM extension_token_sessions WHERE session_id = :'s2';
 SELECT valid FROM extension_token_validate(:'a2');
-SELECT t.last_used_at > :'issued_used' AS token_touched, s.last_used_at > :'issued_used' AS session_touched
-  FROM extension_tokens t JOIN extension_token_sessions s USING (session_id)
- WHERE session_id = :'s2' AND token_type = 'access';
+SELECT s.last_used_at > :'issued_used' AS session_touched
+  FROM extension_token_sessions s WHERE session_id = :'s2';
 RESET extension_tokens.last_used_interval;

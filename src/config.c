@@ -49,7 +49,7 @@ int			et_max_sessions_per_user = 1;
 int			et_issue_rate_limit = 5;
 int			et_refresh_rate_limit = 10;
 int			et_last_used_interval = 300;
-int			et_refresh_reuse_grace = 5;
+int			et_refresh_retry_window = 30;
 char	   *et_admin_roles = NULL;
 static char *et_jwt_secret_previous = NULL;	/* always "" */
 int			et_cleanup_retention = 7 * 86400;
@@ -208,11 +208,11 @@ ConfigInit(void)
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
-	DefineCustomIntVariable("extension_tokens.refresh_reuse_grace",
-							"Window after an exchange in which presenting the same refresh token again is refused without revoking the session.",
-							"It never hands out tokens: it only spares a session from a client's immediate retry. 0 disables it.",
-							&et_refresh_reuse_grace,
-							5, 0, 60,
+	DefineCustomIntVariable("extension_tokens.refresh_retry_window",
+							"Window after an exchange in which presenting the same refresh token again returns the same new pair.",
+							"A retry after a lost response, or a second window racing the first, both end up holding one pair; any other re-presentation revokes the session. 0 makes every re-presentation reuse.",
+							&et_refresh_retry_window,
+							30, 0, 300,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

@@ -17,7 +17,7 @@ extern int	et_max_sessions_per_user;
 extern int	et_issue_rate_limit;
 extern int	et_refresh_rate_limit;
 extern int	et_last_used_interval;	/* seconds */
-extern int	et_refresh_reuse_grace;	/* seconds */
+extern int	et_refresh_retry_window;	/* seconds */
 extern char *et_admin_roles;
 extern int	et_cleanup_retention;	/* seconds */
 extern int	et_cleanup_batch_size;

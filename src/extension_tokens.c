@@ -38,10 +38,12 @@
 #include "config.h"
 #include "logfilter.h"
 #include "policy.h"
+#include "revoker.h"
 #include "stats.h"
 #include "storage.h"
 #include "token.h"
 #include "worker.h"
+#include "access/transam.h"
 
 PG_MODULE_MAGIC;
 
@@ -61,6 +63,7 @@ _PG_init(void)
 	ConfigInit();
 	StatsInit();
 	StorageInit();
+	RevokerInit();
 	LogFilterInit();
 }
 
@@ -147,14 +150,12 @@ mint_access(NewPair *pair, PairTokens *out)
 	size_t		keylen;
 	const char *key = ConfigRequireSecret(&keylen);
 	TokenAccessSpec spec;
-	char		sub[37];
 	const char *why = NULL;
 	char	   *jwt;
 
-	token_uuid_format(pair->user_id.data, sub);
 	spec.issuer = et_jwt_issuer;
 	spec.audience = et_jwt_audience;
-	spec.sub = sub;
+	spec.sub = pair->user_id;
 	spec.session_id = pair->session_id.data;
 	spec.iat = unix_seconds(pair->created_at);
 	spec.exp = unix_seconds(pair->expires_at);
@@ -195,11 +196,12 @@ mint_refresh(NewPair *pair, PairTokens *out)
 }
 
 static Datum
-pair_result(FunctionCallInfo fcinfo, const NewPair *pair, PairTokens *tokens)
+pair_result(FunctionCallInfo fcinfo, const NewPair *pair, PairTokens *tokens,
+			int revoked_sessions)
 {
 	TupleDesc	tupdesc = result_tupdesc(fcinfo);
-	Datum		values[7];
-	bool		nulls[7] = {false};
+	Datum		values[9];
+	bool		nulls[9] = {false};
 	pg_uuid_t  *sid = palloc(sizeof(pg_uuid_t));
 	int64		expires_in = unix_seconds(pair->expires_at) - unix_seconds(pair->created_at);
 
@@ -212,6 +214,12 @@ pair_result(FunctionCallInfo fcinfo, const NewPair *pair, PairTokens *tokens)
 	values[4] = TimestampTzGetDatum(pair->expires_at);
 	values[5] = TimestampTzGetDatum(pair->refresh_expires_at);
 	values[6] = UUIDPGetDatum(sid);
+	values[7] = (Datum) 0;
+	nulls[7] = true;			/* scopes: none yet */
+	values[8] = Int32GetDatum(revoked_sessions);
+	if (tupdesc->natts != 9)
+		elog(ERROR, "extension_tokens: extension_token_pair has %d attributes, not 9",
+			 tupdesc->natts);
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 
@@ -293,21 +301,13 @@ checked_name(text *name)
 }
 
 /*
- * The end of a session created at `created`, in whole seconds since the Unix
- * epoch, under session_max_lifetime (PG_INT64_MAX when there is none).
+ * Both expiry times of a pair minted at `now` in a session that ends at
+ * `ends_at` (DT_NOEND: never): capped at the session's end.
  */
-static int64
-session_end(TimestampTz created)
-{
-	return et_session_max_lifetime > 0
-		? unix_seconds(created) + et_session_max_lifetime : PG_INT64_MAX;
-}
-
-/* Both expiry times of a pair minted at `now` in a session created at `created`. */
 static void
-pair_times(NewPair *pair, TimestampTz now, TimestampTz created, int64 lifetime)
+pair_times(NewPair *pair, TimestampTz now, TimestampTz ends_at, int64 lifetime)
 {
-	int64		end = session_end(created);
+	int64		end = TIMESTAMP_NOT_FINITE(ends_at) ? PG_INT64_MAX : unix_seconds(ends_at);
 
 	pair->created_at = now;
 	pair->expires_at = from_unix_seconds(Min(unix_seconds(now) + lifetime, end));
@@ -315,8 +315,21 @@ pair_times(NewPair *pair, TimestampTz now, TimestampTz created, int64 lifetime)
 		from_unix_seconds(Min(unix_seconds(now) + et_refresh_token_lifetime, end));
 }
 
+/* A text argument as a C string, or NULL for SQL NULL. */
+static char *
+text_arg(FunctionCallInfo fcinfo, int n)
+{
+	/*
+	 * Only once the tables are of this library's version: after a library
+	 * upgrade and before ALTER EXTENSION UPDATE, an old function definition
+	 * may pass an argument of another type (uuid user ids in 1.1).
+	 */
+	StorageCheckVersion();
+	return PG_ARGISNULL(n) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
 /*
- * extension_token_issue(p_user_id uuid, p_name text, p_lifetime interval,
+ * extension_token_issue(p_user_id text, p_name text, p_lifetime interval,
  *						 p_claims jsonb) RETURNS extension_token_pair
  */
 PG_FUNCTION_INFO_V1(extension_token_issue);
@@ -329,6 +342,7 @@ extension_token_issue(PG_FUNCTION_ARGS)
 	TimestampTz now;
 	TimestampTz retry_at;
 	int64		lifetime;
+	int			revoked_sessions;
 
 	(void) ConfigRequireSecret(&keylen);
 	require_read_write("issue a token");
@@ -339,9 +353,7 @@ extension_token_issue(PG_FUNCTION_ARGS)
 	if (lifetime > et_refresh_token_lifetime)
 		lifetime = et_refresh_token_lifetime;
 	pair.claims_json = PG_ARGISNULL(3) ? NULL : checked_claims(PG_GETARG_JSONB_P(3));
-	pair.user_id = PolicyResolveUser(!PG_ARGISNULL(0),
-									 PG_ARGISNULL(0) ? NULL : PG_GETARG_UUID_P(0),
-									 "issue");
+	pair.user_id = PolicyResolveUser(text_arg(fcinfo, 0), "issue");
 
 	now = GetCurrentTimestamp();
 	if (!token_random_uuid(pair.session_id.data))
@@ -349,14 +361,19 @@ extension_token_issue(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes for a session id")));
 	pair.access_lifetime = lifetime;
-	pair_times(&pair, now, now, lifetime);
+	/* The session's own limits, fixed now (see PolicySessionEnd()). */
+	pair.ends_at = et_session_max_lifetime > 0
+		? now + (int64) et_session_max_lifetime * USECS_PER_SEC : DT_NOEND;
+	pair.idle_timeout = et_session_inactivity_timeout;
+	pair_times(&pair, now, pair.ends_at, lifetime);
 	mint_access(&pair, &tokens);
 	mint_refresh(&pair, &tokens);
-	/* the rate slot and the new rows (one statement), then the session limit */
-	if (!StorageIssue(&pair, et_issue_rate_limit, et_max_sessions_per_user, &retry_at))
+	/* the rate slot and the new row (one statement), then the session limit */
+	if (!StorageIssue(&pair, et_issue_rate_limit, et_max_sessions_per_user, &retry_at,
+					  &revoked_sessions))
 		PolicyRateLimited(false, now, retry_at);
 	StatsCount(STATS_ISSUED);
-	PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens));
+	PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens, revoked_sessions));
 }
 
 /* ---------------------------------------------------------------------
@@ -366,7 +383,7 @@ extension_token_issue(PG_FUNCTION_ARGS)
 
 static Datum
 validation_result(FunctionCallInfo fcinfo, TokenStatus status,
-				  const StoredToken *row, Jsonb *claims)
+				  const SessionRow *row, Jsonb *claims)
 {
 	TupleDesc	tupdesc = result_tupdesc(fcinfo);
 	Datum		values[7];
@@ -377,13 +394,11 @@ validation_result(FunctionCallInfo fcinfo, TokenStatus status,
 		values[1] = CStringGetTextDatum(token_status_name(status));
 	else
 	{
-		pg_uuid_t  *uid = palloc(sizeof(pg_uuid_t));
 		pg_uuid_t  *sid = palloc(sizeof(pg_uuid_t));
 
-		*uid = row->user_id;
 		*sid = row->session_id;
 		nulls[1] = true;
-		values[2] = UUIDPGetDatum(uid);
+		values[2] = CStringGetTextDatum(row->user_id);
 		values[3] = UUIDPGetDatum(sid);
 		values[4] = CStringGetTextDatum(row->name);
 		values[5] = TimestampTzGetDatum(row->expires_at);
@@ -510,15 +525,28 @@ verify_params(TokenVerifyParams *params, TimestampTz now, bool check_times)
 	params->use_cache = false;
 }
 
-/* extension_token_validate(p_token text) RETURNS extension_token_validation */
+/*
+ * The session's end as the one rule decides it (policy.c), for this row.
+ */
+static SessionEnd
+row_end(const SessionRow *row, TimestampTz now)
+{
+	return PolicySessionEnd(row->revoked || RevokerPending(&row->session_id),
+							row->refresh_expires_at, row->ends_at, row->idle_timeout_us,
+							row->last_used_at ? row->last_used_at : row->created_at, now);
+}
+
 /*
  * The whole validation of a token of `len` bytes: the token core's checks,
- * then the table's (known, not revoked, not expired, not idle), counting
- * the outcome and recording the use (at most once per last_used_interval,
- * never in a read-only transaction).
+ * then the session's row, read by the session id that the signature vouches
+ * for: the token must be the session's current access token (its hash is
+ * the row's access_hash: a correctly signed token that was never issued is
+ * not found), and the session must not have ended.  Counts the outcome and
+ * records the use (at most once per last_used_interval, never in a read-only
+ * transaction).
  */
 static TokenStatus
-validate_token(const char *token, size_t len, StoredToken *row,
+validate_token(const char *token, size_t len, SessionRow *row,
 			   TokenAccessClaims *claims, Jsonb **claims_out)
 {
 	TimestampTz now = GetCurrentTimestamp();
@@ -536,23 +564,41 @@ validate_token(const char *token, size_t len, StoredToken *row,
 		*claims_out = claims_jsonb(claims);
 	if (status == TOKEN_OK)
 	{
+		pg_uuid_t	sid;
+
 		if (claims->has_hash)
 			memcpy(hash, claims->hash, TOKEN_HASH_LENGTH);
 		else
 			token_sha256(token, len, hash);
-		StorageLookupToken(hash, row);
-		if (!row->found)
+		memcpy(sid.data, claims->session_id, UUID_LEN);
+		StorageLookupSession(&sid, false, row);
+		if (!row->found || strcmp(row->user_id, claims->sub) != 0)
 			status = TOKEN_NOT_FOUND;
-		else if (!row->is_access)
-			status = TOKEN_WRONG_TOKEN_TYPE;
-		else if (row->revoked)
-			status = TOKEN_REVOKED;
-		else if (unix_seconds(row->expires_at) <= params.now - params.leeway)
-			status = TOKEN_EXPIRED;
-		/* idle past session_inactivity_timeout: the session has ended */
-		else if (et_session_inactivity_timeout > 0 && row->last_used_at != 0 &&
-				 row->last_used_at < now - (int64) et_session_inactivity_timeout * USECS_PER_SEC)
-			status = TOKEN_EXPIRED;
+		else if (CRYPTO_memcmp(hash, row->access_hash, TOKEN_HASH_LENGTH) != 0)
+		{
+			/*
+			 * Not the current access token: one of an earlier pair (rotated
+			 * away, so revoked) if the session was refreshed and the token
+			 * expires no later than the current one; else never issued.
+			 */
+			status = (row->last_refresh_at != 0 &&
+					  claims->exp <= unix_seconds(row->expires_at))
+				? TOKEN_REVOKED : TOKEN_NOT_FOUND;
+		}
+		else
+		{
+			switch (row_end(row, now))
+			{
+				case SESSION_LIVE:
+					break;
+				case SESSION_REVOKED:
+					status = TOKEN_REVOKED;
+					break;
+				default:
+					status = TOKEN_EXPIRED;
+					break;
+			}
+		}
 	}
 	StatsCountValidation(status);
 	if (status == TOKEN_OK && !XactReadOnly && !RecoveryInProgress())
@@ -561,8 +607,8 @@ validate_token(const char *token, size_t len, StoredToken *row,
 
 		if (row->last_used_at == 0 || row->last_used_at < older_than ||
 			et_last_used_interval == 0)
-			StorageTouchToken(hash, row->session_id, now,
-							  et_last_used_interval == 0 ? now + 1 : older_than);
+			StorageTouchSession(&row->session_id, now,
+								et_last_used_interval == 0 ? now + 1 : older_than);
 	}
 	return status;
 }
@@ -574,7 +620,7 @@ extension_token_validate(PG_FUNCTION_ARGS)
 {
 	TokenAccessClaims claims;	/* on the stack: palloc of 8 kB would malloc */
 	TokenStatus status;
-	StoredToken row;
+	SessionRow	row;
 	text	   *token;
 	size_t		len;
 
@@ -618,7 +664,7 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
 	char	   *auth;
 	const char *token;
 	size_t		len;
-	StoredToken row;
+	SessionRow	row;
 	TokenAccessClaims *claims;
 	TokenStatus status;
 
@@ -663,58 +709,191 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
  * ---------------------------------------------------------------------
  */
 
-/*
- * Why a refresh token found in the table cannot be exchanged now, or NULL if
- * it can.  *reuse says the session must be revoked for it.
- */
-static const char *
-refresh_refusal(const StoredToken *row, TimestampTz now, bool *reuse)
+/* What a presented refresh token gets, given the session's row. */
+typedef enum RefreshDecision
 {
-	*reuse = false;
-	if (!row->found || row->is_access)
-		return "refresh_token_not_found";
-	if (row->revoked)
-		return "session_revoked";
-	if (row->used)
+	RD_EXCHANGE,				/* the current refresh token: a new pair */
+	RD_RETRY,					/* exchanged within the retry window: the same
+								 * new pair again */
+	RD_REUSE,					/* exchanged before: theft, revoke the session */
+	RD_REFUSE					/* refused for `reason` */
+} RefreshDecision;
+
+static RefreshDecision
+refresh_decide(const SessionRow *row, const unsigned char *hash, TimestampTz now,
+			   const char **reason)
+{
+	*reason = NULL;
+	if (row->revoked || RevokerPending(&row->session_id))
 	{
-		/* outside the grace window, a second presentation is theft */
-		*reuse = now - row->used_at > (int64) et_refresh_reuse_grace * USECS_PER_SEC;
-		return "refresh_token_already_used";
+		*reason = "session_revoked";
+		return RD_REFUSE;
 	}
-	/* the session's own end first: a refresh token is capped at it */
-	if (unix_seconds(now) >= session_end(row->session_created_at))
-		return "session_expired";
-	if (et_session_inactivity_timeout > 0 && row->session_last_used_at != 0 &&
-		row->session_last_used_at < now - (int64) et_session_inactivity_timeout * USECS_PER_SEC)
-		return "session_expired";
-	if (row->expires_at <= now)
-		return "refresh_token_expired";
-	return NULL;
+	if (CRYPTO_memcmp(hash, row->refresh_hash, TOKEN_HASH_LENGTH) != 0)
+	{
+		/* An exchanged token of this session (storage found it there). */
+		/*
+		 * The window is the shorter of the one in force at the exchange
+		 * (retry_until) and the one in force now: 0 is strict at once.
+		 */
+		if (row->has_retry && row->retry_box != NULL && now < row->retry_until &&
+			now < row->last_refresh_at + (int64) et_refresh_retry_window * USECS_PER_SEC &&
+			CRYPTO_memcmp(hash, row->retry_hash, TOKEN_HASH_LENGTH) == 0)
+			return RD_RETRY;
+		*reason = "refresh_token_already_used";
+		return RD_REUSE;
+	}
+	switch (row_end(row, now))
+	{
+		case SESSION_LIVE:
+			return RD_EXCHANGE;
+		case SESSION_REVOKED:
+			*reason = "session_revoked";
+			break;
+		case SESSION_REFRESH_EXPIRED:
+			*reason = "refresh_token_expired";
+			break;
+		case SESSION_LIFETIME_ENDED:
+		case SESSION_IDLE:
+			*reason = "session_expired";
+			break;
+	}
+	return RD_REFUSE;
 }
 
 /*
- * Refuses a refresh: counts it, records it on the session (revoking the
- * session on reuse) in a transaction of its own, and raises PT401/PT429.
- * Recording is skipped when the session recorded a failure in the last 10
- * seconds and nothing is to be revoked, so that a client hammering with a
- * dead token cannot start a worker per call.
+ * Refuses a refresh: counts it, and raises PT401.  For a known session the
+ * refusal is recorded on it (last_refresh_error) by the revoker's worker,
+ * unless the session recorded one in the last 10 seconds, so that a client
+ * hammering with a dead token costs nothing; for reuse, the session is
+ * revoked: queued before the error is raised, so that from this moment on
+ * no token of the session is accepted (RevokerPending()), and committed by
+ * the worker, which this call waits for unless its transaction holds locks
+ * the worker may need.
  */
+ET_NORETURN_BEGIN static void
+refuse_refresh(const SessionRow *row, TimestampTz now, const char *reason,
+			   bool reuse)
+ET_NORETURN_END;
+
 static void
-refuse_refresh(const StoredToken *row, TimestampTz now, const char *reason,
-			   bool reuse, bool rate_limited)
+refuse_refresh(const SessionRow *row, TimestampTz now, const char *reason, bool reuse)
 {
 	StatsCount(STATS_REFRESH_FAILED);
-	if (row->found && !row->is_access &&
+	if (row != NULL && row->found &&
 		(reuse || row->last_refresh_error_at == 0 ||
 		 row->last_refresh_error_at < now - 10 * USECS_PER_SEC))
-		WorkerSessionEvent(row->session_id, reuse, "refresh_token_reuse", reason);
-	if (!rate_limited)
-		PolicyRefreshRefused(reason);
+		RevokerSubmit(&row->session_id, reuse, "refresh_token_reuse", reason,
+					  !TransactionIdIsValid(GetTopTransactionIdIfAny()));
+	PolicyRefreshRefused(reason);
+}
+
+/* Proof of possession of the session's access token, if offered. */
+static void
+check_current_token(FunctionCallInfo fcinfo, const SessionRow *row, TimestampTz now)
+{
+	TokenVerifyParams params;
+	TokenAccessClaims *claims;
+	text	   *current;
+	TokenStatus status;
+
+	if (PG_ARGISNULL(1))
+		return;
+	claims = palloc(sizeof(TokenAccessClaims));
+	current = PG_GETARG_TEXT_PP(1);
+	verify_params(&params, now, false);
+	status = token_verify_access(VARDATA_ANY(current), VARSIZE_ANY_EXHDR(current),
+								 &params, claims);
+	if (status != TOKEN_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_current_token is not a valid access token"),
+				 errdetail("%s", token_status_name(status))));
+	if (memcmp(claims->session_id, row->session_id.data, UUID_LEN) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_current_token belongs to another session than p_refresh_token")));
+	pfree(claims);
+}
+
+/*
+ * The retry window: the successor pair sealed at the exchange, opened with
+ * the presented (exchanged) refresh token.  False if it does not open.
+ */
+static bool
+open_retry_box(const SessionRow *row, const char *refresh, size_t len,
+			   PairTokens *tokens, NewPair *pair)
+{
+	size_t		sealed_len = VARSIZE_ANY_EXHDR(row->retry_box);
+	size_t		plain_len;
+	char	   *plain;
+	char	   *nl;
+	bool		ok = false;
+
+	if (sealed_len <= TOKEN_SEAL_OVERHEAD + REFRESH_TOKEN_LENGTH + 1)
+		return false;
+	plain_len = sealed_len - TOKEN_SEAL_OVERHEAD;
+	plain = palloc(plain_len + 1);
+	if (token_unseal(refresh, len, row->session_id.data, UUID_LEN,
+					 (const unsigned char *) VARDATA_ANY(row->retry_box), sealed_len, plain))
+	{
+		plain[plain_len] = '\0';
+		nl = memchr(plain, '\n', plain_len);
+		if (nl != NULL && plain + plain_len - (nl + 1) == REFRESH_TOKEN_LENGTH)
+		{
+			*nl = '\0';
+			tokens->access = CStringGetTextDatum(plain);
+			memcpy(tokens->refresh, nl + 1, REFRESH_TOKEN_LENGTH + 1);
+			memset(pair, 0, sizeof(*pair));
+			pair->session_id = row->session_id;
+			pair->created_at = row->last_refresh_at ? row->last_refresh_at : row->created_at;
+			pair->expires_at = row->expires_at;
+			pair->refresh_expires_at = row->refresh_expires_at;
+			ok = true;
+		}
+	}
+	OPENSSL_cleanse(plain, plain_len + 1);
+	pfree(plain);
+	return ok;
+}
+
+/* Seals the new pair under the refresh token it replaces (the retry box). */
+static unsigned char *
+seal_retry_box(const NewPair *pair, const PairTokens *tokens, const char *refresh,
+			   size_t len, size_t *box_len)
+{
+	text	   *access = DatumGetTextPP(tokens->access);
+	size_t		alen = VARSIZE_ANY_EXHDR(access);
+	size_t		plain_len = alen + 1 + REFRESH_TOKEN_LENGTH;
+	char	   *plain = palloc(plain_len);
+	unsigned char *box = palloc(plain_len + TOKEN_SEAL_OVERHEAD);
+	bool		ok;
+
+	memcpy(plain, VARDATA_ANY(access), alen);
+	plain[alen] = '\n';
+	memcpy(plain + alen + 1, tokens->refresh, REFRESH_TOKEN_LENGTH);
+	ok = token_seal(refresh, len, pair->session_id.data, UUID_LEN, plain, plain_len, box);
+	OPENSSL_cleanse(plain, plain_len);
+	pfree(plain);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not seal the new pair for the refresh retry window")));
+	*box_len = plain_len + TOKEN_SEAL_OVERHEAD;
+	return box;
 }
 
 /*
  * extension_token_refresh(p_refresh_token text, p_current_token text)
  *		RETURNS extension_token_pair
+ *
+ * The presented token leads to its session's row (as its current refresh
+ * token, or as an exchanged one), and the row decides (refresh_decide()).
+ * An exchange is one UPDATE that requires the token to still be the row's
+ * current one; when a concurrent call got there first (REFRESH_LOST), the
+ * row is read again under a new snapshot and decided again: within the retry
+ * window the loser gets the winner's pair, after it (or with a window of 0)
+ * the loser's presentation is reuse.
  */
 PG_FUNCTION_INFO_V1(extension_token_refresh);
 Datum
@@ -722,14 +901,12 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	text	   *refresh;
+	const char *rtoken;
 	size_t		len;
 	unsigned char hash[TOKEN_HASH_LENGTH];
-	StoredToken row;
+	SessionRow	row;
 	NewPair		pair;
 	PairTokens	tokens;
-	const char *refusal;
-	bool		reuse;
-	TimestampTz retry_at;
 
 	LogFilterRedactActivity();
 	if (PG_ARGISNULL(0))
@@ -737,94 +914,142 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("p_refresh_token must not be null")));
 	(void) ConfigRequireSecret(&len);
-	/* Before anything else: a refresh writes, and on a standby its
-	 * bookkeeping worker could never start. */
 	require_read_write("refresh a token");
+	/* Reuse must revoke, whatever happens to this call: see revoker.c. */
+	if (!RevokerAvailable())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension_tokens must be in shared_preload_libraries to refresh tokens"),
+				 errdetail("Refresh-token reuse detection needs the revocation queue that a preloaded library sets up."),
+				 errhint("Add extension_tokens to shared_preload_libraries and restart the server.")));
 
-	memset(&row, 0, sizeof(row));
 	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ != REFRESH_TOKEN_LENGTH)
-		refuse_refresh(&row, now, "refresh_token_not_found", false, false);
+		refuse_refresh(NULL, now, "refresh_token_not_found", false);
 	refresh = PG_GETARG_TEXT_PP(0);
+	rtoken = VARDATA_ANY(refresh);
 	len = VARSIZE_ANY_EXHDR(refresh);
-	if (!token_refresh_well_formed(VARDATA_ANY(refresh), len))
-		refuse_refresh(&row, now, "refresh_token_not_found", false, false);
-	token_sha256(VARDATA_ANY(refresh), len, hash);
+	if (!token_refresh_well_formed(rtoken, len))
+		refuse_refresh(NULL, now, "refresh_token_not_found", false);
+	token_sha256(rtoken, len, hash);
 
-	StorageLookupRefresh(hash, &row);
-	refusal = refresh_refusal(&row, now, &reuse);
-	if (refusal)
-		refuse_refresh(&row, now, refusal, reuse, false);
-
-	/* Proof of possession of the session's access token, if offered. */
-	if (!PG_ARGISNULL(1))
+	for (int attempt = 0;; attempt++)
 	{
-		TokenVerifyParams params;
-		TokenAccessClaims *claims = palloc(sizeof(TokenAccessClaims));
-		text	   *current = PG_GETARG_TEXT_PP(1);
-		TokenStatus status;
+		pg_uuid_t	sid;
+		bool		current;
+		const char *reason;
+		TimestampTz retry_at;
+		unsigned char *box = NULL;
+		size_t		box_len = 0;
 
-		verify_params(&params, now, false);
-		status = token_verify_access(VARDATA_ANY(current), VARSIZE_ANY_EXHDR(current),
-									 &params, claims);
-		if (status != TOKEN_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("p_current_token is not a valid access token"),
-					 errdetail("%s", token_status_name(status))));
-		if (memcmp(claims->session_id, row.session_id.data, UUID_LEN) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("p_current_token belongs to another session than p_refresh_token")));
-		pfree(claims);
-	}
+		if (!StorageFindRefresh(hash, &sid, &current))
+			refuse_refresh(NULL, now, "refresh_token_not_found", false);
+		StorageLookupSession(&sid, true, &row);
+		if (!row.found || attempt > 1)
+			refuse_refresh(NULL, now, "refresh_token_not_found", false);
+		switch (refresh_decide(&row, hash, now, &reason))
+		{
+			case RD_REFUSE:
+				refuse_refresh(&row, now, reason, false);
+				break;
+			case RD_REUSE:
+				refuse_refresh(&row, now, reason, true);
+				break;
+			case RD_RETRY:
+				check_current_token(fcinfo, &row, now);
+				if (!open_retry_box(&row, rtoken, len, &tokens, &pair))
+					refuse_refresh(&row, now, "refresh_token_already_used", true);
+				StatsCount(STATS_REFRESH_OK);
+				PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens, 0));
+			case RD_EXCHANGE:
+				break;
+		}
+		check_current_token(fcinfo, &row, now);
 
-	/*
-	 * The new pair is made from what the lookup found of the session (its
-	 * user, name, claims, lifetime and creation never change); the statement
-	 * that takes the rate slot and claims the refresh token writes it.
-	 */
-	memset(&pair, 0, sizeof(pair));
-	pair.session_id = row.session_id;
-	pair.user_id = row.user_id;
-	pair.name = row.name;
-	pair.claims_json = row.session_claims_json;
-	pair.access_lifetime = row.session_access_lifetime;
-	pair_times(&pair, now, row.session_created_at,
-			   Min(row.session_access_lifetime, (int64) et_refresh_token_lifetime));
-	mint_access(&pair, &tokens);
-	mint_refresh(&pair, &tokens);
-	switch (StorageRefresh(hash, &pair, et_refresh_rate_limit, &retry_at))
-	{
-		case REFRESH_DONE:
-			break;
-		case REFRESH_RATE_LIMITED:
-			refuse_refresh(&row, now, "rate_limited", false, true);
-			PolicyRateLimited(true, now, retry_at);
-			break;
-		case REFRESH_LOST:
-			/* Lost a race: someone else exchanged or revoked it meanwhile. */
-			StorageLookupRefresh(hash, &row);
-			refusal = refresh_refusal(&row, now, &reuse);
-			refuse_refresh(&row, now, refusal ? refusal : "refresh_token_not_found",
-						   reuse, false);
-			break;
+		/*
+		 * The new pair is made from the session's row (its user, name,
+		 * claims, lifetime and end never change); the statement that takes
+		 * the rate slot and makes the exchange writes it.
+		 */
+		memset(&pair, 0, sizeof(pair));
+		pair.session_id = row.session_id;
+		pair.user_id = row.user_id;
+		pair.name = row.name;
+		pair.claims_json = row.claims_json;
+		pair.access_lifetime = row.access_lifetime;
+		pair_times(&pair, now, row.ends_at,
+				   Min(row.access_lifetime, (int64) et_refresh_token_lifetime));
+		mint_access(&pair, &tokens);
+		mint_refresh(&pair, &tokens);
+		if (et_refresh_retry_window > 0)
+			box = seal_retry_box(&pair, &tokens, rtoken, len, &box_len);
+		switch (StorageRefresh(hash, &pair, et_refresh_rate_limit, box, box_len,
+							   now + (int64) et_refresh_retry_window * USECS_PER_SEC,
+							   &retry_at))
+		{
+			case REFRESH_DONE:
+				StatsCount(STATS_REFRESH_OK);
+				PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens, 0));
+			case REFRESH_RATE_LIMITED:
+				StatsCount(STATS_REFRESH_FAILED);
+				PolicyRateLimited(true, now, retry_at);
+				break;
+			case REFRESH_LOST:
+				/* Someone else exchanged, revoked or expired it meanwhile. */
+				now = GetCurrentTimestamp();
+				break;
+		}
 	}
-	StatsCount(STATS_REFRESH_OK);
-	PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens));
 }
 
 /* ---------------------------------------------------------------------
- * revoke, revoke_user, list
+ * revoke, revoke_session, revoke_user, list, the session rule
  * ---------------------------------------------------------------------
  */
+
+/*
+ * The session a presented token belongs to: a refresh token's (current or
+ * exchanged, found by its hash), or an access token's whose signature
+ * verifies (its session_id claim; expiry does not matter here).  A token
+ * stays a member of its session whatever happens to the session after: so a
+ * revocation racing a refresh that rotates the pair still finds the session,
+ * and revokes it after the refresh (one row: the new pair ends with it).
+ */
+static bool
+token_session(const char *token, size_t len, pg_uuid_t *sid)
+{
+	unsigned char hash[TOKEN_HASH_LENGTH];
+	bool		current;
+
+	if (token_looks_like_refresh(token, len))
+	{
+		if (!token_refresh_well_formed(token, len))
+			return false;
+		token_sha256(token, len, hash);
+		return StorageFindRefresh(hash, sid, &current);
+	}
+	else
+	{
+		TokenVerifyParams params;
+		TokenAccessClaims *claims = palloc(sizeof(TokenAccessClaims));
+		bool		ok;
+
+		verify_params(&params, GetCurrentTimestamp(), false);
+		ok = token_verify_access(token, len, &params, claims) == TOKEN_OK;
+		if (ok)
+			memcpy(sid->data, claims->session_id, UUID_LEN);
+		pfree(claims);
+		return ok;
+	}
+}
 
 /* extension_token_revoke(p_token text) RETURNS boolean (RFC 7009) */
 PG_FUNCTION_INFO_V1(extension_token_revoke);
 Datum
 extension_token_revoke(PG_FUNCTION_ARGS)
 {
-	unsigned char hash[TOKEN_HASH_LENGTH];
 	text	   *token;
+	pg_uuid_t	sid;
+	size_t		keylen;
 
 	LogFilterRedactActivity();
 	require_read_write("revoke a token");
@@ -834,49 +1059,92 @@ extension_token_revoke(PG_FUNCTION_ARGS)
 	token = PG_GETARG_TEXT_PP(0);
 	if (VARSIZE_ANY_EXHDR(token) == 0)
 		PG_RETURN_BOOL(false);
-	token_sha256(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), hash);
-	PG_RETURN_BOOL(StorageRevokeByToken(hash, GetCurrentTimestamp(), "revoked") > 0);
+	(void) ConfigRequireSecret(&keylen);
+	if (!token_session(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &sid))
+		PG_RETURN_BOOL(false);
+	PG_RETURN_BOOL(StorageRevokeSession(sid, GetCurrentTimestamp(), "revoked") > 0);
 }
 
-/* revoke_user_extension_tokens(p_user_id uuid) RETURNS integer */
+/* extension_token_revoke_session(p_session_id uuid) RETURNS boolean */
+PG_FUNCTION_INFO_V1(extension_token_revoke_session);
+Datum
+extension_token_revoke_session(PG_FUNCTION_ARGS)
+{
+	SessionRow	row;
+	pg_uuid_t	sid;
+
+	require_read_write("revoke a session");
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	sid = *PG_GETARG_UUID_P(0);
+	StorageLookupSession(&sid, false, &row);
+	if (!row.found)
+		PG_RETURN_BOOL(false);
+	/* who may act for whom, as for list: raises 42501 otherwise */
+	(void) PolicyResolveUser(row.user_id, "revoke");
+	PG_RETURN_BOOL(StorageRevokeSession(sid, GetCurrentTimestamp(),
+										PolicyCallerIsAdmin() ? "admin_revoked" : "revoked") > 0);
+}
+
+/*
+ * revoke_user_extension_tokens(p_user_id text, p_except_session_id uuid)
+ *		RETURNS integer
+ */
 PG_FUNCTION_INFO_V1(revoke_user_extension_tokens);
 Datum
 revoke_user_extension_tokens(PG_FUNCTION_ARGS)
 {
-	pg_uuid_t	user = PolicyResolveUser(!PG_ARGISNULL(0),
-										 PG_ARGISNULL(0) ? NULL : PG_GETARG_UUID_P(0),
-										 "revoke");
+	const char *user = PolicyResolveUser(text_arg(fcinfo, 0), "revoke");
+	pg_uuid_t  *except = PG_ARGISNULL(1) ? NULL : PG_GETARG_UUID_P(1);
 	uint64		n;
 
 	require_read_write("revoke tokens");
-	n = StorageRevokeUser(user, GetCurrentTimestamp(), "user_revoked_all");
-
+	n = StorageRevokeUser(user, except, GetCurrentTimestamp(), "user_revoked_all");
 	PG_RETURN_INT32((int32) Min(n, (uint64) PG_INT32_MAX));
 }
 
-/* The cut-off for a session limit of `seconds` (0: off, -infinity). */
-static TimestampTz
-session_limit_before(TimestampTz now, int seconds)
-{
-	return seconds > 0 ? now - (int64) seconds * USECS_PER_SEC : DT_NOBEGIN;
-}
-
-/* extension_token_list(p_user_id uuid) RETURNS SETOF extension_token_session */
+/* extension_token_list(p_user_id text) RETURNS SETOF extension_token_session */
 PG_FUNCTION_INFO_V1(extension_token_list);
 Datum
 extension_token_list(PG_FUNCTION_ARGS)
 {
-	pg_uuid_t	user = PolicyResolveUser(!PG_ARGISNULL(0),
-										 PG_ARGISNULL(0) ? NULL : PG_GETARG_UUID_P(0),
-										 "list");
-
-	TimestampTz now = GetCurrentTimestamp();
+	const char *user = PolicyResolveUser(text_arg(fcinfo, 0), "list");
 
 	InitMaterializedSRF(fcinfo, 0);
-	StorageListSessions(user, now, session_limit_before(now, et_session_max_lifetime),
-						session_limit_before(now, et_session_inactivity_timeout),
-						(ReturnSetInfo *) fcinfo->resultinfo);
+	StorageListSessions(user, GetCurrentTimestamp(), (ReturnSetInfo *) fcinfo->resultinfo);
 	return (Datum) 0;
+}
+
+/*
+ * extension_token_session_state(p_revoked_at, p_refresh_expires_at,
+ *		p_ends_at, p_idle_timeout, p_last_active, p_at) RETURNS text
+ *
+ * The SQL face of PolicySessionEnd(), for list, stats and the admin view.
+ * NULL ends, idle timeout or revocation mean none; NULL p_at gives NULL.
+ */
+PG_FUNCTION_INFO_V1(extension_token_session_state);
+Datum
+extension_token_session_state(PG_FUNCTION_ARGS)
+{
+	TimestampTz refresh_expires = PG_ARGISNULL(1) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(1);
+	TimestampTz ends = PG_ARGISNULL(2) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(2);
+	int64		idle = 0;
+	TimestampTz last_active = PG_ARGISNULL(4) ? DT_NOEND : PG_GETARG_TIMESTAMPTZ(4);
+
+	if (PG_ARGISNULL(5))
+		PG_RETURN_NULL();
+	if (!PG_ARGISNULL(3))
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(3);
+
+		if (pg_mul_s64_overflow((int64) iv->month * DAYS_PER_MONTH + iv->day,
+								USECS_PER_DAY, &idle) ||
+			pg_add_s64_overflow(idle, iv->time, &idle))
+			idle = PG_INT64_MAX;
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(PolicySessionStatus(
+		PolicySessionEnd(!PG_ARGISNULL(0), refresh_expires, ends, Max(idle, 0),
+						 last_active, PG_GETARG_TIMESTAMPTZ(5)))));
 }
 
 /* ---------------------------------------------------------------------

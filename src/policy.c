@@ -91,62 +91,135 @@ role_can_login(Oid roleid)
 }
 
 /*
- * The end user of the current PostgREST request, if there is one we can
- * believe.  A sub that is present but not a uuid is an error, not "nobody".
+ * A user id (SPEC 1.2): a non-empty string of at most 255 bytes without
+ * control characters, so that any identity provider's `sub` fits (uuids,
+ * Clerk's "user_2...", Auth0's "auth0|...", integers as text).
  */
-static bool
-request_user(pg_uuid_t *out)
+bool
+PolicyUserIdValid(const char *user_id, size_t len)
 {
-	const char *claims = GetConfigOption("request.jwt.claims", true, false);
-	char		sub[64];
-	int			found;
+	if (len == 0 || len > TOKEN_SUB_MAX_LENGTH)
+		return false;
+	for (size_t i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) user_id[i];
 
-	if (claims == NULL || claims[0] == '\0' || role_can_login(GetUserId()))
-		return false;
-	found = token_json_string_member(claims, "sub", sub, sizeof(sub));
-	if (found == 0)
-		return false;
-	if (found < 0 || !token_uuid_parse(sub, strlen(sub), out->data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("the sub claim of request.jwt.claims is not a user id"),
-				 errdetail("User ids are uuids.")));
+		if (c < 0x20 || c == 0x7f)
+			return false;
+	}
 	return true;
 }
 
-/*
- * The user a call acts for: p_user_id when given and allowed, else the
- * request's user.  `action` names the operation in messages.
- */
-pg_uuid_t
-PolicyResolveUser(bool given, const pg_uuid_t *p_user_id, const char *action)
+void
+PolicyCheckUserId(const char *user_id, size_t len)
 {
-	pg_uuid_t	me;
-	bool		have_me = request_user(&me);
+	if (!PolicyUserIdValid(user_id, len))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_user_id is not a valid user id"),
+				 errdetail("A user id is a non-empty string of at most %d bytes without control characters.",
+						   TOKEN_SUB_MAX_LENGTH)));
+}
+
+/*
+ * The end user of the current PostgREST request, if there is one we can
+ * believe.  A sub that is present but not a user id is an error, not
+ * "nobody".
+ */
+static const char *
+request_user(void)
+{
+	const char *claims = GetConfigOption("request.jwt.claims", true, false);
+	char	   *sub;
+	int			found;
+
+	if (claims == NULL || claims[0] == '\0' || role_can_login(GetUserId()))
+		return NULL;
+	sub = palloc(TOKEN_SUB_MAX_LENGTH + 2);
+	found = token_json_string_member(claims, "sub", sub, TOKEN_SUB_MAX_LENGTH + 2);
+	if (found == 0)
+		return NULL;
+	if (found < 0 || !PolicyUserIdValid(sub, strlen(sub)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the sub claim of request.jwt.claims is not a user id"),
+				 errdetail("A user id is a non-empty string of at most %d bytes without control characters.",
+						   TOKEN_SUB_MAX_LENGTH)));
+	return sub;
+}
+
+/*
+ * The user a call acts for: p_user_id when given (not NULL) and allowed,
+ * else the request's user.  `action` names the operation in messages.
+ */
+const char *
+PolicyResolveUser(const char *p_user_id, const char *action)
+{
+	const char *me = request_user();
 	bool		admin = PolicyCallerIsAdmin();
 
+	if (p_user_id)
+		PolicyCheckUserId(p_user_id, strlen(p_user_id));
 	if (admin)
 	{
-		if (given)
-			return *p_user_id;
-		if (have_me)
+		if (p_user_id)
+			return p_user_id;
+		if (me)
 			return me;
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("p_user_id must not be null"),
 				 errdetail("There is no PostgREST request user to %s for.", action)));
 	}
-	if (!have_me)
+	if (!me)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to %s tokens", action),
 				 errdetail("The caller is not signed in as a user."),
 				 errhint("Call through PostgREST with a user's JWT, or as a role named in extension_tokens.admin_roles.")));
-	if (given && memcmp(p_user_id->data, me.data, UUID_LEN) != 0)
+	if (p_user_id && strcmp(p_user_id, me) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to %s tokens of another user", action)));
 	return me;
+}
+
+/*
+ * Whether a session has ended at `at`, and why.  The session's limits are
+ * its own, fixed when it was issued (ends_at, idle_timeout), so a setting
+ * changed later never ends a session early nor brings an ended one back.
+ * Each limit is reached at its instant: at refresh_expires_at, at ends_at,
+ * at last_active + idle_timeout, the session has ended.
+ */
+SessionEnd
+PolicySessionEnd(bool revoked, TimestampTz refresh_expires_at, TimestampTz ends_at,
+				 int64 idle_timeout_us, TimestampTz last_active, TimestampTz at)
+{
+	if (revoked)
+		return SESSION_REVOKED;
+	/* the session's own end first: a refresh token is capped at it */
+	if (at >= ends_at)
+		return SESSION_LIFETIME_ENDED;
+	if (at >= refresh_expires_at)
+		return SESSION_REFRESH_EXPIRED;
+	if (idle_timeout_us > 0 && last_active <= PG_INT64_MAX - idle_timeout_us &&
+		at >= last_active + idle_timeout_us)
+		return SESSION_IDLE;
+	return SESSION_LIVE;
+}
+
+const char *
+PolicySessionStatus(SessionEnd end)
+{
+	switch (end)
+	{
+		case SESSION_LIVE:
+			return "active";
+		case SESSION_REVOKED:
+			return "revoked";
+		default:
+			return "expired";
+	}
 }
 
 /* Raises PT429, with a HINT that says when a retry will be accepted. */

@@ -18,8 +18,28 @@
 #define ERRCODE_ET_RATE_LIMITED	MAKE_SQLSTATE('P','T','4','2','9')
 
 extern bool PolicyCallerIsAdmin(void);
-extern pg_uuid_t PolicyResolveUser(bool given, const pg_uuid_t *p_user_id,
-								   const char *action);
+extern const char *PolicyResolveUser(const char *p_user_id, const char *action);
+extern bool PolicyUserIdValid(const char *user_id, size_t len);
+extern void PolicyCheckUserId(const char *user_id, size_t len);
+
+/*
+ * The one rule for a session's end (see PolicySessionEnd()).  Every path that
+ * asks whether a session is alive asks this: validate and refresh directly,
+ * list, stats and the admin view through extension_token_session_state().
+ */
+typedef enum SessionEnd
+{
+	SESSION_LIVE,
+	SESSION_REVOKED,
+	SESSION_REFRESH_EXPIRED,	/* its refresh token ran out */
+	SESSION_LIFETIME_ENDED,		/* it reached its ends_at */
+	SESSION_IDLE				/* unused for its idle_timeout */
+} SessionEnd;
+
+extern SessionEnd PolicySessionEnd(bool revoked, TimestampTz refresh_expires_at,
+								   TimestampTz ends_at, int64 idle_timeout_us,
+								   TimestampTz last_active, TimestampTz at);
+extern const char *PolicySessionStatus(SessionEnd end);
 ET_NORETURN_BEGIN extern void PolicyRateLimited(bool refresh, TimestampTz now,
 												TimestampTz retry_at) ET_NORETURN_END;
 ET_NORETURN_BEGIN extern void PolicyRefreshRefused(const char *reason) ET_NORETURN_END;

@@ -1,16 +1,24 @@
 /*-------------------------------------------------------------------------
  *
  * storage.c
- *	  The extension's tables: sessions, token hashes, rotation, revocation.
+ *	  The extension's tables: sessions (the truth), exchanged refresh
+ *	  tokens, users' rate logs.
  *
  * Three tables live in the extension's schema:
  *
- *	extension_token_sessions  one row per session (an issue and its refreshes)
- *	extension_tokens		  one row per token ever handed out, keyed by the
- *							  SHA-256 of the token; a token itself is never
- *							  stored.  Revocation is written to the session
- *							  and to each of its token rows in one statement,
- *							  so that validation is a single index lookup.
+ *	extension_token_sessions  one row per session, and the only truth about
+ *							  it: the SHA-256 of its current access token and
+ *							  of its current refresh token, its expiry and
+ *							  end, its revocation, and the retry window's
+ *							  sealed successor.  Validation reads this row by
+ *							  the session id that the token's signature vouches
+ *							  for and compares hashes; refresh replaces the
+ *							  pair in one UPDATE of it; revocation is one
+ *							  UPDATE of it.  Nothing else holds state that
+ *							  could disagree.
+ *	extension_tokens		  one row per exchanged refresh token, keyed by its
+ *							  SHA-256, until the session is deleted: a replay
+ *							  is found here and recognised as reuse.
  *	extension_token_users	  one row per user: the lock that serializes a
  *							  user's issues and refreshes, and the timestamps
  *							  that the hourly rate limits count.
@@ -25,17 +33,28 @@
  * Plans are prepared once per backend and kept; they are thrown away when the
  * relcache says one of our tables changed (e.g. DROP EXTENSION).
  *
- * Concurrency.  Every path locks rows in one order: the user's row in
- * extension_token_users (issue and refresh only: INSERT ... ON CONFLICT DO
- * UPDATE), then session rows, then token rows.  Revocations lock their
- * victim sessions before updating tokens, refresh locks the session before
- * it claims the refresh token, validation records use on the session before
- * the token, cleanup locks sessions (SKIP LOCKED) before deleting tokens.  So
- * no two of them deadlock, and the session limit and the rate limits count
- * committed work.  The
- * exchange of a refresh token is one UPDATE whose WHERE clause requires the
- * token to be unused and unrevoked: of two concurrent exchanges exactly one
- * updates the row, the other re-checks the new row version and finds nothing.
+ * Concurrency.  There is one lock order, and every path keeps it:
+ *
+ *		1. the user's row in extension_token_users (issue and refresh only,
+ *		   taken by the rate slot's INSERT ... ON CONFLICT DO UPDATE);
+ *		2. session rows, several always in session_id order (revoke_user and
+ *		   the session limit lock their victims with ORDER BY session_id
+ *		   FOR NO KEY UPDATE before updating them);
+ *		3. extension_tokens rows (inserted by refresh after its session).
+ *
+ * A path that takes only one session row (refresh, revoke, revoke_session,
+ * reuse) cannot close a cycle with one that takes several in order.
+ * Validation never waits for a lock: it records use with SKIP LOCKED.
+ *
+ * Every revocation is an UPDATE of the session row with "revoked_at IS
+ * NULL" in its WHERE clause.  Under READ COMMITTED an UPDATE that waited for
+ * a concurrent refresh re-checks its WHERE clause on the row's newest
+ * version, and since the refresh wrote the new pair into that same row, the
+ * revocation ends the new pair as well: there is no second row that a
+ * revocation could miss.  A refresh is an UPDATE whose WHERE clause requires
+ * the presented refresh token to be the row's current one and the session
+ * unrevoked: of two concurrent exchanges exactly one updates the row, and a
+ * refresh that waited for a revocation finds the session revoked.
  *
  *-------------------------------------------------------------------------
  */
@@ -61,6 +80,7 @@
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "common/int.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -68,13 +88,13 @@
 
 #include "compat.h"
 #include "config.h"
+#include "revoker.h"
 #include "storage.h"
 
 #define EXTENSION_NAME "extension_tokens"
 
 typedef enum StatementId
 {
-	ST_TOUCH_SESSION,
 	ST_TOUCH,
 	ST_ISSUE,
 	ST_ISSUE_NO_LIMIT,
@@ -82,10 +102,10 @@ typedef enum StatementId
 	ST_REFRESH,
 	ST_REFRESH_NO_LIMIT,
 	ST_REVOKE_SESSION,
-	ST_REVOKE_BY_TOKEN,
 	ST_REVOKE_USER,
 	ST_LIST,
 	ST_RECORD_REFRESH_ERROR,
+	ST_RATE_UNDO,
 	ST_CLEANUP_SESSIONS,
 	ST_CLEANUP_USERS,
 	ST_COUNTS,
@@ -100,21 +120,28 @@ typedef struct Statement
 } Statement;
 
 /*
- * Revoking sessions: the victims, locked (session rows first, like every
- * other path: see the lock order at the top), then their tokens and the
- * sessions (whose count is the result).  FOR NO KEY UPDATE re-checks
- * "revoked_at IS NULL" on the row it waited for, so of two concurrent
- * revocations the second counts nothing; it does not block the foreign key
- * checks of tokens being inserted for the session.
+ * The session rule (policy.c, through its SQL face) applied to the row of
+ * alias `s` at `at`: 'active', 'expired' or 'revoked'.
  */
-#define REVOKE_SESSIONS(victims) \
-	"WITH victims AS (" victims "), " \
-	"rt AS (UPDATE @.extension_tokens t SET revoked_at = $2, revoked_reason = $3 " \
-	"  FROM victims v WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id " \
-	"  AND t.revoked_at IS NULL) " \
-	"UPDATE @.extension_token_sessions s SET revoked_at = $2, revoked_reason = $3 " \
-	"  FROM victims v WHERE s.session_id OPERATOR(pg_catalog.=) v.session_id " \
-	"  AND s.revoked_at IS NULL"
+#define SESSION_STATE(s, at) \
+	"@.extension_token_session_state(" s ".revoked_at, " s ".refresh_expires_at, " \
+	s ".ends_at, " s ".idle_timeout, COALESCE(" s ".last_used_at, " s ".created_at), " at ")"
+
+/*
+ * Revoking sessions: the victims, locked in session_id order (the lock
+ * order: see the top of this file), then updated.  FOR NO KEY UPDATE
+ * re-checks "revoked_at IS NULL" on the newest version of a row it waited
+ * for, and so does the UPDATE: of two concurrent revocations the second
+ * counts nothing.  Returns one row per session revoked.
+ */
+#define REVOKE_VICTIMS(where) \
+	"UPDATE @.extension_token_sessions s SET revoked_at = $2, revoked_reason = $3, " \
+	"  retry_box = NULL " \
+	"FROM (SELECT v.session_id FROM @.extension_token_sessions v " \
+	"      WHERE " where " AND v.revoked_at IS NULL " \
+	"      ORDER BY v.session_id FOR NO KEY UPDATE) victims " \
+	"WHERE s.session_id OPERATOR(pg_catalog.=) victims.session_id AND s.revoked_at IS NULL " \
+	"RETURNING s.session_id"
 
 /*
  * Rate limits: a user's log of recent issues (or refreshes), at most `limit`
@@ -147,164 +174,142 @@ typedef struct Statement
 	"ON CONFLICT (user_id) DO UPDATE SET " col " = '{}'::pg_catalog.timestamptz[] " \
 	"RETURNING true AS ok, NULL::pg_catalog.timestamptz AS oldest) "
 
-/*
- * The parameters of a new pair (pair_values()), shared by issue and refresh:
- *	$1 session, $2 user, $3 name, $4 claims and $5 access lifetime (issue
- *	only: null for refresh), $6 now,
- *	$7 access expiry, $8 refresh expiry, $9 access hash, $10 refresh hash,
- *	$11 now - 1 hour, $12 rate limit
- * The new pair's two token rows, written when the CTE named in `gate` has a
- * row:
- */
-#define PAIR_PARAMS \
-	UUIDOID, UUIDOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID, \
-	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, TIMESTAMPTZOID, INT4OID
-#define INSERT_PAIR(gate) \
-	"INSERT INTO @.extension_tokens " \
-	"  (token_hash, token_type, session_id, user_id, name, created_at, " \
-	"   expires_at, last_used_at) " \
-	"SELECT k.h, k.t, $1, $2, $3, $6, k.e, $6 FROM " gate ", " \
-	"  (VALUES ($9, 'access', $7), ($10, 'refresh', $8)) AS k(h, t, e)"
+/* Issue's parameters, by position. */
+enum
+{
+	IP_SESSION = 1, IP_USER, IP_NAME, IP_CLAIMS, IP_LIFETIME, IP_NOW,
+	IP_ACCESS_EXPIRES, IP_REFRESH_EXPIRES, IP_ACCESS_HASH, IP_REFRESH_HASH,
+	IP_HOUR_AGO, IP_LIMIT, IP_ENDS_AT, IP_IDLE_TIMEOUT, IP_COUNT = IP_IDLE_TIMEOUT
+};
+#define ISSUE_TYPES \
+	UUIDOID, TEXTOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID, \
+	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, \
+	TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID, INTERVALOID
 
 /*
- * Issue: the rate slot (and the user's lock), the session, its two tokens.
- * Nothing is written but the rate row when the slot is refused.
+ * Issue: the rate slot (and the user's lock), then the session's row, which
+ * is the whole of a new session.  Nothing is written but the rate row when
+ * the slot is refused.
  */
-#define ISSUE_CTES(rate_slot) \
+#define ISSUE_STATEMENT(rate_slot) \
 	"WITH " rate_slot ", " \
 	"s AS (INSERT INTO @.extension_token_sessions " \
 	"  (session_id, user_id, name, claims, access_lifetime, created_at, " \
-	"   last_used_at, expires_at, refresh_expires_at) " \
-	"  SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8 FROM u WHERE u.ok), " \
-	"t AS (" INSERT_PAIR("u") " WHERE u.ok) "
+	"   last_used_at, expires_at, refresh_expires_at, access_hash, refresh_hash, " \
+	"   ends_at, idle_timeout) " \
+	"  SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $13, $14 FROM u WHERE u.ok) " \
+	"SELECT u.ok, u.oldest FROM u"
+
+/* Refresh's parameters, by position. */
+enum
+{
+	RP_SESSION = 1, RP_USER, RP_OLD_HASH, RP_NOW, RP_ACCESS_EXPIRES,
+	RP_REFRESH_EXPIRES, RP_ACCESS_HASH, RP_REFRESH_HASH, RP_HOUR_AGO,
+	RP_LIMIT, RP_RETRY_UNTIL, RP_RETRY_BOX, RP_COUNT = RP_RETRY_BOX
+};
+#define REFRESH_TYPES \
+	UUIDOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID, \
+	TIMESTAMPTZOID, BYTEAOID, BYTEAOID, TIMESTAMPTZOID, \
+	INT4OID, TIMESTAMPTZOID, BYTEAOID
 
 /*
- * A session has ended without being revoked: its refresh token expired, it
- * outlived session_max_lifetime (created before $created), or it was idle
- * past session_inactivity_timeout (last used before $used).  The callers
- * pass -infinity for a limit that is off.
- */
-#define SESSION_EXPIRED_AT(now, created, used) \
-	"(refresh_expires_at OPERATOR(pg_catalog.<=) " now \
-	" OR created_at OPERATOR(pg_catalog.<) " created \
-	" OR COALESCE(last_used_at, created_at) OPERATOR(pg_catalog.<) " used ")"
-
-/*
- * Refresh, after the lookup: the rate slot (the user's lock), the session
- * moved on (s: the UPDATE locks the row and re-checks on its newest version
- * that it is not revoked), the claim of refresh token $13 (c: unused,
- * unrevoked and unexpired, re-checked on the newest version by the UPDATE),
- * then, only if the claim was made, the session's other access tokens
- * revoked and the new pair written.  Each step reads the one before it, so
- * the locks are taken in the order of every other path: user, session,
- * tokens.
- *
- * The session is updated before the claim is known, because the UPDATE is
- * what takes the session's lock (a separate FOR NO KEY UPDATE would write
- * one more WAL record per refresh).  When the claim is lost, the caller
- * always raises an error (StorageRefresh() says REFRESH_LOST and
- * extension_token_refresh() refuses), and that rolls the session's update
- * back with the rate slot.
+ * Refresh, after the lookup: the rate slot (the user's lock), then the
+ * exchange itself, one UPDATE of the session's row whose WHERE clause
+ * requires $3 to be the current refresh token, unexpired, of an unrevoked
+ * session (re-checked on the newest version of a row it waited for), then,
+ * only if that row was updated, the exchanged token recorded with its
+ * successor.  Columns: the rate slot's ok and oldest, and whether the
+ * exchange was made.  When it was not, the caller always raises an error,
+ * which rolls the rate slot back.
  */
 #define REFRESH_STATEMENT(rate_slot) \
 	"WITH " rate_slot ", " \
 	"s AS (UPDATE @.extension_token_sessions x SET " \
-	"  refresh_count = x.refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $6, " \
-	"  last_used_at = $6, expires_at = $7, refresh_expires_at = $8 " \
+	"  refresh_count = x.refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $4, " \
+	"  last_used_at = $4, expires_at = $5, refresh_expires_at = $6, " \
+	"  access_hash = $7, refresh_hash = $8, " \
+	"  retry_hash = $3, retry_until = $11, retry_box = $12 " \
 	"  FROM u WHERE u.ok AND x.session_id OPERATOR(pg_catalog.=) $1 " \
-	"  AND x.revoked_at IS NULL RETURNING x.session_id), " \
-	"c AS (UPDATE @.extension_tokens t SET used_at = $6, replaced_by = $10 FROM s " \
-	"  WHERE t.token_hash OPERATOR(pg_catalog.=) $13 " \
-	"  AND t.session_id OPERATOR(pg_catalog.=) s.session_id " \
-	"  AND t.token_type OPERATOR(pg_catalog.=) 'refresh' " \
-	"  AND t.used_at IS NULL AND t.revoked_at IS NULL " \
-	"  AND t.expires_at OPERATOR(pg_catalog.>) $6 RETURNING 1), " \
-	"old AS (UPDATE @.extension_tokens SET revoked_at = $6, revoked_reason = 'rotated' " \
-	"  WHERE session_id OPERATOR(pg_catalog.=) $1 " \
-	"  AND token_type OPERATOR(pg_catalog.=) 'access' AND revoked_at IS NULL " \
-	"  AND EXISTS (SELECT 1 FROM c)), " \
-	"n AS (" INSERT_PAIR("c") ") " \
+	"  AND x.refresh_hash OPERATOR(pg_catalog.=) $3 AND x.revoked_at IS NULL " \
+	"  AND x.refresh_expires_at OPERATOR(pg_catalog.>) $4 " \
+	"  RETURNING x.session_id), " \
+	"c AS (INSERT INTO @.extension_tokens (token_hash, session_id, used_at, replaced_by) " \
+	"  SELECT $3, s.session_id, $4, $8 FROM s RETURNING 1) " \
 	"SELECT u.ok, u.oldest, EXISTS (SELECT 1 FROM c) FROM u"
 
 static const Statement statements[ST_COUNT] = {
-	/* Last use: the session's row first, then the token's (lock order). */
-	[ST_TOUCH_SESSION] = {
-		"UPDATE @.extension_token_sessions SET last_used_at = $2 "
-		"WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
-		"AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<) $3)",
+	/*
+	 * Last use, at most once per interval.  SKIP LOCKED: validation never
+	 * waits for a lock (a refresh or revocation holding the row writes it
+	 * anyway, or ends the session).
+	 */
+	[ST_TOUCH] = {
+		"UPDATE @.extension_token_sessions s SET last_used_at = $2 "
+		"FROM (SELECT session_id FROM @.extension_token_sessions "
+		"      WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
+		"      AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<) $3) "
+		"      FOR NO KEY UPDATE SKIP LOCKED) l "
+		"WHERE s.session_id OPERATOR(pg_catalog.=) l.session_id",
 		3, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 	},
-	[ST_TOUCH] = {
-		"UPDATE @.extension_tokens SET last_used_at = $2 "
-		"WHERE token_hash OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
-		"AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<) $3)",
-		3, {BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
-	},
 	[ST_ISSUE] = {
-		ISSUE_CTES(RATE_SLOT("issue_log", "$2", "$6", "$11", "$12"))
-		"SELECT u.ok, u.oldest FROM u",
-		12, {PAIR_PARAMS}
+		ISSUE_STATEMENT(RATE_SLOT("issue_log", "$2", "$6", "$11", "$12")),
+		IP_COUNT, {ISSUE_TYPES}
 	},
 	[ST_ISSUE_NO_LIMIT] = {
-		ISSUE_CTES(RATE_SLOT_OFF("issue_log", "$2")) "SELECT u.ok, u.oldest FROM u",
-		12, {PAIR_PARAMS}
+		ISSUE_STATEMENT(RATE_SLOT_OFF("issue_log", "$2")),
+		IP_COUNT, {ISSUE_TYPES}
 	},
 	/*
-	 * With max_sessions_per_user, after an issue: the user's other active
+	 * With max_sessions_per_user, after an issue: the user's other live
 	 * sessions beyond the newest $4 ($5 is the new one).  A statement of its
 	 * own, run after the issue statement has waited for the user's row: its
 	 * snapshot then sees the sessions that the transactions waited for have
-	 * committed, which a CTE of the issue statement would not.
+	 * committed, which a CTE of the issue statement would not.  The newest
+	 * are chosen without a lock; only the victims are locked, in session_id
+	 * order.
 	 */
 	[ST_REVOKE_OVER_LIMIT] = {
-		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
-						"WHERE user_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
-						"AND refresh_expires_at OPERATOR(pg_catalog.>) $2 "
-						"AND session_id OPERATOR(pg_catalog.<>) $5 "
-						"ORDER BY created_at DESC, session_id DESC OFFSET $4 "
-						"FOR NO KEY UPDATE"),
-		5, {UUIDOID, TIMESTAMPTZOID, TEXTOID, INT4OID, UUIDOID}
+		REVOKE_VICTIMS("v.session_id OPERATOR(pg_catalog.=) ANY (ARRAY("
+					   "SELECT o.session_id FROM @.extension_token_sessions o "
+					   "WHERE o.user_id OPERATOR(pg_catalog.=) $1 "
+					   "AND o.kind OPERATOR(pg_catalog.=) 'access' "
+					   "AND o.session_id OPERATOR(pg_catalog.<>) $5 "
+					   "AND " SESSION_STATE("o", "$2") " OPERATOR(pg_catalog.=) 'active' "
+					   "ORDER BY o.created_at DESC, o.session_id DESC OFFSET $4))"),
+		5, {TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, UUIDOID}
 	},
 	[ST_REFRESH] = {
-		REFRESH_STATEMENT(RATE_SLOT("refresh_log", "$2", "$6", "$11", "$12")),
-		13, {PAIR_PARAMS, BYTEAOID}
+		REFRESH_STATEMENT(RATE_SLOT("refresh_log", "$2", "$4", "$9", "$10")),
+		RP_COUNT, {REFRESH_TYPES}
 	},
 	[ST_REFRESH_NO_LIMIT] = {
 		REFRESH_STATEMENT(RATE_SLOT_OFF("refresh_log", "$2")),
-		13, {PAIR_PARAMS, BYTEAOID}
+		RP_COUNT, {REFRESH_TYPES}
 	},
 	[ST_REVOKE_SESSION] = {
-		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
-						"WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
-						"FOR NO KEY UPDATE"),
+		"UPDATE @.extension_token_sessions SET revoked_at = $2, revoked_reason = $3, "
+		"  retry_box = NULL "
+		"WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
+		"RETURNING session_id",
 		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
 	},
-	[ST_REVOKE_BY_TOKEN] = {
-		REVOKE_SESSIONS("SELECT s.session_id FROM @.extension_tokens t "
-						"JOIN @.extension_token_sessions s "
-						"ON s.session_id OPERATOR(pg_catalog.=) t.session_id "
-						"WHERE t.token_hash OPERATOR(pg_catalog.=) $1 AND s.revoked_at IS NULL "
-						"FOR NO KEY UPDATE OF s"),
-		3, {BYTEAOID, TIMESTAMPTZOID, TEXTOID}
-	},
+	/* Every live session of user $1 but $4 (NULL: none spared). */
 	[ST_REVOKE_USER] = {
-		REVOKE_SESSIONS("SELECT session_id FROM @.extension_token_sessions "
-						"WHERE user_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
-						"AND refresh_expires_at OPERATOR(pg_catalog.>) $2 "
-						"FOR NO KEY UPDATE"),
-		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
+		REVOKE_VICTIMS("v.user_id OPERATOR(pg_catalog.=) $1 "
+					   "AND v.session_id IS DISTINCT FROM $4 "
+					   "AND " SESSION_STATE("v", "$2") " OPERATOR(pg_catalog.=) 'active'"),
+		4, {TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID}
 	},
+	/* The columns of extension_token_session, in its order. */
 	[ST_LIST] = {
-		"SELECT session_id, user_id, name, "
-		"  CASE WHEN revoked_at IS NOT NULL THEN 'revoked' "
-		"       WHEN " SESSION_EXPIRED_AT("$2", "$3", "$4") " THEN 'expired' "
-		"       ELSE 'active' END, "
-		"  created_at, last_used_at, expires_at, refresh_expires_at, revoked_at, "
-		"  refresh_count, last_refresh_at, revoked_reason, last_refresh_error, "
-		"  last_refresh_error_at "
-		"FROM @.extension_token_sessions WHERE user_id OPERATOR(pg_catalog.=) $1 "
-		"ORDER BY created_at DESC, session_id DESC",
-		4, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+		"SELECT s.session_id, s.user_id, s.name, " SESSION_STATE("s", "$2") ", "
+		"  s.created_at, s.last_used_at, s.expires_at, s.refresh_expires_at, s.revoked_at, "
+		"  s.refresh_count, s.last_refresh_at, s.revoked_reason, s.last_refresh_error, "
+		"  s.last_refresh_error_at, s.user_agent, s.ip, s.scopes, s.use_count, s.kind "
+		"FROM @.extension_token_sessions s WHERE s.user_id OPERATOR(pg_catalog.=) $1 "
+		"ORDER BY s.created_at DESC, s.session_id DESC",
+		2, {TEXTOID, TIMESTAMPTZOID}
 	},
 	[ST_RECORD_REFRESH_ERROR] = {
 		"UPDATE @.extension_token_sessions SET last_refresh_error = $3, "
@@ -312,13 +317,23 @@ static const Statement statements[ST_COUNT] = {
 		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
 	},
 	/*
+	 * A refresh that lost its exchange gives back the rate slot it took
+	 * (its entry $2), so that a call answered from the retry window costs
+	 * nothing.
+	 */
+	[ST_RATE_UNDO] = {
+		"UPDATE @.extension_token_users SET refresh_log = "
+		"pg_catalog.array_remove(refresh_log, $2) WHERE user_id OPERATOR(pg_catalog.=) $1",
+		2, {TEXTOID, TIMESTAMPTZOID}
+	},
+	/*
 	 * One batch of dead sessions (revoked or past their refresh expiry
-	 * before $1), with their tokens.  SKIP LOCKED: a session someone is
-	 * touching right now is left for the next run.  The batches walk the
-	 * index on the moment of death upwards from $3, where the last one
-	 * ended (the third column): the rows a batch deleted stay in the index
-	 * until the transaction ends, and starting from the bottom every time
-	 * would visit them all again, making a large backlog quadratic.
+	 * before $1), with their exchanged tokens.  SKIP LOCKED: a session
+	 * someone is touching right now is left for the next run.  The batches
+	 * walk the index on the moment of death upwards from $3, where the last
+	 * one ended (the third column): the rows a batch deleted stay in the
+	 * index until the transaction ends, and starting from the bottom every
+	 * time would visit them all again, making a large backlog quadratic.
 	 */
 	[ST_CLEANUP_SESSIONS] = {
 		"WITH victims AS (SELECT session_id, "
@@ -352,19 +367,48 @@ static const Statement statements[ST_COUNT] = {
 		"  WHERE u.user_id OPERATOR(pg_catalog.=) v.user_id RETURNING u.user_id) "
 		"SELECT (SELECT pg_catalog.count(*) FROM d), "
 		"  (SELECT d.user_id FROM d ORDER BY d.user_id DESC LIMIT 1)",
-		3, {TIMESTAMPTZOID, INT4OID, UUIDOID}
+		3, {TIMESTAMPTZOID, INT4OID, TEXTOID}
 	},
 	[ST_COUNTS] = {
 		"SELECT "
-		"  (SELECT pg_catalog.count(*) FROM @.extension_token_sessions "
-		"   WHERE created_at OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.-) interval '1 day')), "
-		"  pg_catalog.count(*) FILTER (WHERE revoked_at IS NULL AND NOT " SESSION_EXPIRED_AT("$1", "$2", "$3") "), "
-		"  pg_catalog.count(*) FILTER (WHERE revoked_at IS NOT NULL), "
-		"  pg_catalog.count(*) FILTER (WHERE revoked_at IS NULL AND " SESSION_EXPIRED_AT("$1", "$2", "$3") ") "
-		"FROM @.extension_token_sessions",
-		3, {TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+		"  pg_catalog.count(*) FILTER (WHERE s.created_at OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.-) interval '1 day')), "
+		"  pg_catalog.count(*) FILTER (WHERE " SESSION_STATE("s", "$1") " OPERATOR(pg_catalog.=) 'active'), "
+		"  pg_catalog.count(*) FILTER (WHERE s.revoked_at IS NOT NULL), "
+		"  pg_catalog.count(*) FILTER (WHERE " SESSION_STATE("s", "$1") " OPERATOR(pg_catalog.=) 'expired') "
+		"FROM @.extension_token_sessions s",
+		1, {TIMESTAMPTZOID}
 	},
 };
+
+/* Columns that the direct lookups read, by name (checked at load). */
+typedef enum SessionColumn
+{
+	SC_USER, SC_NAME, SC_ACCESS_HASH, SC_REFRESH_HASH, SC_CREATED, SC_LAST_USED,
+	SC_EXPIRES, SC_REFRESH_EXPIRES, SC_ENDS, SC_IDLE, SC_REVOKED, SC_LAST_REFRESH,
+	SC_ERROR_AT, SC_RETRY_HASH, SC_RETRY_UNTIL, SC_RETRY_BOX, SC_CLAIMS,
+	SC_LIFETIME, SC_SESSION, SC_COUNT
+} SessionColumn;
+
+static const char *const session_columns[SC_COUNT] = {
+	[SC_USER] = "user_id", [SC_NAME] = "name", [SC_ACCESS_HASH] = "access_hash",
+	[SC_REFRESH_HASH] = "refresh_hash", [SC_CREATED] = "created_at",
+	[SC_LAST_USED] = "last_used_at", [SC_EXPIRES] = "expires_at",
+	[SC_REFRESH_EXPIRES] = "refresh_expires_at", [SC_ENDS] = "ends_at",
+	[SC_IDLE] = "idle_timeout", [SC_REVOKED] = "revoked_at",
+	[SC_LAST_REFRESH] = "last_refresh_at", [SC_ERROR_AT] = "last_refresh_error_at",
+	[SC_RETRY_HASH] = "retry_hash", [SC_RETRY_UNTIL] = "retry_until",
+	[SC_RETRY_BOX] = "retry_box", [SC_CLAIMS] = "claims",
+	[SC_LIFETIME] = "access_lifetime", [SC_SESSION] = "session_id"
+};
+
+enum
+{
+	TABLE_TOKENS, TABLE_SESSIONS, TABLE_USERS, TABLE_COUNT
+};
+static const char *const table_names[TABLE_COUNT] = {
+	"extension_tokens", "extension_token_sessions", "extension_token_users"
+};
+#define REFRESH_INDEX_NAME "extension_token_sessions_refresh_idx"
 
 /* What this backend knows of the installed extension. */
 static struct
@@ -372,22 +416,10 @@ static struct
 	bool		valid;
 	Oid			owner;
 	Oid			schema;
-	Oid			tables[3];
-	/* extension_tokens columns that the direct lookup reads */
-	AttrNumber	att_type,
-				att_session,
-				att_user,
-				att_name,
-				att_expires,
-				att_last_used,
-				att_used,
-				att_revoked;
-	/* extension_token_sessions columns that the refresh lookup reads */
-	AttrNumber	satt_created,
-				satt_last_used,
-				satt_error_at,
-				satt_claims,
-				satt_lifetime;
+	Oid			tables[TABLE_COUNT];
+	Oid			refresh_index;	/* sessions by refresh_hash */
+	AttrNumber	scol[SC_COUNT]; /* extension_token_sessions columns */
+	AttrNumber	tcol_session;	/* extension_tokens.session_id */
 	char	   *qschema;		/* quoted schema name, in TopMemoryContext */
 	SPIPlanPtr	plans[ST_COUNT];
 }			ext;
@@ -398,9 +430,11 @@ storage_relcache_callback(Datum arg, Oid relid)
 {
 	if (!ext.valid)
 		return;
-	if (relid == InvalidOid || relid == ext.tables[0] ||
-		relid == ext.tables[1] || relid == ext.tables[2])
+	if (relid == InvalidOid || relid == ext.refresh_index)
 		ext.valid = false;
+	for (int i = 0; i < TABLE_COUNT; i++)
+		if (relid == ext.tables[i])
+			ext.valid = false;
 }
 
 void
@@ -409,21 +443,10 @@ StorageInit(void)
 	CacheRegisterRelcacheCallback(storage_relcache_callback, (Datum) 0);
 }
 
+/* Forgets the plans and the schema name of a previous load. */
 static void
-storage_load(void)
+storage_forget(void)
 {
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	Form_pg_extension form;
-	static const char *const names[3] = {
-		"extension_tokens", "extension_token_sessions", "extension_token_users"
-	};
-
-	if (ext.valid)
-		return;
-
 	for (int i = 0; i < ST_COUNT; i++)
 		if (ext.plans[i] != NULL)
 		{
@@ -435,6 +458,23 @@ storage_load(void)
 		pfree(ext.qschema);
 		ext.qschema = NULL;
 	}
+}
+
+/*
+ * Finds the extension in pg_extension: its owner and schema.  The library
+ * speaks to the tables of its own version only.
+ */
+static void
+storage_find_extension(bool check_version)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	Form_pg_extension form;
+	bool		isnull;
+	Datum		v;
+	char	   *version;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
@@ -450,72 +490,92 @@ storage_load(void)
 	form = (Form_pg_extension) GETSTRUCT(tup);
 	ext.owner = form->extowner;
 	ext.schema = form->extnamespace;
-	{
-		bool		isnull;
-		Datum		v = heap_getattr(tup, Anum_pg_extension_extversion,
-									 RelationGetDescr(rel), &isnull);
-		char	   *version = isnull ? pstrdup("?") : TextDatumGetCString(v);
-
-		/* The library speaks to the tables of its own version only. */
-		if (strcmp(version, EXTENSION_TOKENS_VERSION) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("extension \"%s\" is at version %s, but its library is version %s",
-							EXTENSION_NAME, version, EXTENSION_TOKENS_VERSION),
-					 errhint("Run ALTER EXTENSION %s UPDATE.", EXTENSION_NAME)));
-	}
+	v = heap_getattr(tup, Anum_pg_extension_extversion, RelationGetDescr(rel), &isnull);
+	version = isnull ? pstrdup("?") : TextDatumGetCString(v);
+	if (check_version && strcmp(version, EXTENSION_TOKENS_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"%s\" is at version %s, but its library is version %s",
+						EXTENSION_NAME, version, EXTENSION_TOKENS_VERSION),
+				 errhint("Run ALTER EXTENSION %s UPDATE.", EXTENSION_NAME)));
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
+}
 
-	for (int i = 0; i < 3; i++)
+static AttrNumber
+storage_column(int table, const char *name)
+{
+	AttrNumber	att = get_attnum(ext.tables[table], name);
+
+	if (att == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of table \"%s\" is missing",
+						name, table_names[table])));
+	return att;
+}
+
+/* Finds the tables, the refresh index and the columns the lookups read. */
+static void
+storage_find_tables(void)
+{
+	for (int i = 0; i < TABLE_COUNT; i++)
 	{
-		ext.tables[i] = get_relname_relid(names[i], ext.schema);
+		ext.tables[i] = get_relname_relid(table_names[i], ext.schema);
 		if (!OidIsValid(ext.tables[i]))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_TABLE),
 					 errmsg("table \"%s\" of extension \"%s\" is missing",
-							names[i], EXTENSION_NAME)));
+							table_names[i], EXTENSION_NAME)));
 	}
-	{
-		AttrNumber *atts[] = {&ext.att_type, &ext.att_session, &ext.att_user,
-			&ext.att_name, &ext.att_expires, &ext.att_last_used,
-			&ext.att_used, &ext.att_revoked, &ext.satt_created,
-			&ext.satt_last_used, &ext.satt_error_at, &ext.satt_claims,
-		&ext.satt_lifetime};
-		const char *cols[] = {"token_type", "session_id", "user_id", "name",
-			"expires_at", "last_used_at", "used_at", "revoked_at", "created_at",
-			"last_used_at", "last_refresh_error_at", "claims",
-		"access_lifetime"};
+	ext.refresh_index = get_relname_relid(REFRESH_INDEX_NAME, ext.schema);
+	if (!OidIsValid(ext.refresh_index))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("index \"%s\" of extension \"%s\" is missing",
+						REFRESH_INDEX_NAME, EXTENSION_NAME)));
+	for (int i = 0; i < SC_COUNT; i++)
+		ext.scol[i] = storage_column(TABLE_SESSIONS, session_columns[i]);
+	ext.tcol_session = storage_column(TABLE_TOKENS, "session_id");
+}
 
-		StaticAssertStmt(lengthof(atts) == lengthof(cols), "one name per column");
-		for (int i = 0; i < lengthof(atts); i++)
-		{
-			int			table = i < 8 ? 0 : 1;	/* tokens, then sessions */
-
-			*atts[i] = get_attnum(ext.tables[table], cols[i]);
-			if (*atts[i] == InvalidAttrNumber)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_COLUMN),
-						 errmsg("column \"%s\" of table \"%s\" is missing",
-								cols[i], names[table])));
-		}
-	}
+static void
+storage_load(void)
+{
+	if (ext.valid)
+		return;
+	storage_forget();
+	storage_find_extension(true);
+	storage_find_tables();
 	ext.qschema = MemoryContextStrdup(TopMemoryContext,
 									  quote_identifier(get_namespace_name(ext.schema)));
 	ext.valid = true;
 }
 
+/* Raises unless the installed extension is of this library's version. */
+void
+StorageCheckVersion(void)
+{
+	storage_load();
+}
+
+/*
+ * The extension's owner and schema need no version match: the pg_cron
+ * scheduling asks for them while an upgrade script runs.
+ */
 Oid
 StorageExtensionOwner(void)
 {
-	storage_load();
+	if (!ext.valid)
+		storage_find_extension(false);
 	return ext.owner;
 }
 
 Oid
 StorageExtensionSchema(void)
 {
-	storage_load();
+	if (!ext.valid)
+		storage_find_extension(false);
 	return ext.schema;
 }
 
@@ -552,14 +612,12 @@ typedef struct StorageCall
 {
 	Oid			save_user;
 	int			save_sec;
-	MemoryContext caller_cxt;
 } StorageCall;
 
 static void
 storage_enter(StorageCall *call)
 {
 	storage_load();
-	call->caller_cxt = CurrentMemoryContext;
 	GetUserIdAndSecContext(&call->save_user, &call->save_sec);
 	SetUserIdAndSecContext(ext.owner,
 						   call->save_sec | SECURITY_LOCAL_USERID_CHANGE |
@@ -575,14 +633,19 @@ storage_leave(StorageCall *call)
 	SetUserIdAndSecContext(call->save_user, call->save_sec);
 }
 
+/* Runs statement `id`; checks that it returned `ncols` columns (or any, -1). */
 static int
-storage_exec(StatementId id, Datum *values, const char *nulls, bool read_only)
+storage_exec(StatementId id, Datum *values, const char *nulls, bool read_only,
+			 int ncols)
 {
 	int			rc = SPI_execute_plan(storage_plan(id), values, nulls, read_only, 0);
 
 	if (rc < 0)
 		elog(ERROR, "extension_tokens: statement %d failed: %s",
 			 (int) id, SPI_result_code_string(rc));
+	if (ncols >= 0 && SPI_tuptable != NULL && SPI_tuptable->tupdesc->natts != ncols)
+		elog(ERROR, "extension_tokens: statement %d returned %d columns, not %d",
+			 (int) id, SPI_tuptable->tupdesc->natts, ncols);
 	return rc;
 }
 
@@ -593,6 +656,16 @@ hash_datum(const unsigned char *hash)
 
 	SET_VARSIZE(b, VARHDRSZ + TOKEN_HASH_LENGTH);
 	memcpy(VARDATA(b), hash, TOKEN_HASH_LENGTH);
+	return PointerGetDatum(b);
+}
+
+static Datum
+bytes_datum(const unsigned char *bytes, size_t len)
+{
+	bytea	   *b = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(b, VARHDRSZ + len);
+	memcpy(VARDATA(b), bytes, len);
 	return PointerGetDatum(b);
 }
 
@@ -614,6 +687,7 @@ seconds_interval(int64 seconds)
 	return IntervalPGetDatum(iv);
 }
 
+/* Column `col` (1-based) of the first result row. */
 static Datum
 column(int col, bool *isnull)
 {
@@ -643,7 +717,7 @@ statement_snapshot(void)
 							GetTransactionSnapshot() : GetLatestSnapshot());
 }
 
-/* A row looked up directly in a primary key index. */
+/* A row looked up directly in a unique index. */
 typedef struct DirectLookup
 {
 	Relation	rel;
@@ -654,26 +728,26 @@ typedef struct DirectLookup
 } DirectLookup;
 
 /*
- * Opens table `table` of ext.tables and finds the row whose primary key is
- * `key` (compared with `eq`) in its primary key index, under `snapshot`.
+ * Opens table `table` and finds the row whose key is `key` (compared with
+ * `eq`) in `index` (InvalidOid: the table's primary key), under `snapshot`.
  * The lookup is left open for the caller to read `slot`; lookup_end()
  * closes it.
  */
 static void
-lookup_begin(DirectLookup *lk, int table, RegProcedure eq, Datum key,
+lookup_begin(DirectLookup *lk, int table, Oid index, RegProcedure eq, Datum key,
 			 Snapshot snapshot)
 {
-	Oid			pkey;
 	ScanKeyData skey;
 
 	lk->rel = table_open(ext.tables[table], AccessShareLock);
-	pkey = ET_PRIMARY_KEY_INDEX(lk->rel);
-	if (!OidIsValid(pkey))
+	if (!OidIsValid(index))
+		index = ET_PRIMARY_KEY_INDEX(lk->rel);
+	if (!OidIsValid(index))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" has no primary key",
 						RelationGetRelationName(lk->rel))));
-	lk->index = index_open(pkey, AccessShareLock);
+	lk->index = index_open(index, AccessShareLock);
 	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, eq, key);
 	lk->slot = table_slot_create(lk->rel, NULL);
 	lk->scan = ET_INDEX_BEGINSCAN(lk->rel, lk->index, snapshot, 1, 0);
@@ -691,92 +765,94 @@ lookup_end(DirectLookup *lk)
 }
 
 static TimestampTz
-slot_ts(TupleTableSlot *slot, AttrNumber att)
+slot_ts(TupleTableSlot *slot, SessionColumn col)
 {
 	bool		isnull;
-	Datum		d = slot_getattr(slot, att, &isnull);
+	Datum		d = slot_getattr(slot, ext.scol[col], &isnull);
 
 	return isnull ? 0 : DatumGetTimestampTz(d);
 }
 
-/* Whole seconds of an interval, as date_part('epoch', i)::int8 gives them. */
-static int64
-interval_seconds(Datum interval)
+/* A 32-byte hash column into `out`; false when NULL or of another length. */
+static bool
+slot_hash(TupleTableSlot *slot, SessionColumn col, unsigned char *out)
 {
-	float8		v = DatumGetFloat8(DirectFunctionCall2(interval_part,
-													   CStringGetTextDatum("epoch"),
-													   interval));
+	bool		isnull;
+	Datum		d = slot_getattr(slot, ext.scol[col], &isnull);
+	bytea	   *b;
 
-	v = rint(v);
-	if (isnan(v) || !FLOAT8_FITS_IN_INT64(v))
-		ereport(ERROR,
-				(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-				 errmsg("session access_lifetime out of range")));
-	return (int64) v;
+	if (isnull)
+		return false;
+	b = DatumGetByteaPP(d);
+	if (VARSIZE_ANY_EXHDR(b) != TOKEN_HASH_LENGTH)
+		return false;
+	memcpy(out, VARDATA_ANY(b), TOKEN_HASH_LENGTH);
+	return true;
 }
 
-/* The token row of `hash` into *out (which the caller zeroed). */
-static void
-fetch_token(const unsigned char *hash, Snapshot snapshot, StoredToken *out)
+/* An interval in microseconds, as the session rule counts it. */
+static int64
+interval_usecs(Interval *iv)
 {
-	DirectLookup lk;
-	TupleTableSlot *slot;
+	int64		usecs;
+
+	if (pg_mul_s64_overflow((int64) iv->month * DAYS_PER_MONTH + iv->day,
+							USECS_PER_DAY, &usecs) ||
+		pg_add_s64_overflow(usecs, iv->time, &usecs))
+		usecs = PG_INT64_MAX;
+	return usecs;
+}
+
+/* The session row in `slot` into *out (which the caller zeroed). */
+static void
+session_from_slot(TupleTableSlot *slot, bool full, SessionRow *out)
+{
 	bool		isnull;
 	Datum		d;
 
-	lookup_begin(&lk, 0, F_BYTEAEQ, hash_datum(hash), snapshot);
-	slot = lk.slot;
-	if (lk.found)
-	{
-		text	   *type;
-
-		out->found = true;
-		d = slot_getattr(slot, ext.att_type, &isnull);
-		type = DatumGetTextPP(d);
-		out->is_access = !isnull && VARSIZE_ANY_EXHDR(type) == 6 &&
-			memcmp(VARDATA_ANY(type), "access", 6) == 0;
-		(void) slot_getattr(slot, ext.att_revoked, &isnull);
-		out->revoked = !isnull;
-		(void) slot_getattr(slot, ext.att_used, &isnull);
-		out->used = !isnull;
-		out->used_at = slot_ts(slot, ext.att_used);
-		d = slot_getattr(slot, ext.att_session, &isnull);
-		memcpy(&out->session_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
-		d = slot_getattr(slot, ext.att_user, &isnull);
-		memcpy(&out->user_id, DatumGetUUIDP(d), sizeof(pg_uuid_t));
-		d = slot_getattr(slot, ext.att_name, &isnull);
-		out->name = TextDatumGetCString(d);
-		out->expires_at = slot_ts(slot, ext.att_expires);
-		out->last_used_at = slot_ts(slot, ext.att_last_used);
-	}
-	lookup_end(&lk);
+	out->found = true;
+	out->user_id = TextDatumGetCString(slot_getattr(slot, ext.scol[SC_USER], &isnull));
+	out->name = TextDatumGetCString(slot_getattr(slot, ext.scol[SC_NAME], &isnull));
+	if (!slot_hash(slot, SC_ACCESS_HASH, out->access_hash) ||
+		!slot_hash(slot, SC_REFRESH_HASH, out->refresh_hash))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("session row of extension \"%s\" has no valid token hashes",
+						EXTENSION_NAME)));
+	out->created_at = slot_ts(slot, SC_CREATED);
+	out->last_used_at = slot_ts(slot, SC_LAST_USED);
+	out->expires_at = slot_ts(slot, SC_EXPIRES);
+	out->refresh_expires_at = slot_ts(slot, SC_REFRESH_EXPIRES);
+	d = slot_getattr(slot, ext.scol[SC_ENDS], &isnull);
+	out->ends_at = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+	d = slot_getattr(slot, ext.scol[SC_IDLE], &isnull);
+	out->idle_timeout_us = isnull ? 0 : Max(interval_usecs(DatumGetIntervalP(d)), 0);
+	(void) slot_getattr(slot, ext.scol[SC_REVOKED], &isnull);
+	out->revoked = !isnull;
+	out->last_refresh_at = slot_ts(slot, SC_LAST_REFRESH);
+	out->last_refresh_error_at = slot_ts(slot, SC_ERROR_AT);
+	if (!full)
+		return;
+	out->has_retry = slot_hash(slot, SC_RETRY_HASH, out->retry_hash);
+	out->retry_until = slot_ts(slot, SC_RETRY_UNTIL);
+	d = slot_getattr(slot, ext.scol[SC_RETRY_BOX], &isnull);
+	out->retry_box = isnull ? NULL : DatumGetByteaPCopy(d);
+	d = slot_getattr(slot, ext.scol[SC_CLAIMS], &isnull);
+	out->claims_json = isnull ? NULL
+		: JsonbToCString(NULL, &DatumGetJsonbP(d)->root, VARSIZE_ANY(DatumGetPointer(d)));
+	d = slot_getattr(slot, ext.scol[SC_LIFETIME], &isnull);
+	out->access_lifetime = isnull ? 0 : interval_usecs(DatumGetIntervalP(d)) / USECS_PER_SEC;
 }
 
 /*
- * The token whose hash this is, looked up directly in the primary key index
- * rather than through SPI: validation's one read, on every request.  Like
- * the SPI statements, this reads the table as its owner would: no privilege
- * or row security check applies to the caller, who has none on the table.
+ * The session's row, looked up directly in the primary key index rather
+ * than through SPI: validation's one read, on every request, under a fresh
+ * snapshot (see statement_snapshot()).  Like the SPI statements, this reads
+ * the table as its owner would: no privilege or row security check applies
+ * to the caller, who has none on the table.  `full` adds what refresh needs.
  */
 void
-StorageLookupToken(const unsigned char *hash, StoredToken *out)
-{
-	Snapshot	snapshot;
-
-	memset(out, 0, sizeof(*out));
-	storage_load();
-	snapshot = statement_snapshot();
-	fetch_token(hash, snapshot, out);
-	UnregisterSnapshot(snapshot);
-}
-
-/*
- * The token and what a refresh needs of its session: two direct primary key
- * lookups under one snapshot (as a join of the two would see them).  Not
- * found when either row is missing.
- */
-void
-StorageLookupRefresh(const unsigned char *hash, StoredToken *out)
+StorageLookupSession(const pg_uuid_t *session_id, bool full, SessionRow *out)
 {
 	Snapshot	snapshot;
 	DirectLookup lk;
@@ -784,29 +860,59 @@ StorageLookupRefresh(const unsigned char *hash, StoredToken *out)
 	memset(out, 0, sizeof(*out));
 	storage_load();
 	snapshot = statement_snapshot();
-	fetch_token(hash, snapshot, out);
-	if (out->found)
+	lookup_begin(&lk, TABLE_SESSIONS, InvalidOid, F_UUID_EQ, uuid_datum(session_id),
+				 snapshot);
+	if (lk.found)
 	{
-		lookup_begin(&lk, 1, F_UUID_EQ, uuid_datum(&out->session_id), snapshot);
-		if (lk.found)
-		{
-			bool		isnull;
-			Datum		d;
+		out->session_id = *session_id;
+		session_from_slot(lk.slot, full, out);
+	}
+	lookup_end(&lk);
+	UnregisterSnapshot(snapshot);
+}
 
-			out->session_created_at = slot_ts(lk.slot, ext.satt_created);
-			out->session_last_used_at = slot_ts(lk.slot, ext.satt_last_used);
-			out->last_refresh_error_at = slot_ts(lk.slot, ext.satt_error_at);
-			d = slot_getattr(lk.slot, ext.satt_claims, &isnull);
-			out->session_claims_json = isnull ? NULL
-				: JsonbToCString(NULL, &DatumGetJsonbP(d)->root, VARSIZE_ANY(DatumGetPointer(d)));
-			d = slot_getattr(lk.slot, ext.satt_lifetime, &isnull);
-			out->session_access_lifetime = isnull ? 0 : interval_seconds(d);
+/*
+ * The session a refresh token belongs to: the session whose current refresh
+ * token it is (*current = true), or the session of an exchanged one (false).
+ * False when neither.
+ */
+bool
+StorageFindRefresh(const unsigned char *hash, pg_uuid_t *session_id, bool *current)
+{
+	Snapshot	snapshot;
+	DirectLookup lk;
+	bool		found;
+	bool		isnull;
+	Datum		key;
+
+	storage_load();
+	key = hash_datum(hash);
+	snapshot = statement_snapshot();
+	lookup_begin(&lk, TABLE_SESSIONS, ext.refresh_index, F_BYTEAEQ, key, snapshot);
+	found = lk.found;
+	if (found)
+	{
+		memcpy(session_id,
+			   DatumGetUUIDP(slot_getattr(lk.slot, ext.scol[SC_SESSION], &isnull)),
+			   sizeof(pg_uuid_t));
+		*current = true;
+	}
+	lookup_end(&lk);
+	if (!found)
+	{
+		lookup_begin(&lk, TABLE_TOKENS, InvalidOid, F_BYTEAEQ, key, snapshot);
+		found = lk.found;
+		if (found)
+		{
+			memcpy(session_id,
+				   DatumGetUUIDP(slot_getattr(lk.slot, ext.tcol_session, &isnull)),
+				   sizeof(pg_uuid_t));
+			*current = false;
 		}
-		else
-			memset(out, 0, sizeof(*out));
 		lookup_end(&lk);
 	}
 	UnregisterSnapshot(snapshot);
+	return found;
 }
 
 void
@@ -819,7 +925,7 @@ StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now, const char *err
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = CStringGetTextDatum(error);
 	storage_enter(&call);
-	storage_exec(ST_RECORD_REFRESH_ERROR, values, NULL, false);
+	storage_exec(ST_RECORD_REFRESH_ERROR, values, NULL, false, -1);
 	storage_leave(&call);
 }
 
@@ -850,9 +956,10 @@ cleanup_pause(int delay_ms, TimestampTz batch_start)
 }
 
 /*
- * Deletes, batch by batch, the sessions (and their tokens) that were revoked
- * or ran out before `dead_before`, then users with nothing left, pausing
- * delay_ms between batches.  Returns the rows deleted from all three tables.
+ * Deletes, batch by batch, the sessions (and their exchanged tokens) that
+ * were revoked or ran out before `dead_before`, then users with nothing
+ * left, pausing delay_ms between batches.  Returns the rows deleted from all
+ * three tables.
  */
 uint64
 StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
@@ -860,7 +967,6 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 	StorageCall call;
 	Datum		values[3];
 	uint64		total = 0;
-	pg_uuid_t	first_user;
 
 	values[0] = TimestampTzGetDatum(dead_before);
 	values[1] = Int32GetDatum(batch_size);
@@ -875,7 +981,7 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 		TimestampTz start = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
-		storage_exec(ST_CLEANUP_SESSIONS, values, NULL, false);
+		storage_exec(ST_CLEANUP_SESSIONS, values, NULL, false, 3);
 		tokens = DatumGetInt64(column(1, &isnull));
 		sessions = DatumGetInt64(column(2, &isnull));
 		last = column(3, &isnull);
@@ -886,8 +992,7 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 		cleanup_pause(delay_ms, start);
 	}
 	values[0] = TimestampTzGetDatum(GetCurrentTimestamp() - USECS_PER_HOUR);
-	memset(&first_user, 0, sizeof(first_user));
-	values[2] = uuid_datum(&first_user);
+	values[2] = CStringGetTextDatum("");	/* sorts before every user id */
 	for (;;)
 	{
 		bool		isnull;
@@ -896,13 +1001,14 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 		TimestampTz start = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
-		storage_exec(ST_CLEANUP_USERS, values, NULL, false);
+		storage_exec(ST_CLEANUP_USERS, values, NULL, false, 2);
 		users = DatumGetInt64(column(1, &isnull));
 		last = column(2, &isnull);
 		total += users;
 		if (users < batch_size || isnull)
 			break;
-		values[2] = uuid_datum(DatumGetUUIDP(last));
+		/* copied out of SPI's memory, which the next statement frees */
+		values[2] = PointerGetDatum(DatumGetTextPCopy(last));
 		cleanup_pause(delay_ms, start);
 	}
 	storage_leave(&call);
@@ -913,18 +1019,12 @@ void
 StorageCounts(TimestampTz now, StoredCounts *out)
 {
 	StorageCall call;
-	Datum		values[3];
+	Datum		values[1];
 	bool		isnull;
 
 	values[0] = TimestampTzGetDatum(now);
-	values[1] = TimestampTzGetDatum(et_session_max_lifetime > 0
-									? now - (int64) et_session_max_lifetime * USECS_PER_SEC
-									: DT_NOBEGIN);
-	values[2] = TimestampTzGetDatum(et_session_inactivity_timeout > 0
-									? now - (int64) et_session_inactivity_timeout * USECS_PER_SEC
-									: DT_NOBEGIN);
 	storage_enter(&call);
-	storage_exec(ST_COUNTS, values, NULL, true);
+	storage_exec(ST_COUNTS, values, NULL, true, 4);
 	out->issued_24h = DatumGetInt64(column(1, &isnull));
 	out->sessions_active = DatumGetInt64(column(2, &isnull));
 	out->sessions_revoked = DatumGetInt64(column(3, &isnull));
@@ -933,54 +1033,20 @@ StorageCounts(TimestampTz now, StoredCounts *out)
 }
 
 void
-StorageTouchToken(const unsigned char *hash, pg_uuid_t session_id, TimestampTz now,
-				  TimestampTz older_than)
+StorageTouchSession(const pg_uuid_t *session_id, TimestampTz now, TimestampTz older_than)
 {
 	StorageCall call;
 	Datum		values[3];
 
-	values[0] = uuid_datum(&session_id);
+	values[0] = uuid_datum(session_id);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = TimestampTzGetDatum(older_than);
 	storage_enter(&call);
-	storage_exec(ST_TOUCH_SESSION, values, NULL, false);
-	values[0] = hash_datum(hash);
-	storage_exec(ST_TOUCH, values, NULL, false);
+	storage_exec(ST_TOUCH, values, NULL, false, -1);
 	storage_leave(&call);
 }
 
-static void
-pair_values(const NewPair *pair, bool with_session, int rate_limit,
-			Datum *values, char *nulls)
-{
-	values[0] = uuid_datum(&pair->session_id);
-	values[1] = uuid_datum(&pair->user_id);
-	values[2] = CStringGetTextDatum(pair->name);
-	/* the session's claims and lifetime: the issue statement writes them */
-	values[3] = (Datum) 0;
-	nulls[3] = 'n';
-	if (pair->claims_json && with_session)
-	{
-		values[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(pair->claims_json));
-		nulls[3] = ' ';
-	}
-	values[4] = (Datum) 0;
-	nulls[4] = 'n';
-	if (with_session)
-	{
-		values[4] = seconds_interval(pair->access_lifetime);
-		nulls[4] = ' ';
-	}
-	values[5] = TimestampTzGetDatum(pair->created_at);
-	values[6] = TimestampTzGetDatum(pair->expires_at);
-	values[7] = TimestampTzGetDatum(pair->refresh_expires_at);
-	values[8] = hash_datum(pair->access_hash);
-	values[9] = hash_datum(pair->refresh_hash);
-	values[10] = TimestampTzGetDatum(pair->created_at - USECS_PER_HOUR);
-	values[11] = Int32GetDatum(rate_limit);
-}
-
-/* The rate slot's answer, the first two columns of ST_ISSUE and ST_REFRESH. */
+/* The rate slot's answer, the first two columns of issue and refresh. */
 static bool
 rate_answer(TimestampTz *retry_at)
 {
@@ -997,134 +1063,206 @@ rate_answer(TimestampTz *retry_at)
 }
 
 /*
- * Writes a new session and its pair, in one statement with the user's rate
- * slot, then, when max_sessions > 0, revokes the user's sessions beyond the
- * newest max_sessions - 1 others.  False, with nothing written, when the
- * rate limit refuses; *retry_at then says when the oldest entry in the window
- * leaves it (0 if unknown).
+ * Writes a new session (one row), in one statement with the user's rate
+ * slot, then, when max_sessions > 0, revokes the user's live sessions beyond
+ * the newest max_sessions - 1 others (*revoked_sessions says how many).
+ * False, with nothing written, when the rate limit refuses; *retry_at then
+ * says when the oldest entry in the window leaves it (0 if unknown).
  */
 bool
 StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
-			 TimestampTz *retry_at)
+			 TimestampTz *retry_at, int *revoked_sessions)
 {
 	StorageCall call;
-	Datum		values[12];
-	char		nulls[13] = "            ";
+	Datum		values[IP_COUNT];
+	char		nulls[IP_COUNT + 1];
 	bool		allowed;
 
-	pair_values(pair, true, rate_limit, values, nulls);
+	memset(nulls, ' ', IP_COUNT);
+	nulls[IP_COUNT] = '\0';
+#define SET(pos, v) (values[(pos) - 1] = (v))
+	SET(IP_SESSION, uuid_datum(&pair->session_id));
+	SET(IP_USER, CStringGetTextDatum(pair->user_id));
+	SET(IP_NAME, CStringGetTextDatum(pair->name));
+	SET(IP_CLAIMS, (Datum) 0);
+	if (pair->claims_json)
+		SET(IP_CLAIMS, DirectFunctionCall1(jsonb_in, CStringGetDatum(pair->claims_json)));
+	else
+		nulls[IP_CLAIMS - 1] = 'n';
+	SET(IP_LIFETIME, seconds_interval(pair->access_lifetime));
+	SET(IP_NOW, TimestampTzGetDatum(pair->created_at));
+	SET(IP_ACCESS_EXPIRES, TimestampTzGetDatum(pair->expires_at));
+	SET(IP_REFRESH_EXPIRES, TimestampTzGetDatum(pair->refresh_expires_at));
+	SET(IP_ACCESS_HASH, hash_datum(pair->access_hash));
+	SET(IP_REFRESH_HASH, hash_datum(pair->refresh_hash));
+	SET(IP_HOUR_AGO, TimestampTzGetDatum(pair->created_at - USECS_PER_HOUR));
+	SET(IP_LIMIT, Int32GetDatum(rate_limit));
+	SET(IP_ENDS_AT, TimestampTzGetDatum(pair->ends_at));
+	SET(IP_IDLE_TIMEOUT, (Datum) 0);
+	if (pair->idle_timeout > 0)
+		SET(IP_IDLE_TIMEOUT, seconds_interval(pair->idle_timeout));
+	else
+		nulls[IP_IDLE_TIMEOUT - 1] = 'n';
+#undef SET
+
+	*revoked_sessions = 0;
 	storage_enter(&call);
-	storage_exec(rate_limit > 0 ? ST_ISSUE : ST_ISSUE_NO_LIMIT, values, nulls, false);
+	storage_exec(rate_limit > 0 ? ST_ISSUE : ST_ISSUE_NO_LIMIT, values, nulls, false, 2);
 	allowed = rate_answer(retry_at);
 	if (allowed && max_sessions > 0)
 	{
 		Datum		limit[5];
 
-		limit[0] = uuid_datum(&pair->user_id);
+		limit[0] = CStringGetTextDatum(pair->user_id);
 		limit[1] = TimestampTzGetDatum(pair->created_at);
 		limit[2] = CStringGetTextDatum("session_limit");
 		limit[3] = Int32GetDatum(max_sessions - 1);
 		limit[4] = uuid_datum(&pair->session_id);
-		storage_exec(ST_REVOKE_OVER_LIMIT, limit, NULL, false);
+		storage_exec(ST_REVOKE_OVER_LIMIT, limit, NULL, false, 1);
+		*revoked_sessions = (int) Min(SPI_processed, (uint64) PG_INT32_MAX);
 	}
 	storage_leave(&call);
 	return allowed;
 }
 
 /*
- * Exchanges refresh token `hash` for the new pair (made from what the lookup
- * found of the session), in one statement: rate slot, session update,
- * claim, rotation.  REFRESH_LOST when the token was no longer there to
- * claim: exchanged, revoked or expired by someone else since the lookup.
- * The session may then have been updated all the same: the caller must
- * raise an error on REFRESH_LOST, which undoes it.
+ * Exchanges refresh token `hash` for the new pair, in one statement: rate
+ * slot, the session's row moved on to the new pair (with the retry window's
+ * sealed successor), the exchanged token recorded.  REFRESH_LOST when `hash`
+ * was no longer the session's current refresh token to exchange: exchanged,
+ * revoked or expired by someone else since the lookup.  The rate slot may
+ * then have been taken all the same: the caller must raise an error on
+ * REFRESH_LOST, which undoes it.
  */
 RefreshOutcome
 StorageRefresh(const unsigned char *hash, const NewPair *pair, int rate_limit,
+			   const unsigned char *box, size_t box_len, TimestampTz retry_until,
 			   TimestampTz *retry_at)
 {
 	StorageCall call;
-	Datum		values[13];
-	char		nulls[14] = "             ";
+	Datum		values[RP_COUNT];
+	char		nulls[RP_COUNT + 1];
 	RefreshOutcome outcome;
 	bool		isnull;
 
-	pair_values(pair, false, rate_limit, values, nulls);
-	values[12] = hash_datum(hash);
+	memset(nulls, ' ', RP_COUNT);
+	nulls[RP_COUNT] = '\0';
+#define SET(pos, v) (values[(pos) - 1] = (v))
+	SET(RP_SESSION, uuid_datum(&pair->session_id));
+	SET(RP_USER, CStringGetTextDatum(pair->user_id));
+	SET(RP_OLD_HASH, hash_datum(hash));
+	SET(RP_NOW, TimestampTzGetDatum(pair->created_at));
+	SET(RP_ACCESS_EXPIRES, TimestampTzGetDatum(pair->expires_at));
+	SET(RP_REFRESH_EXPIRES, TimestampTzGetDatum(pair->refresh_expires_at));
+	SET(RP_ACCESS_HASH, hash_datum(pair->access_hash));
+	SET(RP_REFRESH_HASH, hash_datum(pair->refresh_hash));
+	SET(RP_HOUR_AGO, TimestampTzGetDatum(pair->created_at - USECS_PER_HOUR));
+	SET(RP_LIMIT, Int32GetDatum(rate_limit));
+	SET(RP_RETRY_UNTIL, TimestampTzGetDatum(retry_until));
+	SET(RP_RETRY_BOX, (Datum) 0);
+	if (box)
+		SET(RP_RETRY_BOX, bytes_datum(box, box_len));
+	else
+		nulls[RP_RETRY_BOX - 1] = 'n';
+#undef SET
+
 	storage_enter(&call);
-	storage_exec(rate_limit > 0 ? ST_REFRESH : ST_REFRESH_NO_LIMIT, values, nulls, false);
+	storage_exec(rate_limit > 0 ? ST_REFRESH : ST_REFRESH_NO_LIMIT, values, nulls,
+				 false, 3);
 	if (!rate_answer(retry_at))
 		outcome = REFRESH_RATE_LIMITED;
 	else if (DatumGetBool(column(3, &isnull)) && !isnull)
 		outcome = REFRESH_DONE;
 	else
+	{
 		outcome = REFRESH_LOST;
+		if (rate_limit > 0)
+		{
+			Datum		undo[2];
+
+			undo[0] = values[RP_USER - 1];
+			undo[1] = values[RP_NOW - 1];
+			storage_exec(ST_RATE_UNDO, undo, NULL, false, -1);
+		}
+	}
 	storage_leave(&call);
 	return outcome;
-}
-
-static uint64
-revoke_with(StatementId id, Datum key, TimestampTz now, const char *reason)
-{
-	StorageCall call;
-	Datum		values[3];
-	uint64		n;
-
-	values[0] = key;
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = CStringGetTextDatum(reason);
-	storage_enter(&call);
-	storage_exec(id, values, NULL, false);
-	n = SPI_processed;
-	storage_leave(&call);
-	return n;
 }
 
 uint64
 StorageRevokeSession(pg_uuid_t session_id, TimestampTz now, const char *reason)
 {
-	return revoke_with(ST_REVOKE_SESSION, uuid_datum(&session_id), now, reason);
+	StorageCall call;
+	Datum		values[3];
+	uint64		n;
+
+	values[0] = uuid_datum(&session_id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = CStringGetTextDatum(reason);
+	storage_enter(&call);
+	storage_exec(ST_REVOKE_SESSION, values, NULL, false, 1);
+	n = SPI_processed;
+	storage_leave(&call);
+	return n;
 }
 
+/* Revokes every live session of the user but `except` (may be NULL). */
 uint64
-StorageRevokeByToken(const unsigned char *hash, TimestampTz now, const char *reason)
+StorageRevokeUser(const char *user_id, const pg_uuid_t *except, TimestampTz now,
+				  const char *reason)
 {
-	return revoke_with(ST_REVOKE_BY_TOKEN, hash_datum(hash), now, reason);
-}
+	StorageCall call;
+	Datum		values[4];
+	char		nulls[5] = "    ";
+	uint64		n;
 
-uint64
-StorageRevokeUser(pg_uuid_t user_id, TimestampTz now, const char *reason)
-{
-	return revoke_with(ST_REVOKE_USER, uuid_datum(&user_id), now, reason);
+	values[0] = CStringGetTextDatum(user_id);
+	values[1] = TimestampTzGetDatum(now);
+	values[2] = CStringGetTextDatum(reason);
+	values[3] = (Datum) 0;
+	if (except)
+		values[3] = uuid_datum(except);
+	else
+		nulls[3] = 'n';
+	storage_enter(&call);
+	storage_exec(ST_REVOKE_USER, values, nulls, false, 1);
+	n = SPI_processed;
+	storage_leave(&call);
+	return n;
 }
 
 /* Fills a materialized SRF result with the user's sessions. */
 void
-StorageListSessions(pg_uuid_t user_id, TimestampTz now, TimestampTz created_after,
-					TimestampTz used_after, ReturnSetInfo *rsinfo)
+StorageListSessions(const char *user_id, TimestampTz now, ReturnSetInfo *rsinfo)
 {
 	StorageCall call;
-	Datum		values[4];
+	Datum		values[2];
+	int			natts = rsinfo->setDesc->natts;
 
-	values[0] = uuid_datum(&user_id);
+	values[0] = CStringGetTextDatum(user_id);
 	values[1] = TimestampTzGetDatum(now);
-	values[2] = TimestampTzGetDatum(created_after);
-	values[3] = TimestampTzGetDatum(used_after);
 	storage_enter(&call);
-	storage_exec(ST_LIST, values, NULL, true);
+	storage_exec(ST_LIST, values, NULL, true, natts);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		Datum		row[14];
-		bool		isnull[14];
+		Datum	   *row = palloc(natts * sizeof(Datum));
+		bool	   *isnull = palloc(natts * sizeof(bool));
 		MemoryContext old;
 
-		for (int c = 0; c < 14; c++)
+		for (int c = 0; c < natts; c++)
 			row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 								   c + 1, &isnull[c]);
+		/* a revocation queued but not yet committed counts (revoker.c) */
+		if (!isnull[0] && !isnull[3] &&
+			RevokerPending(DatumGetUUIDP(row[0])) &&
+			strcmp(TextDatumGetCString(row[3]), "active") == 0)
+			row[3] = CStringGetTextDatum("revoked");
 		/* tuplestore_putvalues copies the values into the store. */
 		old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
 		MemoryContextSwitchTo(old);
+		pfree(row);
+		pfree(isnull);
 	}
 	storage_leave(&call);
 }

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * storage.h
- *	  The extension's tables: sessions, token hashes, rotation, revocation.
+ *	  The extension's tables: sessions (the truth), exchanged refresh
+ *	  tokens, users' rate logs.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,48 +16,58 @@
 
 struct ReturnSetInfo;
 
-/* What the hash of a presented token finds. */
-typedef struct StoredToken
+/* A session's row, as the lookups return it. */
+typedef struct SessionRow
 {
 	bool		found;
-	bool		is_access;
-	bool		revoked;
-	bool		used;			/* refresh token already exchanged */
 	pg_uuid_t	session_id;
-	pg_uuid_t	user_id;
-	char	   *name;			/* palloc'd in the caller's context */
-	TimestampTz expires_at;
-	TimestampTz used_at;
+	char	   *user_id;		/* palloc'd in the caller's context */
+	char	   *name;
+	unsigned char access_hash[TOKEN_HASH_LENGTH];
+	unsigned char refresh_hash[TOKEN_HASH_LENGTH];
+	TimestampTz created_at;
 	TimestampTz last_used_at;	/* 0 when never */
-	/* filled by StorageLookupRefresh only */
-	TimestampTz session_created_at;
-	TimestampTz session_last_used_at;	/* 0 when never */
+	TimestampTz expires_at;		/* of the current access token */
+	TimestampTz refresh_expires_at; /* of the current refresh token */
+	TimestampTz ends_at;		/* DT_NOEND for none */
+	int64		idle_timeout_us;	/* 0 for none */
+	bool		revoked;
+	TimestampTz last_refresh_at;	/* 0 when never */
 	TimestampTz last_refresh_error_at;	/* 0 when never */
-	char	   *session_claims_json;	/* NULL when the session has none */
-	int64		session_access_lifetime;	/* seconds */
-} StoredToken;
+	/* filled with `full` only */
+	bool		has_retry;
+	unsigned char retry_hash[TOKEN_HASH_LENGTH];
+	TimestampTz retry_until;
+	bytea	   *retry_box;		/* NULL when none */
+	char	   *claims_json;	/* NULL when the session has none */
+	int64		access_lifetime;	/* seconds */
+} SessionRow;
 
 /* A new token pair, as stored: hashes only. */
 typedef struct NewPair
 {
 	pg_uuid_t	session_id;
-	pg_uuid_t	user_id;
+	const char *user_id;
 	const char *name;
 	const char *claims_json;
-	int64		access_lifetime;
+	int64		access_lifetime;	/* seconds */
 	TimestampTz created_at;
 	TimestampTz expires_at;
 	TimestampTz refresh_expires_at;
+	TimestampTz ends_at;		/* DT_NOEND for none */
+	int64		idle_timeout;	/* seconds, 0 for none */
 	unsigned char access_hash[TOKEN_HASH_LENGTH];
 	unsigned char refresh_hash[TOKEN_HASH_LENGTH];
 } NewPair;
 
 extern void StorageInit(void);
+extern void StorageCheckVersion(void);
 extern Oid	StorageExtensionOwner(void);
 extern Oid	StorageExtensionSchema(void);
 
-extern void StorageLookupToken(const unsigned char *hash, StoredToken *out);
-extern void StorageLookupRefresh(const unsigned char *hash, StoredToken *out);
+extern void StorageLookupSession(const pg_uuid_t *session_id, bool full, SessionRow *out);
+extern bool StorageFindRefresh(const unsigned char *hash, pg_uuid_t *session_id,
+							   bool *current);
 extern void StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now,
 									  const char *error);
 extern uint64 StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms);
@@ -70,10 +81,10 @@ typedef struct StoredCounts
 	int64		sessions_expired;
 } StoredCounts;
 extern void StorageCounts(TimestampTz now, StoredCounts *out);
-extern void StorageTouchToken(const unsigned char *hash, pg_uuid_t session_id,
-							  TimestampTz now, TimestampTz older_than);
+extern void StorageTouchSession(const pg_uuid_t *session_id, TimestampTz now,
+								TimestampTz older_than);
 extern bool StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
-						 TimestampTz *retry_at);
+						 TimestampTz *retry_at, int *revoked_sessions);
 
 typedef enum RefreshOutcome
 {
@@ -83,16 +94,14 @@ typedef enum RefreshOutcome
 								 * StorageRefresh() */
 } RefreshOutcome;
 extern RefreshOutcome StorageRefresh(const unsigned char *hash, const NewPair *pair,
-									 int rate_limit, TimestampTz *retry_at);
+									 int rate_limit, const unsigned char *box,
+									 size_t box_len, TimestampTz retry_until,
+									 TimestampTz *retry_at);
 extern uint64 StorageRevokeSession(pg_uuid_t session_id, TimestampTz now,
 								   const char *reason);
-extern uint64 StorageRevokeByToken(const unsigned char *hash, TimestampTz now,
-								   const char *reason);
-extern uint64 StorageRevokeUser(pg_uuid_t user_id, TimestampTz now,
-								const char *reason);
-extern void StorageListSessions(pg_uuid_t user_id, TimestampTz now,
-								TimestampTz created_after,
-								TimestampTz used_after,
+extern uint64 StorageRevokeUser(const char *user_id, const pg_uuid_t *except,
+								TimestampTz now, const char *reason);
+extern void StorageListSessions(const char *user_id, TimestampTz now,
 								struct ReturnSetInfo *rsinfo);
 
 #endif							/* EXTENSION_TOKENS_STORAGE_H */

@@ -1291,6 +1291,87 @@ token_refresh_well_formed(const char *token, size_t len)
 }
 
 /* ---------------------------------------------------------------------
+ * The retry window's sealed successor
+ * ---------------------------------------------------------------------
+ */
+
+static const char seal_label[] = "extension_tokens retry window v1";
+
+static bool
+seal_key(const char *opener, size_t opener_len, unsigned char key[32])
+{
+	unsigned int keylen = 32;
+
+	return HMAC(EVP_sha256(), opener, (int) opener_len,
+				(const unsigned char *) seal_label, sizeof(seal_label) - 1,
+				key, &keylen) != NULL && keylen == 32;
+}
+
+bool
+token_seal(const char *opener, size_t opener_len, const unsigned char *aad,
+		   size_t aad_len, const void *plain, size_t plain_len, unsigned char *out)
+{
+	unsigned char key[32];
+	EVP_CIPHER_CTX *ctx = NULL;
+	int			n;
+	bool		ok = false;
+
+	if (plain_len > INT32_MAX - TOKEN_SEAL_OVERHEAD ||
+		!seal_key(opener, opener_len, key) ||
+		!token_random_bytes(out, 12) ||
+		(ctx = EVP_CIPHER_CTX_new()) == NULL)
+		goto done;
+	if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, out) != 1 ||
+		EVP_EncryptUpdate(ctx, NULL, &n, aad, (int) aad_len) != 1 ||
+		EVP_EncryptUpdate(ctx, out + 12, &n, plain, (int) plain_len) != 1 ||
+		(size_t) n != plain_len ||
+		EVP_EncryptFinal_ex(ctx, out + 12 + n, &n) != 1 || n != 0 ||
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, out + 12 + plain_len) != 1)
+		goto done;
+	ok = true;
+done:
+	if (ctx)
+		EVP_CIPHER_CTX_free(ctx);
+	OPENSSL_cleanse(key, sizeof(key));
+	return ok;
+}
+
+/* Opens what token_seal() sealed: false unless `opener` is the same token. */
+bool
+token_unseal(const char *opener, size_t opener_len, const unsigned char *aad,
+			 size_t aad_len, const unsigned char *sealed, size_t sealed_len, void *out)
+{
+	unsigned char key[32];
+	EVP_CIPHER_CTX *ctx = NULL;
+	size_t		plain_len;
+	int			n;
+	bool		ok = false;
+
+	if (sealed_len < TOKEN_SEAL_OVERHEAD || sealed_len > INT32_MAX ||
+		!seal_key(opener, opener_len, key) ||
+		(ctx = EVP_CIPHER_CTX_new()) == NULL)
+		goto done;
+	plain_len = sealed_len - TOKEN_SEAL_OVERHEAD;
+	if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, sealed) != 1 ||
+		EVP_DecryptUpdate(ctx, NULL, &n, aad, (int) aad_len) != 1 ||
+		EVP_DecryptUpdate(ctx, out, &n, sealed + 12, (int) plain_len) != 1 ||
+		(size_t) n != plain_len ||
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16,
+							(void *) (sealed + 12 + plain_len)) != 1 ||
+		EVP_DecryptFinal_ex(ctx, (unsigned char *) out + n, &n) != 1)
+	{
+		OPENSSL_cleanse(out, plain_len);
+		goto done;
+	}
+	ok = true;
+done:
+	if (ctx)
+		EVP_CIPHER_CTX_free(ctx);
+	OPENSSL_cleanse(key, sizeof(key));
+	return ok;
+}
+
+/* ---------------------------------------------------------------------
  * JSON helper for callers that cannot include jansson (its json_object()
  * collides with PostgreSQL's fmgrprotos.h)
  * ---------------------------------------------------------------------

@@ -192,6 +192,21 @@ extern void token_payload_free(void *payload);
  */
 extern void token_cache_attach(const unsigned char *hash, const void *blob, size_t len);
 
+/*
+ * The retry window's sealed successor: AES-256-GCM under a key derived from
+ * the refresh token it replaces (HMAC-SHA256 keyed with that token), so that
+ * only a presenter of that token can open it.  `aad` (the session id) is
+ * bound to it.  The sealed form is nonce (12) || ciphertext || tag (16):
+ * TOKEN_SEAL_OVERHEAD bytes longer than the plaintext.
+ */
+#define TOKEN_SEAL_OVERHEAD		28
+extern bool token_seal(const char *opener, size_t opener_len,
+					   const unsigned char *aad, size_t aad_len,
+					   const void *plain, size_t plain_len, unsigned char *out);
+extern bool token_unseal(const char *opener, size_t opener_len,
+						 const unsigned char *aad, size_t aad_len,
+						 const unsigned char *sealed, size_t sealed_len, void *out);
+
 /* Writes REFRESH_TOKEN_LENGTH characters and a terminating NUL. */
 extern bool token_make_refresh(char out[REFRESH_TOKEN_LENGTH + 1]);
 extern bool token_refresh_well_formed(const char *token, size_t len);

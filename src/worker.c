@@ -4,18 +4,8 @@
  *	  Work that must happen in a transaction of its own: dynamic background
  *	  workers.
  *
- * Two jobs need a transaction other than the caller's:
- *
- *	Session events.  When a refresh fails for a known session, the failure is
- *	recorded on the session (last_refresh_error), and when the failure is the
- *	reuse of an exchanged refresh token, the session is revoked (RFC 9700
- *	4.14).  The call then fails with PT401, which aborts the caller's
- *	transaction and anything written there, so the worker writes it and
- *	commits on its own.  If the caller's transaction holds no transaction id
- *	it cannot hold a lock the worker needs, and we wait for the worker, so
- *	that the revocation is visible by the time the error reaches the client;
- *	otherwise the worker finishes once the caller's transaction has rolled
- *	back.
+ * One job needs a transaction other than the caller's (session revocations
+ * that must outlive an error are revoker.c's, with a static worker):
  *
  *	pg_cron jobs.  pg_cron keeps its jobs in the database named by
  *	cron.database_name, which need not be ours; a worker connects there and
@@ -26,7 +16,7 @@
  * PostgreSQL 15 worker cannot skip the LOGIN check, and the extension's owner
  * may lack it); storage.c switches to the owner for its statements.  They
  * need no shared_preload_libraries, only a free slot of max_worker_processes;
- * without one the caller is told with a WARNING.
+ * without one the caller is told.
  *
  *-------------------------------------------------------------------------
  */
@@ -54,20 +44,7 @@
 #include "storage.h"
 #include "worker.h"
 
-PGDLLEXPORT void extension_tokens_session_worker_main(Datum main_arg);
 PGDLLEXPORT void extension_tokens_cron_worker_main(Datum main_arg);
-
-typedef struct SessionEvent
-{
-	Oid			database;
-	pg_uuid_t	session_id;
-	bool		revoke;
-	char		reason[40];
-	char		refresh_error[40];
-} SessionEvent;
-
-StaticAssertDecl(sizeof(SessionEvent) <= BGW_EXTRALEN,
-				 "SessionEvent must fit in bgw_extra");
 
 typedef struct CronRequest
 {
@@ -106,137 +83,6 @@ start_worker(const char *function, const char *name, Datum arg,
 	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
 		return NULL;
 	return handle;
-}
-
-/*
- * Waits for a worker to finish, for at most timeout_ms; false if it has not.
- * (It goes on regardless: its work is committed when it is done.)
- */
-static bool
-wait_for_worker(BackgroundWorkerHandle *handle, long timeout_ms)
-{
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
-
-	for (;;)
-	{
-		pid_t		pid;
-		BgwHandleStatus status = GetBackgroundWorkerPid(handle, &pid);
-		long		remaining;
-
-		if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
-			return true;
-		remaining = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
-		if (remaining <= 0)
-			return false;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(remaining, 100L), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-}
-
-/*
- * Records a refused refresh on the session and, for reuse, revokes it, in a
- * worker's transaction.  The worker is waited for (2 s at most: it may have
- * to wait for a lock, e.g. of a cleanup deleting the session), so that what
- * it writes is there by the time the client hears why; the wait is skipped
- * when the caller holds a transaction id, since the worker may need a lock
- * the caller holds until its transaction ends.
- */
-void
-WorkerSessionEvent(pg_uuid_t session_id, bool revoke, const char *reason,
-				   const char *refresh_error)
-{
-	SessionEvent ev;
-	BackgroundWorkerHandle *handle;
-	bool		wait = !TransactionIdIsValid(GetTopTransactionIdIfAny());
-
-	/* A standby starts no such worker (it could not write anyway). */
-	if (RecoveryInProgress())
-		return;
-	memset(&ev, 0, sizeof(ev));
-	ev.database = MyDatabaseId;
-	ev.session_id = session_id;
-	ev.revoke = revoke;
-	strlcpy(ev.reason, reason ? reason : "", sizeof(ev.reason));
-	strlcpy(ev.refresh_error, refresh_error ? refresh_error : "", sizeof(ev.refresh_error));
-
-	handle = start_worker("extension_tokens_session_worker_main", "session event",
-						  (Datum) 0, &ev, sizeof(ev));
-	if (handle == NULL)
-	{
-		ereport(WARNING,
-				(errmsg("could not start a background worker to %s",
-						revoke ? "revoke a session after refresh token reuse"
-						: "record a failed refresh"),
-				 errhint("Raise max_worker_processes.")));
-		return;
-	}
-	if (wait && !wait_for_worker(handle, 2000))
-		ereport(LOG,
-				(errmsg("extension_tokens: recording a refused refresh is still waiting for a lock; it will complete in the background")));
-}
-
-void
-extension_tokens_session_worker_main(Datum main_arg)
-{
-	SessionEvent ev;
-
-	memcpy(&ev, MyBgworkerEntry->bgw_extra, sizeof(ev));
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnectionByOid(ev.database, BOOTSTRAP_SUPERUSERID, 0);
-
-	/*
-	 * Every path locks sessions before tokens, so this should never be a
-	 * deadlock victim; if it is one all the same (or loses a serialization
-	 * race), it tries again rather than lose a revocation.
-	 */
-	for (int attempt = 1;; attempt++)
-	{
-		MemoryContext cxt = CurrentMemoryContext;
-		volatile bool retry = false;
-
-		PG_TRY();
-		{
-			TimestampTz now;
-
-			SetCurrentStatementStartTimestamp();
-			StartTransactionCommand();
-			PushActiveSnapshot(GetTransactionSnapshot());
-			pgstat_report_activity(STATE_RUNNING, "recording a session event");
-			now = GetCurrentTimestamp();
-			if (ev.refresh_error[0])
-				StorageRecordRefreshError(ev.session_id, now, ev.refresh_error);
-			if (ev.revoke)
-				(void) StorageRevokeSession(ev.session_id, now, ev.reason);
-			PopActiveSnapshot();
-			CommitTransactionCommand();
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(cxt);
-			edata = CopyErrorData();
-			if (attempt >= 5 ||
-				(edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED &&
-				 edata->sqlerrcode != ERRCODE_T_R_SERIALIZATION_FAILURE))
-				PG_RE_THROW();
-			FlushErrorState();
-			AbortCurrentTransaction();
-			ereport(LOG,
-					(errmsg("extension_tokens: recording a session event failed (%s), trying again",
-							edata->message)));
-			FreeErrorData(edata);
-			retry = true;
-		}
-		PG_END_TRY();
-		if (!retry)
-			break;
-		pg_usleep(100000L * attempt);
-	}
-	pgstat_report_activity(STATE_IDLE, NULL);
-	proc_exit(0);
 }
 
 /* ---------------------------------------------------------------------

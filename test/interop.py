@@ -12,7 +12,9 @@ Proves, against a running server, with PyJWT as the other implementation:
     right error;
   * the claim checks (issuer, audience, type, exp, nbf, integer types,
     required exp) answer with the documented error codes;
-  * the issued token itself validates, with its extra claims.
+  * the issued token itself validates, with its extra claims;
+  * user ids are text (1.2): a token issued for an Auth0- or Clerk-style id
+    carries it as its sub, verified by PyJWT and returned by validate.
 
 Environment: PGHOST, PGPORT, PGUSER, PGDATABASE (a superuser; psql is the
 only client used) and ET_SECRET (the server's extension_tokens.jwt_secret).
@@ -208,6 +210,22 @@ def main():
           and got["session_id"] == decoded.get("session_id")
           and (got["claims"] or {}).get("plan") == "pro",
           f"result {got}")
+
+    # h. text user ids (1.2): whatever an identity provider puts in sub.
+    for text_user in (f"auth0|{uuid.uuid4().hex}", f"user_2{uuid.uuid4().hex[:24]}",
+                      f"Jörg's \"id\" {uuid.uuid4().hex[:8]}"):
+        token = psql(
+            "SELECT access_token FROM extension_token_issue(p_user_id => :'user');",
+            {"user": text_user}).strip()
+        try:
+            sub = jwt.decode(token, SECRET, algorithms=["HS256"],
+                             audience=AUDIENCE, issuer=ISSUER).get("sub")
+        except jwt.PyJWTError as e:
+            sub = repr(e)
+        got = validate_all([token])[0]
+        check(f"text user id {text_user[:12]}...: pyjwt reads it as sub, validate returns it",
+              sub == text_user and got["valid"] is True and got["user_id"] == text_user,
+              f"sub {sub!r}, validate {got}")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@
 # It starts a throwaway cluster set up as Supabase sets one up (the roles anon,
 # authenticated, service_role and the authenticator; service_role an admin
 # role of the extension; extension_tokens.postgrest_role = 'authenticated', so
-# that the extension's access tokens are PostgREST bearer tokens) and two
-# PostgRESTs on 127.0.0.1 with the same jwt-secret and db-pre-request =
-# public.extension_token_pre_request: the main one without jwt-aud (it accepts
-# Supabase user JWTs and ours), a second with jwt-aud = "extension".  Then it
+# that the extension's access tokens are PostgREST bearer tokens;
+# refresh_retry_window = 0) and three PostgRESTs on 127.0.0.1 with the same
+# jwt-secret and db-pre-request = public.extension_token_pre_request: the main
+# one without jwt-aud (it accepts Supabase user JWTs and ours), a second with
+# jwt-aud = "extension", a third logged in as a role whose
+# refresh_retry_window is the default 30 s.  Then it
 # runs `node --test test/postgrest/*.test.mjs` and ends with one line
 # "N passed, M failed".  Run as root (or as a user that may run initdb, with
 # the Debian packages of test/lib.sh installed); needs Node.js 20+ and npm.
@@ -61,12 +63,14 @@ say "cluster"
 dir=$(et_workdir postgrest)
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 authpw=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-# refresh_reuse_grace = 0: a reused refresh token revokes its session at once.
+# refresh_retry_window = 0: a re-presented refresh token is reuse at once and
+# revokes its session.  The role authenticator_retry (a third PostgREST)
+# gets the default window of 30 s back, for the retry-window tests.
 et_start_cluster "$dir" \
     "extension_tokens.jwt_secret = '$secret'" \
     "extension_tokens.admin_roles = 'service_role'" \
     "extension_tokens.postgrest_role = 'authenticated'" \
-    "extension_tokens.refresh_reuse_grace = 0"
+    "extension_tokens.refresh_retry_window = 0"
 
 psql -X -q -v ON_ERROR_STOP=1 <<SQL
 -- The roles as Supabase creates them.
@@ -75,6 +79,9 @@ CREATE ROLE authenticated NOLOGIN NOINHERIT;
 CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
 CREATE ROLE authenticator LOGIN NOINHERIT PASSWORD '$authpw';
 GRANT anon, authenticated, service_role TO authenticator;
+CREATE ROLE authenticator_retry LOGIN NOINHERIT PASSWORD '$authpw';
+GRANT anon, authenticated, service_role TO authenticator_retry;
+ALTER ROLE authenticator_retry SET extension_tokens.refresh_retry_window = 30;
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 CREATE EXTENSION extension_tokens;
 -- What PostgREST puts in request.jwt.claims, for the bearer-token tests.
@@ -92,8 +99,8 @@ if have extension_tokens_grant_api_roles; then
     psql -X -q -v ON_ERROR_STOP=1 -c 'SELECT extension_tokens_grant_api_roles()' >/dev/null
 else
     echo "WARNING: extension_tokens_grant_api_roles() is missing: granting as README.md says" >&2
-    psql -X -q -v ON_ERROR_STOP=1 -c 'GRANT EXECUTE ON FUNCTION extension_token_issue(uuid, text, interval, jsonb),
-        extension_token_list(uuid), extension_token_revoke(text), revoke_user_extension_tokens(uuid)
+    psql -X -q -v ON_ERROR_STOP=1 -c 'GRANT EXECUTE ON FUNCTION extension_token_issue(text, text, interval, jsonb),
+        extension_token_list(text), extension_token_revoke_session(uuid), revoke_user_extension_tokens(text, uuid)
         TO authenticated, service_role'
 fi
 pre_request=
@@ -107,14 +114,15 @@ if [ "$(psql -X -A -t -c "SELECT count(*) FROM pg_settings WHERE name = 'extensi
 fi
 
 # start_postgrest NAME VAR [extra config lines...]: sets VAR to its base URL.
+# PGRST_USER: the role it logs in as (default authenticator).
 start_postgrest() {
-    local name=$1 var=$2 port conf log pid base line
+    local name=$1 var=$2 port conf log pid base line user=${PGRST_USER:-authenticator}
     shift 2
     port=$(et_free_port)
     conf=$dir/postgrest-$name.conf
     log=$dir/postgrest-$name.log
     {
-        echo "db-uri = \"postgres://authenticator:$authpw@127.0.0.1:$PGPORT/postgres\""
+        echo "db-uri = \"postgres://$user:$authpw@127.0.0.1:$PGPORT/postgres\""
         echo 'db-schemas = "public"'
         echo 'db-anon-role = "anon"'
         echo 'db-pool = 4'
@@ -146,10 +154,12 @@ start_postgrest() {
 say "PostgREST"
 start_postgrest main ET_POSTGREST_URL
 start_postgrest aud ET_POSTGREST_AUD_URL 'jwt-aud = "extension"'
-echo "PostgREST answers on $ET_POSTGREST_URL, and with jwt-aud = \"extension\" on $ET_POSTGREST_AUD_URL"
+PGRST_USER=authenticator_retry start_postgrest retry ET_POSTGREST_RETRY_URL
+echo "PostgREST answers on $ET_POSTGREST_URL, with jwt-aud = \"extension\" on $ET_POSTGREST_AUD_URL,"
+echo "and with refresh_retry_window = 30 s on $ET_POSTGREST_RETRY_URL"
 
 say "node --test test/postgrest/*.test.mjs"
-export ET_POSTGREST_URL ET_POSTGREST_AUD_URL ET_JWT_SECRET=$secret ET_PRE_REQUEST=${pre_request:+1}
+export ET_POSTGREST_URL ET_POSTGREST_AUD_URL ET_POSTGREST_RETRY_URL ET_JWT_SECRET=$secret ET_PRE_REQUEST=${pre_request:+1}
 if node --test --test-reporter=tap test/postgrest/*.test.mjs 2>&1 | tee "$dir/node-test.log"; then :; fi
 stop_postgrest
 

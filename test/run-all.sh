@@ -6,6 +6,10 @@
 #   pg_regress   sql/*.sql against expected/*.out (behaviour, errors, privileges,
 #                hostile input, operations, upgrade), then the isolation specs
 #                in specs/ (races), both through PGXS's installcheck
+#   stress       test/stress.py: revocations, a second issue at the session
+#                limit, refresh-token reuse and double refreshes, each racing a
+#                refresh over 1000 rounds (STRESS_ROUNDS); every token obtained
+#                in a round must be dead after it
 #   interop      test/interop.py: PyJWT verifies our tokens, ours rejects its
 #                forgeries
 #   tap          test/t/*.pl through test/tap.sh: crashes, a hot standby,
@@ -37,6 +41,19 @@ ok=$(grep -cE '^(ok|test) .* ok( |$)|^ok [0-9]+ ' "$dir/pg_regress.log" || true)
 bad=$(grep -cE '\.\.\. FAILED|^not ok' "$dir/pg_regress.log" || true)
 [ -f "$out/regression.diffs" ] && { cat "$out/regression.diffs"; }
 tally "pg_regress+iso" "$ok" "$bad"
+et_stop_clusters
+
+say "stress (races)"
+dir=$(et_workdir stress)
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+et_start_cluster "$dir" "extension_tokens.jwt_secret = '$secret'"
+if /usr/bin/python3 test/stress.py | tee "$dir/stress.log"; then :; fi
+line=$(tail -n 1 "$dir/stress.log")
+if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    tally stress "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+    tally stress 0 1
+fi
 et_stop_clusters
 
 say "interop (PyJWT)"

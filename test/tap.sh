@@ -8,8 +8,16 @@
 #                   crash recovery leaves no half-written state
 #   002_standby.pl  a streaming hot standby validates (and never writes),
 #                   sees revocations, refuses to refresh
-#   003_hostile.pl  oversized and hostile tokens never restart the server,
-#                   failing statements never put a token in the server log
+#   003_hostile.pl  oversized and hostile tokens and user ids never restart
+#                   the server, failing statements never put a token in the
+#                   server log
+#   004_cron.pl     the cleanup job with a real pg_cron, and without it
+#   005_dump_restore.pl  sessions, revocations and exchanged refresh tokens
+#                   survive pg_dump / pg_restore
+#   006_reuse_fail_closed.pl  refresh-token reuse revokes the session with no
+#                   free background worker slot, under lock_timeout and
+#                   statement_timeout with the row locked, across restarts;
+#                   without the preload, refresh refuses (55000)
 #
 # Usage: test/tap.sh [TEST ...]     (TEST: 001_crash, t/001_crash.pl, ...)
 # Works from any directory.  As root, the clusters run as the postgres OS

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  ANON_KEY, eventually, issueAs, newUser, rpc, show, signJwt, supabase, userJwt, validate,
+  ANON_KEY, RETRY_BASE, eventually, issueAs, newUser, rpc, show, signJwt, supabase, userJwt, validate,
 } from './helpers.mjs';
 
 test('anon validates an access token with POST and with GET (a read-only transaction)', async () => {
@@ -88,7 +88,7 @@ test('reusing an exchanged refresh token is HTTP 401 PT401 refresh_token_already
   const next = await rpc('extension_token_refresh', { p_refresh_token: pair.refresh_token });
   assert.equal(next.status, 200, show(next));
 
-  // extension_tokens.refresh_reuse_grace = 0 in this cluster: no grace.
+  // extension_tokens.refresh_retry_window = 0 for this PostgREST: no retry.
   const reuse = await rpc('extension_token_refresh', { p_refresh_token: pair.refresh_token });
   assert.equal(reuse.status, 401, show(reuse));
   assert.equal(reuse.body.code, 'PT401');
@@ -108,7 +108,70 @@ test('reusing an exchanged refresh token is HTTP 401 PT401 refresh_token_already
 
   const list = await rpc('extension_token_list', {}, { token: userJwt(me) });
   assert.equal(list.body[0].status, 'revoked', show(list));
+  assert.equal(list.body[0].revoked_reason, 'refresh_token_reuse', show(list));
   assert.equal(list.body[0].last_refresh_error, 'refresh_token_already_used', show(list));
+});
+
+test('within refresh_retry_window, the exchanged refresh token presented again returns the same pair (a retry after a lost response)', async () => {
+  const me = newUser();
+  const pair = await issueAs(me);
+  const args = { p_refresh_token: pair.refresh_token };
+  const first = await rpc('extension_token_refresh', args, { base: RETRY_BASE });
+  assert.equal(first.status, 200, show(first));
+  const retry = await rpc('extension_token_refresh', args, { base: RETRY_BASE });
+  assert.equal(retry.status, 200, show(retry));
+  assert.equal(retry.body.access_token, first.body.access_token, 'the same access token, byte for byte');
+  assert.equal(retry.body.refresh_token, first.body.refresh_token, 'the same refresh token, byte for byte');
+  assert.equal(retry.body.session_id, pair.session_id);
+  assert.equal((await validate(first.body.access_token)).valid, true, 'the one successor pair validates');
+  assert.equal((await validate(pair.access_token)).error, 'revoked', 'the replaced access token does not');
+
+  // The window protects only the token exchanged last: once the successor
+  // itself has been exchanged, the first refresh token is reuse.
+  const second = await rpc('extension_token_refresh', { p_refresh_token: first.body.refresh_token },
+    { base: RETRY_BASE });
+  assert.equal(second.status, 200, show(second));
+  assert.notEqual(second.body.refresh_token, first.body.refresh_token);
+  const reuse = await rpc('extension_token_refresh', args, { base: RETRY_BASE });
+  assert.equal(reuse.status, 401, show(reuse));
+  assert.equal(reuse.body.code, 'PT401');
+  assert.equal(reuse.body.details, 'refresh_token_already_used');
+  assert.equal((await validate(second.body.access_token)).error, 'revoked',
+    'the reuse revoked the session, the newest pair with it');
+  const list = await rpc('extension_token_list', {}, { token: userJwt(me) });
+  assert.equal(list.body[0].revoked_reason, 'refresh_token_reuse', show(list));
+});
+
+test('two tabs refreshing the same token at once both end up holding one pair', async () => {
+  const me = newUser();
+  const pair = await issueAs(me);
+  const args = { p_refresh_token: pair.refresh_token, p_current_token: pair.access_token };
+  const answers = await Promise.all([1, 2, 3, 4].map(() =>
+    rpc('extension_token_refresh', args, { base: RETRY_BASE })));
+  for (const r of answers) assert.equal(r.status, 200, show(r));
+  const pairs = new Set(answers.map((r) => `${r.body.access_token} ${r.body.refresh_token}`));
+  assert.equal(pairs.size, 1, 'every concurrent refresh returned the same pair');
+  assert.equal((await validate(answers[0].body.access_token)).valid, true);
+  const list = await rpc('extension_token_list', {}, { token: userJwt(me) });
+  assert.equal(list.body[0].refresh_count, 1, `one exchange, not ${list.body[0].refresh_count}: ${show(list)}`);
+  assert.equal(list.body[0].status, 'active');
+});
+
+test('anon revokes with the token itself (RFC 7009): an add-in signs itself out with the anon key', async () => {
+  for (const [how, token] of [['anon key', ANON_KEY], ['no Authorization', undefined]]) {
+    for (const which of ['access_token', 'refresh_token']) {
+      const pair = await issueAs(newUser());
+      const r = await rpc('extension_token_revoke', { p_token: pair[which] }, { token });
+      assert.equal(r.status, 200, `${how}, ${which}: ${show(r)}`);
+      assert.equal(r.body, true, `${how}, ${which}: ${show(r)}`);
+      assert.equal((await validate(pair.access_token)).error, 'revoked', `${how}, ${which}`);
+      const again = await rpc('extension_token_revoke', { p_token: pair[which] }, { token });
+      assert.equal(again.body, false, `${how}, ${which}: revoking again says false`);
+    }
+  }
+  const junk = await rpc('extension_token_revoke', { p_token: 'not a token' });
+  assert.equal(junk.status, 200, show(junk));
+  assert.equal(junk.body, false);
 });
 
 test('an unknown or mistyped refresh token is HTTP 401 PT401 refresh_token_not_found (supabase-js error)', async () => {

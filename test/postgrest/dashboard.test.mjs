@@ -2,6 +2,7 @@
 // add-in sessions through PostgREST, and nobody else's.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import {
   ANON_KEY, call, issueAs, newUser, rpc, show, supabase, userJwt, validate,
 } from './helpers.mjs';
@@ -158,11 +159,70 @@ test('anon (the anon key, or no Authorization) may not issue or list: HTTP 401 w
   assert.equal(error.code, '42501');
 });
 
-test('a user JWT whose sub is not a uuid is refused with 42501', async () => {
-  const r = await rpc('extension_token_issue', {}, { token: userJwt('not-a-uuid') });
+test('a user id is any identity provider\'s sub (text from 1.2 on): Clerk, Auth0, an integer key', async () => {
+  const suffix = randomUUID().slice(0, 8);
+  for (const sub of [`user_2${suffix}`, `auth0|${suffix}`, `${Date.now()}${suffix.replace(/\D/g, '')}`,
+    `google-oauth2|${'9'.repeat(21)}${suffix}`]) {
+    const pair = await issueAs(sub, { p_name: 'text user id' });
+    const v = await validate(pair.access_token);
+    assert.equal(v.valid, true, `${sub}: ${JSON.stringify(v)}`);
+    assert.equal(v.user_id, sub);
+    assert.equal(v.claims.sub, sub);
+    const list = await rpc('extension_token_list', {}, { token: userJwt(sub) });
+    assert.equal(list.status, 200, show(list));
+    assert.deepEqual(list.body.map((s) => [s.session_id, s.user_id]), [[pair.session_id, sub]]);
+    const other = await rpc('extension_token_list', { p_user_id: `${sub}x` }, { token: userJwt(sub) });
+    assert.equal(other.status, 403, `${sub} listing ${sub}x: ${show(other)}`);
+    const who = await call('/rpc/whoami', { method: 'GET', token: pair.access_token });
+    assert.equal(who.status, 200, show(who));
+    assert.equal(who.body.sub, sub, 'our token is a PostgREST bearer token of that user');
+  }
+});
+
+test('a user JWT whose sub is not a user id (empty, over 255 bytes, control characters) is refused with 42501', async () => {
+  for (const sub of ['', 'u'.repeat(256), 'user\u0001', 'line\nbreak']) {
+    const r = await rpc('extension_token_issue', {}, { token: userJwt(sub) });
+    assert.equal(r.status, 403, `${JSON.stringify(sub).slice(0, 20)}: ${show(r)}`);
+    assert.equal(r.body.code, '42501');
+    assert.match(r.body.message, /sub claim/);
+  }
+  const ok = await rpc('extension_token_issue', {}, { token: userJwt('u'.repeat(255)) });
+  assert.equal(ok.status, 200, `255 bytes is a user id: ${show(ok)}`);
+});
+
+test('the user revokes one session by its id (extension_token_revoke_session): true, then false', async () => {
+  const me = newUser();
+  const pair = await issueAs(me);
+  const client = supabase(userJwt(me));
+  const first = await client.rpc('extension_token_revoke_session', { p_session_id: pair.session_id });
+  assert.equal(first.error, null, JSON.stringify(first.error));
+  assert.equal(first.data, true);
+  assert.equal((await validate(pair.access_token)).error, 'revoked');
+  const r = await rpc('extension_token_refresh', { p_refresh_token: pair.refresh_token });
+  assert.equal(r.status, 401, show(r));
+  assert.equal(r.body.details, 'session_revoked');
+  const again = await client.rpc('extension_token_revoke_session', { p_session_id: pair.session_id });
+  assert.equal(again.data, false, 'an already revoked session says false');
+  const unknown = await client.rpc('extension_token_revoke_session', { p_session_id: randomUUID() });
+  assert.equal(unknown.data, false, 'an unknown session says false');
+  const { data } = await client.rpc('extension_token_list');
+  assert.equal(data[0].status, 'revoked');
+  assert.equal(data[0].revoked_reason, 'revoked');
+});
+
+test('revoking another user\'s session by its id is HTTP 403 with 42501; anon may not at all', async () => {
+  const me = newUser();
+  const other = newUser();
+  const theirs = await issueAs(other);
+  const r = await rpc('extension_token_revoke_session', { p_session_id: theirs.session_id }, { token: userJwt(me) });
   assert.equal(r.status, 403, show(r));
   assert.equal(r.body.code, '42501');
-  assert.match(r.body.message, /sub claim/);
+  for (const token of [ANON_KEY, undefined]) {
+    const a = await rpc('extension_token_revoke_session', { p_session_id: theirs.session_id }, { token });
+    assert.equal(a.status, 401, show(a));
+    assert.equal(a.body.code, '42501');
+  }
+  assert.equal((await validate(theirs.access_token)).valid, true, 'their session is untouched');
 });
 
 test('PostgREST refuses a user JWT signed with another secret before the extension sees it', async () => {

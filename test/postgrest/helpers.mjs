@@ -14,6 +14,9 @@ function need(name) {
 
 export const BASE = need('ET_POSTGREST_URL');   // PostgREST, e.g. http://127.0.0.1:4321
 export const AUD_BASE = need('ET_POSTGREST_AUD_URL'); // the same, with jwt-aud = "extension"
+// The same again, logged in as a role with extension_tokens.refresh_retry_window
+// = 30 s (the others have 0: every re-presented refresh token is reuse).
+export const RETRY_BASE = need('ET_POSTGREST_RETRY_URL');
 export const SECRET = need('ET_JWT_SECRET');    // jwt-secret = extension_tokens.jwt_secret
 export const PRE_REQUEST = process.env.ET_PRE_REQUEST === '1';
 export const ISSUER = 'extension_tokens';        // extension_tokens.jwt_issuer (default)

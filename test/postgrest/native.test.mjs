@@ -210,7 +210,8 @@ test('extension_tokens_grant_api_roles() grants exactly the contract, takes back
 
   // Stray grants that it must take back (one transaction: no other test sees them).
   psql(`GRANT EXECUTE ON FUNCTION extension_tokens_cleanup(interval) TO anon, authenticated;
-        GRANT EXECUTE ON FUNCTION extension_token_issue(uuid, text, interval, jsonb) TO anon;
+        GRANT EXECUTE ON FUNCTION extension_token_issue(text, text, interval, jsonb) TO anon;
+        GRANT EXECUTE ON FUNCTION extension_token_revoke_session(uuid) TO anon;
         SELECT extension_tokens_grant_api_roles();`);
   psql('SELECT extension_tokens_grant_api_roles()');
 
@@ -227,9 +228,13 @@ test('extension_tokens_grant_api_roles() grants exactly the contract, takes back
     extension_token_validate: all,
     extension_token_refresh: all,
     extension_token_pre_request: all,
+    // 1.2: executable by PUBLIC (the token is the credential, RFC 7009).
+    extension_token_revoke: all,
+    // extension_token_session_state (the session rule's SQL face) is for
+    // nobody: it is called by the extension's own statements and views.
     extension_token_issue: signedIn,
     extension_token_list: signedIn,
-    extension_token_revoke: signedIn,
+    extension_token_revoke_session: signedIn,
     revoke_user_extension_tokens: signedIn,
   };
   const wrong = rows.filter((row) => {

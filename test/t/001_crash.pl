@@ -4,20 +4,26 @@
 # and run crash recovery (restart_after_crash = on).  Whatever the killed
 # transaction had written must vanish, whatever was committed must survive,
 # and the token tables must never be left in a state that no sequence of
-# whole calls could have produced:
+# whole calls could have produced.  From storage 1.2 on, the session's row
+# is the truth (the hashes of its current access and refresh token), and
+# extension_tokens holds only exchanged refresh tokens, each linked to its
+# successor:
 #
-#   - an exchanged refresh token always has its successor row, and the
-#     session's new access token replaced the old one;
-#   - a session never has two unused, unrevoked refresh tokens;
-#   - a session never has two unrevoked access tokens.
+#   - every exchanged refresh token belongs to an existing session and is
+#     not that session's current refresh token;
+#   - a session's refresh_count is its number of exchanged refresh tokens;
+#   - the last exchange of a session is linked to the session's current
+#     refresh token (replaced_by = refresh_hash), and it is the one the
+#     retry window remembers (retry_hash).
 #
 # "In the middle" is made exact with row locks: another session holds a
 # FOR UPDATE lock on the session row, so that the refresh blocks inside
-# extension_token_refresh() after it has claimed the refresh token (UPDATE
-# of its row) but before the rotation (UPDATE of the session, INSERT of the
-# new pair), and an issue blocks after it has taken its rate-limit slot, in
-# the revocation of the user's older session (max_sessions_per_user = 1),
-# before its own session exists.  The kill comes while the backend waits on that lock.
+# extension_token_refresh() after it has taken its rate-limit slot (the
+# user's row) but before the exchange (the UPDATE of the session row and the
+# INSERT of the exchanged token), and an issue blocks after it has taken its
+# rate-limit slot and written its own session row, in the revocation of the
+# user's older session (max_sessions_per_user = 1).  The kill comes while
+# the backend waits on that lock.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -34,10 +40,10 @@ shared_preload_libraries = 'extension_tokens'
 extension_tokens.jwt_secret = '$secret'
 restart_after_crash = on
 log_statement = none
-# Presenting an exchanged refresh token again within this window is refused
-# without revoking the session: a slow machine must not turn the "exchanged
-# only once" checks below into a revocation.
-extension_tokens.refresh_reuse_grace = 60
+# Presenting the refresh token exchanged last again within this window
+# returns the same successor pair (it does not revoke the session): a slow
+# machine must not turn the "exchanged only once" checks below into reuse.
+extension_tokens.refresh_retry_window = 60
 });
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION extension_tokens');
@@ -81,42 +87,37 @@ sub check_invariants
 {
 	my ($when) = @_;
 	is( q1(
-			"SELECT count(*) FROM (SELECT session_id FROM extension_tokens
-			   WHERE token_type = 'refresh' AND used_at IS NULL AND revoked_at IS NULL
-			   GROUP BY session_id HAVING count(*) > 1) s"),
-		'0',
-		"$when: no session has two unused unrevoked refresh tokens");
-	is( q1(
-			"SELECT count(*) FROM (SELECT session_id FROM extension_tokens
-			   WHERE token_type = 'access' AND revoked_at IS NULL
-			   GROUP BY session_id HAVING count(*) > 1) s"),
-		'0',
-		"$when: no session has two unrevoked access tokens");
-	is( q1(
 			"SELECT count(*) FROM extension_tokens t
-			  WHERE t.used_at IS NOT NULL
-			    AND NOT EXISTS (SELECT 1 FROM extension_tokens n
-			                     WHERE n.token_hash = t.replaced_by
-			                       AND n.session_id = t.session_id
-			                       AND n.token_type = 'refresh')"),
+			  WHERE NOT EXISTS (SELECT 1 FROM extension_token_sessions s WHERE s.session_id = t.session_id)"),
 		'0',
-		"$when: every exchanged refresh token has its successor row in the same session");
+		"$when: every exchanged refresh token belongs to an existing session");
+	is( q1(
+			"SELECT count(*) FROM extension_tokens t JOIN extension_token_sessions s USING (session_id)
+			  WHERE t.token_hash = s.refresh_hash"),
+		'0',
+		"$when: no session's current refresh token is also an exchanged one");
 	is( q1(
 			"SELECT count(*) FROM extension_token_sessions s
 			  WHERE s.refresh_count <> (SELECT count(*) FROM extension_tokens t
-			                             WHERE t.session_id = s.session_id
-			                               AND t.token_type = 'refresh'
-			                               AND t.used_at IS NOT NULL)"),
+			                             WHERE t.session_id = s.session_id)"),
 		'0',
 		"$when: every session's refresh_count equals its number of exchanged refresh tokens");
 	is( q1(
 			"SELECT count(*) FROM extension_token_sessions s
-			  WHERE s.revoked_at IS NULL
+			  WHERE s.refresh_count > 0
 			    AND (SELECT count(*) FROM extension_tokens t
-			          WHERE t.session_id = s.session_id AND t.revoked_at IS NULL
-			            AND (t.token_type = 'access' OR t.used_at IS NULL)) <> 2"),
+			          WHERE t.session_id = s.session_id AND t.replaced_by = s.refresh_hash
+			            AND t.token_hash = s.retry_hash) <> 1"),
 		'0',
-		"$when: every unrevoked session has exactly one live access token and one live refresh token");
+		"$when: every refreshed session's last exchange is linked to its current refresh token and remembered for the retry window");
+	is( q1(
+			"SELECT count(*) FROM extension_tokens t
+			  WHERE NOT EXISTS (SELECT 1 FROM extension_tokens n
+			                     WHERE n.token_hash = t.replaced_by AND n.session_id = t.session_id)
+			    AND NOT EXISTS (SELECT 1 FROM extension_token_sessions s
+			                     WHERE s.refresh_hash = t.replaced_by AND s.session_id = t.session_id)"),
+		'0',
+		"$when: every exchanged refresh token's successor is a later exchanged one or the current one, in the same session");
 }
 
 # A psql session in the background, with its backend's pid.
@@ -168,19 +169,14 @@ sub row_locked
 	return $err =~ /55P03/ ? 1 : 0;
 }
 
-sub token_row_locked
-{
-	return row_locked('extension_tokens', 'token_hash = ' . hash_of($_[0]));
-}
-
 my $users_log = sub {
 	my ($user, $col) = @_;
 	return q1("SELECT coalesce(cardinality($col), 0) FROM extension_token_users WHERE user_id = '$user'");
 };
 
 # ---------------------------------------------------------------------
-# 1. SIGKILL inside extension_token_refresh(): the refresh token is
-#    claimed, the rotation waits for the old access token's row.
+# 1. SIGKILL inside extension_token_refresh(): the rate-limit slot is
+#    taken, the exchange waits for the session's row.
 # ---------------------------------------------------------------------
 my $ua = 'a0000000-0000-4000-8000-000000000001';
 my ($at_a, $rt_a, $sid_a) = issue($ua, 'crash mid-refresh');
@@ -188,28 +184,30 @@ is(validate_error($at_a), 'valid', 'mid-refresh: the pair issued before the cras
 
 my ($locker, $locker_pid) = open_session();
 $locker->query_safe('BEGIN');
-$locker->query_safe("SELECT 1 FROM extension_tokens WHERE token_hash = " . hash_of($at_a) . " FOR UPDATE");
+$locker->query_safe("SELECT 1 FROM extension_token_sessions WHERE session_id = '$sid_a' FOR UPDATE");
 
 my ($victim, $victim_pid) = open_session();
 $victim->query_until(qr/refresh-started/, qq{\\echo refresh-started
 SELECT access_token, refresh_token FROM extension_token_refresh('$rt_a', '$at_a');
 });
 wait_until_blocked_on_lock($victim_pid, 'mid-refresh');
-ok(token_row_locked($rt_a),
-	'mid-refresh: the refresh token row was already claimed (written, uncommitted) when the kill came');
+ok(row_locked('extension_token_users', "user_id = '$ua'"),
+	'mid-refresh: the refresh had already taken its rate-limit slot (user row written, uncommitted) when the kill came');
+is(validate_error($at_a), 'valid', 'mid-refresh: while the refresh waits, the current access token still validates');
 is($users_log->($ua, 'refresh_log'), '0',
 	'mid-refresh: the rate-limit slot the refresh took is not yet visible to others');
 kill9_backend_and_recover($victim_pid, 'mid-refresh');
 close_session($victim);
 close_session($locker);
 
-is( q1("SELECT used_at IS NULL AND replaced_by IS NULL AND revoked_at IS NULL
-          FROM extension_tokens WHERE token_hash = " . hash_of($rt_a)),
+is( q1("SELECT refresh_hash = " . hash_of($rt_a) . " AND access_hash = " . hash_of($at_a)
+		  . " AND retry_hash IS NULL AND retry_box IS NULL
+          FROM extension_token_sessions WHERE session_id = '$sid_a'"),
 	't',
-	'mid-refresh: after recovery the old refresh token is unused, has no successor link, is not revoked');
+	'mid-refresh: after recovery the session row still holds the pair it was issued, and no retry box');
 is( q1("SELECT count(*) FROM extension_tokens WHERE session_id = '$sid_a'"),
-	'2',
-	'mid-refresh: after recovery the session still has only the pair it was issued (no successor row)');
+	'0',
+	'mid-refresh: after recovery no exchanged refresh token is recorded for the session');
 is( q1("SELECT refresh_count || ',' || (last_refresh_at IS NULL) || ',' || (revoked_at IS NULL)
           FROM extension_token_sessions WHERE session_id = '$sid_a'"),
 	'0,true,true',
@@ -222,9 +220,11 @@ check_invariants('mid-refresh, after recovery');
 
 my ($ok1, $at_a2, $rt_a2, $err1) = try_refresh($rt_a, $at_a);
 ok($ok1, 'mid-refresh: after recovery the old refresh token can be exchanged') or diag $err1;
-my ($ok2, undef, undef, $err2) = try_refresh($rt_a, $at_a);
-ok(!$ok2 && $err2 =~ /PT401/ && $err2 =~ /refresh_token_already_used/,
-	'mid-refresh: after recovery the old refresh token can be exchanged only once (PT401 refresh_token_already_used)')
+# 1.2: a second presentation within refresh_retry_window returns the same
+# successor pair again; there is never a second successor.
+my ($ok2, $at_a2b, $rt_a2b, $err2) = try_refresh($rt_a, $at_a);
+ok($ok2 && $at_a2b eq $at_a2 && $rt_a2b eq $rt_a2,
+	'mid-refresh: after recovery the old refresh token is exchanged only once (presented again within the retry window, it returns the same pair)')
   or diag $err2;
 is(validate_error($at_a2), 'valid', 'mid-refresh: the pair from the exchange after recovery validates');
 is(validate_error($at_a), 'revoked', 'mid-refresh: the exchange after recovery revoked the old access token');
@@ -240,7 +240,8 @@ $victim->query_safe('BEGIN');
 my ($at_b2, $rt_b2) = split /\|/,
   $victim->query_safe("SELECT access_token, refresh_token FROM extension_token_refresh('$rt_b', '$at_b')");
 like($rt_b2, qr/^ext_rt_\w{49}$/, 'refresh before commit: the uncommitted refresh returned a new pair');
-ok(token_row_locked($rt_b), 'refresh before commit: the old refresh token row is written by the open transaction');
+ok(row_locked('extension_token_sessions', "session_id = '$sid_b'"),
+	'refresh before commit: the session row is written by the open transaction');
 kill9_backend_and_recover($victim_pid, 'refresh before commit');
 close_session($victim);
 
@@ -250,25 +251,26 @@ my ($ok3, undef, undef, $err3) = try_refresh($rt_b2);
 ok(!$ok3 && $err3 =~ /refresh_token_not_found/,
 	'refresh before commit: the refresh token of the uncommitted refresh is refresh_token_not_found after recovery')
   or diag $err3;
-is( q1("SELECT used_at IS NULL AND replaced_by IS NULL FROM extension_tokens WHERE token_hash = " . hash_of($rt_b)),
+is( q1("SELECT refresh_hash = " . hash_of($rt_b) . " AND refresh_count = 0 FROM extension_token_sessions
+          WHERE session_id = '$sid_b'"),
 	't',
-	'refresh before commit: the old refresh token is unused after recovery');
+	'refresh before commit: the old refresh token is still the current one after recovery');
 is( q1("SELECT count(*) FROM extension_tokens WHERE session_id = '$sid_b'"),
-	'2', 'refresh before commit: no successor row exists after recovery');
+	'0', 'refresh before commit: no exchanged refresh token is recorded after recovery');
 is(validate_error($at_b), 'valid',
 	'refresh before commit: the access token issued before the crash still validates');
 check_invariants('refresh before commit, after recovery');
-my ($ok4, $at_b3) = try_refresh($rt_b, $at_b);
+my ($ok4, $at_b3, $rt_b3) = try_refresh($rt_b, $at_b);
 ok($ok4, 'refresh before commit: the old refresh token is exchanged once after recovery');
-my ($ok5, undef, undef, $err5) = try_refresh($rt_b);
-ok(!$ok5 && $err5 =~ /refresh_token_already_used/,
-	'refresh before commit: and not a second time') or diag $err5;
+my ($ok5, $at_b3b, $rt_b3b, $err5) = try_refresh($rt_b);
+ok($ok5 && $at_b3b eq $at_b3 && $rt_b3b eq $rt_b3,
+	'refresh before commit: and not a second time (within the retry window the same pair comes back)') or diag $err5;
 is(validate_error($at_b3), 'valid', 'refresh before commit: the pair exchanged after recovery validates');
 
 # ---------------------------------------------------------------------
 # 3. SIGKILL inside extension_token_issue(): the rate-limit slot is taken
 #    and the user's older session is being revoked (max_sessions_per_user
-#    = 1) when the kill comes; the new session row is not written yet.
+#    = 1) when the kill comes; the new session row is written, uncommitted.
 # ---------------------------------------------------------------------
 my $uc = 'c0000000-0000-4000-8000-000000000003';
 my ($at_c, $rt_c, $sid_c) = issue($uc, 'older session');
@@ -290,11 +292,9 @@ close_session($locker);
 
 is( q1("SELECT string_agg(session_id::text, ',') FROM extension_token_sessions WHERE user_id = '$uc'"),
 	$sid_c, 'mid-issue: after recovery the interrupted issue left no session row');
-is( q1("SELECT count(*) FROM extension_tokens WHERE user_id = '$uc'"),
-	'2', 'mid-issue: after recovery the interrupted issue left no token row');
-is( q1("SELECT count(*) FROM extension_tokens WHERE session_id = '$sid_c' AND revoked_at IS NOT NULL")
-	  . ',' . q1("SELECT revoked_at IS NULL FROM extension_token_sessions WHERE session_id = '$sid_c'"),
-	'0,t', "mid-issue: after recovery the older session's half-written revocation is gone");
+is( q1("SELECT (revoked_at IS NULL) || ',' || coalesce(revoked_reason, '') FROM extension_token_sessions
+          WHERE session_id = '$sid_c'"),
+	'true,', "mid-issue: after recovery the older session is not revoked (the session limit's revocation is gone)");
 is($users_log->($uc, 'issue_log'), '1', 'mid-issue: after recovery the interrupted issue used up no rate-limit slot');
 is(validate_error($at_c), 'valid', 'mid-issue: the access token issued before the crash still validates');
 check_invariants('mid-issue, after recovery');
@@ -314,8 +314,8 @@ close_session($victim);
 
 is(q1("SELECT count(*) FROM extension_token_sessions WHERE session_id = '$sid_d2'"),
 	'0', 'issue before commit: after recovery no session row exists for the uncommitted issue');
-is(q1("SELECT count(*) FROM extension_tokens WHERE session_id = '$sid_d2'"),
-	'0', 'issue before commit: after recovery no token row exists for the uncommitted issue');
+is(q1("SELECT string_agg(session_id::text, ',') FROM extension_token_sessions WHERE user_id = '$ud'"),
+	$sid_d, 'issue before commit: after recovery the user has only the older session');
 is(validate_error($at_d2), 'not_found',
 	'issue before commit: the access token of the uncommitted issue is not_found after recovery');
 my ($ok6, undef, undef, $err6) = try_refresh($rt_d2);
@@ -343,14 +343,23 @@ is(validate_error($at_e2), 'valid', 'refresh after commit: the new access token 
 is(validate_error($at_e), 'revoked', 'refresh after commit: the old access token is revoked after recovery');
 is( q1("SELECT used_at IS NOT NULL AND replaced_by = " . hash_of($rt_e2)
 		  . " FROM extension_tokens WHERE token_hash = " . hash_of($rt_e)),
-	't', 'refresh after commit: the old refresh token is marked used and linked to its successor');
+	't', 'refresh after commit: the old refresh token is recorded as exchanged and linked to its successor');
+my ($ok9, $at_e2b, $rt_e2b, $err9) = try_refresh($rt_e);
+ok($ok9 && $at_e2b eq $at_e2 && $rt_e2b eq $rt_e2,
+	'refresh after commit: presented again within the retry window, the old refresh token returns the committed pair (the retry box survived recovery)')
+  or diag $err9;
 my ($ok8, $at_e3) = try_refresh($rt_e2, $at_e2);
 ok($ok8, 'refresh after commit: the new refresh token is exchanged after recovery');
 is(validate_error($at_e3), 'valid', 'refresh after commit: and its pair validates');
-my ($ok7, undef, undef, $err7) = try_refresh($rt_e);
-ok(!$ok7 && $err7 =~ /refresh_token_already_used/,
-	'refresh after commit: the old refresh token cannot be exchanged again') or diag $err7;
 check_invariants('refresh after commit, after recovery');
+# rt_e is no longer the token exchanged last: presenting it now is reuse.
+my ($ok7, undef, undef, $err7) = try_refresh($rt_e);
+ok(!$ok7 && $err7 =~ /PT401/ && $err7 =~ /refresh_token_already_used/,
+	'refresh after commit: the first refresh token, presented after a later exchange, is reuse (PT401 refresh_token_already_used)')
+  or diag $err7;
+ok($node->poll_query_until('postgres', "SELECT coalesce(error, 'valid') FROM extension_token_validate('$at_e3')", 'revoked'),
+	'refresh after commit: the reuse revoked the session');
+check_invariants('refresh after commit, after the reuse');
 
 # ---------------------------------------------------------------------
 # The server log and the killed backends' tokens.

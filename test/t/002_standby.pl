@@ -51,8 +51,6 @@ sub s_try
 	return ($ret == 0, $out, $err);
 }
 
-sub hash_of { return "sha256(convert_to('$_[0]', 'UTF8'))"; }
-
 my $primary_started = pq('SELECT pg_postmaster_start_time()');
 my $standby_started = sq('SELECT pg_postmaster_start_time()');
 
@@ -68,7 +66,7 @@ my ($at, $rt, $sid) = split /\|/, pq(
 	"SELECT access_token, refresh_token, session_id FROM extension_token_issue('$user', 'standby test')");
 catch_up();
 my $last_used_before =
-  pq("SELECT last_used_at FROM extension_tokens WHERE token_hash = " . hash_of($at));
+  pq("SELECT last_used_at FROM extension_token_sessions WHERE session_id = '$sid'");
 
 is( sq("SELECT valid, error IS NULL, user_id, session_id FROM extension_token_validate('$at')"),
 	"t|t|$user|$sid",
@@ -101,7 +99,7 @@ is( sq("SELECT error FROM extension_token_validate('x' || '$at')"),
 # calls above took the code path that would have written.
 pq("SELECT pg_sleep(0.01)");
 pq("SET extension_tokens.last_used_interval = 0; SELECT valid FROM extension_token_validate('$at')");
-isnt(pq("SELECT last_used_at FROM extension_tokens WHERE token_hash = " . hash_of($at)),
+isnt(pq("SELECT last_used_at FROM extension_token_sessions WHERE session_id = '$sid'"),
 	$last_used_before,
 	'primary: validate with last_used_interval = 0 records last_used_at (the write the standby must skip)');
 
@@ -142,15 +140,15 @@ is(sq("SELECT coalesce(error, 'valid') FROM extension_token_validate('$at2')"),
 is(sq("SELECT error FROM extension_token_validate('$at')"),
 	'revoked', 'standby: the access token replaced by that refresh is revoked after replay');
 
-# Reuse of an exchanged refresh token, presented to the standby after the
-# grace window: the revocation it calls for cannot be written there.  The
+# Reuse of an exchanged refresh token, presented to the standby with no
+# retry window: the revocation it calls for cannot be written there.  The
 # call must still fail promptly.
-# (A standby never starts the background worker that records the reuse and
-# revokes the session; refresh refuses read-only transactions before it
-# could ask for one.  The 5 s statement_timeout turns a hang into a failure.)
+# (A standby's revoker worker starts only once recovery has finished;
+# refresh refuses read-only transactions before it could queue anything.
+# The 5 s statement_timeout turns a hang into a failure.)
 ($ok, $out, $err) = s_try(
 	"SET statement_timeout = '5s';
-	 SET extension_tokens.refresh_reuse_grace = 0;
+	 SET extension_tokens.refresh_retry_window = 0;
 	 SELECT access_token FROM extension_token_refresh('$rt')");
 ok(!$ok, 'standby: reuse of an exchanged refresh token fails');
 note "standby reuse error: $err";
@@ -177,6 +175,26 @@ pq("SELECT revoke_user_extension_tokens('$user')");
 catch_up();
 is(sq("SELECT error FROM extension_token_validate('$at3')"),
 	'revoked', "standby: after replay of revoke_user_extension_tokens the user's token is revoked");
+
+# A reuse detected on the primary: the primary's revoker worker commits the
+# revocation, and the standby replays it.
+my ($at4, $rt4, $sid4) = split /\|/, pq(
+	"SELECT access_token, refresh_token, session_id FROM extension_token_issue('$user', 'reused')");
+my ($at5) = split /\|/, pq("SELECT access_token, refresh_token FROM extension_token_refresh('$rt4')");
+my ($pret, $pout, $perr) = $primary->psql('postgres',
+	"\\set VERBOSITY verbose\nSET extension_tokens.refresh_retry_window = 0;\n"
+	  . "SELECT access_token FROM extension_token_refresh('$rt4')");
+like($perr, qr/PT401.*\n.*refresh_token_already_used/,
+	'primary: presenting an exchanged refresh token again is PT401 refresh_token_already_used');
+ok( $primary->poll_query_until('postgres',
+		"SELECT status || ',' || revoked_reason FROM extension_token_list('$user') WHERE session_id = '$sid4'",
+		'revoked,refresh_token_reuse'),
+	'primary: the reuse revoked the session (committed by the revoker worker)');
+catch_up();
+is(sq("SELECT error FROM extension_token_validate('$at5')"),
+	'revoked', 'standby: after replay the access token of the session revoked for reuse is revoked');
+is( sq("SELECT status || ',' || revoked_reason FROM extension_token_list('$user') WHERE session_id = '$sid4'"),
+	'revoked,refresh_token_reuse', 'standby: and its list says revoked, refresh_token_reuse');
 
 # ---------------------------------------------------------------------
 # Nothing restarted, nothing crashed.

@@ -45,21 +45,24 @@ is($node->safe_psql('postgres', "SELECT schedule FROM cron.job WHERE jobname = '
 	'17 * * * *', 'the default schedule is hourly');
 
 # Expired data: a session revoked eight days ago, one whose refresh token ran
-# out eight days ago, and a live one.
+# out eight days ago, and a live one; each refreshed once, so that each has
+# an exchanged refresh token in extension_tokens.
 $node->safe_psql('app', q{
 SET extension_tokens.issue_rate_limit = 0;
 SET extension_tokens.max_sessions_per_user = 0;
-SELECT extension_token_issue('90000000-0000-4000-8000-000000000001', 'old revoked');
-SELECT extension_token_issue('90000000-0000-4000-8000-000000000001', 'old expired');
-SELECT extension_token_issue('90000000-0000-4000-8000-000000000001', 'live');
+SELECT refresh_token AS rt FROM extension_token_issue('user_9cron', 'old revoked') \gset
+SELECT extension_token_refresh(:'rt');
+SELECT refresh_token AS rt FROM extension_token_issue('user_9cron', 'old expired') \gset
+SELECT extension_token_refresh(:'rt');
+SELECT refresh_token AS rt FROM extension_token_issue('user_9cron', 'live') \gset
+SELECT extension_token_refresh(:'rt');
 UPDATE extension_token_sessions SET revoked_at = now() - interval '8 days', revoked_reason = 'revoked'
- WHERE name = 'old revoked';
-UPDATE extension_tokens SET revoked_at = now() - interval '8 days', revoked_reason = 'revoked'
  WHERE name = 'old revoked';
 UPDATE extension_token_sessions SET refresh_expires_at = now() - interval '8 days'
  WHERE name = 'old expired';
 });
 is($node->safe_psql('app', 'SELECT count(*) FROM extension_token_sessions'), '3', 'three sessions before');
+is($node->safe_psql('app', 'SELECT count(*) FROM extension_tokens'), '3', 'three exchanged refresh tokens before');
 
 # Every minute, so that pg_cron runs it within this test.
 is($node->safe_psql('app', "SELECT extension_tokens_cleanup_schedule('* * * * *')"), 'scheduled',
@@ -82,7 +85,10 @@ is($node->safe_psql('app', 'SELECT string_agg(name, \',\' ORDER BY name) FROM ex
 	'live', 'the expired and the long-revoked sessions are gone, the live one stays');
 is($node->safe_psql('app', q{SELECT count(*) FROM extension_tokens t
   WHERE NOT EXISTS (SELECT 1 FROM extension_token_sessions s WHERE s.session_id = t.session_id)}),
-	'0', 'their tokens went with them');
+	'0', 'their exchanged refresh tokens went with them');
+is($node->safe_psql('app', q{SELECT count(*) FROM extension_tokens t JOIN extension_token_sessions s USING (session_id)
+  WHERE s.name = 'live'}),
+	'1', 'the live session keeps its exchanged refresh token (reuse stays detectable)');
 
 is($node->safe_psql('app', 'SELECT extension_tokens_cleanup_unschedule()'), 'unscheduled',
 	'the jobs can be removed');

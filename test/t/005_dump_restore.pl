@@ -1,5 +1,6 @@
-# 005_dump_restore.pl: sessions, tokens and revocations survive pg_dump and
-# pg_restore into a new database (pg_extension_config_dump), and the
+# 005_dump_restore.pl: sessions, tokens, revocations and exchanged refresh
+# tokens (reuse detection) survive pg_dump and pg_restore into a new
+# database (pg_extension_config_dump), and the
 # statistics say "unavailable" when the library is not preloaded.
 use strict;
 use warnings;
@@ -25,12 +26,18 @@ SET extension_tokens.issue_rate_limit = 0;
 SET extension_tokens.max_sessions_per_user = 0;
 SELECT access_token || ' ' || refresh_token FROM extension_token_issue('a0000000-0000-4000-8000-000000000001', 'kept')
 UNION ALL
-SELECT access_token || ' ' || refresh_token FROM extension_token_issue('a0000000-0000-4000-8000-000000000001', 'revoked');
+SELECT access_token || ' ' || refresh_token FROM extension_token_issue('a0000000-0000-4000-8000-000000000001', 'revoked')
+UNION ALL
+SELECT access_token || ' ' || refresh_token FROM extension_token_issue('auth0|dump-user', 'rotated');
 });
-my ($kept, $revoked) = split /\n/, $pairs;
+my ($kept, $revoked, $rotated) = split /\n/, $pairs;
 my ($kept_at, $kept_rt) = split / /, $kept;
 my ($rev_at, $rev_rt) = split / /, $revoked;
+my ($rot_at0, $rot_rt0) = split / /, $rotated;
 is($node->safe_psql('src', "SELECT extension_token_revoke('$rev_at')"), 't', 'one session revoked before the dump');
+my ($rot_at1, $rot_rt1) = split /\|/, $node->safe_psql('src',
+	"SELECT access_token, refresh_token FROM extension_token_refresh('$rot_rt0')");
+like($rot_rt1, qr/^ext_rt_/, 'one session refreshed before the dump');
 
 my $dump = $node->basedir . '/src.dump';
 $node->command_ok([ 'pg_dump', '-Fc', '-d', $node->connstr('src'), '-f', $dump ], 'pg_dump -Fc');
@@ -38,7 +45,8 @@ $node->safe_psql('postgres', 'CREATE DATABASE dst');
 $node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('dst'), $dump ],
 	'pg_restore into a new database');
 
-is($node->safe_psql('dst', 'SELECT count(*) FROM extension_token_sessions'), '2', 'both sessions restored');
+is($node->safe_psql('dst', 'SELECT count(*) FROM extension_token_sessions'), '3', 'the three sessions restored');
+is($node->safe_psql('dst', 'SELECT count(*) FROM extension_tokens'), '1', 'the exchanged refresh token restored');
 is($node->safe_psql('dst', "SELECT valid FROM extension_token_validate('$kept_at')"), 't',
 	'the kept access token validates in the restored database');
 is($node->safe_psql('dst', "SELECT error FROM extension_token_validate('$rev_at')"), 'revoked',
@@ -49,6 +57,23 @@ is($node->safe_psql('dst', "SELECT count(*) FROM extension_token_refresh('$kept_
 	'the kept refresh token can be exchanged after the restore');
 ($ret, $out, $err) = $node->psql('src', "SELECT extension_token_refresh('$kept_rt')");
 is($ret, 0, 'the source database is independent: the token is still fresh there');
+
+# The refresh token exchanged before the dump, presented in the restored
+# database: reuse, known from the restored extension_tokens row.
+is($node->safe_psql('dst', "SELECT coalesce(error, 'valid') FROM extension_token_validate('$rot_at1')"), 'valid',
+	'the access token of the refreshed session validates after the restore');
+($ret, $out, $err) = $node->psql('dst',
+	"\\set VERBOSITY verbose\nSET extension_tokens.refresh_retry_window = 0;\n"
+	  . "SELECT access_token FROM extension_token_refresh('$rot_rt0')");
+like($err, qr/PT401.*\n.*refresh_token_already_used/,
+	'the refresh token exchanged before the dump is reuse in the restored database (PT401 refresh_token_already_used)');
+ok( $node->poll_query_until('dst',
+		"SELECT status || ',' || revoked_reason FROM extension_token_list('auth0|dump-user')", 'revoked,refresh_token_reuse'),
+	'the reuse revoked the restored session');
+is($node->safe_psql('dst', "SELECT error FROM extension_token_validate('$rot_at1')"), 'revoked',
+	'its access token is revoked in the restored database');
+is($node->safe_psql('src', "SELECT coalesce(error, 'valid') FROM extension_token_validate('$rot_at1')"), 'valid',
+	'and still valid in the source database');
 is($node->safe_psql('dst', q{SELECT count(*) FROM pg_class c
   WHERE c.relname IN ('extension_tokens', 'extension_token_sessions', 'extension_token_users')
     AND c.relrowsecurity AND c.relacl IS NOT DISTINCT FROM (SELECT relacl FROM pg_class WHERE oid = c.oid)}),

@@ -1,0 +1,342 @@
+/* extension_tokens--1.1--1.2.sql: storage 1.2 (one row is the truth for a
+ * session), text user ids, the refresh retry window, revoke by session.
+ * A fresh 1.2 install runs 1.0, 1.0--1.1 and then this script, so both
+ * roads lead to the same objects. */
+
+-- complain if script is sourced in psql, rather than via ALTER EXTENSION
+\echo Use "ALTER EXTENSION extension_tokens UPDATE TO '1.2'" to load this file. \quit
+
+-------------------------------------------------------------------------------
+-- What depends on the columns and signatures that change goes first; each is
+-- created again below.
+-------------------------------------------------------------------------------
+
+DROP FUNCTION extension_token_sessions_expiring(interval);
+DROP VIEW extension_token_sessions_admin;
+DROP FUNCTION extension_token_issue(uuid, text, interval, jsonb);
+DROP FUNCTION revoke_user_extension_tokens(uuid);
+DROP FUNCTION extension_token_list(uuid);
+DROP FUNCTION extension_tokens_grant_api_roles(text, text, text);
+
+-------------------------------------------------------------------------------
+-- Sessions: one row is the truth.  The row holds the SHA-256 of the current
+-- access token and of the current refresh token, the session's fixed end,
+-- revocation, and the retry window's sealed successor.  Validation reads this
+-- row (by the session_id the token's signature vouches for) and compares the
+-- token's hash with access_hash; refresh exchanges refresh_hash for a new one
+-- in one UPDATE of this row; revocation is one UPDATE of this row.  Nothing
+-- else can disagree with it.
+-------------------------------------------------------------------------------
+
+ALTER TABLE extension_token_sessions
+    ALTER COLUMN user_id TYPE text USING user_id::text,
+    ADD COLUMN access_hash bytea,
+    ADD COLUMN refresh_hash bytea,
+    ADD COLUMN ends_at timestamptz,
+    ADD COLUMN idle_timeout interval,
+    ADD COLUMN retry_hash bytea,
+    ADD COLUMN retry_until timestamptz,
+    ADD COLUMN retry_box bytea,
+    ADD COLUMN kind text NOT NULL DEFAULT 'access',
+    ADD COLUMN scopes text[],
+    ADD COLUMN user_agent text,
+    ADD COLUMN ip inet,
+    ADD COLUMN use_count bigint NOT NULL DEFAULT 0;
+
+-- Every 1.1 session keeps its current pair: the newest access token (an
+-- unrevoked one first) and the refresh token not yet exchanged.
+UPDATE extension_token_sessions s
+   SET access_hash = t.token_hash
+  FROM (SELECT DISTINCT ON (session_id) session_id, token_hash
+          FROM extension_tokens
+         WHERE token_type OPERATOR(pg_catalog.=) 'access'
+         ORDER BY session_id, (revoked_at IS NULL) DESC, created_at DESC) t
+ WHERE t.session_id OPERATOR(pg_catalog.=) s.session_id;
+UPDATE extension_token_sessions s
+   SET refresh_hash = t.token_hash
+  FROM (SELECT DISTINCT ON (session_id) session_id, token_hash
+          FROM extension_tokens
+         WHERE token_type OPERATOR(pg_catalog.=) 'refresh' AND used_at IS NULL
+         ORDER BY session_id, (revoked_at IS NULL) DESC, created_at DESC) t
+ WHERE t.session_id OPERATOR(pg_catalog.=) s.session_id;
+-- A session without such a token (its rows deleted by hand) gets a hash that
+-- no token has: it stays listed and can be revoked, and nothing validates.
+UPDATE extension_token_sessions
+   SET access_hash = pg_catalog.sha256(pg_catalog.convert_to(
+           'no access token ' OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::text, 'UTF8'))
+ WHERE access_hash IS NULL;
+UPDATE extension_token_sessions
+   SET refresh_hash = pg_catalog.sha256(pg_catalog.convert_to(
+           'no refresh token ' OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::text, 'UTF8'))
+ WHERE refresh_hash IS NULL;
+-- The limits in force now become each session's own: a setting changed later
+-- applies to sessions issued later, and never brings an ended one back.
+UPDATE extension_token_sessions
+   SET ends_at = CASE WHEN l.max_lifetime OPERATOR(pg_catalog.>) interval '0'
+                      THEN created_at OPERATOR(pg_catalog.+) l.max_lifetime
+                      ELSE 'infinity' END,
+       idle_timeout = CASE WHEN l.idle OPERATOR(pg_catalog.>) interval '0' THEN l.idle END
+  FROM (SELECT COALESCE(pg_catalog.current_setting('extension_tokens.session_max_lifetime', true), '0')::pg_catalog.interval AS max_lifetime,
+               COALESCE(pg_catalog.current_setting('extension_tokens.session_inactivity_timeout', true), '0')::pg_catalog.interval AS idle) l;
+
+ALTER TABLE extension_token_sessions
+    ALTER COLUMN access_hash SET NOT NULL,
+    ALTER COLUMN refresh_hash SET NOT NULL,
+    ALTER COLUMN ends_at SET NOT NULL,
+    ADD CONSTRAINT extension_token_sessions_hashes_check
+        CHECK (pg_catalog.length(access_hash) OPERATOR(pg_catalog.=) 32
+               AND pg_catalog.length(refresh_hash) OPERATOR(pg_catalog.=) 32),
+    ADD CONSTRAINT extension_token_sessions_kind_check
+        CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['access', 'api_key']));
+CREATE UNIQUE INDEX extension_token_sessions_refresh_idx
+    ON extension_token_sessions (refresh_hash);
+COMMENT ON TABLE extension_token_sessions IS
+'One row per session, the truth about it: the hashes of its current access and refresh tokens, its end, revocation, and the retry window''s sealed successor (openable only with the refresh token it replaced)';
+COMMENT ON COLUMN extension_token_sessions.access_hash IS 'SHA-256 of the current access token';
+COMMENT ON COLUMN extension_token_sessions.refresh_hash IS 'SHA-256 of the current refresh token';
+COMMENT ON COLUMN extension_token_sessions.ends_at IS
+'The latest moment the session may live (created_at + session_max_lifetime as it was at issue; infinity for none)';
+COMMENT ON COLUMN extension_token_sessions.idle_timeout IS
+'session_inactivity_timeout as it was at issue (NULL: none)';
+COMMENT ON COLUMN extension_token_sessions.retry_hash IS
+'SHA-256 of the refresh token exchanged last; presenting it again before retry_until returns the same successor pair';
+COMMENT ON COLUMN extension_token_sessions.retry_box IS
+'The successor pair, sealed (AES-256-GCM) under a key derived from the refresh token it replaced: useless without that token';
+
+-- Exchanged refresh tokens: kept until their session is deleted, so that a
+-- replay is recognised as reuse.  The other token rows of 1.1 (access tokens,
+-- current refresh tokens) are now in the session row.
+DELETE FROM extension_tokens
+ WHERE token_type OPERATOR(pg_catalog.<>) 'refresh' OR used_at IS NULL;
+ALTER TABLE extension_tokens
+    DROP CONSTRAINT extension_tokens_session_id_fkey,
+    DROP COLUMN token_type,
+    DROP COLUMN user_id,
+    DROP COLUMN name,
+    DROP COLUMN created_at,
+    DROP COLUMN expires_at,
+    DROP COLUMN last_used_at,
+    DROP COLUMN revoked_at,
+    DROP COLUMN revoked_reason,
+    ALTER COLUMN used_at SET NOT NULL;
+COMMENT ON TABLE extension_tokens IS
+'One row per exchanged refresh token, keyed by its SHA-256 (never the token), until its session is deleted: presenting one again is reuse and revokes the session; replaced_by links it to its successor';
+
+ALTER TABLE extension_token_users
+    ALTER COLUMN user_id TYPE text USING user_id::text;
+
+-------------------------------------------------------------------------------
+-- Types: text user ids, and what 1.2 adds.
+-------------------------------------------------------------------------------
+
+ALTER TYPE extension_token_validation
+    ALTER ATTRIBUTE user_id TYPE text;
+ALTER TYPE extension_token_session
+    ALTER ATTRIBUTE user_id TYPE text,
+    ADD ATTRIBUTE user_agent text,
+    ADD ATTRIBUTE ip inet,
+    ADD ATTRIBUTE scopes text[],
+    ADD ATTRIBUTE use_count bigint,
+    ADD ATTRIBUTE kind text;
+ALTER TYPE extension_token_pair
+    ADD ATTRIBUTE scopes text[],
+    ADD ATTRIBUTE revoked_sessions integer;
+
+-------------------------------------------------------------------------------
+-- The one rule for a session's end.  Validate, refresh, list, stats and the
+-- admin view all decide with this function (validate and refresh call the
+-- same C code directly).
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION extension_token_session_state(p_revoked_at timestamptz,
+                                              p_refresh_expires_at timestamptz,
+                                              p_ends_at timestamptz,
+                                              p_idle_timeout interval,
+                                              p_last_active timestamptz,
+                                              p_at timestamptz)
+RETURNS text
+AS 'MODULE_PATHNAME', 'extension_token_session_state'
+LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION extension_token_session_state(timestamptz, timestamptz, timestamptz, interval, timestamptz, timestamptz) IS
+'The rule for a session''s end: ''revoked'', ''expired'' (at or past its refresh expiry or its end, or idle for its idle_timeout since p_last_active) or ''active'' at p_at';
+
+-------------------------------------------------------------------------------
+-- Functions whose user id is now text, and revocation by session.
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION extension_token_issue(
+    p_user_id   text        DEFAULT NULL,
+    p_name      text        DEFAULT NULL,
+    p_lifetime  interval    DEFAULT NULL,
+    p_claims    jsonb       DEFAULT NULL)
+RETURNS extension_token_pair
+AS 'MODULE_PATHNAME', 'extension_token_issue'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_issue(text, text, interval, jsonb) IS
+'Creates a session for p_user_id (NULL: the PostgREST request user) and returns its access and refresh tokens; enforces max_sessions_per_user (revoked_sessions says how many older sessions it ended) and issue_rate_limit';
+
+CREATE FUNCTION revoke_user_extension_tokens(p_user_id text DEFAULT NULL,
+                                             p_except_session_id uuid DEFAULT NULL)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'revoke_user_extension_tokens'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION revoke_user_extension_tokens(text, uuid) IS
+'Revokes every active session of p_user_id (NULL: the PostgREST request user) but p_except_session_id; returns how many';
+
+CREATE FUNCTION extension_token_revoke_session(p_session_id uuid)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'extension_token_revoke_session'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_revoke_session(uuid) IS
+'Revokes one session by its id (the caller must be allowed to act for its user); false for an unknown or already revoked session';
+
+CREATE FUNCTION extension_token_list(p_user_id text DEFAULT NULL)
+RETURNS SETOF extension_token_session
+AS 'MODULE_PATHNAME', 'extension_token_list'
+LANGUAGE C STABLE PARALLEL UNSAFE ROWS 10;
+COMMENT ON FUNCTION extension_token_list(text) IS
+'The sessions of p_user_id (NULL: the PostgREST request user), newest first; never a token or a hash';
+
+COMMENT ON FUNCTION extension_token_refresh(text, text) IS
+'Exchanges a refresh token for a new pair in the same session; the old pair stops working; presenting the exchanged refresh token again within extension_tokens.refresh_retry_window returns the same new pair, and after it revokes the session (PT401)';
+COMMENT ON FUNCTION extension_token_revoke(text) IS
+'Revokes the session of an access or refresh token; true if something was revoked, false for an unknown, malformed or already revoked token (RFC 7009).  Executable by everyone: the token is the credential';
+
+-------------------------------------------------------------------------------
+-- Across users, for psql
+-------------------------------------------------------------------------------
+
+CREATE VIEW extension_token_sessions_admin AS
+SELECT s.session_id, s.user_id, s.name, s.kind,
+       extension_token_session_state(s.revoked_at, s.refresh_expires_at, s.ends_at, s.idle_timeout,
+                                     COALESCE(s.last_used_at, s.created_at), pg_catalog.now()) AS status,
+       s.created_at, s.last_used_at, s.expires_at, s.refresh_expires_at, s.ends_at, s.idle_timeout,
+       s.revoked_at, s.revoked_reason, s.refresh_count, s.last_refresh_at,
+       s.last_refresh_error, s.last_refresh_error_at,
+       (s.last_refresh_error_at IS NOT NULL
+        AND (s.last_refresh_at IS NULL
+             OR s.last_refresh_error_at OPERATOR(pg_catalog.>) s.last_refresh_at)) AS last_refresh_failed,
+       s.scopes, s.user_agent, s.ip, s.use_count
+  FROM extension_token_sessions s;
+COMMENT ON VIEW extension_token_sessions_admin IS
+'Every session of every user with its status and refresh history (no token, no hash); superusers and the extension owner only';
+
+CREATE FUNCTION extension_token_sessions_expiring(p_within interval DEFAULT '7 days')
+RETURNS SETOF extension_token_sessions_admin
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT *
+      FROM extension_token_sessions_admin a
+     WHERE a.status OPERATOR(pg_catalog.=) 'active'
+       AND a.refresh_expires_at OPERATOR(pg_catalog.<) (pg_catalog.now() OPERATOR(pg_catalog.+) p_within)
+     ORDER BY a.refresh_expires_at;
+END;
+COMMENT ON FUNCTION extension_token_sessions_expiring(interval) IS
+'Active sessions whose refresh token runs out within p_within, soonest first';
+
+-------------------------------------------------------------------------------
+-- Grants for the API roles of PostgREST / Supabase, idempotent (as in 1.1,
+-- with revoke_session for signed-in users and revoke for everyone).
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION extension_tokens_grant_api_roles(p_anon text DEFAULT 'anon',
+                                                 p_authenticated text DEFAULT 'authenticated',
+                                                 p_service_role text DEFAULT 'service_role')
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $grant$
+DECLARE
+    ext oid;
+    owner oid;
+    f record;
+    r text;
+BEGIN
+    SELECT e.oid, e.extowner INTO ext, owner FROM pg_catalog.pg_extension e
+     WHERE e.extname OPERATOR(pg_catalog.=) 'extension_tokens';
+    IF NOT pg_catalog.pg_has_role(CURRENT_USER, owner, 'USAGE') THEN
+        RAISE EXCEPTION 'permission denied to grant the extension''s functions'
+            USING ERRCODE = '42501',
+                  HINT = 'Run it as the extension''s owner or a superuser.';
+    END IF;
+    FOREACH r IN ARRAY ARRAY[p_anon, p_authenticated, p_service_role] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) r) THEN
+            RAISE EXCEPTION 'role "%" does not exist', r USING ERRCODE = '42704';
+        END IF;
+    END LOOP;
+    FOR f IN
+        SELECT pg_catalog.format('%I.%I(%s)', n.nspname, p.proname,
+                                 pg_catalog.pg_get_function_identity_arguments(p.oid)) AS fn,
+               p.proname::text AS name
+          FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) d.objid
+          JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace
+         WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+           AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND d.refobjid OPERATOR(pg_catalog.=) ext
+           AND d.deptype OPERATOR(pg_catalog.=) 'e'
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %I, %I, %I', f.fn,
+                                  p_anon, p_authenticated, p_service_role);
+        IF f.name OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_validate', 'extension_token_refresh',
+                                                   'extension_token_revoke', 'extension_token_pre_request']) THEN
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I, %I, %I', f.fn,
+                                      p_anon, p_authenticated, p_service_role);
+        ELSIF f.name OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_issue', 'extension_token_list',
+                                                      'extension_token_revoke_session',
+                                                      'revoke_user_extension_tokens']) THEN
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', f.fn,
+                                      p_authenticated, p_service_role);
+        END IF;
+    END LOOP;
+END
+$grant$;
+COMMENT ON FUNCTION extension_tokens_grant_api_roles(text, text, text) IS
+'Grants the extension''s functions to PostgREST/Supabase roles, taking back anything else they had on them: validate, refresh, revoke and pre_request to all three; issue, list, revoke_session and revoke_user to the signed-in and the service role.  Idempotent.  Name the service role in extension_tokens.admin_roles too';
+
+-------------------------------------------------------------------------------
+-- Privileges.  PostgreSQL grants EXECUTE on new functions to PUBLIC, and
+-- default privileges may have granted them to roles directly (Supabase):
+-- take all of that back, then grant what is meant.
+-------------------------------------------------------------------------------
+
+REVOKE ALL ON FUNCTION extension_token_issue(text, text, interval, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION revoke_user_extension_tokens(text, uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_revoke_session(uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_list(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_sessions_expiring(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_tokens_grant_api_roles(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_session_state(timestamptz, timestamptz, timestamptz, interval, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON extension_token_sessions_admin FROM PUBLIC;
+DO $revoke$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT pg_catalog.format('FUNCTION %s', p.oid::pg_catalog.regprocedure) AS obj, a.grantee
+          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+         WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
+                   'extension_token_issue(text, text, interval, jsonb)'::pg_catalog.regprocedure,
+                   'revoke_user_extension_tokens(text, uuid)'::pg_catalog.regprocedure,
+                   'extension_token_revoke_session(uuid)'::pg_catalog.regprocedure,
+                   'extension_token_list(text)'::pg_catalog.regprocedure,
+                   'extension_token_sessions_expiring(interval)'::pg_catalog.regprocedure,
+                   'extension_tokens_grant_api_roles(text, text, text)'::pg_catalog.regprocedure,
+                   'extension_token_session_state(timestamptz, timestamptz, timestamptz, interval, timestamptz, timestamptz)'::pg_catalog.regprocedure])
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+        UNION
+        SELECT DISTINCT pg_catalog.format('TABLE %s', c.oid::pg_catalog.regclass), a.grantee
+          FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
+         WHERE c.oid OPERATOR(pg_catalog.=) 'extension_token_sessions_admin'::pg_catalog.regclass
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', r.obj,
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke$;
+-- The token is the credential (RFC 7009): an add-in signs itself out with
+-- the anon key.
+GRANT EXECUTE ON FUNCTION extension_token_revoke(text) TO PUBLIC;

@@ -1,0 +1,36 @@
+/*-------------------------------------------------------------------------
+ *
+ * revoker.h
+ *	  Revocations that must outlive the error of the call that decided
+ *	  them: a shared-memory queue and a static background worker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EXTENSION_TOKENS_REVOKER_H
+#define EXTENSION_TOKENS_REVOKER_H
+
+#include "utils/uuid.h"
+
+extern void RevokerInit(void);
+
+/* Whether the queue exists (the library was preloaded). */
+extern bool RevokerAvailable(void);
+
+/*
+ * Whether a revocation of this database's session is queued and not yet
+ * committed: every path that accepts a token treats such a session as
+ * revoked.
+ */
+extern bool RevokerPending(const pg_uuid_t *session_id);
+
+/*
+ * Queues the revocation of `session_id` (reason, e.g. "refresh_token_reuse")
+ * and/or the record of a refused refresh (refresh_error, may be NULL), to be
+ * committed by the worker, and waits for the commit when `wait`.  From the
+ * moment this returns, RevokerPending() says so until the revocation is
+ * committed.  Raises an error when a revocation cannot be queued.
+ */
+extern void RevokerSubmit(const pg_uuid_t *session_id, bool revoke,
+						  const char *reason, const char *refresh_error, bool wait);
+
+#endif							/* EXTENSION_TOKENS_REVOKER_H */
