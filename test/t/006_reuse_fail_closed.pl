@@ -213,12 +213,8 @@ $locker->query_safe(
 ok(!$ok && $out !~ /eyJ|ext_rt_/,
 	'(b) presenting r0 again while the row is locked fails and returns no token (fail closed)')
   or diag "out: $out\nerr: $err";
-TODO:
-{
-	local $TODO = 'the call waits for the worker\'s commit and gets the database\'s statement_timeout (57014) instead of PT401';
-	like($err, $pt401_reuse,
-		'(b) presenting r0 again while the row is locked fails with PT401 refresh_token_already_used');
-}
+like($err, $pt401_reuse,
+	'(b) presenting r0 again while the row is locked fails with PT401 refresh_token_already_used');
 note "reuse while the row is locked: $err";
 
 is(validate_error($s_at1, 'strict'), 'revoked',
@@ -227,17 +223,9 @@ is(validate_error($s_at1, 'strict'), 'revoked',
 ok(!$ok && $out !~ /eyJ|ext_rt_/,
 	'(b) while the lock is held, the successor refresh token r1 is refused (no token returned)')
   or diag "out: $out\nerr: $err";
-TODO:
-{
-	local $TODO = 'the refusal waits for the worker\'s record of it and gets the statement_timeout (57014) instead of PT401';
-	like($err, $pt401_revoked, '(b) while the lock is held, r1 is refused with PT401 session_revoked');
-}
-TODO:
-{
-	local $TODO = 'list decides from the table alone: a pending revocation shows as active until the worker commits';
-	like(list_state($ub, $s_sid, 'strict'), qr/^revoked,/,
-		'(b) while the lock is held, extension_token_list says revoked, as validate does (one rule for a session\'s end)');
-}
+like($err, $pt401_revoked, '(b) while the lock is held, r1 is refused with PT401 session_revoked');
+like(list_state($ub, $s_sid, 'strict'), qr/^revoked,/,
+	'(b) while the lock is held, extension_token_list says revoked, as validate does (one rule for a session\'s end)');
 
 # The worker waits for the lock, whatever the database's timeouts say.
 ok( $node->poll_query_until('postgres',
