@@ -31,6 +31,8 @@ DROP FUNCTION extension_tokens_grant_api_roles(text, text, text);
 ALTER TABLE extension_token_sessions
     ALTER COLUMN user_id TYPE text USING user_id::text,
     ADD COLUMN access_hash bytea,
+    ADD COLUMN access_jti uuid,
+    ADD COLUMN key_id text,
     ADD COLUMN refresh_hash bytea,
     ADD COLUMN ends_at timestamptz,
     ADD COLUMN idle_timeout interval,
@@ -93,6 +95,10 @@ CREATE UNIQUE INDEX extension_token_sessions_refresh_idx
 COMMENT ON TABLE extension_token_sessions IS
 'One row per session, the truth about it: the hashes of its current access and refresh tokens, its end, revocation, and the retry window''s sealed successor (openable only with the refresh token it replaced)';
 COMMENT ON COLUMN extension_token_sessions.access_hash IS 'SHA-256 of the current access token';
+COMMENT ON COLUMN extension_token_sessions.access_jti IS
+'jti of the current access token (NULL for a pair made before 1.2): what extension_token_pre_request checks PostgREST''s verified claims against';
+COMMENT ON COLUMN extension_token_sessions.key_id IS
+'Key id (kid) of the key that signed the current access token (NULL before 1.2)';
 COMMENT ON COLUMN extension_token_sessions.refresh_hash IS 'SHA-256 of the current refresh token';
 COMMENT ON COLUMN extension_token_sessions.ends_at IS
 'The latest moment the session may live (created_at + session_max_lifetime as it was at issue; infinity for none)';
@@ -202,6 +208,14 @@ COMMENT ON FUNCTION extension_token_refresh(text, text) IS
 COMMENT ON FUNCTION extension_token_revoke(text) IS
 'Revokes the session of an access or refresh token; true if something was revoked, false for an unknown, malformed or already revoked token (RFC 7009).  Executable by everyone: the token is the credential';
 
+CREATE FUNCTION extension_tokens_signing_keys(OUT key_id text, OUT status text,
+                                              OUT live_sessions bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'extension_tokens_signing_keys'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_tokens_signing_keys() IS
+'For administrators: the key ids (never the secrets) of the current and previous signing secret, and how many live sessions'' unexpired access tokens each signed (retired: any other key; NULL key_id: pairs made before 1.2).  A rotation is complete when the previous key signs none';
+
 -------------------------------------------------------------------------------
 -- Across users, for psql
 -------------------------------------------------------------------------------
@@ -307,6 +321,7 @@ REVOKE ALL ON FUNCTION extension_token_list(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_sessions_expiring(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_tokens_grant_api_roles(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_session_state(timestamptz, timestamptz, timestamptz, interval, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_tokens_signing_keys() FROM PUBLIC;
 REVOKE ALL ON extension_token_sessions_admin FROM PUBLIC;
 DO $revoke$
 DECLARE
@@ -322,7 +337,8 @@ BEGIN
                    'extension_token_list(text)'::pg_catalog.regprocedure,
                    'extension_token_sessions_expiring(interval)'::pg_catalog.regprocedure,
                    'extension_tokens_grant_api_roles(text, text, text)'::pg_catalog.regprocedure,
-                   'extension_token_session_state(timestamptz, timestamptz, timestamptz, interval, timestamptz, timestamptz)'::pg_catalog.regprocedure])
+                   'extension_token_session_state(timestamptz, timestamptz, timestamptz, interval, timestamptz, timestamptz)'::pg_catalog.regprocedure,
+                   'extension_tokens_signing_keys()'::pg_catalog.regprocedure])
            AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
            AND a.grantee OPERATOR(pg_catalog.<>) 0
         UNION

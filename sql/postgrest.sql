@@ -48,12 +48,18 @@ RESET extension_tokens.postgrest_role;
 SELECT (extension_token_validate(access_token)).claims ? 'role' AS role_claim_without_setting
   FROM extension_token_issue('b0000000-0000-4000-8000-000000000002', 'plain');
 
--- db-pre-request, as PostgREST calls it: the request's role, claims and
--- headers set for the transaction.
-CREATE FUNCTION regress_request(p_role text, p_headers text) RETURNS text LANGUAGE plpgsql AS $$
+-- db-pre-request, as PostgREST calls it: the request's role, verified claims
+-- (request.jwt.claims: PostgREST sets them only from a token whose signature
+-- and expiry it checked) and headers set for the transaction.  The decision
+-- is made on the claims alone, never on request.headers.
+CREATE FUNCTION regress_request(p_role text, p_claims text, p_headers text DEFAULT '{}') RETURNS text
+LANGUAGE plpgsql AS $$
 DECLARE st text; det text;
 BEGIN
   PERFORM set_config('request.headers', p_headers, true);
+  IF p_claims IS NOT NULL THEN
+    PERFORM set_config('request.jwt.claims', p_claims, true);
+  END IF;
   EXECUTE format('SET LOCAL ROLE %I', p_role);
   PERFORM extension_token_pre_request();
   RESET ROLE;
@@ -62,23 +68,88 @@ EXCEPTION WHEN OTHERS THEN
   GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL;
   RETURN st || ': ' || det;
 END $$;
-SELECT regress_request('regress_et_authenticated', json_build_object('authorization', 'Bearer ' || :'native')::text) AS live_token;
-SELECT regress_request('regress_et_authenticated', json_build_object('authorization', 'bearer ' || :'native')::text) AS lower_case_scheme;
+-- the claims of a token, as PostgREST hands them on
+CREATE FUNCTION regress_claims_of(tok text) RETURNS text LANGUAGE sql IMMUTABLE
+AS $$ SELECT convert_from(regress_b64url_decode(split_part(tok, '.', 2)), 'UTF8') $$;
+SELECT access_token AS native2, refresh_token AS native2_refresh
+  FROM extension_token_issue('b0000000-0000-4000-8000-000000000002', 'native 2') \gset
+SELECT regress_request('regress_et_authenticated', regress_claims_of(:'native')) AS live_token;
 SELECT extension_token_revoke(:'native') AS revoked;
-SELECT regress_request('regress_et_authenticated', json_build_object('authorization', 'Bearer ' || :'native')::text) AS after_revoke;
--- however the header spells it (PostgREST takes tabs, any case, extra blanks)
-SELECT n AS spelling, regress_request('regress_et_authenticated', json_build_object('authorization', h)::text) AS outcome
-  FROM unnest(ARRAY['BEARER ' || :'native', E'Bearer\t' || :'native', E'bearer\t\t' || :'native',
-                    '  Bearer   ' || :'native' || '  ', 'Bearer ' || :'native' || E'\r\n']) WITH ORDINALITY AS u(h, n);
--- someone else's JWT (a Supabase user token), no header, another scheme:
--- not ours, left to PostgREST
-SELECT regress_request('regress_et_authenticated', json_build_object('authorization', 'Bearer ' ||
-         regress_sign('{"alg":"HS256","typ":"JWT"}', '{"iss":"supabase","sub":"b0000000-0000-4000-8000-000000000003","role":"authenticated","exp":99999999999}'))::text) AS foreign_jwt;
-SELECT regress_request('regress_et_anon', '{}') AS no_header,
-       regress_request('regress_et_anon', '{"authorization": "Basic dXNlcjpwYXNz"}') AS basic,
-       regress_request('regress_et_anon', 'not json') AS bad_headers;
--- claiming to be ours without being ours: refused
-SELECT regress_request('regress_et_anon', json_build_object('authorization', 'Bearer ' ||
-         regress_sign('{"alg":"HS256"}', regress_claims(), 'sha256', 'not-our-secret-0123456789abcdef012345'))::text) AS forged;
-SELECT regress_request('regress_et_anon', json_build_object('authorization', 'Bearer ' ||
-         regress_sign('{"alg":"HS256"}', regress_claims()))::text) AS never_issued;
+SELECT regress_request('regress_et_authenticated', regress_claims_of(:'native')) AS after_revoke;
+-- whatever the headers say (a duplicate Authorization header: PostgREST
+-- keeps the last in request.headers and authenticates with the first;
+-- garbage; a NUL byte; another token of ours that is live): the verified
+-- claims decide
+SELECT n AS headers, regress_request('regress_et_authenticated', regress_claims_of(:'native'), h) AS outcome
+  FROM unnest(ARRAY[json_build_object('authorization', 'Bearer ' || :'native2')::text,
+                    json_build_object('authorization', 'Basic dXNlcjpwYXNz')::text,
+                    '{"authorization": "Bearer x", "x-evil": "\u0000"}', 'not json', '{}']) WITH ORDINALITY AS u(h, n);
+-- a rotated-out token (its session refreshed since) is refused; the
+-- session's current one passes
+SELECT access_token AS native3 FROM extension_token_refresh(:'native2_refresh') \gset
+SELECT regress_request('regress_et_authenticated', regress_claims_of(:'native2')) AS rotated_out,
+       regress_request('regress_et_authenticated', regress_claims_of(:'native3')) AS current;
+-- recognised whatever settings changed since it was minted: the issuer and
+-- audience in its claims are not what decides
+SELECT extension_token_revoke(:'native3') AS revoked;
+SELECT regress_request('regress_et_authenticated',
+         (regress_claims_of(:'native3')::jsonb || '{"iss": "an-old-issuer", "aud": "an-old-audience"}')::text) AS old_issuer;
+-- someone else's JWT (a Supabase user token, which carries a session_id of
+-- its own but no type "access"), and no claims at all: left to PostgREST
+SELECT regress_request('regress_et_authenticated', '{"iss":"supabase","sub":"b0000000-0000-4000-8000-000000000003","role":"authenticated","session_id":"b0000000-0000-4000-8000-0000000000ff","exp":99999999999}') AS foreign_jwt;
+SELECT regress_request('regress_et_anon', NULL) AS no_claims,
+       regress_request('regress_et_anon', '{"role": "regress_et_anon"}') AS anon_claims;
+-- claims that look like ours but cannot be checked, or that name a session
+-- that never issued this token (a forgery PostgREST would only accept if the
+-- secret leaked): refused
+SELECT n AS claims, regress_request('regress_et_anon', c) AS outcome
+  FROM unnest(ARRAY['not json', '[1]', '{"type": "access", "session_id": "not-a-uuid"}',
+                    '{"type": "access", "session_id": "b0000000-0000-4000-8000-0000000000ee"}',
+                    regress_claims(), regress_claims('{"sub": 42}'),
+                    (regress_claims_of(:'native3')::jsonb || '{"jti": "b0000000-0000-4000-8000-0000000000dd"}')::text,
+                    '{"type": "access", "type": "access"}']) WITH ORDINALITY AS u(c, n);
+
+-- A token of ours as PostgREST's bearer cannot issue sessions (a stolen
+-- add-in token must not mint pairs that outlive its revocation) unless it
+-- carries the scope tokens:manage; the identity provider's token can.
+SELECT access_token AS native4 FROM extension_token_issue('b0000000-0000-4000-8000-000000000004', 'native 4') \gset
+BEGIN;
+SET LOCAL ROLE regress_et_authenticated;
+SELECT set_config('request.jwt.claims', regress_claims_of(:'native4'), true) IS NOT NULL AS claims;
+SELECT regress_try($$SELECT extension_token_issue()$$) AS native_issue;
+SELECT set_config('request.jwt.claims', (regress_claims_of(:'native4')::jsonb || '{"scope": "tokens:manage"}')::text, true) IS NOT NULL AS claims;
+SELECT token_type FROM extension_token_issue() AS manage_scope_issue;
+SELECT set_config('request.jwt.claims', '{"sub": "b0000000-0000-4000-8000-000000000004", "role": "authenticated"}', true) IS NOT NULL AS claims;
+SELECT token_type FROM extension_token_issue() AS provider_issue;
+ROLLBACK;
+
+-- Claims: a signed-in user may set only the claims named in
+-- extension_tokens.user_claims (none by default), and never one that
+-- authorization reads; an administrator may set any but the reserved ones.
+BEGIN;
+SET LOCAL ROLE regress_et_authenticated;
+SELECT set_config('request.jwt.claims', '{"sub": "b0000000-0000-4000-8000-000000000005", "role": "authenticated"}', true) IS NOT NULL AS claims;
+SELECT c AS claim, regress_try(format($$SELECT extension_token_issue(p_claims => %L)$$, c)) AS by_user
+  FROM unnest(ARRAY['{"app_metadata": {"role": "admin"}}', '{"aal": "aal2"}', '{"email": "ceo@example.com"}',
+                    '{"amr": ["mfa"]}', '{"user_metadata": {}}', '{"phone": "1"}', '{"is_anonymous": false}',
+                    '{"plan": "pro"}', '{"scope": "tokens:manage"}']) AS c;
+RESET ROLE;
+SET LOCAL extension_tokens.user_claims = 'plan, device';
+SET LOCAL ROLE regress_et_authenticated;
+SELECT (extension_token_validate(access_token)).claims->>'plan' AS allowed_plan
+  FROM extension_token_issue(p_claims => '{"plan": "pro", "device": "laptop"}');
+SELECT regress_try($$SELECT extension_token_issue(p_claims => '{"plan": "pro", "aal": "aal2"}')$$) AS still_no_aal;
+ROLLBACK;
+SELECT regress_try($$SET extension_tokens.user_claims = 'plan, app_metadata'$$) AS authority_in_allow_list;
+SELECT (extension_token_validate(access_token)).claims->'app_metadata' AS admin_sets_app_metadata
+  FROM extension_token_issue('b0000000-0000-4000-8000-000000000006', p_claims => '{"app_metadata": {"plan": "pro"}}');
+
+-- The signing keys, for administrators: key ids, never the secret, and the
+-- live sessions each signed.
+SELECT status, length(key_id) AS kid_length, live_sessions > 0 AS signs_live_sessions,
+       key_id <> current_setting('extension_tokens.jwt_secret') AS not_the_secret
+  FROM extension_tokens_signing_keys() WHERE status = 'current';
+BEGIN;
+SET LOCAL ROLE regress_et_authenticated;
+SELECT regress_try($$SELECT * FROM extension_tokens_signing_keys()$$) AS user_reads_keys;
+ROLLBACK;

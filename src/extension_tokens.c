@@ -62,6 +62,7 @@ _PG_init(void)
 {
 	ConfigInit();
 	StatsInit();
+	PolicyInit();
 	StorageInit();
 	RevokerInit();
 	LogFilterInit();
@@ -163,6 +164,8 @@ mint_access(NewPair *pair, PairTokens *out)
 	spec.extra_claims_len = pair->claims_json ? strlen(pair->claims_json) : 0;
 	spec.with_kid = true;
 	spec.role = (et_postgrest_role && et_postgrest_role[0]) ? et_postgrest_role : NULL;
+	spec.jti_out = pair->access_jti;
+	spec.kid_out = pair->key_id;
 
 	jwt = token_sign_access(&spec, (const unsigned char *) key, keylen, &why);
 	if (jwt == NULL && why == token_too_long)
@@ -245,7 +248,7 @@ lifetime_seconds(Interval *iv)
 }
 
 static char *
-checked_claims(Jsonb *claims)
+checked_claims(Jsonb *claims, bool admin)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
@@ -268,11 +271,7 @@ checked_claims(Jsonb *claims)
 		{
 			char	   *key = pnstrdup(v.val.string.val, v.val.string.len);
 
-			if (token_is_reserved_claim(key))
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("p_claims may not set the reserved claim \"%s\"", key),
-						 errdetail("iss, sub, aud, exp, nbf, iat, jti, type, session_id and role are written by the extension only.")));
+			PolicyCheckExtraClaim(key, admin);
 			pfree(key);
 		}
 	}
@@ -352,8 +351,10 @@ extension_token_issue(PG_FUNCTION_ARGS)
 		: lifetime_seconds(PG_GETARG_INTERVAL_P(2));
 	if (lifetime > et_refresh_token_lifetime)
 		lifetime = et_refresh_token_lifetime;
-	pair.claims_json = PG_ARGISNULL(3) ? NULL : checked_claims(PG_GETARG_JSONB_P(3));
 	pair.user_id = PolicyResolveUser(text_arg(fcinfo, 0), "issue");
+	PolicyRequireManageScope("issue sessions");
+	pair.claims_json = PG_ARGISNULL(3) ? NULL
+		: checked_claims(PG_GETARG_JSONB_P(3), PolicyCallerIsAdmin());
 
 	now = GetCurrentTimestamp();
 	if (!token_random_uuid(pair.session_id.data))
@@ -650,52 +651,75 @@ extension_token_validate(PG_FUNCTION_ARGS)
  * extension_token_pre_request() RETURNS void, for PostgREST's db-pre-request.
  *
  * PostgREST checks the signature and expiry of a bearer token itself, but
- * knows nothing of revocation.  When the request's bearer token is an access
- * token of ours (its unverified payload names our issuer and type "access"),
- * this validates it fully and refuses the request (PT401, the validation
- * error in DETAIL) unless it is valid, so that a revocation takes effect on
- * the very next request.  Any other token, or none, is left to PostgREST.
+ * knows nothing of revocation.  This decides on what PostgREST verified,
+ * request.jwt.claims, and never on a parse of its own of request.headers:
+ * PostgREST authenticates with the first Authorization header while
+ * request.headers keeps the last, and hostile bytes in any header can make
+ * the header JSON unparseable.  A token of ours is told apart by its shape
+ * (type "access" and a session_id: see token_request_claims()), not by any
+ * setting, so tokens minted before a change of issuer, audience or secret
+ * are still recognised.  For ours, the session's row decides: the claims'
+ * jti must be that of the session's current access token (for a pair made
+ * before 1.2, which has none stored, its exp and iat), the user the row's,
+ * and the session not ended.  Anything else, and claims that cannot be
+ * read, are refused with PT401 and the reason in DETAIL, so that a
+ * revocation takes effect on the very next request.  No claims at all (an
+ * anonymous request, or a call outside PostgREST) is left alone.
  */
 PG_FUNCTION_INFO_V1(extension_token_pre_request);
 Datum
 extension_token_pre_request(PG_FUNCTION_ARGS)
 {
-	const char *headers = GetConfigOption("request.headers", true, false);
-	char	   *auth;
-	const char *token;
-	size_t		len;
+	const char *claims = GetConfigOption("request.jwt.claims", true, false);
+	TimestampTz now = GetCurrentTimestamp();
+	TokenRequestClaims rc;
 	SessionRow	row;
-	TokenAccessClaims *claims;
-	TokenStatus status;
+	TokenStatus status = TOKEN_OK;
+	pg_uuid_t	sid;
 
-	if (headers == NULL || headers[0] == '\0')
+	if (claims == NULL || claims[0] == '\0')
 		PG_RETURN_VOID();
-	auth = palloc(TOKEN_MAX_LENGTH + 64);
-	if (token_json_string_member(headers, "authorization", auth, TOKEN_MAX_LENGTH + 64) != 1)
-		PG_RETURN_VOID();
-
-	/*
-	 * "Bearer", in any case, then any run of blanks (PostgREST takes tabs as
-	 * well as spaces), then the token, blanks after it ignored: whatever
-	 * PostgREST would take as a bearer token, we must look at.
-	 */
-	token = auth;
-	while (*token == ' ' || *token == '\t')
-		token++;
-	if (pg_strncasecmp(token, "bearer", 6) != 0 || (token[6] != ' ' && token[6] != '\t'))
-		PG_RETURN_VOID();
-	token += 6;
-	while (*token == ' ' || *token == '\t')
-		token++;
-	len = strlen(token);
-	while (len > 0 && (token[len - 1] == ' ' || token[len - 1] == '\t' ||
-					   token[len - 1] == '\r' || token[len - 1] == '\n'))
-		len--;
-	if (!token_is_ours(token, len, et_jwt_issuer))
-		PG_RETURN_VOID();
-
-	claims = palloc(sizeof(TokenAccessClaims));
-	status = validate_token(token, len, &row, claims, NULL);
+	switch (token_request_claims(claims, strlen(claims), &rc))
+	{
+		case TOKEN_CLAIMS_FOREIGN:
+			PG_RETURN_VOID();
+		case TOKEN_CLAIMS_UNREADABLE:
+			status = TOKEN_MALFORMED;
+			break;
+		case TOKEN_CLAIMS_OURS:
+			break;
+	}
+	if (status == TOKEN_OK)
+	{
+		memcpy(sid.data, rc.session_id, UUID_LEN);
+		StorageLookupSession(&sid, false, &row);
+		if (!row.found || strcmp(row.user_id, rc.sub) != 0)
+			status = TOKEN_NOT_FOUND;
+		else if (row.has_jti
+				 ? memcmp(rc.jti, row.access_jti, TOKEN_UUID_LENGTH) != 0
+				 : (rc.exp != unix_seconds(row.expires_at) ||
+					rc.iat != unix_seconds(row.last_refresh_at ? row.last_refresh_at
+										   : row.created_at)))
+			status = (row.last_refresh_at != 0 && rc.exp <= unix_seconds(row.expires_at))
+				? TOKEN_REVOKED : TOKEN_NOT_FOUND;
+		else if (rc.exp <= unix_seconds(now) - et_clock_skew)
+			status = TOKEN_EXPIRED;
+		else
+		{
+			switch (row_end(&row, now))
+			{
+				case SESSION_LIVE:
+					break;
+				case SESSION_REVOKED:
+					status = TOKEN_REVOKED;
+					break;
+				default:
+					status = TOKEN_EXPIRED;
+					break;
+			}
+		}
+	}
+	StatsCountValidation(status);
 	if (status != TOKEN_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_ET_UNAUTHORIZED),
@@ -1297,4 +1321,69 @@ extension_token_stats_reset(PG_FUNCTION_ARGS)
 				 errmsg("extension_tokens statistics are not available"),
 				 errhint("Add extension_tokens to shared_preload_libraries and restart the server.")));
 	PG_RETURN_TIMESTAMPTZ(since);
+}
+
+/*
+ * extension_tokens_signing_keys() RETURNS TABLE (key_id text, status text,
+ *		live_sessions bigint), for administrators: the key ids (never the
+ * secrets) of the current and the previous secret, and how many live
+ * sessions' unexpired access tokens each signed; then those signed by any
+ * other key ('retired'; key_id NULL for pairs made before 1.2).  A rotation
+ * is done when the previous key signs no live session.
+ */
+PG_FUNCTION_INFO_V1(extension_tokens_signing_keys);
+Datum
+extension_tokens_signing_keys(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char		kid[2][TOKEN_KID_LENGTH + 1];
+	const char *keys[2];
+	size_t		lens[2] = {0, 0};
+	char	   *kids[64];
+	int64		counts[64];
+	int			n;
+	bool		shown[64] = {false};
+
+	if (!PolicyCallerIsAdmin())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to read the signing keys")));
+	keys[0] = ConfigRequireSecret(&lens[0]);
+	keys[1] = ConfigPreviousSecret(&lens[1]);
+	InitMaterializedSRF(fcinfo, 0);
+	n = StorageKeyCounts(GetCurrentTimestamp(), kids, counts, lengthof(kids));
+	for (int k = 0; k < 2; k++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+		int64		live = 0;
+
+		if (keys[k] == NULL)
+			continue;
+		token_key_id((const unsigned char *) keys[k], lens[k], kid[k]);
+		for (int i = 0; i < n; i++)
+			if (kids[i] && strcmp(kids[i], kid[k]) == 0)
+			{
+				live += counts[i];
+				shown[i] = true;
+			}
+		values[0] = CStringGetTextDatum(kid[k]);
+		values[1] = CStringGetTextDatum(k == 0 ? "current" : "previous");
+		values[2] = Int64GetDatum(live);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[3];
+		bool		nulls[3] = {false, false, false};
+
+		if (shown[i])
+			continue;
+		values[0] = kids[i] ? CStringGetTextDatum(kids[i]) : (Datum) 0;
+		nulls[0] = kids[i] == NULL;
+		values[1] = CStringGetTextDatum("retired");
+		values[2] = Int64GetDatum(counts[i]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -37,6 +37,111 @@
 #include "storage.h"
 #include "token.h"
 
+/*
+ * Claims an end user may put into his own token (extension_tokens.user_claims,
+ * default none).  A settings of policy, kept here with the rule it feeds.
+ */
+static char *et_user_claims = NULL;
+
+/*
+ * Claims that authorization decisions read (Supabase's auth.jwt(), RLS
+ * policies, PostgREST's role): never settable by a caller who is not an
+ * administrator, even when named in user_claims.  The reserved ones
+ * (token_reserved_claims) no caller may set.
+ */
+static const char *const authority_claims[] = {
+	"role", "scope", "aal", "amr", "email", "phone", "app_metadata",
+	"user_metadata", "is_anonymous", "email_verified", "phone_verified",
+	"groups", "permissions", "roles", "org_id", "org_role", NULL
+};
+
+static bool
+is_authority_claim(const char *name)
+{
+	for (int i = 0; authority_claims[i] != NULL; i++)
+		if (strcmp(name, authority_claims[i]) == 0)
+			return true;
+	return false;
+}
+
+static bool
+check_user_claims(char **newval, void **extra, GucSource source)
+{
+	char	   *raw = pstrdup(*newval);
+	List	   *names;
+	ListCell   *lc;
+	bool		ok = true;
+
+	if (!SplitIdentifierString(raw, ',', &names))
+	{
+		GUC_check_errdetail("List syntax is invalid.");
+		ok = false;
+	}
+	else
+		foreach(lc, names)
+		{
+			const char *name = lfirst(lc);
+
+			if (token_is_reserved_claim(name) || is_authority_claim(name))
+			{
+				GUC_check_errdetail("\"%s\" is a claim that authorization decisions read, or one the extension writes.",
+									name);
+				ok = false;
+				break;
+			}
+		}
+	pfree(raw);
+	return ok;
+}
+
+void
+PolicyInit(void)
+{
+	DefineCustomStringVariable("extension_tokens.user_claims",
+							   "Extra claims (comma-separated names) that a caller who is not an administrator may put into his own token.",
+							   "Claims that authorization reads (role, scope, aal, amr, email, phone, app_metadata, user_metadata, is_anonymous, ...) are refused here.",
+							   &et_user_claims,
+							   "",
+							   PGC_SUSET, GUC_LIST_INPUT,
+							   check_user_claims, NULL, NULL);
+}
+
+/*
+ * Whether an extra claim `name` may be set by this caller: never a reserved
+ * one; by an administrator any other; by anyone else only one named in
+ * user_claims (and never one that authorization reads).  Raises 22023.
+ */
+void
+PolicyCheckExtraClaim(const char *name, bool admin)
+{
+	bool		allowed = false;
+
+	if (token_is_reserved_claim(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_claims may not set the reserved claim \"%s\"", name),
+				 errdetail("iss, sub, aud, exp, nbf, iat, jti, type, session_id, role and scope are written by the extension only.")));
+	if (admin)
+		return;
+	if (!is_authority_claim(name) && et_user_claims != NULL && et_user_claims[0] != '\0')
+	{
+		char	   *raw = pstrdup(et_user_claims);
+		List	   *names;
+		ListCell   *lc;
+
+		if (SplitIdentifierString(raw, ',', &names))
+			foreach(lc, names)
+				if (strcmp((const char *) lfirst(lc), name) == 0)
+					allowed = true;
+		pfree(raw);
+	}
+	if (!allowed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_claims may not set the claim \"%s\"", name),
+				 errdetail("A caller who is not an administrator may set only the claims named in extension_tokens.user_claims, and never one that authorization decisions read.")));
+}
+
 static bool
 member_of_admin_roles(Oid roleid)
 {
@@ -88,6 +193,43 @@ role_can_login(Oid roleid)
 	canlogin = ((Form_pg_authid) GETSTRUCT(tup))->rolcanlogin;
 	ReleaseSysCache(tup);
 	return canlogin;
+}
+
+/*
+ * A request that PostgREST authenticated with an access token of ours may
+ * not `action` (issue sessions, create API keys) unless the token carries
+ * the scope tokens:manage: a stolen add-in token must not mint sessions
+ * that outlive its own revocation.  Believed, like request_user(), only for
+ * a role that cannot log in.
+ */
+void
+PolicyRequireManageScope(const char *action)
+{
+	const char *claims = GetConfigOption("request.jwt.claims", true, false);
+	TokenRequestClaims rc;
+
+	if (claims == NULL || claims[0] == '\0' || role_can_login(GetUserId()))
+		return;
+	switch (token_request_claims(claims, strlen(claims), &rc))
+	{
+		case TOKEN_CLAIMS_FOREIGN:
+			return;
+		case TOKEN_CLAIMS_OURS:
+			if (rc.manage_scope)
+				return;
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("an access token of extension_tokens cannot %s", action),
+					 errdetail("The request's token lacks the scope tokens:manage."),
+					 errhint("Sign in on the dashboard with the identity provider's token to %s.", action)));
+			break;
+		case TOKEN_CLAIMS_UNREADABLE:
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to %s tokens", action),
+					 errdetail("The request's claims cannot be read.")));
+			break;
+	}
 }
 
 /*

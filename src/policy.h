@@ -17,7 +17,10 @@
 #define ERRCODE_ET_UNAUTHORIZED	MAKE_SQLSTATE('P','T','4','0','1')
 #define ERRCODE_ET_RATE_LIMITED	MAKE_SQLSTATE('P','T','4','2','9')
 
+extern void PolicyInit(void);
 extern bool PolicyCallerIsAdmin(void);
+extern void PolicyRequireManageScope(const char *action);
+extern void PolicyCheckExtraClaim(const char *name, bool admin);
 extern const char *PolicyResolveUser(const char *p_user_id, const char *action);
 extern bool PolicyUserIdValid(const char *user_id, size_t len);
 extern void PolicyCheckUserId(const char *user_id, size_t len);

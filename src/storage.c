@@ -109,6 +109,7 @@ typedef enum StatementId
 	ST_CLEANUP_SESSIONS,
 	ST_CLEANUP_USERS,
 	ST_COUNTS,
+	ST_KEY_COUNTS,
 	ST_COUNT
 } StatementId;
 
@@ -179,12 +180,13 @@ enum
 {
 	IP_SESSION = 1, IP_USER, IP_NAME, IP_CLAIMS, IP_LIFETIME, IP_NOW,
 	IP_ACCESS_EXPIRES, IP_REFRESH_EXPIRES, IP_ACCESS_HASH, IP_REFRESH_HASH,
-	IP_HOUR_AGO, IP_LIMIT, IP_ENDS_AT, IP_IDLE_TIMEOUT, IP_COUNT = IP_IDLE_TIMEOUT
+	IP_HOUR_AGO, IP_LIMIT, IP_ENDS_AT, IP_IDLE_TIMEOUT, IP_ACCESS_JTI, IP_KEY_ID,
+	IP_COUNT = IP_KEY_ID
 };
 #define ISSUE_TYPES \
 	UUIDOID, TEXTOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID, \
 	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, \
-	TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID, INTERVALOID
+	TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID, INTERVALOID, UUIDOID, TEXTOID
 
 /*
  * Issue: the rate slot (and the user's lock), then the session's row, which
@@ -196,8 +198,9 @@ enum
 	"s AS (INSERT INTO @.extension_token_sessions " \
 	"  (session_id, user_id, name, claims, access_lifetime, created_at, " \
 	"   last_used_at, expires_at, refresh_expires_at, access_hash, refresh_hash, " \
-	"   ends_at, idle_timeout) " \
-	"  SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $13, $14 FROM u WHERE u.ok) " \
+	"   ends_at, idle_timeout, access_jti, key_id) " \
+	"  SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $13, $14, $15, $16 " \
+	"  FROM u WHERE u.ok) " \
 	"SELECT u.ok, u.oldest FROM u"
 
 /* Refresh's parameters, by position. */
@@ -205,12 +208,13 @@ enum
 {
 	RP_SESSION = 1, RP_USER, RP_OLD_HASH, RP_NOW, RP_ACCESS_EXPIRES,
 	RP_REFRESH_EXPIRES, RP_ACCESS_HASH, RP_REFRESH_HASH, RP_HOUR_AGO,
-	RP_LIMIT, RP_RETRY_UNTIL, RP_RETRY_BOX, RP_COUNT = RP_RETRY_BOX
+	RP_LIMIT, RP_RETRY_UNTIL, RP_RETRY_BOX, RP_ACCESS_JTI, RP_KEY_ID,
+	RP_COUNT = RP_KEY_ID
 };
 #define REFRESH_TYPES \
 	UUIDOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID, \
 	TIMESTAMPTZOID, BYTEAOID, BYTEAOID, TIMESTAMPTZOID, \
-	INT4OID, TIMESTAMPTZOID, BYTEAOID
+	INT4OID, TIMESTAMPTZOID, BYTEAOID, UUIDOID, TEXTOID
 
 /*
  * Refresh, after the lookup: the rate slot (the user's lock), then the
@@ -227,7 +231,7 @@ enum
 	"s AS (UPDATE @.extension_token_sessions x SET " \
 	"  refresh_count = x.refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $4, " \
 	"  last_used_at = $4, expires_at = $5, refresh_expires_at = $6, " \
-	"  access_hash = $7, refresh_hash = $8, " \
+	"  access_hash = $7, refresh_hash = $8, access_jti = $13, key_id = $14, " \
 	"  retry_hash = $3, retry_until = $11, retry_box = $12 " \
 	"  FROM u WHERE u.ok AND x.session_id OPERATOR(pg_catalog.=) $1 " \
 	"  AND x.refresh_hash OPERATOR(pg_catalog.=) $3 AND x.revoked_at IS NULL " \
@@ -378,6 +382,13 @@ static const Statement statements[ST_COUNT] = {
 		"FROM @.extension_token_sessions s",
 		1, {TIMESTAMPTZOID}
 	},
+	/* Live sessions whose current access token is unexpired, by signing key. */
+	[ST_KEY_COUNTS] = {
+		"SELECT s.key_id, pg_catalog.count(*) FROM @.extension_token_sessions s "
+		"WHERE " SESSION_STATE("s", "$1") " OPERATOR(pg_catalog.=) 'active' "
+		"AND s.expires_at OPERATOR(pg_catalog.>) $1 GROUP BY s.key_id ORDER BY 1",
+		1, {TIMESTAMPTZOID}
+	},
 };
 
 /* Columns that the direct lookups read, by name (checked at load). */
@@ -386,7 +397,7 @@ typedef enum SessionColumn
 	SC_USER, SC_NAME, SC_ACCESS_HASH, SC_REFRESH_HASH, SC_CREATED, SC_LAST_USED,
 	SC_EXPIRES, SC_REFRESH_EXPIRES, SC_ENDS, SC_IDLE, SC_REVOKED, SC_LAST_REFRESH,
 	SC_ERROR_AT, SC_RETRY_HASH, SC_RETRY_UNTIL, SC_RETRY_BOX, SC_CLAIMS,
-	SC_LIFETIME, SC_SESSION, SC_COUNT
+	SC_LIFETIME, SC_SESSION, SC_ACCESS_JTI, SC_COUNT
 } SessionColumn;
 
 static const char *const session_columns[SC_COUNT] = {
@@ -398,7 +409,8 @@ static const char *const session_columns[SC_COUNT] = {
 	[SC_LAST_REFRESH] = "last_refresh_at", [SC_ERROR_AT] = "last_refresh_error_at",
 	[SC_RETRY_HASH] = "retry_hash", [SC_RETRY_UNTIL] = "retry_until",
 	[SC_RETRY_BOX] = "retry_box", [SC_CLAIMS] = "claims",
-	[SC_LIFETIME] = "access_lifetime", [SC_SESSION] = "session_id"
+	[SC_LIFETIME] = "access_lifetime", [SC_SESSION] = "session_id",
+	[SC_ACCESS_JTI] = "access_jti"
 };
 
 enum
@@ -819,6 +831,10 @@ session_from_slot(TupleTableSlot *slot, bool full, SessionRow *out)
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("session row of extension \"%s\" has no valid token hashes",
 						EXTENSION_NAME)));
+	d = slot_getattr(slot, ext.scol[SC_ACCESS_JTI], &isnull);
+	out->has_jti = !isnull;
+	if (!isnull)
+		memcpy(out->access_jti, DatumGetUUIDP(d)->data, TOKEN_UUID_LENGTH);
 	out->created_at = slot_ts(slot, SC_CREATED);
 	out->last_used_at = slot_ts(slot, SC_LAST_USED);
 	out->expires_at = slot_ts(slot, SC_EXPIRES);
@@ -1103,6 +1119,8 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 		SET(IP_IDLE_TIMEOUT, seconds_interval(pair->idle_timeout));
 	else
 		nulls[IP_IDLE_TIMEOUT - 1] = 'n';
+	SET(IP_ACCESS_JTI, uuid_datum((const pg_uuid_t *) pair->access_jti));
+	SET(IP_KEY_ID, CStringGetTextDatum(pair->key_id));
 #undef SET
 
 	*revoked_sessions = 0;
@@ -1164,6 +1182,8 @@ StorageRefresh(const unsigned char *hash, const NewPair *pair, int rate_limit,
 		SET(RP_RETRY_BOX, bytes_datum(box, box_len));
 	else
 		nulls[RP_RETRY_BOX - 1] = 'n';
+	SET(RP_ACCESS_JTI, uuid_datum((const pg_uuid_t *) pair->access_jti));
+	SET(RP_KEY_ID, CStringGetTextDatum(pair->key_id));
 #undef SET
 
 	storage_enter(&call);
@@ -1265,4 +1285,36 @@ StorageListSessions(const char *user_id, TimestampTz now, ReturnSetInfo *rsinfo)
 		pfree(isnull);
 	}
 	storage_leave(&call);
+}
+
+/*
+ * Live sessions (unexpired current access token) per signing key id: fills
+ * kids[]/counts[] (at most max, kid NULL for pairs made before 1.2, which
+ * recorded none); returns how many.  Strings palloc'd in the caller's
+ * context.
+ */
+int
+StorageKeyCounts(TimestampTz now, char **kids, int64 *counts, int max)
+{
+	StorageCall call;
+	Datum		values[1];
+	MemoryContext caller = CurrentMemoryContext;
+	int			n = 0;
+
+	values[0] = TimestampTzGetDatum(now);
+	storage_enter(&call);
+	storage_exec(ST_KEY_COUNTS, values, NULL, true, 2);
+	for (uint64 i = 0; i < SPI_processed && n < max; i++, n++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		kids[n] = isnull ? NULL : TextDatumGetCString(d);
+		MemoryContextSwitchTo(old);
+		counts[n] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	storage_leave(&call);
+	return n;
 }

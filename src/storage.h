@@ -25,6 +25,8 @@ typedef struct SessionRow
 	char	   *name;
 	unsigned char access_hash[TOKEN_HASH_LENGTH];
 	unsigned char refresh_hash[TOKEN_HASH_LENGTH];
+	bool		has_jti;		/* false for a pair made before 1.2 */
+	unsigned char access_jti[TOKEN_UUID_LENGTH];
 	TimestampTz created_at;
 	TimestampTz last_used_at;	/* 0 when never */
 	TimestampTz expires_at;		/* of the current access token */
@@ -58,6 +60,8 @@ typedef struct NewPair
 	int64		idle_timeout;	/* seconds, 0 for none */
 	unsigned char access_hash[TOKEN_HASH_LENGTH];
 	unsigned char refresh_hash[TOKEN_HASH_LENGTH];
+	unsigned char access_jti[TOKEN_UUID_LENGTH];
+	char		key_id[TOKEN_KID_LENGTH + 1];
 } NewPair;
 
 extern void StorageInit(void);
@@ -81,6 +85,7 @@ typedef struct StoredCounts
 	int64		sessions_expired;
 } StoredCounts;
 extern void StorageCounts(TimestampTz now, StoredCounts *out);
+extern int	StorageKeyCounts(TimestampTz now, char **kids, int64 *counts, int max);
 extern void StorageTouchSession(const pg_uuid_t *session_id, TimestampTz now,
 								TimestampTz older_than);
 extern bool StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,

@@ -57,7 +57,7 @@ const char	token_bad_claims[] = "extra claims are not a JSON object libjwt can c
 
 const char *token_reserved_claims[] = {
 	"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "type", "session_id",
-	"role", NULL
+	"role", "scope", NULL
 };
 
 static const char base62_alphabet[] =
@@ -469,14 +469,19 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 	}
 	if (spec->with_kid)
 	{
-		char		kid[TOKEN_KID_LENGTH + 1];
+		char		buf[TOKEN_KID_LENGTH + 1];
+		const char *kid = signing_key_id(key, keylen, buf);
 
-		if (libjwt.add_header(jwt, "kid", signing_key_id(key, keylen, kid)) != 0)
+		if (libjwt.add_header(jwt, "kid", kid) != 0)
 		{
 			*errmsg = "could not build the token";
 			goto done;
 		}
+		if (spec->kid_out)
+			memcpy(spec->kid_out, kid, TOKEN_KID_LENGTH + 1);
 	}
+	if (spec->jti_out)
+		memcpy(spec->jti_out, jti, TOKEN_UUID_LENGTH);
 	result = libjwt.encode_str(jwt);
 	if (result == NULL)
 		*errmsg = "could not sign the token";
@@ -1288,6 +1293,93 @@ token_refresh_well_formed(const char *token, size_t len)
 	refresh_checksum(token, sum);
 	return memcmp(sum, token + REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH,
 				  REFRESH_TOKEN_CHECKSUM_LENGTH) == 0;
+}
+
+/* ---------------------------------------------------------------------
+ * request.jwt.claims
+ * ---------------------------------------------------------------------
+ */
+
+/* A JSON string member that is a uuid, into `out`. */
+static bool
+json_uuid_member(json_t *obj, const char *key, unsigned char out[TOKEN_UUID_LENGTH])
+{
+	json_t	   *v = json_object_get(obj, key);
+
+	return json_is_string(v) &&
+		token_uuid_parse(json_string_value(v), json_string_length(v), out);
+}
+
+/* Whether a space-separated scope string names `scope` (RFC 9068). */
+static bool
+scope_names(json_t *v, const char *scope)
+{
+	const char *s;
+	size_t		len,
+				n = strlen(scope);
+
+	if (!json_is_string(v))
+		return false;
+	s = json_string_value(v);
+	len = json_string_length(v);
+	for (size_t i = 0; i < len;)
+	{
+		size_t		j = i;
+
+		while (j < len && s[j] != ' ')
+			j++;
+		if (j - i == n && memcmp(s + i, scope, n) == 0)
+			return true;
+		i = j + 1;
+	}
+	return false;
+}
+
+TokenClaimsKind
+token_request_claims(const char *text, size_t len, TokenRequestClaims *out)
+{
+	json_error_t jerr;
+	json_t	   *claims;
+	json_t	   *type,
+			   *sub,
+			   *exp,
+			   *iat;
+	TokenClaimsKind kind = TOKEN_CLAIMS_UNREADABLE;
+
+	memset(out, 0, sizeof(*out));
+	/* PostgREST's text: other issuers' claims may hold any string */
+	claims = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	if (claims == NULL)
+		return TOKEN_CLAIMS_UNREADABLE;
+	if (!json_is_object(claims))
+		goto done;
+	type = json_object_get(claims, "type");
+	if (!(json_is_string(type) && strcmp(json_string_value(type), "access") == 0 &&
+		  json_string_length(type) == 6) ||
+		json_object_get(claims, "session_id") == NULL)
+	{
+		kind = TOKEN_CLAIMS_FOREIGN;
+		goto done;
+	}
+	/* Ours: everything ours always carry, or we cannot tell. */
+	sub = json_object_get(claims, "sub");
+	exp = json_object_get(claims, "exp");
+	iat = json_object_get(claims, "iat");
+	if (!json_uuid_member(claims, "session_id", out->session_id) ||
+		!json_uuid_member(claims, "jti", out->jti) ||
+		!json_is_string(sub) || json_string_length(sub) == 0 ||
+		json_string_length(sub) > TOKEN_SUB_MAX_LENGTH ||
+		memchr(json_string_value(sub), '\0', json_string_length(sub)) != NULL ||
+		!json_is_integer(exp) || !json_is_integer(iat))
+		goto done;
+	memcpy(out->sub, json_string_value(sub), json_string_length(sub));
+	out->exp = json_integer_value(exp);
+	out->iat = json_integer_value(iat);
+	out->manage_scope = scope_names(json_object_get(claims, "scope"), "tokens:manage");
+	kind = TOKEN_CLAIMS_OURS;
+done:
+	json_decref(claims);
+	return kind;
 }
 
 /* ---------------------------------------------------------------------

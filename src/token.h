@@ -121,6 +121,9 @@ typedef struct TokenAccessSpec
 	size_t		extra_claims_len;
 	bool		with_kid;		/* write the key id into the header */
 	const char *role;			/* a "role" claim for PostgREST, or NULL */
+	/* outputs, each optional (NULL): the token's jti and key id */
+	unsigned char *jti_out;		/* TOKEN_UUID_LENGTH bytes */
+	char	   *kid_out;		/* TOKEN_KID_LENGTH + 1 bytes */
 } TokenAccessSpec;
 
 extern const char *token_status_name(TokenStatus status);
@@ -218,6 +221,35 @@ extern bool token_looks_like_refresh(const char *token, size_t len);
  * whether a token is ours to check.
  */
 extern bool token_is_ours(const char *token, size_t len, const char *issuer);
+
+/*
+ * The claims of a request as PostgREST verified them (request.jwt.claims),
+ * told apart without any setting: a token of ours is one whose "type" is
+ * "access" and that carries a "session_id" (what every access token this
+ * extension ever minted carries, whatever its issuer or audience setting
+ * was).  TOKEN_CLAIMS_UNREADABLE when the text is not a JSON object, or
+ * claims to be ours but lacks what ours always carry: the caller cannot
+ * tell, and must refuse.
+ */
+typedef enum TokenClaimsKind
+{
+	TOKEN_CLAIMS_FOREIGN,
+	TOKEN_CLAIMS_OURS,
+	TOKEN_CLAIMS_UNREADABLE
+} TokenClaimsKind;
+
+typedef struct TokenRequestClaims
+{
+	unsigned char session_id[TOKEN_UUID_LENGTH];
+	unsigned char jti[TOKEN_UUID_LENGTH];
+	char		sub[TOKEN_SUB_MAX_LENGTH + 1];
+	int64_t		exp;
+	int64_t		iat;
+	bool		manage_scope;	/* "scope" names tokens:manage */
+} TokenRequestClaims;
+
+extern TokenClaimsKind token_request_claims(const char *json, size_t len,
+											TokenRequestClaims *out);
 
 /*
  * A string member of a JSON object given as text: 1 and the value in `out`
