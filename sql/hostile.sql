@@ -1,5 +1,5 @@
--- hostile: the hostile-input corpus, grouped as ../shared/SECURITY.md groups
--- the rules (syntax, header, signature, claims and types, encoding, size,
+-- hostile: the hostile-input corpus, grouped as the validator's rules
+-- (src/token.c) go (syntax, header, signature, claims and types, encoding, size,
 -- type confusion, replay, privileges, settings).  Each case states what it
 -- must get; the listing shows what it got, and the last queries count the
 -- cases per group and list any case whose outcome differs (none may).
