@@ -42,6 +42,35 @@ SELECT pg_sleep(1.1);
 SELECT valid AS issued_without_timeout_still_valid FROM extension_token_validate(:'na');
 RESET extension_tokens.session_inactivity_timeout;
 
+-- A session in constant use only through read-only validations (PostgREST
+-- GETs) and pre-request checks never ends as idle: every use counts at
+-- once, though none is written in the caller's transaction.
+SET extension_tokens.session_inactivity_timeout = '2s';
+SELECT access_token AS ga FROM extension_token_issue('session-end-gets') \gset
+SELECT set_config('regress.ga', :'ga', false) IS NOT NULL AS kept;
+BEGIN READ ONLY;
+DO $$
+DECLARE tok text := current_setting('regress.ga');
+BEGIN
+  FOR i IN 1..8 LOOP
+    PERFORM pg_sleep(0.5);
+    IF i % 2 = 0 THEN
+      PERFORM set_config('request.jwt.claims',
+        convert_from(regress_b64url_decode(split_part(tok, '.', 2)), 'UTF8'), true);
+      PERFORM extension_token_pre_request();
+    ELSE
+      IF NOT (SELECT valid FROM extension_token_validate(tok)) THEN
+        RAISE EXCEPTION 'ended while in use, at use %', i;
+      END IF;
+    END IF;
+  END LOOP;
+END $$;
+COMMIT;
+SELECT valid AS alive_after_4s_of_gets FROM extension_token_validate(:'ga');
+SELECT pg_sleep(2.1);
+SELECT error AS idle_afterwards FROM extension_token_validate(:'ga');
+RESET extension_tokens.session_inactivity_timeout;
+
 -- Max lifetime: lowering it later changes no existing session, in any view.
 SELECT access_token AS la FROM extension_token_issue('session-end-lifetime') \gset
 SET extension_tokens.session_max_lifetime = '1s';

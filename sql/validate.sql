@@ -75,20 +75,31 @@ SELECT valid, error FROM extension_token_validate(:'short_token');
 SELECT extension_token_revoke(:'access_token');
 SELECT valid, error FROM extension_token_validate(:'access_token');
 
--- Last use: issue sets it; validation within the interval writes nothing,
--- after it writes once; in a read-only transaction never.
+-- Use (1.2): every validation counts, in a read-only transaction too, and
+-- none writes in the caller's transaction (no transaction id is taken): the
+-- uses are counted in shared memory and written by the background worker,
+-- within about a second, into use_count and last_used_at.
 SELECT access_token AS a2, session_id AS s2 FROM extension_token_issue('20000000-0000-4000-8000-000000000003') \gset
-SELECT last_used_at AS issued_used FROM extension_token_sessions WHERE session_id = :'s2' \gset
+SELECT last_used_at AS issued_used, use_count AS issued_count
+  FROM extension_token_sessions WHERE session_id = :'s2' \gset
+SELECT :issued_count AS use_count_at_issue;
+BEGIN;
 SELECT valid FROM extension_token_validate(:'a2');
-SELECT last_used_at = :'issued_used' AS unchanged_within_interval
-  FROM extension_token_sessions WHERE session_id = :'s2';
-SET extension_tokens.last_used_interval = 0;
+SELECT pg_current_xact_id_if_assigned() IS NULL AS no_write_read_write;
+COMMIT;
 BEGIN READ ONLY;
 SELECT valid, error FROM extension_token_validate(:'a2');
-COMMIT;
-SELECT last_used_at = :'issued_used' AS unchanged_read_only
-  FROM extension_token_sessions WHERE session_id = :'s2';
 SELECT valid FROM extension_token_validate(:'a2');
-SELECT s.last_used_at > :'issued_used' AS session_touched
-  FROM extension_token_sessions s WHERE session_id = :'s2';
-RESET extension_tokens.last_used_interval;
+COMMIT;
+SELECT valid FROM extension_token_validate('not a token');
+DO $$
+BEGIN
+  FOR i IN 1..100 LOOP
+    EXIT WHEN (SELECT use_count FROM extension_token_sessions
+                WHERE user_id = '20000000-0000-4000-8000-000000000003') >= 3;
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+SELECT use_count AS validations_counted, last_used_at > :'issued_used' AS last_used_moved
+  FROM extension_token_sessions WHERE session_id = :'s2';
+SELECT use_count FROM extension_token_list('20000000-0000-4000-8000-000000000003');

@@ -39,6 +39,7 @@
 #include "logfilter.h"
 #include "policy.h"
 #include "revoker.h"
+#include "usage.h"
 #include "stats.h"
 #include "storage.h"
 #include "token.h"
@@ -65,6 +66,7 @@ _PG_init(void)
 	PolicyInit();
 	StorageInit();
 	RevokerInit();
+	UsageInit();
 	LogFilterInit();
 }
 
@@ -532,9 +534,35 @@ verify_params(TokenVerifyParams *params, TimestampTz now, bool check_times)
 static SessionEnd
 row_end(const SessionRow *row, TimestampTz now)
 {
+	TimestampTz last_active = row->last_used_at ? row->last_used_at : row->created_at;
+
+	/* a use counted in shared memory and not yet written counts (usage.c) */
+	if (row->idle_timeout_us > 0)
+		last_active = Max(last_active, UsageLastUsed(&row->session_id));
 	return PolicySessionEnd(row->revoked || RevokerPending(&row->session_id),
 							row->refresh_expires_at, row->ends_at, row->idle_timeout_us,
-							row->last_used_at ? row->last_used_at : row->created_at, now);
+							last_active, now);
+}
+
+/*
+ * Records a use of a validated token's session: counted in shared memory
+ * and written by the worker (usage.c), so validation never writes in the
+ * caller's transaction.  Only when that cannot be done (not preloaded, or
+ * the table full) does it write last_used_at itself, at most once per
+ * last_used_interval, and never in a read-only transaction.
+ */
+static void
+record_use(const SessionRow *row, TimestampTz now)
+{
+	TimestampTz older_than;
+
+	if (UsageRecord(&row->session_id, now) || XactReadOnly || RecoveryInProgress())
+		return;
+	older_than = now - (int64) et_last_used_interval * USECS_PER_SEC;
+	if (row->last_used_at == 0 || row->last_used_at < older_than ||
+		et_last_used_interval == 0)
+		StorageTouchSession(&row->session_id, now,
+							et_last_used_interval == 0 ? now + 1 : older_than);
 }
 
 /*
@@ -602,15 +630,8 @@ validate_token(const char *token, size_t len, SessionRow *row,
 		}
 	}
 	StatsCountValidation(status);
-	if (status == TOKEN_OK && !XactReadOnly && !RecoveryInProgress())
-	{
-		TimestampTz older_than = now - (int64) et_last_used_interval * USECS_PER_SEC;
-
-		if (row->last_used_at == 0 || row->last_used_at < older_than ||
-			et_last_used_interval == 0)
-			StorageTouchSession(&row->session_id, now,
-								et_last_used_interval == 0 ? now + 1 : older_than);
-	}
+	if (status == TOKEN_OK)
+		record_use(row, now);
 	return status;
 }
 
@@ -720,6 +741,8 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
 		}
 	}
 	StatsCountValidation(status);
+	if (status == TOKEN_OK)
+		record_use(&row, now);
 	if (status != TOKEN_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_ET_UNAUTHORIZED),

@@ -44,6 +44,9 @@
  * shared_preload_libraries there is no queue: refresh then refuses to run
  * (55000), because it could not keep the promise.
  *
+ * The same worker writes the uses of sessions counted in shared memory
+ * (usage.c), about once a second per database, after the revocations.
+ *
  * The queue is protected by one LWLock; a reader first checks an atomic
  * count, so that an empty queue (the normal case) costs one atomic read.
  *
@@ -71,11 +74,14 @@
 
 #include "revoker.h"
 #include "storage.h"
+#include "usage.h"
 
 PGDLLEXPORT void extension_tokens_revoker_main(Datum main_arg);
 
 #define REVOKER_QUEUE_SIZE	1024
 #define REVOKER_IDLE_MS		10000
+/* How often the uses counted in shared memory are written (usage.c). */
+#define USAGE_FLUSH_MS		1000
 #define REVOKER_WAIT_MS		2000
 /* a mere record of a refused refresh is waited for less */
 #define REVOKER_RECORD_WAIT_MS 500
@@ -99,6 +105,9 @@ typedef struct RevokerShared
 	pg_atomic_uint32 count;		/* entries in use */
 	PGPROC	   *worker_proc;	/* NULL when no worker runs */
 	Oid			worker_database;	/* InvalidOid while unconnected */
+	Oid			last_database;	/* served last: usage is served round robin */
+	Oid			connecting_database;	/* being connected to, and how often */
+	int			connect_tries;
 	RevokerEntry entries[REVOKER_QUEUE_SIZE];
 } RevokerShared;
 
@@ -452,36 +461,113 @@ worker_wait(long ms)
 }
 
 /*
- * Unconnected: waits for an entry, then connects to its database (or gives
- * the entry up after REVOKER_CONNECT_TRIES failed connections: the database
- * is gone or refuses connections, and so holds no session to protect).
+ * The database to serve next: that of the first queued revocation, else one
+ * with uses to write (round robin after the last one served).
+ */
+static Oid
+choose_database(void)
+{
+	RevokerEntry e;
+	int			index;
+	Oid			last;
+
+	if (next_entry(InvalidOid, &e, &index))
+		return e.database;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	last = shared->last_database;
+	LWLockRelease(shared->lock);
+	return UsageNextDatabase(last);
+}
+
+/* Drops everything queued for a database (it cannot be connected to). */
+static void
+forget_database(Oid database)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < REVOKER_QUEUE_SIZE; i++)
+		if (shared->entries[i].in_use && shared->entries[i].database == database)
+		{
+			shared->entries[i].in_use = false;
+			pg_atomic_fetch_sub_u32(&shared->count, 1);
+		}
+	LWLockRelease(shared->lock);
+	UsageForget(database);
+}
+
+/*
+ * Unconnected: waits for work, then connects to its database (or gives the
+ * database up after REVOKER_CONNECT_TRIES failed connections: it is gone or
+ * refuses connections, and so holds no session to protect).
  */
 static Oid
 worker_connect(void)
 {
-	RevokerEntry e;
-	int			index;
+	Oid			database;
+	bool		give_up = false;
 
-	for (;;)
-	{
-		if (next_entry(InvalidOid, &e, &index))
-			break;
-		worker_wait(60000L);
-	}
+	while (!OidIsValid(database = choose_database()))
+		worker_wait(1000L);
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	if (++shared->entries[index].connect_tries > REVOKER_CONNECT_TRIES)
+	if (shared->connecting_database == database)
+		give_up = ++shared->connect_tries > REVOKER_CONNECT_TRIES;
+	else
 	{
-		shared->entries[index].in_use = false;
-		pg_atomic_fetch_sub_u32(&shared->count, 1);
-		LWLockRelease(shared->lock);
-		ereport(LOG,
-				(errmsg("extension_tokens revoker: giving up on database %u, which cannot be connected to",
-						e.database)));
-		proc_exit(1);
+		shared->connecting_database = database;
+		shared->connect_tries = 1;
 	}
 	LWLockRelease(shared->lock);
-	BackgroundWorkerInitializeConnectionByOid(e.database, BOOTSTRAP_SUPERUSERID, 0);
-	return e.database;
+	if (give_up)
+	{
+		forget_database(database);
+		ereport(LOG,
+				(errmsg("extension_tokens revoker: giving up on database %u, which cannot be connected to",
+						database)));
+		proc_exit(1);
+	}
+	BackgroundWorkerInitializeConnectionByOid(database, BOOTSTRAP_SUPERUSERID, 0);
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	shared->connecting_database = InvalidOid;
+	shared->connect_tries = 0;
+	shared->worker_database = database;
+	shared->last_database = database;
+	LWLockRelease(shared->lock);
+	return database;
+}
+
+/* usage.c's batch writer: one transaction; false (logged) when it failed. */
+static bool
+write_uses(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *times, int n)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "extension_tokens: recording session use");
+		StorageAddUse(ids, counts, times, n);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("extension_tokens: recording session use failed, keeping it for the next try: %s",
+						edata->message)));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return ok;
 }
 
 /* On exit: no more wake-ups for this process's latch. */
@@ -499,6 +585,7 @@ extension_tokens_revoker_main(Datum main_arg)
 {
 	Oid			database;
 	TimestampTz idle_since;
+	TimestampTz last_flush = 0;
 
 	BackgroundWorkerUnblockSignals();
 	if (shared == NULL)
@@ -510,9 +597,6 @@ extension_tokens_revoker_main(Datum main_arg)
 	before_shmem_exit(revoker_detach, (Datum) 0);
 
 	database = worker_connect();
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	shared->worker_database = database;
-	LWLockRelease(shared->lock);
 
 	/* A revocation must not give up on a lock or a statement's time. */
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
@@ -526,7 +610,9 @@ extension_tokens_revoker_main(Datum main_arg)
 		RevokerEntry e;
 		int			index;
 		int			failures = 0;
+		Oid			other;
 
+		/* Revocations first, each committed before the next. */
 		while (next_entry(database, &e, &index))
 		{
 			if (apply_entry(&e))
@@ -538,11 +624,21 @@ extension_tokens_revoker_main(Datum main_arg)
 				worker_wait(Min(1000L, 50L << Min(failures++, 5)));
 			idle_since = GetCurrentTimestamp();
 		}
-		/* Entries of another database: start again, unconnected. */
+		/* Uses, about once per USAGE_FLUSH_MS. */
+		if (TimestampDifferenceExceeds(last_flush, GetCurrentTimestamp(), USAGE_FLUSH_MS))
+		{
+			if (UsageFlush(database, write_uses) > 0)
+				idle_since = GetCurrentTimestamp();
+			last_flush = GetCurrentTimestamp();
+		}
+		/* Work in another database: start again, unconnected. */
 		if (next_entry(InvalidOid, &e, &index))
+			proc_exit(1);
+		other = UsageNextDatabase(database);
+		if (OidIsValid(other) && other != database)
 			proc_exit(1);
 		if (TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(), REVOKER_IDLE_MS))
 			proc_exit(1);
-		worker_wait(1000L);
+		worker_wait(USAGE_FLUSH_MS);
 	}
 }

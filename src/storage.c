@@ -76,6 +76,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
@@ -110,6 +111,7 @@ typedef enum StatementId
 	ST_CLEANUP_USERS,
 	ST_COUNTS,
 	ST_KEY_COUNTS,
+	ST_ADD_USE,
 	ST_COUNT
 } StatementId;
 
@@ -381,6 +383,23 @@ static const Statement statements[ST_COUNT] = {
 		"  pg_catalog.count(*) FILTER (WHERE " SESSION_STATE("s", "$1") " OPERATOR(pg_catalog.=) 'expired') "
 		"FROM @.extension_token_sessions s",
 		1, {TIMESTAMPTZOID}
+	},
+	/*
+	 * Uses counted in shared memory (usage.c), written in a batch: the rows
+	 * locked in session_id order first (the lock order), then moved on.
+	 */
+	[ST_ADD_USE] = {
+		"WITH v AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
+		"  pg_catalog.unnest($3)) AS v(id, n, t)), "
+		"l AS (SELECT s.session_id FROM @.extension_token_sessions s "
+		"  WHERE s.session_id OPERATOR(pg_catalog.=) ANY ($1) "
+		"  ORDER BY s.session_id FOR NO KEY UPDATE) "
+		"UPDATE @.extension_token_sessions s SET "
+		"  use_count = s.use_count OPERATOR(pg_catalog.+) v.n, "
+		"  last_used_at = GREATEST(s.last_used_at, v.t) "
+		"FROM v, l WHERE s.session_id OPERATOR(pg_catalog.=) v.id "
+		"AND l.session_id OPERATOR(pg_catalog.=) v.id",
+		3, {UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}
 	},
 	/* Live sessions whose current access token is unexpired, by signing key. */
 	[ST_KEY_COUNTS] = {
@@ -1317,4 +1336,28 @@ StorageKeyCounts(TimestampTz now, char **kids, int64 *counts, int max)
 	}
 	storage_leave(&call);
 	return n;
+}
+
+/* Adds counted uses to n sessions (usage.c's batch): one statement. */
+void
+StorageAddUse(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *times, int n)
+{
+	StorageCall call;
+	Datum		values[3];
+	Datum	   *a = palloc(n * sizeof(Datum));
+	Datum	   *b = palloc(n * sizeof(Datum));
+	Datum	   *c = palloc(n * sizeof(Datum));
+
+	for (int i = 0; i < n; i++)
+	{
+		a[i] = uuid_datum(&ids[i]);
+		b[i] = Int64GetDatum(counts[i]);
+		c[i] = TimestampTzGetDatum(times[i]);
+	}
+	values[0] = PointerGetDatum(construct_array(a, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	values[1] = PointerGetDatum(construct_array(b, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	values[2] = PointerGetDatum(construct_array(c, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	storage_enter(&call);
+	storage_exec(ST_ADD_USE, values, NULL, false, -1);
+	storage_leave(&call);
 }

@@ -86,6 +86,8 @@ typedef struct StoredCounts
 } StoredCounts;
 extern void StorageCounts(TimestampTz now, StoredCounts *out);
 extern int	StorageKeyCounts(TimestampTz now, char **kids, int64 *counts, int max);
+extern void StorageAddUse(const pg_uuid_t *ids, const int64 *counts,
+						  const TimestampTz *times, int n);
 extern void StorageTouchSession(const pg_uuid_t *session_id, TimestampTz now,
 								TimestampTz older_than);
 extern bool StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,

@@ -15,10 +15,15 @@
 # jwt-aud = "extension", a third logged in as a role whose
 # refresh_retry_window is the default 30 s.  Then it
 # runs `node --test test/postgrest/*.test.mjs` and ends with one line
-# "N passed, M failed".  Run as root (or as a user that may run initdb, with
-# the Debian packages of test/lib.sh installed); needs Node.js 20+ and npm.
+# "N passed, M failed".  Arguments, if any, are the test files to run instead
+# of all of them (e.g. test/postgrest/attacks.test.mjs); ET_POSTGREST_WORKDIR
+# names the work directory under tmp/ (default postgrest).  Run as root (or
+# as a user that may run initdb, with the Debian packages of test/lib.sh
+# installed); needs Node.js 20+ and npm.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+tests=()
+for t in "$@"; do tests+=("$(realpath "$t")"); done
 cd "$ET_ROOT"
 
 T=$ET_ROOT/test/postgrest
@@ -60,7 +65,7 @@ stop_postgrest() {
 trap 'stop_postgrest; et_stop_clusters' EXIT
 
 say "cluster"
-dir=$(et_workdir postgrest)
+dir=$(et_workdir "${ET_POSTGREST_WORKDIR:-postgrest}")
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 authpw=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 # refresh_retry_window = 0: a re-presented refresh token is reuse at once and
@@ -158,9 +163,10 @@ PGRST_USER=authenticator_retry start_postgrest retry ET_POSTGREST_RETRY_URL
 echo "PostgREST answers on $ET_POSTGREST_URL, with jwt-aud = \"extension\" on $ET_POSTGREST_AUD_URL,"
 echo "and with refresh_retry_window = 30 s on $ET_POSTGREST_RETRY_URL"
 
-say "node --test test/postgrest/*.test.mjs"
+[ ${#tests[@]} -gt 0 ] || tests=(test/postgrest/*.test.mjs)
+say "node --test ${tests[*]}"
 export ET_POSTGREST_URL ET_POSTGREST_AUD_URL ET_POSTGREST_RETRY_URL ET_JWT_SECRET=$secret ET_PRE_REQUEST=${pre_request:+1}
-if node --test --test-reporter=tap test/postgrest/*.test.mjs 2>&1 | tee "$dir/node-test.log"; then :; fi
+if node --test --test-reporter=tap "${tests[@]}" 2>&1 | tee "$dir/node-test.log"; then :; fi
 stop_postgrest
 
 pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$dir/node-test.log" | tail -n 1)

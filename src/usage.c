@@ -1,0 +1,269 @@
+/*-------------------------------------------------------------------------
+ *
+ * usage.c
+ *	  Use of sessions, counted in shared memory and written in batches.
+ *
+ * Every successful validation (and pre-request check) is a use of its
+ * session: it keeps the session from ending as idle, and it is counted
+ * (use_count, "API calls per token").  Writing that into the session's row
+ * in the caller's transaction would make every request a write, and a
+ * read-only transaction (every PostgREST GET) or a standby could not record
+ * it at all, so a session in constant use over GETs would end as idle.
+ *
+ * So a use goes into a shared hash table keyed by (database, session):
+ * a count and the latest time.  The static background worker (revoker.c)
+ * writes each database's entries in batches, about once a second, in a
+ * transaction of its own, adding the counts to use_count and moving
+ * last_used_at forward; an entry leaves the table only when its write has
+ * committed (a failed write puts the counts back).  Validation reads the
+ * pending time too (UsageLastUsed()), so the inactivity rule sees a use at
+ * once, before it is written.
+ *
+ * What can be lost: a crash (or an immediate shutdown) loses the counts of
+ * at most the last flush interval, never a revocation.  When the table is
+ * full (USAGE_MAX_ENTRIES sessions used since the last flush) a use is not
+ * recorded here and the caller falls back to writing last_used_at itself
+ * (throttled by last_used_interval) when its transaction can.  Without
+ * shared_preload_libraries there is no table: the same fallback, and
+ * read-only validations are then not recorded (the README says so).  On a
+ * standby the worker does not run: uses seen there stay in that server's
+ * memory, keep its inactivity rule right for sessions used on it, and are
+ * not counted in use_count (which counts the primary's validations).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+
+#include "storage.h"
+#include "usage.h"
+
+#define USAGE_MAX_ENTRIES	65536
+/* Sessions written per statement of a flush. */
+#define USAGE_BATCH		2000
+
+typedef struct UsageKey
+{
+	Oid			database;
+	pg_uuid_t	session_id;
+} UsageKey;
+
+typedef struct UsageEntry
+{
+	UsageKey	key;
+	int64		count;
+	TimestampTz last_used;
+} UsageEntry;
+
+typedef struct UsageShared
+{
+	LWLock	   *lock;
+} UsageShared;
+
+static UsageShared *shared = NULL;
+static HTAB *usage_hash = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+usage_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(UsageShared)) +
+						   hash_estimate_size(USAGE_MAX_ENTRIES, sizeof(UsageEntry)));
+	RequestNamedLWLockTranche("extension_tokens usage", 1);
+}
+
+static void
+usage_shmem_startup(void)
+{
+	bool		found;
+	HASHCTL		info;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("extension_tokens usage", sizeof(UsageShared), &found);
+	if (!found)
+		shared->lock = &(GetNamedLWLockTranche("extension_tokens usage"))->lock;
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(UsageKey);
+	info.entrysize = sizeof(UsageEntry);
+	usage_hash = ShmemInitHash("extension_tokens usage table",
+							   USAGE_MAX_ENTRIES, USAGE_MAX_ENTRIES,
+							   &info, HASH_ELEM | HASH_BLOBS);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+UsageInit(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = usage_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = usage_shmem_startup;
+}
+
+static void
+usage_key(UsageKey *key, Oid database, const pg_uuid_t *session_id)
+{
+	memset(key, 0, sizeof(*key));
+	key->database = database;
+	key->session_id = *session_id;
+}
+
+/* Adds `count` uses at `at`; false when there is no table or it is full. */
+static bool
+usage_add(Oid database, const pg_uuid_t *session_id, int64 count, TimestampTz at)
+{
+	UsageKey	key;
+	UsageEntry *e;
+	bool		found;
+
+	if (shared == NULL)
+		return false;
+	usage_key(&key, database, session_id);
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	e = hash_search(usage_hash, &key, HASH_ENTER_NULL, &found);
+	if (e != NULL)
+	{
+		if (!found)
+		{
+			e->count = 0;
+			e->last_used = 0;
+		}
+		e->count += count;
+		if (at > e->last_used)
+			e->last_used = at;
+	}
+	LWLockRelease(shared->lock);
+	return e != NULL;
+}
+
+bool
+UsageRecord(const pg_uuid_t *session_id, TimestampTz at)
+{
+	return usage_add(MyDatabaseId, session_id, 1, at);
+}
+
+TimestampTz
+UsageLastUsed(const pg_uuid_t *session_id)
+{
+	UsageKey	key;
+	UsageEntry *e;
+	TimestampTz at = 0;
+
+	if (shared == NULL)
+		return 0;
+	usage_key(&key, MyDatabaseId, session_id);
+	LWLockAcquire(shared->lock, LW_SHARED);
+	e = hash_search(usage_hash, &key, HASH_FIND, NULL);
+	if (e != NULL)
+		at = e->last_used;
+	LWLockRelease(shared->lock);
+	return at;
+}
+
+Oid
+UsageNextDatabase(Oid after)
+{
+	HASH_SEQ_STATUS seq;
+	UsageEntry *e;
+	Oid			first = InvalidOid;
+	Oid			next = InvalidOid;
+
+	if (shared == NULL)
+		return InvalidOid;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	hash_seq_init(&seq, usage_hash);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		/* the smallest database above `after`, else the smallest of all */
+		if (!OidIsValid(first) || e->key.database < first)
+			first = e->key.database;
+		if (e->key.database > after &&
+			(!OidIsValid(next) || e->key.database < next))
+			next = e->key.database;
+	}
+	LWLockRelease(shared->lock);
+	return OidIsValid(next) ? next : first;
+}
+
+void
+UsageForget(Oid database)
+{
+	HASH_SEQ_STATUS seq;
+	UsageEntry *e;
+
+	if (shared == NULL)
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, usage_hash);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		if (e->key.database == database)
+			(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
+	LWLockRelease(shared->lock);
+}
+
+/*
+ * Writes `database`'s pending uses, in batches, each in a transaction of the
+ * caller's making (the worker's).  An entry is taken out of the table before
+ * its batch is written, and put back (merged with what arrived meanwhile)
+ * if the write fails.  Returns the sessions written.
+ */
+int64
+UsageFlush(Oid database, bool (*write) (const pg_uuid_t *ids, const int64 *counts,
+										const TimestampTz *times, int n))
+{
+	int64		written = 0;
+	pg_uuid_t  *ids = palloc(USAGE_BATCH * sizeof(pg_uuid_t));
+	int64	   *counts = palloc(USAGE_BATCH * sizeof(int64));
+	TimestampTz *times = palloc(USAGE_BATCH * sizeof(TimestampTz));
+
+	for (;;)
+	{
+		HASH_SEQ_STATUS seq;
+		UsageEntry *e;
+		int			n = 0;
+
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		hash_seq_init(&seq, usage_hash);
+		while (n < USAGE_BATCH && (e = hash_seq_search(&seq)) != NULL)
+		{
+			if (e->key.database != database)
+				continue;
+			ids[n] = e->key.session_id;
+			counts[n] = e->count;
+			times[n] = e->last_used;
+			n++;
+			(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
+		}
+		if (n == USAGE_BATCH)
+			hash_seq_term(&seq);
+		LWLockRelease(shared->lock);
+		if (n == 0)
+			break;
+		if (!write(ids, counts, times, n))
+		{
+			for (int i = 0; i < n; i++)
+				(void) usage_add(database, &ids[i], counts[i], times[i]);
+			break;
+		}
+		written += n;
+		if (n < USAGE_BATCH)
+			break;
+	}
+	pfree(ids);
+	pfree(counts);
+	pfree(times);
+	return written;
+}

@@ -1,0 +1,29 @@
+/*-------------------------------------------------------------------------
+ *
+ * usage.h
+ *	  Use of sessions, counted in shared memory and written in batches.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef EXTENSION_TOKENS_USAGE_H
+#define EXTENSION_TOKENS_USAGE_H
+
+#include "datatype/timestamp.h"
+#include "utils/uuid.h"
+
+extern void UsageInit(void);
+
+/* Counts one use of this database's session; false when not recorded. */
+extern bool UsageRecord(const pg_uuid_t *session_id, TimestampTz at);
+
+/* The latest use not yet written (0: none). */
+extern TimestampTz UsageLastUsed(const pg_uuid_t *session_id);
+
+/* For the worker: a database with pending uses (after `after`, round robin). */
+extern Oid	UsageNextDatabase(Oid after);
+extern void UsageForget(Oid database);
+extern int64 UsageFlush(Oid database,
+						bool (*write) (const pg_uuid_t *ids, const int64 *counts,
+									   const TimestampTz *times, int n));
+
+#endif							/* EXTENSION_TOKENS_USAGE_H */
