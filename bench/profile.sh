@@ -47,19 +47,21 @@ profile() {
     wait "$perf_pid" || true
     echo '\q' >&"${PSQL[1]}"
     wait "$PSQL_PID" 2>/dev/null || true
+    # (each awk below stops printing by itself: a `head` closing the pipe
+    # early would kill perf report or awk with SIGPIPE, which pipefail and
+    # set -e turn into this script's exit)
     {
         printf '### %s\n\n`%s` (result: %s)\n\n' "$name" "$sql" "$result"
         printf '| library | share of samples |\n|---|---:|\n'
         perf report -i "$data" --no-children --sort dso --stdio 2>/dev/null |
-            awk '/^ +[0-9.]+%/ && !/--/ { printf "| %s | %s |\n", $2, $1 }' | head -n 8
+            awk '/^ +[0-9.]+%/ && !/--/ && k++ < 8 { printf "| %s | %s |\n", $2, $1 }'
         printf '\n| function (inclusive) | share of samples |\n|---|---:|\n'
         perf report -i "$data" --children --sort symbol --stdio -g none 2>/dev/null |
             awk -v pat="$FUNCS" '/^ +[0-9.]+%/ { sym=$NF; if ($NF == "-") sym=$(NF-2);
-                 if (sym ~ pat) printf "| %s | %s |\n", sym, $1 }' | head -n 40
+                 if (sym ~ pat && k++ < 40) printf "| %s | %s |\n", sym, $1 }'
         printf '\n| function (self), the top 15 | share of samples |\n|---|---:|\n'
         perf report -i "$data" --no-children --sort symbol --stdio -g none 2>/dev/null |
-            awk '/^ +[0-9.]+%/ { sym=$NF; if ($NF == "-") sym=$(NF-2); printf "| %s | %s |\n", sym, $1 }' |
-            head -n 15
+            awk '/^ +[0-9.]+%/ && k++ < 15 { sym=$NF; if ($NF == "-") sym=$(NF-2); printf "| %s | %s |\n", sym, $1 }'
         printf '\n'
     } >> "$out"
 }

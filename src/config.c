@@ -8,9 +8,7 @@
  * every role can read in pg_db_role_setting) is refused, GUC_SUPERUSER_ONLY
  * so that SHOW, current_setting() and pg_settings show it to superusers
  * only, GUC_NO_SHOW_ALL and GUC_NOT_IN_SAMPLE so that SHOW ALL and the
- * sample file never list it.  Its length is checked where it is used, not by
- * rejecting it in a check hook, because PostgreSQL echoes a rejected value
- * into the log.
+ * sample file never list it.
  *
  * Nor does the setting's own text ever hold the secret.  PostgreSQL reads
  * that text directly in places no show hook reaches: above all the
@@ -23,6 +21,26 @@
  * requires; a parallel worker, which gets settings as text, would see no
  * secret, and every function of the extension is PARALLEL UNSAFE.)
  *
+ * A secret shorter than 32 bytes is refused by the check hook, when it is
+ * set: ALTER SYSTEM fails, a reload keeps the secret in force and logs why.
+ * PostgreSQL's own message for a refused value echoes it ('invalid value for
+ * parameter "...": "..."'), so the hook supplies its own message, and blanks
+ * the refused text as well.  The statement that carried it is kept out of
+ * the log by logfilter.c.
+ *
+ * The secrets can also live in files, so that they never travel in SQL:
+ * extension_tokens.jwt_secret_file and jwt_secret_previous_file name them.
+ * The check hook of each reads the file (at server start, at every reload,
+ * and at ALTER SYSTEM) and refuses, with the old secret kept, a file that
+ * is missing or unreadable, not a regular file, readable or writable by
+ * others (the rule PostgreSQL applies to ssl_key_file), larger than
+ * SECRET_FILE_MAX_SIZE, holding a NUL byte, empty or shorter than 32 bytes
+ * once trailing line breaks are stripped.  A file setting, when set, takes
+ * precedence over jwt_secret / jwt_secret_previous.  A file that is set but
+ * was refused when the library loaded (no earlier secret to keep) leaves the
+ * extension without that secret: it does not fall back to the setting,
+ * which may hold a stale one.
+ *
  * The prefix is reserved, so a misspelt extension_tokens.* setting is
  * reported instead of silently creating a placeholder anyone could set.
  *
@@ -30,7 +48,10 @@
  */
 #include "postgres.h"
 
+#include <fcntl.h>
 #include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "utils/guc.h"
 
