@@ -25,6 +25,8 @@ ISOLATION_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)/isolation
 
 # No JIT bitcode: nothing to inline here, and no clang needed to build.
 override with_llvm = no
+# Rebuild what includes a changed header (gcc -MMD, as --enable-depend does).
+override autodepend = yes
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -14,6 +14,7 @@
 DROP FUNCTION extension_token_sessions_expiring(interval);
 DROP VIEW extension_token_sessions_admin;
 DROP FUNCTION extension_token_issue(uuid, text, interval, jsonb);
+DROP FUNCTION extension_token_validate(text);
 DROP FUNCTION revoke_user_extension_tokens(uuid);
 DROP FUNCTION extension_token_list(uuid);
 DROP FUNCTION extension_tokens_grant_api_roles(text, text, text);
@@ -136,7 +137,11 @@ ALTER TABLE extension_token_users
 -------------------------------------------------------------------------------
 
 ALTER TYPE extension_token_validation
-    ALTER ATTRIBUTE user_id TYPE text;
+    ALTER ATTRIBUTE user_id TYPE text,
+    ADD ATTRIBUTE scopes text[],
+    ADD ATTRIBUTE kind text;
+COMMENT ON TYPE extension_token_validation IS
+'Outcome of extension_token_validate: valid, or the reason it is not (missing, malformed, invalid_signature, unsupported_algorithm, expired, not_yet_valid, wrong_token_type, wrong_issuer, wrong_audience, not_found, revoked, insufficient_scope); on success the session''s user, name, scopes and kind';
 ALTER TYPE extension_token_session
     ALTER ATTRIBUTE user_id TYPE text,
     ADD ATTRIBUTE user_agent text,
@@ -174,12 +179,20 @@ CREATE FUNCTION extension_token_issue(
     p_user_id   text        DEFAULT NULL,
     p_name      text        DEFAULT NULL,
     p_lifetime  interval    DEFAULT NULL,
-    p_claims    jsonb       DEFAULT NULL)
+    p_claims    jsonb       DEFAULT NULL,
+    p_scopes    text[]      DEFAULT NULL)
 RETURNS extension_token_pair
 AS 'MODULE_PATHNAME', 'extension_token_issue'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION extension_token_issue(text, text, interval, jsonb) IS
-'Creates a session for p_user_id (NULL: the PostgREST request user) and returns its access and refresh tokens; enforces max_sessions_per_user (revoked_sessions says how many older sessions it ended) and issue_rate_limit';
+COMMENT ON FUNCTION extension_token_issue(text, text, interval, jsonb, text[]) IS
+'Creates a session for p_user_id (NULL: the PostgREST request user) with p_scopes (carried as the scope claim) and returns its access and refresh tokens; enforces max_sessions_per_user (revoked_sessions says how many older sessions it ended) and issue_rate_limit';
+
+CREATE FUNCTION extension_token_validate(p_token text, p_required_scopes text[] DEFAULT NULL)
+RETURNS extension_token_validation
+AS 'MODULE_PATHNAME', 'extension_token_validate'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_validate(text, text[]) IS
+'Checks an access token (syntax, HS256 signature, claims, its session live and this its current token) and, last, that its session has every scope in p_required_scopes (insufficient_scope); never raises for a bad token; never writes in the caller''s transaction (uses are counted in shared memory)';
 
 CREATE FUNCTION revoke_user_extension_tokens(p_user_id text DEFAULT NULL,
                                              p_except_session_id uuid DEFAULT NULL)
@@ -314,7 +327,8 @@ COMMENT ON FUNCTION extension_tokens_grant_api_roles(text, text, text) IS
 -- take all of that back, then grant what is meant.
 -------------------------------------------------------------------------------
 
-REVOKE ALL ON FUNCTION extension_token_issue(text, text, interval, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_issue(text, text, interval, jsonb, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_validate(text, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION revoke_user_extension_tokens(text, uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_revoke_session(uuid) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_list(text) FROM PUBLIC;
@@ -331,7 +345,8 @@ BEGIN
         SELECT DISTINCT pg_catalog.format('FUNCTION %s', p.oid::pg_catalog.regprocedure) AS obj, a.grantee
           FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
          WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
-                   'extension_token_issue(text, text, interval, jsonb)'::pg_catalog.regprocedure,
+                   'extension_token_issue(text, text, interval, jsonb, text[])'::pg_catalog.regprocedure,
+                   'extension_token_validate(text, text[])'::pg_catalog.regprocedure,
                    'revoke_user_extension_tokens(text, uuid)'::pg_catalog.regprocedure,
                    'extension_token_revoke_session(uuid)'::pg_catalog.regprocedure,
                    'extension_token_list(text)'::pg_catalog.regprocedure,
@@ -356,3 +371,4 @@ $revoke$;
 -- The token is the credential (RFC 7009): an add-in signs itself out with
 -- the anon key.
 GRANT EXECUTE ON FUNCTION extension_token_revoke(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION extension_token_validate(text, text[]) TO PUBLIC;

@@ -39,7 +39,7 @@ SELECT pg_sleep(0.5);
 SHOW extension_tokens.jwt_secret;
 
 -- What the API roles are meant to have.
-GRANT EXECUTE ON FUNCTION extension_token_issue(text, text, interval, jsonb),
+GRANT EXECUTE ON FUNCTION extension_token_issue(text, text, interval, jsonb, text[]),
                           extension_token_list(text),
                           extension_token_revoke_session(uuid),
                           revoke_user_extension_tokens(text, uuid)

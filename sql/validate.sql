@@ -103,3 +103,31 @@ END $$;
 SELECT use_count AS validations_counted, last_used_at > :'issued_used' AS last_used_moved
   FROM extension_token_sessions WHERE session_id = :'s2';
 SELECT use_count FROM extension_token_list('20000000-0000-4000-8000-000000000003');
+
+-- Scopes (1.2): issue's p_scopes become the scope claim (space-separated,
+-- RFC 9068) and the session's scopes; refresh keeps them; validate answers
+-- insufficient_scope, last, when one of p_required_scopes is missing.
+SET extension_tokens.issue_rate_limit = 0;
+SELECT access_token AS sc, refresh_token AS sc_refresh, scopes AS pair_scopes
+  FROM extension_token_issue('20000000-0000-4000-8000-000000000004', p_scopes => ARRAY['notes:read', 'notes:write']) \gset
+SELECT :'pair_scopes' AS pair_scopes;
+SELECT valid, claims->>'scope' AS scope_claim, scopes, kind FROM extension_token_validate(:'sc');
+SELECT valid, error FROM extension_token_validate(:'sc', ARRAY['notes:read']);
+SELECT valid, error FROM extension_token_validate(:'sc', ARRAY['notes:read', 'notes:write']);
+SELECT valid, error FROM extension_token_validate(:'sc', ARRAY['admin']);
+SELECT valid, error FROM extension_token_validate(:'sc', ARRAY[NULL::text]);
+SELECT valid, error FROM extension_token_validate(:'sc', '{}');
+-- checked last: a revoked token says revoked, not insufficient_scope
+SELECT access_token AS sc2 FROM extension_token_refresh(:'sc_refresh') \gset
+SELECT valid, claims->>'scope' AS scope_kept, scopes FROM extension_token_validate(:'sc2', ARRAY['notes:write']);
+SELECT valid, error FROM extension_token_validate(:'sc', ARRAY['admin']);
+SELECT scopes FROM extension_token_list('20000000-0000-4000-8000-000000000004');
+-- no scopes: none in the token, NULL in the result
+SELECT scopes, claims ? 'scope' AS has_scope_claim, kind
+  FROM extension_token_validate((extension_token_issue('20000000-0000-4000-8000-000000000005')).access_token);
+-- bad scopes: 22023
+SELECT regress_try(format($$SELECT extension_token_issue('20000000-0000-4000-8000-000000000006', p_scopes => %L)$$, s)) AS refused
+  FROM unnest(ARRAY['{Notes}', '{"a b"}', '{""}', '{a,a}', '{NULL}', '{{a},{b}}',
+                    '{' || repeat('x', 65) || '}',
+                    (SELECT array_agg('s' || i)::text FROM generate_series(1, 33) i)]) AS s;
+RESET extension_tokens.issue_rate_limit;

@@ -22,12 +22,14 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "access/htup_details.h"
+#include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "common/int.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -146,6 +148,114 @@ typedef struct PairTokens
 	char		refresh[REFRESH_TOKEN_LENGTH + 1];
 } PairTokens;
 
+/*
+ * Scopes (1.2): each [a-z0-9:._-]{1,64}, at most 32, no NULL, no repeat.
+ * Returns the text[] to store (0 for none: NULL or empty).
+ */
+#define MAX_SCOPES			32
+#define MAX_SCOPE_LENGTH	64
+static Datum
+checked_scopes(ArrayType *arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_scopes must be a one-dimensional array")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		return (Datum) 0;
+	if (n > MAX_SCOPES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("p_scopes may name at most %d scopes", MAX_SCOPES)));
+	for (int i = 0; i < n; i++)
+	{
+		text	   *t;
+		const char *p;
+		int			len;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("p_scopes must not contain NULL")));
+		t = DatumGetTextPP(elems[i]);
+		p = VARDATA_ANY(t);
+		len = VARSIZE_ANY_EXHDR(t);
+		for (int c = 0; c < len; c++)
+			if (!((p[c] >= 'a' && p[c] <= 'z') || (p[c] >= '0' && p[c] <= '9') ||
+				  p[c] == ':' || p[c] == '.' || p[c] == '_' || p[c] == '-'))
+				len = -1;
+		if (len < 1 || len > MAX_SCOPE_LENGTH)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("p_scopes contains an invalid scope"),
+					 errdetail("A scope is 1 to %d characters of a-z, 0-9, \":\", \".\", \"_\" and \"-\".",
+							   MAX_SCOPE_LENGTH)));
+		for (int j = 0; j < i; j++)
+			if (DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, elems[i], elems[j])))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("p_scopes names a scope twice")));
+	}
+	return PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+/* The scope claim: the scopes, space-separated (RFC 9068); NULL for none. */
+static const char *
+scopes_text(Datum scopes)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	StringInfoData buf;
+
+	if (scopes == (Datum) 0)
+		return NULL;
+	deconstruct_array(DatumGetArrayTypeP(scopes), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	if (n == 0)
+		return NULL;
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			appendStringInfo(&buf, "%s%s", buf.len ? " " : "", TextDatumGetCString(elems[i]));
+	return buf.data;
+}
+
+/* Whether the session's scopes include every one of `required`. */
+static bool
+has_scopes(Datum scopes, ArrayType *required)
+{
+	Datum	   *need,
+			   *have = NULL;
+	bool	   *need_nulls,
+			   *have_nulls = NULL;
+	int			nneed,
+				nhave = 0;
+
+	deconstruct_array(required, TEXTOID, -1, false, TYPALIGN_INT, &need, &need_nulls, &nneed);
+	if (scopes != (Datum) 0)
+		deconstruct_array(DatumGetArrayTypeP(scopes), TEXTOID, -1, false, TYPALIGN_INT,
+						  &have, &have_nulls, &nhave);
+	for (int i = 0; i < nneed; i++)
+	{
+		bool		found = false;
+
+		if (need_nulls[i])
+			return false;
+		for (int j = 0; j < nhave && !found; j++)
+			found = !have_nulls[j] &&
+				DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, need[i], have[j]));
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
 /* Signs the access token of `pair` (times and identity filled in). */
 static void
 mint_access(NewPair *pair, PairTokens *out)
@@ -166,6 +276,7 @@ mint_access(NewPair *pair, PairTokens *out)
 	spec.extra_claims_len = pair->claims_json ? strlen(pair->claims_json) : 0;
 	spec.with_kid = true;
 	spec.role = (et_postgrest_role && et_postgrest_role[0]) ? et_postgrest_role : NULL;
+	spec.scope = scopes_text(pair->scopes);
 	spec.jti_out = pair->access_jti;
 	spec.kid_out = pair->key_id;
 
@@ -219,8 +330,8 @@ pair_result(FunctionCallInfo fcinfo, const NewPair *pair, PairTokens *tokens,
 	values[4] = TimestampTzGetDatum(pair->expires_at);
 	values[5] = TimestampTzGetDatum(pair->refresh_expires_at);
 	values[6] = UUIDPGetDatum(sid);
-	values[7] = (Datum) 0;
-	nulls[7] = true;			/* scopes: none yet */
+	values[7] = pair->scopes;
+	nulls[7] = pair->scopes == (Datum) 0;
 	values[8] = Int32GetDatum(revoked_sessions);
 	if (tupdesc->natts != 9)
 		elog(ERROR, "extension_tokens: extension_token_pair has %d attributes, not 9",
@@ -357,6 +468,8 @@ extension_token_issue(PG_FUNCTION_ARGS)
 	PolicyRequireManageScope("issue sessions");
 	pair.claims_json = PG_ARGISNULL(3) ? NULL
 		: checked_claims(PG_GETARG_JSONB_P(3), PolicyCallerIsAdmin());
+	pair.scopes = (PG_NARGS() > 4 && !PG_ARGISNULL(4))
+		? checked_scopes(PG_GETARG_ARRAYTYPE_P(4)) : (Datum) 0;
 
 	now = GetCurrentTimestamp();
 	if (!token_random_uuid(pair.session_id.data))
@@ -389,9 +502,12 @@ validation_result(FunctionCallInfo fcinfo, TokenStatus status,
 				  const SessionRow *row, Jsonb *claims)
 {
 	TupleDesc	tupdesc = result_tupdesc(fcinfo);
-	Datum		values[7];
-	bool		nulls[7] = {false, false, true, true, true, true, true};
+	Datum		values[9];
+	bool		nulls[9] = {false, false, true, true, true, true, true, true, true};
 
+	if (tupdesc->natts != 9)
+		elog(ERROR, "extension_tokens: extension_token_validation has %d attributes, not 9",
+			 tupdesc->natts);
 	values[0] = BoolGetDatum(status == TOKEN_OK);
 	if (status != TOKEN_OK)
 		values[1] = CStringGetTextDatum(token_status_name(status));
@@ -408,6 +524,10 @@ validation_result(FunctionCallInfo fcinfo, TokenStatus status,
 		values[6] = JsonbPGetDatum(claims);
 		for (int i = 2; i < 7; i++)
 			nulls[i] = false;
+		values[7] = row->scopes;
+		nulls[7] = row->scopes == (Datum) 0;
+		values[8] = CStringGetTextDatum("access");
+		nulls[8] = false;
 	}
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
@@ -576,7 +696,7 @@ record_use(const SessionRow *row, TimestampTz now)
  */
 static TokenStatus
 validate_token(const char *token, size_t len, SessionRow *row,
-			   TokenAccessClaims *claims, Jsonb **claims_out)
+			   TokenAccessClaims *claims, Jsonb **claims_out, ArrayType *required)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	TokenVerifyParams params;
@@ -629,6 +749,9 @@ validate_token(const char *token, size_t len, SessionRow *row,
 			}
 		}
 	}
+	/* last, after every other check passed */
+	if (status == TOKEN_OK && required != NULL && !has_scopes(row->scopes, required))
+		status = TOKEN_INSUFFICIENT_SCOPE;
 	StatsCountValidation(status);
 	if (status == TOKEN_OK)
 		record_use(row, now);
@@ -661,7 +784,9 @@ extension_token_validate(PG_FUNCTION_ARGS)
 		token = PG_GETARG_TEXT_PP(0);
 		len = VARSIZE_ANY_EXHDR(token);
 		status = validate_token(VARDATA_ANY(token), len, &row, &claims,
-								&claims_jsonb);
+								&claims_jsonb,
+								(PG_NARGS() > 1 && !PG_ARGISNULL(1))
+								? PG_GETARG_ARRAYTYPE_P(1) : NULL);
 		PG_RETURN_DATUM(validation_result(fcinfo, status, &row, claims_jsonb));
 	}
 	StatsCountValidation(status);
@@ -896,6 +1021,7 @@ open_retry_box(const SessionRow *row, const char *refresh, size_t len,
 			pair->created_at = row->last_refresh_at ? row->last_refresh_at : row->created_at;
 			pair->expires_at = row->expires_at;
 			pair->refresh_expires_at = row->refresh_expires_at;
+			pair->scopes = row->scopes;
 			ok = true;
 		}
 	}
@@ -1022,6 +1148,7 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 		pair.user_id = row.user_id;
 		pair.name = row.name;
 		pair.claims_json = row.claims_json;
+		pair.scopes = row.scopes;
 		pair.access_lifetime = row.access_lifetime;
 		pair_times(&pair, now, row.ends_at,
 				   Min(row.access_lifetime, (int64) et_refresh_token_lifetime));

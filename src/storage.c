@@ -119,7 +119,7 @@ typedef struct Statement
 {
 	const char *sql;			/* "@." stands for the extension's schema */
 	int			nargs;
-	Oid			argtypes[16];
+	Oid			argtypes[20];
 } Statement;
 
 /*
@@ -183,12 +183,12 @@ enum
 	IP_SESSION = 1, IP_USER, IP_NAME, IP_CLAIMS, IP_LIFETIME, IP_NOW,
 	IP_ACCESS_EXPIRES, IP_REFRESH_EXPIRES, IP_ACCESS_HASH, IP_REFRESH_HASH,
 	IP_HOUR_AGO, IP_LIMIT, IP_ENDS_AT, IP_IDLE_TIMEOUT, IP_ACCESS_JTI, IP_KEY_ID,
-	IP_COUNT = IP_KEY_ID
+	IP_SCOPES, IP_COUNT = IP_SCOPES
 };
 #define ISSUE_TYPES \
 	UUIDOID, TEXTOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID, \
 	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, \
-	TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID, INTERVALOID, UUIDOID, TEXTOID
+	TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID, INTERVALOID, UUIDOID, TEXTOID, TEXTARRAYOID
 
 /*
  * Issue: the rate slot (and the user's lock), then the session's row, which
@@ -200,8 +200,8 @@ enum
 	"s AS (INSERT INTO @.extension_token_sessions " \
 	"  (session_id, user_id, name, claims, access_lifetime, created_at, " \
 	"   last_used_at, expires_at, refresh_expires_at, access_hash, refresh_hash, " \
-	"   ends_at, idle_timeout, access_jti, key_id) " \
-	"  SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $13, $14, $15, $16 " \
+	"   ends_at, idle_timeout, access_jti, key_id, scopes) " \
+	"  SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $13, $14, $15, $16, $17 " \
 	"  FROM u WHERE u.ok) " \
 	"SELECT u.ok, u.oldest FROM u"
 
@@ -416,7 +416,7 @@ typedef enum SessionColumn
 	SC_USER, SC_NAME, SC_ACCESS_HASH, SC_REFRESH_HASH, SC_CREATED, SC_LAST_USED,
 	SC_EXPIRES, SC_REFRESH_EXPIRES, SC_ENDS, SC_IDLE, SC_REVOKED, SC_LAST_REFRESH,
 	SC_ERROR_AT, SC_RETRY_HASH, SC_RETRY_UNTIL, SC_RETRY_BOX, SC_CLAIMS,
-	SC_LIFETIME, SC_SESSION, SC_ACCESS_JTI, SC_COUNT
+	SC_LIFETIME, SC_SESSION, SC_ACCESS_JTI, SC_SCOPES, SC_COUNT
 } SessionColumn;
 
 static const char *const session_columns[SC_COUNT] = {
@@ -429,7 +429,7 @@ static const char *const session_columns[SC_COUNT] = {
 	[SC_RETRY_HASH] = "retry_hash", [SC_RETRY_UNTIL] = "retry_until",
 	[SC_RETRY_BOX] = "retry_box", [SC_CLAIMS] = "claims",
 	[SC_LIFETIME] = "access_lifetime", [SC_SESSION] = "session_id",
-	[SC_ACCESS_JTI] = "access_jti"
+	[SC_ACCESS_JTI] = "access_jti", [SC_SCOPES] = "scopes"
 };
 
 enum
@@ -866,6 +866,8 @@ session_from_slot(TupleTableSlot *slot, bool full, SessionRow *out)
 	out->revoked = !isnull;
 	out->last_refresh_at = slot_ts(slot, SC_LAST_REFRESH);
 	out->last_refresh_error_at = slot_ts(slot, SC_ERROR_AT);
+	d = slot_getattr(slot, ext.scol[SC_SCOPES], &isnull);
+	out->scopes = isnull ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
 	if (!full)
 		return;
 	out->has_retry = slot_hash(slot, SC_RETRY_HASH, out->retry_hash);
@@ -1140,6 +1142,9 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 		nulls[IP_IDLE_TIMEOUT - 1] = 'n';
 	SET(IP_ACCESS_JTI, uuid_datum((const pg_uuid_t *) pair->access_jti));
 	SET(IP_KEY_ID, CStringGetTextDatum(pair->key_id));
+	SET(IP_SCOPES, pair->scopes);
+	if (pair->scopes == (Datum) 0)
+		nulls[IP_SCOPES - 1] = 'n';
 #undef SET
 
 	*revoked_sessions = 0;

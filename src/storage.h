@@ -41,6 +41,7 @@ typedef struct SessionRow
 	unsigned char retry_hash[TOKEN_HASH_LENGTH];
 	TimestampTz retry_until;
 	bytea	   *retry_box;		/* NULL when none */
+	Datum		scopes;			/* text[], or 0 when the session has none */
 	char	   *claims_json;	/* NULL when the session has none */
 	int64		access_lifetime;	/* seconds */
 } SessionRow;
@@ -52,6 +53,7 @@ typedef struct NewPair
 	const char *user_id;
 	const char *name;
 	const char *claims_json;
+	Datum		scopes;			/* text[], or 0 for none */
 	int64		access_lifetime;	/* seconds */
 	TimestampTz created_at;
 	TimestampTz expires_at;

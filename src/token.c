@@ -49,6 +49,7 @@ static const char *const status_names[TOKEN_STATUS_COUNT] = {
 	[TOKEN_WRONG_AUDIENCE] = "wrong_audience",
 	[TOKEN_NOT_FOUND] = "not_found",
 	[TOKEN_REVOKED] = "revoked",
+	[TOKEN_INSUFFICIENT_SCOPE] = "insufficient_scope",
 };
 
 /* Claims that only the issuer writes; a caller's extra claims may not. */
@@ -385,7 +386,7 @@ _Static_assert(sizeof(long) >= 8, "long must hold a 64-bit timestamp");
 
 /* The claims every access token carries, which no extra claim may replace. */
 static const char *const own_claims[] = {
-	"iss", "aud", "sub", "session_id", "jti", "type", "iat", "exp", "role"
+	"iss", "aud", "sub", "session_id", "jti", "type", "iat", "exp", "role", "scope"
 };
 
 static const char *signing_key_id(const unsigned char *key, size_t keylen,
@@ -457,7 +458,8 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 		libjwt.add_grant(jwt, "type", "access") != 0 ||
 		libjwt.add_grant_int(jwt, "iat", (long) spec->iat) != 0 ||
 		libjwt.add_grant_int(jwt, "exp", (long) spec->exp) != 0 ||
-		(spec->role != NULL && libjwt.add_grant(jwt, "role", spec->role) != 0))
+		(spec->role != NULL && libjwt.add_grant(jwt, "role", spec->role) != 0) ||
+		(spec->scope != NULL && libjwt.add_grant(jwt, "scope", spec->scope) != 0))
 	{
 		*errmsg = "could not build the token's claims";
 		goto done;

@@ -59,6 +59,7 @@ typedef enum TokenStatus
 	TOKEN_WRONG_AUDIENCE,
 	TOKEN_NOT_FOUND,
 	TOKEN_REVOKED,
+	TOKEN_INSUFFICIENT_SCOPE,	/* 1.2: checked last, by the caller */
 	TOKEN_STATUS_COUNT
 } TokenStatus;
 
@@ -121,6 +122,7 @@ typedef struct TokenAccessSpec
 	size_t		extra_claims_len;
 	bool		with_kid;		/* write the key id into the header */
 	const char *role;			/* a "role" claim for PostgREST, or NULL */
+	const char *scope;			/* a "scope" claim (space-separated), or NULL */
 	/* outputs, each optional (NULL): the token's jti and key id */
 	unsigned char *jti_out;		/* TOKEN_UUID_LENGTH bytes */
 	char	   *kid_out;		/* TOKEN_KID_LENGTH + 1 bytes */

@@ -104,7 +104,7 @@ if have extension_tokens_grant_api_roles; then
     psql -X -q -v ON_ERROR_STOP=1 -c 'SELECT extension_tokens_grant_api_roles()' >/dev/null
 else
     echo "WARNING: extension_tokens_grant_api_roles() is missing: granting as README.md says" >&2
-    psql -X -q -v ON_ERROR_STOP=1 -c 'GRANT EXECUTE ON FUNCTION extension_token_issue(text, text, interval, jsonb),
+    psql -X -q -v ON_ERROR_STOP=1 -c 'GRANT EXECUTE ON FUNCTION extension_token_issue(text, text, interval, jsonb, text[]),
         extension_token_list(text), extension_token_revoke_session(uuid), revoke_user_extension_tokens(text, uuid)
         TO authenticated, service_role'
 fi

@@ -210,7 +210,7 @@ test('extension_tokens_grant_api_roles() grants exactly the contract, takes back
 
   // Stray grants that it must take back (one transaction: no other test sees them).
   psql(`GRANT EXECUTE ON FUNCTION extension_tokens_cleanup(interval) TO anon, authenticated;
-        GRANT EXECUTE ON FUNCTION extension_token_issue(text, text, interval, jsonb) TO anon;
+        GRANT EXECUTE ON FUNCTION extension_token_issue(text, text, interval, jsonb, text[]) TO anon;
         GRANT EXECUTE ON FUNCTION extension_token_revoke_session(uuid) TO anon;
         SELECT extension_tokens_grant_api_roles();`);
   psql('SELECT extension_tokens_grant_api_roles()');

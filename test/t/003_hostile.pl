@@ -203,7 +203,7 @@ refuses("SELECT extension_token_issue('$user', 'deep', NULL, ('{\"deep\":' || ne
 # NOLOGIN role): nested, oversized, not an object.
 $node->safe_psql('postgres', qq{
 CREATE ROLE hostile_api NOLOGIN;
-GRANT EXECUTE ON FUNCTION extension_token_list(text), extension_token_issue(text, text, interval, jsonb)
+GRANT EXECUTE ON FUNCTION extension_token_list(text), extension_token_issue(text, text, interval, jsonb, text[])
    TO hostile_api;
 });
 for my $claims ("nest(100000)", "nest(2040)", "'{\"sub\":' || nest(2040) || '}'",
