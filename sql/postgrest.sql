@@ -153,3 +153,42 @@ BEGIN;
 SET LOCAL ROLE regress_et_authenticated;
 SELECT regress_try($$SELECT * FROM extension_tokens_signing_keys()$$) AS user_reads_keys;
 ROLLBACK;
+
+-- The session list shows the client of the issue and of the last refresh
+-- (request.headers: user-agent, the first x-forwarded-for), NULL outside
+-- PostgREST or when the address is not one.
+BEGIN;
+SET LOCAL ROLE regress_et_authenticated;
+SELECT set_config('request.jwt.claims', '{"sub": "b0000000-0000-4000-8000-000000000007", "role": "authenticated"}', true) IS NOT NULL AS claims;
+SELECT set_config('request.headers', '{"user-agent": "VS Code/1.96 extension_tokens-addin/2.0", "x-forwarded-for": "203.0.113.7, 10.0.0.1"}', true) IS NOT NULL AS headers;
+SELECT refresh_token AS ua_refresh FROM extension_token_issue(p_name => 'laptop') \gset
+SELECT set_config('request.headers', '{"user-agent": "curl/8", "x-forwarded-for": "not-an-ip"}', true) IS NOT NULL AS headers;
+SELECT token_type FROM extension_token_issue(p_name => 'script');
+SELECT set_config('request.headers', '{"x-forwarded-for": "2001:db8::1"}', true) IS NOT NULL AS headers;
+SELECT token_type FROM extension_token_issue(p_name => 'v6');
+SELECT name, user_agent, ip FROM extension_token_list() ORDER BY name;
+COMMIT;
+SELECT set_config('request.headers', '{"user-agent": "JetBrains/2025.1", "x-forwarded-for": "198.51.100.2"}', false) IS NOT NULL AS headers;
+SELECT token_type FROM extension_token_refresh(:'ua_refresh');
+RESET request.headers;
+SELECT name, user_agent, ip FROM extension_token_list('b0000000-0000-4000-8000-000000000007') WHERE name = 'laptop';
+
+-- A rate limit through PostgREST (request.method set): SQLSTATE PGRST,
+-- whose message is the response body (code PT429, the retry time in
+-- retry_after) and whose detail sets the status and the Retry-After header;
+-- SQL callers keep PT429.
+SET extension_tokens.issue_rate_limit = 1;
+SELECT token_type FROM extension_token_issue('b0000000-0000-4000-8000-000000000008');
+SELECT regress_try($$SELECT extension_token_issue('b0000000-0000-4000-8000-000000000008')$$) ~ '^PT429: ' AS sql_caller_gets_pt429;
+DO $$
+DECLARE st text; msg text; det text;
+BEGIN
+  PERFORM set_config('request.method', 'POST', true);
+  PERFORM extension_token_issue('b0000000-0000-4000-8000-000000000008');
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL;
+  RAISE NOTICE 'sqlstate %, code %, retry_after > 0 %, status %, Retry-After matches %', st,
+    msg::jsonb->>'code', (msg::jsonb->>'retry_after')::int > 0, det::jsonb->>'status',
+    det::jsonb->'headers'->>'Retry-After' = msg::jsonb->>'retry_after';
+END $$;
+RESET extension_tokens.issue_rate_limit;

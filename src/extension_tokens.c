@@ -15,6 +15,7 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <openssl/crypto.h>
 
 #include "access/detoast.h"
@@ -427,6 +428,39 @@ pair_times(NewPair *pair, TimestampTz now, TimestampTz ends_at, int64 lifetime)
 		from_unix_seconds(Min(unix_seconds(now) + et_refresh_token_lifetime, end));
 }
 
+/*
+ * The client of the current PostgREST request, for the session list: its
+ * user-agent (at most 512 bytes, or NULL) and the first address of its
+ * x-forwarded-for (NULL unless it is an IPv4 or IPv6 address).  Headers
+ * PostgREST did not set, or that cannot be read, give NULL: this is
+ * information for the user, never a security decision.
+ */
+#define MAX_USER_AGENT_LENGTH 512
+static void
+request_client(NewPair *pair)
+{
+	const char *headers = GetConfigOption("request.headers", true, false);
+	char	   *ua = palloc(MAX_USER_AGENT_LENGTH + 1);
+	char	   *xff = palloc(256);
+	unsigned char addr[16];
+
+	pair->user_agent = NULL;
+	pair->ip = NULL;
+	if (headers == NULL || headers[0] == '\0')
+		return;
+	if (token_json_string_member(headers, "user-agent", ua, MAX_USER_AGENT_LENGTH + 1) == 1 &&
+		pg_verifymbstr(ua, strlen(ua), true))
+		pair->user_agent = ua;
+	if (token_json_string_member(headers, "x-forwarded-for", xff, 256) == 1)
+	{
+		char	   *first = xff + strspn(xff, " \t");
+
+		first[strcspn(first, ", \t")] = '\0';
+		if (inet_pton(AF_INET, first, addr) == 1 || inet_pton(AF_INET6, first, addr) == 1)
+			pair->ip = first;
+	}
+}
+
 /* A text argument as a C string, or NULL for SQL NULL. */
 static char *
 text_arg(FunctionCallInfo fcinfo, int n)
@@ -470,6 +504,7 @@ extension_token_issue(PG_FUNCTION_ARGS)
 		: checked_claims(PG_GETARG_JSONB_P(3), PolicyCallerIsAdmin());
 	pair.scopes = (PG_NARGS() > 4 && !PG_ARGISNULL(4))
 		? checked_scopes(PG_GETARG_ARRAYTYPE_P(4)) : (Datum) 0;
+	request_client(&pair);
 
 	now = GetCurrentTimestamp();
 	if (!token_random_uuid(pair.session_id.data))
@@ -1150,6 +1185,7 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 		pair.claims_json = row.claims_json;
 		pair.scopes = row.scopes;
 		pair.access_lifetime = row.access_lifetime;
+		request_client(&pair);
 		pair_times(&pair, now, row.ends_at,
 				   Min(row.access_lifetime, (int64) et_refresh_token_lifetime));
 		mint_access(&pair, &tokens);

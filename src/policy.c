@@ -25,9 +25,11 @@
 #include "catalog/pg_authid.h"
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
+#include "lib/stringinfo.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
@@ -377,6 +379,41 @@ PolicyRateLimited(bool refresh, TimestampTz now, TimestampTz retry_at)
 	if (retry_at % USECS_PER_SEC != 0)
 		retry_at += USECS_PER_SEC - retry_at % USECS_PER_SEC;
 	wait_s = Max((retry_at - now + USECS_PER_SEC - 1) / USECS_PER_SEC, 1);
+
+	/*
+	 * Through PostgREST (which sets request.method), the SQLSTATE PGRST lets
+	 * the error set the response: status 429, a Retry-After header, and a
+	 * body that keeps the code PT429 with the retry time in seconds
+	 * (retry_after) for machines and in the hint for people.
+	 */
+	if (GetConfigOption("request.method", true, false) != NULL)
+	{
+		StringInfoData body;
+		StringInfoData response;
+		char	   *message = psprintf("too many token %s for this user",
+									   refresh ? "refreshes" : "issues");
+		char	   *details = psprintf("At most %d %s per hour are allowed.", limit,
+									   refresh ? "refreshes" : "issues");
+		char	   *hint = psprintf("Retry after %s (in %lld seconds).",
+									timestamptz_to_str(retry_at), (long long) wait_s);
+
+		initStringInfo(&body);
+		appendStringInfoString(&body, "{\"code\":\"PT429\",\"message\":");
+		escape_json(&body, message);
+		appendStringInfoString(&body, ",\"details\":");
+		escape_json(&body, details);
+		appendStringInfoString(&body, ",\"hint\":");
+		escape_json(&body, hint);
+		appendStringInfo(&body, ",\"retry_after\":%lld}", (long long) wait_s);
+		initStringInfo(&response);
+		appendStringInfo(&response,
+						 "{\"status\":429,\"headers\":{\"Retry-After\":\"%lld\"}}",
+						 (long long) wait_s);
+		ereport(ERROR,
+				(errcode(MAKE_SQLSTATE('P', 'G', 'R', 'S', 'T')),
+				 errmsg_internal("%s", body.data),
+				 errdetail_internal("%s", response.data)));
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_ET_RATE_LIMITED),
 			 errmsg("too many token %s for this user", refresh ? "refreshes" : "issues"),

@@ -183,12 +183,13 @@ enum
 	IP_SESSION = 1, IP_USER, IP_NAME, IP_CLAIMS, IP_LIFETIME, IP_NOW,
 	IP_ACCESS_EXPIRES, IP_REFRESH_EXPIRES, IP_ACCESS_HASH, IP_REFRESH_HASH,
 	IP_HOUR_AGO, IP_LIMIT, IP_ENDS_AT, IP_IDLE_TIMEOUT, IP_ACCESS_JTI, IP_KEY_ID,
-	IP_SCOPES, IP_COUNT = IP_SCOPES
+	IP_SCOPES, IP_USER_AGENT, IP_IP, IP_COUNT = IP_IP
 };
 #define ISSUE_TYPES \
 	UUIDOID, TEXTOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID, \
 	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, \
-	TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID, INTERVALOID, UUIDOID, TEXTOID, TEXTARRAYOID
+	TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID, INTERVALOID, UUIDOID, TEXTOID, TEXTARRAYOID, \
+	TEXTOID, TEXTOID
 
 /*
  * Issue: the rate slot (and the user's lock), then the session's row, which
@@ -200,8 +201,9 @@ enum
 	"s AS (INSERT INTO @.extension_token_sessions " \
 	"  (session_id, user_id, name, claims, access_lifetime, created_at, " \
 	"   last_used_at, expires_at, refresh_expires_at, access_hash, refresh_hash, " \
-	"   ends_at, idle_timeout, access_jti, key_id, scopes) " \
-	"  SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $13, $14, $15, $16, $17 " \
+	"   ends_at, idle_timeout, access_jti, key_id, scopes, user_agent, ip) " \
+	"  SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $13, $14, $15, $16, $17, " \
+	"  $18, $19::pg_catalog.inet " \
 	"  FROM u WHERE u.ok) " \
 	"SELECT u.ok, u.oldest FROM u"
 
@@ -211,12 +213,12 @@ enum
 	RP_SESSION = 1, RP_USER, RP_OLD_HASH, RP_NOW, RP_ACCESS_EXPIRES,
 	RP_REFRESH_EXPIRES, RP_ACCESS_HASH, RP_REFRESH_HASH, RP_HOUR_AGO,
 	RP_LIMIT, RP_RETRY_UNTIL, RP_RETRY_BOX, RP_ACCESS_JTI, RP_KEY_ID,
-	RP_COUNT = RP_KEY_ID
+	RP_USER_AGENT, RP_IP, RP_COUNT = RP_IP
 };
 #define REFRESH_TYPES \
 	UUIDOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID, \
 	TIMESTAMPTZOID, BYTEAOID, BYTEAOID, TIMESTAMPTZOID, \
-	INT4OID, TIMESTAMPTZOID, BYTEAOID, UUIDOID, TEXTOID
+	INT4OID, TIMESTAMPTZOID, BYTEAOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID
 
 /*
  * Refresh, after the lookup: the rate slot (the user's lock), then the
@@ -234,6 +236,8 @@ enum
 	"  refresh_count = x.refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $4, " \
 	"  last_used_at = $4, expires_at = $5, refresh_expires_at = $6, " \
 	"  access_hash = $7, refresh_hash = $8, access_jti = $13, key_id = $14, " \
+	"  user_agent = COALESCE($15, x.user_agent), " \
+	"  ip = COALESCE($16::pg_catalog.inet, x.ip), " \
 	"  retry_hash = $3, retry_until = $11, retry_box = $12 " \
 	"  FROM u WHERE u.ok AND x.session_id OPERATOR(pg_catalog.=) $1 " \
 	"  AND x.refresh_hash OPERATOR(pg_catalog.=) $3 AND x.revoked_at IS NULL " \
@@ -1145,6 +1149,12 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 	SET(IP_SCOPES, pair->scopes);
 	if (pair->scopes == (Datum) 0)
 		nulls[IP_SCOPES - 1] = 'n';
+	SET(IP_USER_AGENT, pair->user_agent ? CStringGetTextDatum(pair->user_agent) : (Datum) 0);
+	if (pair->user_agent == NULL)
+		nulls[IP_USER_AGENT - 1] = 'n';
+	SET(IP_IP, pair->ip ? CStringGetTextDatum(pair->ip) : (Datum) 0);
+	if (pair->ip == NULL)
+		nulls[IP_IP - 1] = 'n';
 #undef SET
 
 	*revoked_sessions = 0;
@@ -1208,6 +1218,12 @@ StorageRefresh(const unsigned char *hash, const NewPair *pair, int rate_limit,
 		nulls[RP_RETRY_BOX - 1] = 'n';
 	SET(RP_ACCESS_JTI, uuid_datum((const pg_uuid_t *) pair->access_jti));
 	SET(RP_KEY_ID, CStringGetTextDatum(pair->key_id));
+	SET(RP_USER_AGENT, pair->user_agent ? CStringGetTextDatum(pair->user_agent) : (Datum) 0);
+	if (pair->user_agent == NULL)
+		nulls[RP_USER_AGENT - 1] = 'n';
+	SET(RP_IP, pair->ip ? CStringGetTextDatum(pair->ip) : (Datum) 0);
+	if (pair->ip == NULL)
+		nulls[RP_IP - 1] = 'n';
 #undef SET
 
 	storage_enter(&call);
