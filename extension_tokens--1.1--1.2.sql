@@ -230,6 +230,76 @@ COMMENT ON FUNCTION extension_tokens_signing_keys() IS
 'For administrators: the key ids (never the secrets) of the current and previous signing secret, and how many live sessions'' unexpired access tokens each signed (retired: any other key; NULL key_id: pairs made before 1.2).  A rotation is complete when the previous key signs none';
 
 -------------------------------------------------------------------------------
+-- Device authorization (RFC 8628): the hand-off from dashboard to add-in.
+-- Only hashes of the codes are kept.
+-------------------------------------------------------------------------------
+
+CREATE TABLE extension_token_devices (
+    device_hash     bytea       PRIMARY KEY CHECK (pg_catalog.length(device_hash) OPERATOR(pg_catalog.=) 32),
+    user_code_hash  bytea       NOT NULL UNIQUE CHECK (pg_catalog.length(user_code_hash) OPERATOR(pg_catalog.=) 32),
+    name            text        NOT NULL,
+    scopes          text[],
+    created_at      timestamptz NOT NULL,
+    expires_at      timestamptz NOT NULL,
+    poll_interval   integer     NOT NULL,
+    status          text        NOT NULL DEFAULT 'pending'
+                    CHECK (status OPERATOR(pg_catalog.=) ANY (ARRAY['pending', 'approved', 'denied', 'consumed'])),
+    user_id         text,
+    decided_at      timestamptz,
+    session_id      uuid,
+    CHECK ((status OPERATOR(pg_catalog.=) 'pending') = (user_id IS NULL AND decided_at IS NULL)
+           OR status OPERATOR(pg_catalog.=) 'denied')
+);
+CREATE INDEX extension_token_devices_expires_idx ON extension_token_devices (expires_at);
+COMMENT ON TABLE extension_token_devices IS
+'Device authorizations (RFC 8628) in progress: SHA-256 of the device code and of the normalized user code, never the codes; what the approved session will be (name, scopes) and who approved it';
+SELECT pg_catalog.pg_extension_config_dump('extension_token_devices', '');
+REVOKE ALL ON extension_token_devices FROM PUBLIC;
+ALTER TABLE extension_token_devices ENABLE ROW LEVEL SECURITY;
+
+-- A user's failed approvals within the hour: the guard against guessing.
+ALTER TABLE extension_token_users
+    ADD COLUMN device_log timestamptz[] NOT NULL DEFAULT '{}';
+
+CREATE TYPE extension_token_device AS (
+    device_code                 text,
+    user_code                   text,
+    verification_uri_complete   text,
+    expires_in                  integer,
+    "interval"                  integer
+);
+COMMENT ON TYPE extension_token_device IS
+'A device authorization just started: the device code (kept by the add-in, shown once), the user code (shown to the user), where the user approves it, and how often to poll';
+
+CREATE FUNCTION extension_token_device_start(p_name text DEFAULT NULL, p_scopes text[] DEFAULT NULL)
+RETURNS extension_token_device
+AS 'MODULE_PATHNAME', 'extension_token_device_start'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_device_start(text, text[]) IS
+'Starts a device authorization (RFC 8628) for a session named p_name with p_scopes; anonymous; the add-in shows user_code (or opens verification_uri_complete) and polls with device_code';
+
+CREATE FUNCTION extension_token_device_approve(p_user_code text, p_user_id text DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'extension_token_device_approve'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_device_approve(text, text) IS
+'Approves the device authorization of a user code (case, spaces and dashes ignored) for the signed-in user (or p_user_id, for administrators); false for an unknown, expired or decided code; failed attempts are rate limited (PT429)';
+
+CREATE FUNCTION extension_token_device_deny(p_user_code text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'extension_token_device_deny'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_device_deny(text) IS
+'Denies the device authorization of a user code; the add-in''s next poll gets access_denied';
+
+CREATE FUNCTION extension_token_device_poll(p_device_code text)
+RETURNS extension_token_pair
+AS 'MODULE_PATHNAME', 'extension_token_device_poll'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_device_poll(text) IS
+'The add-in''s poll: once approved, the new session''s pair (once); else PT400 with DETAIL authorization_pending, slow_down, expired_token or access_denied; anonymous';
+
+-------------------------------------------------------------------------------
 -- Across users, for psql
 -------------------------------------------------------------------------------
 
@@ -306,12 +376,15 @@ BEGIN
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %I, %I, %I', f.fn,
                                   p_anon, p_authenticated, p_service_role);
         IF f.name OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_validate', 'extension_token_refresh',
-                                                   'extension_token_revoke', 'extension_token_pre_request']) THEN
+                                                   'extension_token_revoke', 'extension_token_pre_request',
+                                                   'extension_token_device_start', 'extension_token_device_poll']) THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I, %I, %I', f.fn,
                                       p_anon, p_authenticated, p_service_role);
         ELSIF f.name OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_issue', 'extension_token_list',
                                                       'extension_token_revoke_session',
-                                                      'revoke_user_extension_tokens']) THEN
+                                                      'revoke_user_extension_tokens',
+                                                      'extension_token_device_approve',
+                                                      'extension_token_device_deny']) THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', f.fn,
                                       p_authenticated, p_service_role);
         END IF;
@@ -336,6 +409,8 @@ REVOKE ALL ON FUNCTION extension_token_sessions_expiring(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_tokens_grant_api_roles(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_session_state(timestamptz, timestamptz, timestamptz, interval, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_tokens_signing_keys() FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_device_approve(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_device_deny(text) FROM PUBLIC;
 REVOKE ALL ON extension_token_sessions_admin FROM PUBLIC;
 DO $revoke$
 DECLARE
@@ -353,13 +428,18 @@ BEGIN
                    'extension_token_sessions_expiring(interval)'::pg_catalog.regprocedure,
                    'extension_tokens_grant_api_roles(text, text, text)'::pg_catalog.regprocedure,
                    'extension_token_session_state(timestamptz, timestamptz, timestamptz, interval, timestamptz, timestamptz)'::pg_catalog.regprocedure,
-                   'extension_tokens_signing_keys()'::pg_catalog.regprocedure])
+                   'extension_tokens_signing_keys()'::pg_catalog.regprocedure,
+                   'extension_token_device_start(text, text[])'::pg_catalog.regprocedure,
+                   'extension_token_device_approve(text, text)'::pg_catalog.regprocedure,
+                   'extension_token_device_deny(text)'::pg_catalog.regprocedure,
+                   'extension_token_device_poll(text)'::pg_catalog.regprocedure])
            AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
            AND a.grantee OPERATOR(pg_catalog.<>) 0
         UNION
         SELECT DISTINCT pg_catalog.format('TABLE %s', c.oid::pg_catalog.regclass), a.grantee
           FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
-         WHERE c.oid OPERATOR(pg_catalog.=) 'extension_token_sessions_admin'::pg_catalog.regclass
+         WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_sessions_admin'::pg_catalog.regclass,
+                                                     'extension_token_devices'::pg_catalog.regclass])
            AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
            AND a.grantee OPERATOR(pg_catalog.<>) 0
     LOOP
@@ -372,3 +452,7 @@ $revoke$;
 -- the anon key.
 GRANT EXECUTE ON FUNCTION extension_token_revoke(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION extension_token_validate(text, text[]) TO PUBLIC;
+-- An add-in starts and polls a device authorization with the anon key: the
+-- device code is the credential.
+GRANT EXECUTE ON FUNCTION extension_token_device_start(text, text[]) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION extension_token_device_poll(text) TO PUBLIC;

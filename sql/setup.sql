@@ -42,7 +42,9 @@ SHOW extension_tokens.jwt_secret;
 GRANT EXECUTE ON FUNCTION extension_token_issue(text, text, interval, jsonb, text[]),
                           extension_token_list(text),
                           extension_token_revoke_session(uuid),
-                          revoke_user_extension_tokens(text, uuid)
+                          revoke_user_extension_tokens(text, uuid),
+                          extension_token_device_approve(text, text),
+                          extension_token_device_deny(text)
     TO regress_et_service, regress_et_authenticated, regress_et_mallory;
 
 

@@ -475,6 +475,39 @@ text_arg(FunctionCallInfo fcinfo, int n)
 }
 
 /*
+ * Creates the session of `pair` (user, name, claims, scopes and client
+ * filled in) with access tokens of `lifetime` seconds: the new row in one
+ * statement with the user's rate slot, then the session limit.  Returns the
+ * pair as the function's result.
+ */
+static Datum
+issue_session(FunctionCallInfo fcinfo, NewPair *pair, int64 lifetime)
+{
+	PairTokens	tokens;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz retry_at;
+	int			revoked_sessions;
+
+	if (!token_random_uuid(pair->session_id.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes for a session id")));
+	pair->access_lifetime = lifetime;
+	/* The session's own limits, fixed now (see PolicySessionEnd()). */
+	pair->ends_at = et_session_max_lifetime > 0
+		? now + (int64) et_session_max_lifetime * USECS_PER_SEC : DT_NOEND;
+	pair->idle_timeout = et_session_inactivity_timeout;
+	pair_times(pair, now, pair->ends_at, lifetime);
+	mint_access(pair, &tokens);
+	mint_refresh(pair, &tokens);
+	if (!StorageIssue(pair, et_issue_rate_limit, et_max_sessions_per_user, &retry_at,
+					  &revoked_sessions))
+		PolicyRateLimited(false, now, retry_at);
+	StatsCount(STATS_ISSUED);
+	return pair_result(fcinfo, pair, &tokens, revoked_sessions);
+}
+
+/*
  * extension_token_issue(p_user_id text, p_name text, p_lifetime interval,
  *						 p_claims jsonb) RETURNS extension_token_pair
  */
@@ -483,12 +516,8 @@ Datum
 extension_token_issue(PG_FUNCTION_ARGS)
 {
 	NewPair		pair;
-	PairTokens	tokens;
 	size_t		keylen;
-	TimestampTz now;
-	TimestampTz retry_at;
 	int64		lifetime;
-	int			revoked_sessions;
 
 	(void) ConfigRequireSecret(&keylen);
 	require_read_write("issue a token");
@@ -505,26 +534,7 @@ extension_token_issue(PG_FUNCTION_ARGS)
 	pair.scopes = (PG_NARGS() > 4 && !PG_ARGISNULL(4))
 		? checked_scopes(PG_GETARG_ARRAYTYPE_P(4)) : (Datum) 0;
 	request_client(&pair);
-
-	now = GetCurrentTimestamp();
-	if (!token_random_uuid(pair.session_id.data))
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate random bytes for a session id")));
-	pair.access_lifetime = lifetime;
-	/* The session's own limits, fixed now (see PolicySessionEnd()). */
-	pair.ends_at = et_session_max_lifetime > 0
-		? now + (int64) et_session_max_lifetime * USECS_PER_SEC : DT_NOEND;
-	pair.idle_timeout = et_session_inactivity_timeout;
-	pair_times(&pair, now, pair.ends_at, lifetime);
-	mint_access(&pair, &tokens);
-	mint_refresh(&pair, &tokens);
-	/* the rate slot and the new row (one statement), then the session limit */
-	if (!StorageIssue(&pair, et_issue_rate_limit, et_max_sessions_per_user, &retry_at,
-					  &revoked_sessions))
-		PolicyRateLimited(false, now, retry_at);
-	StatsCount(STATS_ISSUED);
-	PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens, revoked_sessions));
+	PG_RETURN_DATUM(issue_session(fcinfo, &pair, lifetime));
 }
 
 /* ---------------------------------------------------------------------
@@ -1219,7 +1229,8 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 /*
  * The session a presented token belongs to: a refresh token's (current or
  * exchanged, found by its hash), or an access token's whose signature
- * verifies (its session_id claim; expiry does not matter here).  A token
+ * verifies (its session_id claim; neither expiry nor the issuer and audience
+ * settings, which may have changed since it was minted, matter here).  A token
  * stays a member of its session whatever happens to the session after: so a
  * revocation racing a refresh that rotates the pair still finds the session,
  * and revokes it after the refresh (one row: the new pair ends with it).
@@ -1244,6 +1255,9 @@ token_session(const char *token, size_t len, pg_uuid_t *sid)
 		bool		ok;
 
 		verify_params(&params, GetCurrentTimestamp(), false);
+		/* ours whatever issuer or audience was in force when minted */
+		params.issuer = NULL;
+		params.audience = NULL;
 		ok = token_verify_access(token, len, &params, claims) == TOKEN_OK;
 		if (ok)
 			memcpy(sid->data, claims->session_id, UUID_LEN);
@@ -1572,4 +1586,176 @@ extension_tokens_signing_keys(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Device authorization (RFC 8628): the hand-off from dashboard to add-in
+ * ---------------------------------------------------------------------
+ */
+
+#define DEVICE_POLL_INTERVAL	5
+/* Failed approvals a user may make per hour (the guard against guessing). */
+#define DEVICE_MAX_FAILURES		10
+
+ET_NORETURN_BEGIN static void device_refuse(const char *reason) ET_NORETURN_END;
+
+static void
+device_refuse(const char *reason)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_ET_BAD_REQUEST),
+			 errmsg("device authorization refused"),
+			 errdetail("%s", reason)));
+}
+
+/*
+ * extension_token_device_start(p_name text, p_scopes text[])
+ *		RETURNS extension_token_device
+ */
+PG_FUNCTION_INFO_V1(extension_token_device_start);
+Datum
+extension_token_device_start(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc = result_tupdesc(fcinfo);
+	char		device_code[DEVICE_CODE_LENGTH + 1];
+	char		user_code[USER_CODE_LETTERS + 2];
+	char		normal[USER_CODE_LETTERS + 1];
+	unsigned char device_hash[TOKEN_HASH_LENGTH];
+	unsigned char user_hash[TOKEN_HASH_LENGTH];
+	const char *name;
+	Datum		scopes;
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, false};
+	size_t		keylen;
+
+	StorageCheckVersion();
+	(void) ConfigRequireSecret(&keylen);
+	require_read_write("start a device authorization");
+	name = PG_ARGISNULL(0) ? DEFAULT_TOKEN_NAME : checked_name(PG_GETARG_TEXT_PP(0));
+	scopes = PG_ARGISNULL(1) ? (Datum) 0 : checked_scopes(PG_GETARG_ARRAYTYPE_P(1));
+	if (!token_make_device_code(device_code) || !token_make_user_code(user_code))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes for a device code")));
+	(void) token_normalize_user_code(user_code, strlen(user_code), normal);
+	token_sha256(device_code, DEVICE_CODE_LENGTH, device_hash);
+	token_sha256(normal, USER_CODE_LETTERS, user_hash);
+	StorageDeviceStart(device_hash, user_hash, name, scopes, now,
+					   now + (int64) PolicyDeviceCodeLifetime() * USECS_PER_SEC,
+					   DEVICE_POLL_INTERVAL);
+	values[0] = CStringGetTextDatum(device_code);
+	values[1] = CStringGetTextDatum(user_code);
+	if (PolicyDeviceVerificationUri() != NULL)
+		values[2] = CStringGetTextDatum(psprintf("%s%suser_code=%s",
+												 PolicyDeviceVerificationUri(),
+												 strchr(PolicyDeviceVerificationUri(), '?') ? "&" : "?",
+												 user_code));
+	else
+		nulls[2] = true;
+	values[3] = Int32GetDatum(PolicyDeviceCodeLifetime());
+	values[4] = Int32GetDatum(DEVICE_POLL_INTERVAL);
+	OPENSSL_cleanse(device_code, sizeof(device_code));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * Approve or deny, by the signed-in user: the code as a person types it.
+ * Failed attempts are counted per user, and refused (PT429) beyond
+ * DEVICE_MAX_FAILURES an hour: 20^8 codes, so guessing a live one takes
+ * far more tries than anyone gets.
+ */
+static bool
+device_decide(FunctionCallInfo fcinfo, bool approve)
+{
+	const char *user;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz oldest;
+	char		normal[USER_CODE_LETTERS + 1];
+	unsigned char user_hash[TOKEN_HASH_LENGTH];
+	text	   *code;
+
+	StorageCheckVersion();
+	user = PolicyResolveUser(approve ? text_arg(fcinfo, 1) : NULL, approve ? "approve" : "deny");
+	PolicyRequireManageScope(approve ? "approve device authorizations" : "deny device authorizations");
+	require_read_write("decide a device authorization");
+	if (StorageDeviceFailures(user, now - USECS_PER_HOUR, &oldest) >= DEVICE_MAX_FAILURES)
+		PolicyTooManyAttempts(now, oldest ? oldest + USECS_PER_HOUR : 0);
+	if (PG_ARGISNULL(0))
+		return false;
+	code = PG_GETARG_TEXT_PP(0);
+	if (VARSIZE_ANY_EXHDR(code) > 64 ||
+		!token_normalize_user_code(VARDATA_ANY(code), VARSIZE_ANY_EXHDR(code), normal))
+		memset(normal, 0, sizeof(normal));	/* counts as a failed attempt */
+	token_sha256(normal, USER_CODE_LETTERS, user_hash);
+	return StorageDeviceDecide(user_hash, user, approve, now);
+}
+
+/* extension_token_device_approve(p_user_code text, p_user_id text) RETURNS boolean */
+PG_FUNCTION_INFO_V1(extension_token_device_approve);
+Datum
+extension_token_device_approve(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(device_decide(fcinfo, true));
+}
+
+/* extension_token_device_deny(p_user_code text) RETURNS boolean */
+PG_FUNCTION_INFO_V1(extension_token_device_deny);
+Datum
+extension_token_device_deny(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(device_decide(fcinfo, false));
+}
+
+/*
+ * extension_token_device_poll(p_device_code text) RETURNS extension_token_pair
+ *
+ * The add-in's poll.  Approved: the session is created for the user who
+ * approved it (with the name and scopes the add-in asked for, under that
+ * user's limits) and its pair returned, once: the code is consumed in the
+ * same transaction.  Otherwise PT400: authorization_pending, slow_down
+ * (polled again within the interval: counted in shared memory, since the
+ * refusal rolls back what it writes), access_denied, expired_token (also
+ * for an unknown or consumed code).
+ */
+PG_FUNCTION_INFO_V1(extension_token_device_poll);
+Datum
+extension_token_device_poll(PG_FUNCTION_ARGS)
+{
+	unsigned char device_hash[TOKEN_HASH_LENGTH];
+	StoredDevice dev;
+	TimestampTz now = GetCurrentTimestamp();
+	NewPair		pair;
+	text	   *code;
+	size_t		keylen;
+	Datum		result;
+
+	LogFilterRedactActivity();
+	StorageCheckVersion();
+	(void) ConfigRequireSecret(&keylen);
+	require_read_write("poll a device authorization");
+	if (PG_ARGISNULL(0) ||
+		toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ != DEVICE_CODE_LENGTH)
+		device_refuse("expired_token");
+	code = PG_GETARG_TEXT_PP(0);
+	token_sha256(VARDATA_ANY(code), VARSIZE_ANY_EXHDR(code), device_hash);
+	if (!StorageDevicePoll(device_hash, &dev) || strcmp(dev.status, "consumed") == 0 ||
+		(now >= dev.expires_at && strcmp(dev.status, "approved") != 0))
+		device_refuse("expired_token");
+	if (strcmp(dev.status, "denied") == 0)
+		device_refuse("access_denied");
+	if (UsagePolledTooSoon(device_hash, now, dev.interval_s))
+		device_refuse("slow_down");
+	if (strcmp(dev.status, "pending") == 0)
+		device_refuse("authorization_pending");
+
+	/* approved: the session, once */
+	memset(&pair, 0, sizeof(pair));
+	pair.user_id = dev.user_id;
+	pair.name = dev.name;
+	pair.scopes = dev.scopes;
+	request_client(&pair);
+	result = issue_session(fcinfo, &pair, et_access_token_lifetime);
+	StorageDeviceConsume(device_hash, &pair.session_id);
+	PG_RETURN_DATUM(result);
 }

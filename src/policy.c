@@ -44,6 +44,8 @@
  * default none).  A settings of policy, kept here with the rule it feeds.
  */
 static char *et_user_claims = NULL;
+static int	et_device_code_lifetime = 600;	/* seconds */
+static char *et_device_verification_uri = NULL;
 
 /*
  * Claims that authorization decisions read (Supabase's auth.jwt(), RLS
@@ -106,6 +108,33 @@ PolicyInit(void)
 							   "",
 							   PGC_SUSET, GUC_LIST_INPUT,
 							   check_user_claims, NULL, NULL);
+	DefineCustomIntVariable("extension_tokens.device_code_lifetime",
+							"How long a device authorization (its device and user codes) stays usable.",
+							NULL,
+							&et_device_code_lifetime,
+							600, 60, 3600,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomStringVariable("extension_tokens.device_verification_uri",
+							   "The dashboard page where a user approves a device (verification_uri_complete adds ?user_code=...).",
+							   "Empty: verification_uri_complete is NULL.",
+							   &et_device_verification_uri,
+							   "",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+}
+
+int
+PolicyDeviceCodeLifetime(void)
+{
+	return et_device_code_lifetime;
+}
+
+const char *
+PolicyDeviceVerificationUri(void)
+{
+	return (et_device_verification_uri && et_device_verification_uri[0])
+		? et_device_verification_uri : NULL;
 }
 
 /*
@@ -421,6 +450,22 @@ PolicyRateLimited(bool refresh, TimestampTz now, TimestampTz retry_at)
 					   refresh ? "refreshes" : "issues"),
 			 errhint("Retry after %s (in %lld seconds).",
 					 timestamptz_to_str(retry_at), (long long) wait_s)));
+}
+
+/* Raises PT429 for too many failed device approvals. */
+void
+PolicyTooManyAttempts(TimestampTz now, TimestampTz retry_at)
+{
+	int64		wait_s;
+
+	if (retry_at <= now)
+		retry_at = now + USECS_PER_HOUR;
+	wait_s = Max((retry_at - now + USECS_PER_SEC - 1) / USECS_PER_SEC, 1);
+	ereport(ERROR,
+			(errcode(ERRCODE_ET_RATE_LIMITED),
+			 errmsg("too many failed device approvals for this user"),
+			 errdetail("At most 10 failed approvals per hour are allowed."),
+			 errhint("Retry in %lld seconds.", (long long) wait_s)));
 }
 
 void

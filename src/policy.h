@@ -16,6 +16,7 @@
 /* SQLSTATEs of the contract that PostgreSQL has no name for. */
 #define ERRCODE_ET_UNAUTHORIZED	MAKE_SQLSTATE('P','T','4','0','1')
 #define ERRCODE_ET_RATE_LIMITED	MAKE_SQLSTATE('P','T','4','2','9')
+#define ERRCODE_ET_BAD_REQUEST	MAKE_SQLSTATE('P','T','4','0','0')
 
 extern void PolicyInit(void);
 extern bool PolicyCallerIsAdmin(void);
@@ -45,6 +46,10 @@ extern SessionEnd PolicySessionEnd(bool revoked, TimestampTz refresh_expires_at,
 extern const char *PolicySessionStatus(SessionEnd end);
 ET_NORETURN_BEGIN extern void PolicyRateLimited(bool refresh, TimestampTz now,
 												TimestampTz retry_at) ET_NORETURN_END;
+ET_NORETURN_BEGIN extern void PolicyTooManyAttempts(TimestampTz now,
+													TimestampTz retry_at) ET_NORETURN_END;
+extern int	PolicyDeviceCodeLifetime(void);
+extern const char *PolicyDeviceVerificationUri(void);
 ET_NORETURN_BEGIN extern void PolicyRefreshRefused(const char *reason) ET_NORETURN_END;
 
 #endif							/* EXTENSION_TOKENS_POLICY_H */

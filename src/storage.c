@@ -109,9 +109,16 @@ typedef enum StatementId
 	ST_RATE_UNDO,
 	ST_CLEANUP_SESSIONS,
 	ST_CLEANUP_USERS,
+	ST_CLEANUP_DEVICES,
 	ST_COUNTS,
 	ST_KEY_COUNTS,
 	ST_ADD_USE,
+	ST_DEVICE_START,
+	ST_DEVICE_FAILURES,
+	ST_DEVICE_DECIDE,
+	ST_DEVICE_FAILED,
+	ST_DEVICE_POLL,
+	ST_DEVICE_CONSUME,
 	ST_COUNT
 } StatementId;
 
@@ -371,13 +378,21 @@ static const Statement statements[ST_COUNT] = {
 		"  WHERE x.user_id OPERATOR(pg_catalog.>=) $3 "
 		"  AND NOT EXISTS (SELECT 1 FROM @.extension_token_sessions s "
 		"                  WHERE s.user_id OPERATOR(pg_catalog.=) x.user_id) "
-		"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.issue_log OPERATOR(pg_catalog.||) x.refresh_log) l(t) "
+		"  AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(x.issue_log OPERATOR(pg_catalog.||) x.refresh_log "
+		"                  OPERATOR(pg_catalog.||) x.device_log) l(t) "
 		"                  WHERE l.t OPERATOR(pg_catalog.>) $1) "
 		"  ORDER BY x.user_id LIMIT $2 FOR UPDATE SKIP LOCKED) v "
 		"  WHERE u.user_id OPERATOR(pg_catalog.=) v.user_id RETURNING u.user_id) "
 		"SELECT (SELECT pg_catalog.count(*) FROM d), "
 		"  (SELECT d.user_id FROM d ORDER BY d.user_id DESC LIMIT 1)",
 		3, {TIMESTAMPTZOID, INT4OID, TEXTOID}
+	},
+	/* Device authorizations that ran out before $1, in batches of $2. */
+	[ST_CLEANUP_DEVICES] = {
+		"DELETE FROM @.extension_token_devices WHERE device_hash OPERATOR(pg_catalog.=) ANY (ARRAY("
+		"  SELECT device_hash FROM @.extension_token_devices "
+		"  WHERE expires_at OPERATOR(pg_catalog.<) $1 LIMIT $2 FOR UPDATE SKIP LOCKED))",
+		2, {TIMESTAMPTZOID, INT4OID}
 	},
 	[ST_COUNTS] = {
 		"SELECT "
@@ -404,6 +419,47 @@ static const Statement statements[ST_COUNT] = {
 		"FROM v, l WHERE s.session_id OPERATOR(pg_catalog.=) v.id "
 		"AND l.session_id OPERATOR(pg_catalog.=) v.id",
 		3, {UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}
+	},
+	/* Device authorization (RFC 8628): see StorageDevice*() below. */
+	[ST_DEVICE_START] = {
+		"INSERT INTO @.extension_token_devices (device_hash, user_code_hash, name, scopes, "
+		"  created_at, expires_at, poll_interval) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+		7, {BYTEAOID, BYTEAOID, TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
+	},
+	/* the user's failed approvals since $2 */
+	[ST_DEVICE_FAILURES] = {
+		"SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(u.device_log) AS l(t) "
+		"        WHERE l.t OPERATOR(pg_catalog.>) $2), "
+		"  (SELECT pg_catalog.min(l.t) FROM pg_catalog.unnest(u.device_log) AS l(t) "
+		"   WHERE l.t OPERATOR(pg_catalog.>) $2) "
+		"FROM @.extension_token_users u WHERE u.user_id OPERATOR(pg_catalog.=) $1",
+		2, {TEXTOID, TIMESTAMPTZOID}
+	},
+	/* approve ($4 'approved', user $2) or deny ($4 'denied') a pending code */
+	[ST_DEVICE_DECIDE] = {
+		"UPDATE @.extension_token_devices SET status = $4, user_id = $2, decided_at = $3 "
+		"WHERE user_code_hash OPERATOR(pg_catalog.=) $1 "
+		"AND status OPERATOR(pg_catalog.=) 'pending' AND expires_at OPERATOR(pg_catalog.>) $3 "
+		"RETURNING 1",
+		4, {BYTEAOID, TEXTOID, TIMESTAMPTZOID, TEXTOID}
+	},
+	/* a failed approval, logged on the user's row ($3: an hour before $2) */
+	[ST_DEVICE_FAILED] = {
+		"INSERT INTO @.extension_token_users AS u (user_id, device_log) VALUES ($1, ARRAY[$2]) "
+		"ON CONFLICT (user_id) DO UPDATE SET device_log = ARRAY("
+		"  SELECT l.t FROM pg_catalog.unnest(u.device_log) AS l(t) "
+		"  WHERE l.t OPERATOR(pg_catalog.>) $3 ORDER BY l.t) OPERATOR(pg_catalog.||) $2",
+		3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	},
+	[ST_DEVICE_POLL] = {
+		"SELECT status, expires_at, user_id, name, scopes, poll_interval "
+		"FROM @.extension_token_devices WHERE device_hash OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+		1, {BYTEAOID}
+	},
+	[ST_DEVICE_CONSUME] = {
+		"UPDATE @.extension_token_devices SET status = 'consumed', session_id = $2 "
+		"WHERE device_hash OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'approved'",
+		2, {BYTEAOID, UUIDOID}
 	},
 	/* Live sessions whose current access token is unexpired, by signing key. */
 	[ST_KEY_COUNTS] = {
@@ -1052,6 +1108,19 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 		values[2] = PointerGetDatum(DatumGetTextPCopy(last));
 		cleanup_pause(delay_ms, start);
 	}
+	/* device authorizations past their lifetime and the retention */
+	values[0] = TimestampTzGetDatum(dead_before);
+	for (;;)
+	{
+		TimestampTz start = GetCurrentTimestamp();
+
+		CHECK_FOR_INTERRUPTS();
+		storage_exec(ST_CLEANUP_DEVICES, values, NULL, false, -1);
+		total += SPI_processed;
+		if (SPI_processed < (uint64) batch_size)
+			break;
+		cleanup_pause(delay_ms, start);
+	}
 	storage_leave(&call);
 	return total;
 }
@@ -1380,5 +1449,141 @@ StorageAddUse(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *time
 	values[2] = PointerGetDatum(construct_array(c, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	storage_enter(&call);
 	storage_exec(ST_ADD_USE, values, NULL, false, -1);
+	storage_leave(&call);
+}
+
+/* ---------------------------------------------------------------------
+ * Device authorization (RFC 8628): codes kept as SHA-256 only
+ * ---------------------------------------------------------------------
+ */
+
+void
+StorageDeviceStart(const unsigned char *device_hash, const unsigned char *user_code_hash,
+				   const char *name, Datum scopes, TimestampTz now, TimestampTz expires_at,
+				   int interval_s)
+{
+	StorageCall call;
+	Datum		values[7];
+	char		nulls[8] = "       ";
+
+	values[0] = hash_datum(device_hash);
+	values[1] = hash_datum(user_code_hash);
+	values[2] = CStringGetTextDatum(name);
+	values[3] = scopes;
+	if (scopes == (Datum) 0)
+		nulls[3] = 'n';
+	values[4] = TimestampTzGetDatum(now);
+	values[5] = TimestampTzGetDatum(expires_at);
+	values[6] = Int32GetDatum(interval_s);
+	storage_enter(&call);
+	storage_exec(ST_DEVICE_START, values, nulls, false, -1);
+	storage_leave(&call);
+}
+
+/* The user's failed approvals since `since`, and the oldest of them (0: none). */
+int64
+StorageDeviceFailures(const char *user_id, TimestampTz since, TimestampTz *oldest)
+{
+	StorageCall call;
+	Datum		values[2];
+	int64		n = 0;
+
+	values[0] = CStringGetTextDatum(user_id);
+	values[1] = TimestampTzGetDatum(since);
+	*oldest = 0;
+	storage_enter(&call);
+	storage_exec(ST_DEVICE_FAILURES, values, NULL, true, 2);
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+
+		n = DatumGetInt64(column(1, &isnull));
+		*oldest = column_ts(2);
+	}
+	storage_leave(&call);
+	return n;
+}
+
+/*
+ * Approves (for user_id) or denies a pending, unexpired code; false when
+ * there is none, and then the failure is logged on user_id's row.
+ */
+bool
+StorageDeviceDecide(const unsigned char *user_code_hash, const char *user_id,
+					bool approve, TimestampTz now)
+{
+	StorageCall call;
+	Datum		values[4];
+	char		nulls[5] = "    ";
+	bool		done;
+
+	values[0] = hash_datum(user_code_hash);
+	values[1] = approve ? CStringGetTextDatum(user_id) : (Datum) 0;
+	if (!approve)
+		nulls[1] = 'n';
+	values[2] = TimestampTzGetDatum(now);
+	values[3] = CStringGetTextDatum(approve ? "approved" : "denied");
+	storage_enter(&call);
+	storage_exec(ST_DEVICE_DECIDE, values, nulls, false, 1);
+	done = SPI_processed == 1;
+	if (!done)
+	{
+		Datum		failed[3];
+
+		failed[0] = CStringGetTextDatum(user_id);
+		failed[1] = TimestampTzGetDatum(now);
+		failed[2] = TimestampTzGetDatum(now - USECS_PER_HOUR);
+		storage_exec(ST_DEVICE_FAILED, failed, NULL, false, -1);
+	}
+	storage_leave(&call);
+	return done;
+}
+
+/* The device code's row, locked; false when there is none. */
+bool
+StorageDevicePoll(const unsigned char *device_hash, StoredDevice *out)
+{
+	StorageCall call;
+	Datum		values[1];
+	bool		found;
+	MemoryContext caller = CurrentMemoryContext;
+
+	memset(out, 0, sizeof(*out));
+	values[0] = hash_datum(device_hash);
+	storage_enter(&call);
+	storage_exec(ST_DEVICE_POLL, values, NULL, false, 6);
+	found = SPI_processed == 1;
+	if (found)
+	{
+		bool		isnull;
+		Datum		d;
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		out->status = TextDatumGetCString(column(1, &isnull));
+		out->expires_at = column_ts(2);
+		d = column(3, &isnull);
+		out->user_id = isnull ? NULL : TextDatumGetCString(d);
+		out->name = TextDatumGetCString(column(4, &isnull));
+		d = column(5, &isnull);
+		out->scopes = isnull ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
+		out->interval_s = DatumGetInt32(column(6, &isnull));
+		MemoryContextSwitchTo(old);
+	}
+	storage_leave(&call);
+	return found;
+}
+
+void
+StorageDeviceConsume(const unsigned char *device_hash, const pg_uuid_t *session_id)
+{
+	StorageCall call;
+	Datum		values[2];
+
+	values[0] = hash_datum(device_hash);
+	values[1] = uuid_datum(session_id);
+	storage_enter(&call);
+	storage_exec(ST_DEVICE_CONSUME, values, NULL, false, -1);
+	if (SPI_processed != 1)
+		elog(ERROR, "extension_tokens: device authorization not consumed");
 	storage_leave(&call);
 }

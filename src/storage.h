@@ -115,4 +115,26 @@ extern uint64 StorageRevokeUser(const char *user_id, const pg_uuid_t *except,
 extern void StorageListSessions(const char *user_id, TimestampTz now,
 								struct ReturnSetInfo *rsinfo);
 
+/* Device authorization (RFC 8628). */
+typedef struct StoredDevice
+{
+	char	   *status;			/* pending, approved, denied, consumed */
+	TimestampTz expires_at;
+	char	   *user_id;		/* who approved it, or NULL */
+	char	   *name;
+	Datum		scopes;			/* text[], or 0 */
+	int			interval_s;
+} StoredDevice;
+extern void StorageDeviceStart(const unsigned char *device_hash,
+							   const unsigned char *user_code_hash, const char *name,
+							   Datum scopes, TimestampTz now, TimestampTz expires_at,
+							   int interval_s);
+extern int64 StorageDeviceFailures(const char *user_id, TimestampTz since,
+								   TimestampTz *oldest);
+extern bool StorageDeviceDecide(const unsigned char *user_code_hash, const char *user_id,
+								bool approve, TimestampTz now);
+extern bool StorageDevicePoll(const unsigned char *device_hash, StoredDevice *out);
+extern void StorageDeviceConsume(const unsigned char *device_hash,
+								 const pg_uuid_t *session_id);
+
 #endif							/* EXTENSION_TOKENS_STORAGE_H */

@@ -825,14 +825,16 @@ check_claims(json_t *payload, const TokenVerifyParams *params,
 						  claims->session_id))
 		return TOKEN_MALFORMED;
 
+	/* NULL issuer or audience: any (revocation by token, see token.h) */
 	iss = json_object_get(payload, "iss");
 	if (!json_is_string(iss) ||
-		json_string_length(iss) != strlen(params->issuer) ||
-		strcmp(json_string_value(iss), params->issuer) != 0)
+		(params->issuer != NULL &&
+		 (json_string_length(iss) != strlen(params->issuer) ||
+		  strcmp(json_string_value(iss), params->issuer) != 0)))
 		return TOKEN_WRONG_ISSUER;
 
 	aud = json_object_get(payload, "aud");
-	if (aud == NULL || !audience_matches(aud, params->audience))
+	if (aud == NULL || (params->audience != NULL && !audience_matches(aud, params->audience)))
 		return TOKEN_WRONG_AUDIENCE;
 
 	type = json_object_get(payload, "type");
@@ -1266,6 +1268,80 @@ token_make_refresh(char out[REFRESH_TOKEN_LENGTH + 1])
 	refresh_checksum(out, out + REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH);
 	out[REFRESH_TOKEN_LENGTH] = '\0';
 	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Device authorization codes
+ * ---------------------------------------------------------------------
+ */
+
+/* RFC 8628 6.1: no vowels (no words), no look-alikes. */
+static const char user_code_alphabet[] = "BCDFGHJKLMNPQRSTVWXZ";
+
+/* `n` characters uniform over `alphabet` (rejection sampling). */
+static bool
+random_chars(char *out, size_t n, const char *alphabet, unsigned int size)
+{
+	unsigned char rnd[64];
+	size_t		filled = 0;
+	unsigned int limit = 256 - 256 % size;
+
+	while (filled < n)
+	{
+		if (!token_random_bytes(rnd, sizeof(rnd)))
+			return false;
+		for (size_t i = 0; i < sizeof(rnd) && filled < n; i++)
+			if (rnd[i] < limit)
+				out[filled++] = alphabet[rnd[i] % size];
+	}
+	OPENSSL_cleanse(rnd, sizeof(rnd));
+	return true;
+}
+
+bool
+token_make_device_code(char out[DEVICE_CODE_LENGTH + 1])
+{
+	memcpy(out, DEVICE_CODE_PREFIX, 7);
+	if (!random_chars(out + 7, DEVICE_CODE_LENGTH - 7, base62_alphabet, 62))
+		return false;
+	out[DEVICE_CODE_LENGTH] = '\0';
+	return true;
+}
+
+bool
+token_make_user_code(char out[USER_CODE_LETTERS + 2])
+{
+	char		letters[USER_CODE_LETTERS];
+
+	if (!random_chars(letters, USER_CODE_LETTERS, user_code_alphabet,
+					  sizeof(user_code_alphabet) - 1))
+		return false;
+	memcpy(out, letters, 4);
+	out[4] = '-';
+	memcpy(out + 5, letters + 4, 4);
+	out[USER_CODE_LETTERS + 1] = '\0';
+	return true;
+}
+
+bool
+token_normalize_user_code(const char *in, size_t len, char out[USER_CODE_LETTERS + 1])
+{
+	size_t		n = 0;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = in[i];
+
+		if (c == ' ' || c == '-' || c == '\t')
+			continue;
+		if (c >= 'a' && c <= 'z')
+			c = (char) (c - 'a' + 'A');
+		if (n == USER_CODE_LETTERS || strchr(user_code_alphabet, c) == NULL || c == '\0')
+			return false;
+		out[n++] = c;
+	}
+	out[n] = '\0';
+	return n == USER_CODE_LETTERS;
 }
 
 /* The prefix alone: enough to tell a refresh token from a JWT. */

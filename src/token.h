@@ -73,8 +73,8 @@ typedef struct TokenVerifyParams
 	size_t		keylen;
 	const unsigned char *prev_key;	/* a key being retired, or NULL */
 	size_t		prev_keylen;
-	const char *issuer;
-	const char *audience;
+	const char *issuer;			/* NULL: any (never with use_cache) */
+	const char *audience;		/* NULL: any (never with use_cache) */
 	int64_t		now;			/* seconds since the Unix epoch */
 	int64_t		leeway;			/* seconds of clock skew tolerated */
 	bool		check_times;	/* false: ignore exp/nbf/iat (refresh's
@@ -211,6 +211,20 @@ extern bool token_seal(const char *opener, size_t opener_len,
 extern bool token_unseal(const char *opener, size_t opener_len,
 						 const unsigned char *aad, size_t aad_len,
 						 const unsigned char *sealed, size_t sealed_len, void *out);
+
+/*
+ * Device authorization (RFC 8628): a device code "ext_dc_" + 43 base62
+ * characters (256 random bits), and a user code of 8 letters from an
+ * alphabet without vowels or look-alikes, shown as XXXX-XXXX.
+ */
+#define DEVICE_CODE_PREFIX		"ext_dc_"
+#define DEVICE_CODE_LENGTH		50
+#define USER_CODE_LETTERS		8
+extern bool token_make_device_code(char out[DEVICE_CODE_LENGTH + 1]);
+extern bool token_make_user_code(char out[USER_CODE_LETTERS + 2]);
+/* A user code as typed: case, spaces and dashes ignored; false if not one. */
+extern bool token_normalize_user_code(const char *in, size_t len,
+									  char out[USER_CODE_LETTERS + 1]);
 
 /* Writes REFRESH_TOKEN_LENGTH characters and a terminating NUL. */
 extern bool token_make_refresh(char out[REFRESH_TOKEN_LENGTH + 1]);

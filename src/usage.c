@@ -61,9 +61,18 @@ typedef struct UsageEntry
 	TimestampTz last_used;
 } UsageEntry;
 
+/* Device authorization polls (RFC 8628 slow_down): the last poll of a code. */
+#define POLL_SLOTS		1024
+typedef struct PollSlot
+{
+	unsigned char code_hash[8]; /* a prefix of the device code's SHA-256 */
+	TimestampTz last_poll;
+} PollSlot;
+
 typedef struct UsageShared
 {
 	LWLock	   *lock;
+	PollSlot	polls[POLL_SLOTS];
 } UsageShared;
 
 static UsageShared *shared = NULL;
@@ -92,7 +101,10 @@ usage_shmem_startup(void)
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("extension_tokens usage", sizeof(UsageShared), &found);
 	if (!found)
+	{
+		memset(shared, 0, sizeof(UsageShared));
 		shared->lock = &(GetNamedLWLockTranche("extension_tokens usage"))->lock;
+	}
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(UsageKey);
 	info.entrysize = sizeof(UsageEntry);
@@ -266,4 +278,45 @@ UsageFlush(Oid database, bool (*write) (const pg_uuid_t *ids, const int64 *count
 	pfree(counts);
 	pfree(times);
 	return written;
+}
+
+/*
+ * Whether a device code (by its SHA-256) was polled less than `interval_s`
+ * ago; records this poll either way.  Kept in shared memory, because the
+ * poll that is refused (PT400) rolls back anything it wrote; without shared
+ * memory there is no such check.  The slot of the code polled longest ago is
+ * reused when all are taken.
+ */
+bool
+UsagePolledTooSoon(const unsigned char *code_hash, TimestampTz now, int interval_s)
+{
+	PollSlot   *slot = NULL;
+	PollSlot   *oldest = NULL;
+	bool		too_soon = false;
+
+	if (shared == NULL)
+		return false;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < POLL_SLOTS; i++)
+	{
+		PollSlot   *p = &shared->polls[i];
+
+		if (memcmp(p->code_hash, code_hash, sizeof(p->code_hash)) == 0 && p->last_poll != 0)
+		{
+			slot = p;
+			break;
+		}
+		if (oldest == NULL || p->last_poll < oldest->last_poll)
+			oldest = p;
+	}
+	if (slot != NULL)
+		too_soon = now - slot->last_poll < (int64) interval_s * USECS_PER_SEC;
+	else
+	{
+		slot = oldest;
+		memcpy(slot->code_hash, code_hash, sizeof(slot->code_hash));
+	}
+	slot->last_poll = now;
+	LWLockRelease(shared->lock);
+	return too_soon;
 }

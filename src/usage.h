@@ -26,4 +26,8 @@ extern int64 UsageFlush(Oid database,
 						bool (*write) (const pg_uuid_t *ids, const int64 *counts,
 									   const TimestampTz *times, int n));
 
+/* RFC 8628 slow_down: a device code polled again too soon. */
+extern bool UsagePolledTooSoon(const unsigned char *code_hash, TimestampTz now,
+							   int interval_s);
+
 #endif							/* EXTENSION_TOKENS_USAGE_H */

@@ -189,13 +189,19 @@ test('other tokens pass the pre-request function untouched: a Supabase user JWT,
   assert.equal(sr.body.role, 'service_role');
 });
 
-test('only tokens with our iss and type access are checked: others with one of the two pass', async () => {
+test('tokens of our shape (type access and a session_id) are checked whatever their iss; others pass', async () => {
   const iat = Math.floor(Date.now() / 1000);
   const base = {
     aud: AUDIENCE, sub: newUser(), session_id: randomUUID(), jti: randomUUID(),
     role: 'authenticated', iat, exp: iat + 3600,
   };
-  for (const claims of [{ iss: 'someone-else', type: 'access' }, { iss: ISSUER, type: 'id' }, { iss: ISSUER }]) {
+  // 1.2: the issuer no longer decides (it may have changed since a token
+  // was minted): a token of our shape naming a session we never issued it
+  // for is refused.
+  const ours = await whoami(signJwt({ ...base, iss: 'someone-else', type: 'access' }));
+  assert.equal(ours.status, 401, show(ours));
+  assert.equal(ours.body.code, 'PT401');
+  for (const claims of [{ iss: ISSUER, type: 'id' }, { iss: ISSUER }]) {
     const token = signJwt({ ...base, ...claims });
     assert.equal((await validate(token)).valid, false, 'not a valid token of ours');
     const r = await whoami(token);
@@ -232,6 +238,11 @@ test('extension_tokens_grant_api_roles() grants exactly the contract, takes back
     extension_token_revoke: all,
     // extension_token_session_state (the session rule's SQL face) is for
     // nobody: it is called by the extension's own statements and views.
+    // 1.2: the add-in starts and polls a device authorization with the anon key.
+    extension_token_device_start: all,
+    extension_token_device_poll: all,
+    extension_token_device_approve: signedIn,
+    extension_token_device_deny: signedIn,
     extension_token_issue: signedIn,
     extension_token_list: signedIn,
     extension_token_revoke_session: signedIn,
