@@ -13,7 +13,9 @@
 # jwt-secret and db-pre-request = public.extension_token_pre_request: the main
 # one without jwt-aud (it accepts Supabase user JWTs and ours), a second with
 # jwt-aud = "extension", a third logged in as a role whose
-# refresh_retry_window is the default 30 s.  Then it
+# refresh_retry_window is the default 30 s, a fourth for the attack suite
+# (attacks.test.mjs) logged in as a role whose jwt_issuer and jwt_audience
+# follow the configuration files while the others' are pinned.  Then it
 # runs `node --test test/postgrest/*.test.mjs` and ends with one line
 # "N passed, M failed".  Arguments, if any, are the test files to run instead
 # of all of them (e.g. test/postgrest/attacks.test.mjs); ET_POSTGREST_WORKDIR
@@ -87,6 +89,20 @@ GRANT anon, authenticated, service_role TO authenticator;
 CREATE ROLE authenticator_retry LOGIN NOINHERIT PASSWORD '$authpw';
 GRANT anon, authenticated, service_role TO authenticator_retry;
 ALTER ROLE authenticator_retry SET extension_tokens.refresh_retry_window = 30;
+-- A fourth PostgREST, for test/postgrest/attacks.test.mjs, logs in as
+-- authenticator_attack: there the extra claims in user_claims are allowed,
+-- and the attacks change jwt_issuer and jwt_audience with ALTER SYSTEM and a
+-- reload while the other test files run: the other login roles keep the
+-- defaults (a role's setting outranks the configuration files).
+CREATE ROLE authenticator_attack LOGIN NOINHERIT PASSWORD '$authpw';
+GRANT anon, authenticated, service_role TO authenticator_attack;
+ALTER ROLE authenticator_attack SET extension_tokens.user_claims = 'department';
+ALTER ROLE authenticator SET extension_tokens.jwt_issuer = 'extension_tokens';
+ALTER ROLE authenticator SET extension_tokens.jwt_audience = 'extension';
+ALTER ROLE authenticator_retry SET extension_tokens.jwt_issuer = 'extension_tokens';
+ALTER ROLE authenticator_retry SET extension_tokens.jwt_audience = 'extension';
+ALTER ROLE postgres SET extension_tokens.jwt_issuer = 'extension_tokens';
+ALTER ROLE postgres SET extension_tokens.jwt_audience = 'extension';
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 CREATE EXTENSION extension_tokens;
 -- What PostgREST puts in request.jwt.claims, for the bearer-token tests.
@@ -160,12 +176,13 @@ say "PostgREST"
 start_postgrest main ET_POSTGREST_URL
 start_postgrest aud ET_POSTGREST_AUD_URL 'jwt-aud = "extension"'
 PGRST_USER=authenticator_retry start_postgrest retry ET_POSTGREST_RETRY_URL
+PGRST_USER=authenticator_attack start_postgrest attack ET_POSTGREST_ATTACK_URL
 echo "PostgREST answers on $ET_POSTGREST_URL, with jwt-aud = \"extension\" on $ET_POSTGREST_AUD_URL,"
-echo "and with refresh_retry_window = 30 s on $ET_POSTGREST_RETRY_URL"
+echo "with refresh_retry_window = 30 s on $ET_POSTGREST_RETRY_URL, for the attacks on $ET_POSTGREST_ATTACK_URL"
 
 [ ${#tests[@]} -gt 0 ] || tests=(test/postgrest/*.test.mjs)
 say "node --test ${tests[*]}"
-export ET_POSTGREST_URL ET_POSTGREST_AUD_URL ET_POSTGREST_RETRY_URL ET_JWT_SECRET=$secret ET_PRE_REQUEST=${pre_request:+1}
+export ET_POSTGREST_URL ET_POSTGREST_AUD_URL ET_POSTGREST_RETRY_URL ET_POSTGREST_ATTACK_URL ET_JWT_SECRET=$secret ET_PRE_REQUEST=${pre_request:+1}
 if node --test --test-reporter=tap "${tests[@]}" 2>&1 | tee "$dir/node-test.log"; then :; fi
 stop_postgrest
 
