@@ -39,7 +39,7 @@ test('README dashboard snippet: issue, list, revoke one, revoke all', async () =
   assert.equal((await validate(out.pair.access_token)).error, 'revoked');
 });
 
-test('README add-in snippet: validate with GET, refresh; the same refresh again is PT401', async () => {
+test('README add-in snippet: validate with POST, refresh; the same refresh again is PT401', async () => {
   const pair = await issueAs(newUser(), { p_name: 'add-in' });
   const createClient = (url, key) => {
     assert.equal(url, 'SUPABASE_URL');
@@ -63,4 +63,31 @@ test('README add-in snippet: validate with GET, refresh; the same refresh again 
   assert.equal(again.refreshError.details, 'refresh_token_already_used');
   assert.equal(again.next, null);
   assert.ok(BASE.startsWith('http://127.0.0.1:'));
+});
+
+test('README device snippet: start with the anon key, approve as the signed-in user, poll for the pair', async () => {
+  const me = newUser();
+  const out = await run('device', { anon: supabase(ANON_KEY), supabase: supabase(userJwt(me)) },
+    ['start', 'approved', 'pair', 'error']);
+  assert.match(out.start.user_code, /^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$/);
+  assert.match(out.start.device_code, /^ext_dc_/);
+  assert.equal(out.start.interval, 5);
+  // The snippet approves a code the user typed ('bdwp hqpk'), not this one.
+  assert.equal(out.approved, false);
+  assert.equal(out.error.code, 'PT400');
+  assert.equal(out.error.details, 'authorization_pending');
+  assert.equal(out.pair, null);
+  // Approving the code shown, as typed by a person, and polling after the
+  // interval gives the pair of a session of this user.
+  const typed = out.start.user_code.toLowerCase().replace('-', ' ');
+  const ok = await supabase(userJwt(me)).rpc('extension_token_device_approve', { p_user_code: typed });
+  assert.equal(ok.data, true, JSON.stringify(ok.error));
+  await new Promise((r) => setTimeout(r, out.start.interval * 1000 + 100));
+  const polled = await supabase(ANON_KEY).rpc('extension_token_device_poll', { p_device_code: out.start.device_code });
+  assert.equal(polled.error, null, JSON.stringify(polled.error));
+  const v = await validate(polled.data.access_token);
+  assert.equal(v.valid, true);
+  assert.equal(v.user_id, me);
+  assert.equal(v.token_name, 'VS Code add-in');
+  assert.deepEqual(v.scopes, ['notes:read']);
 });
