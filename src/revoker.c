@@ -79,7 +79,7 @@
 PGDLLEXPORT void extension_tokens_revoker_main(Datum main_arg);
 
 #define REVOKER_QUEUE_SIZE	1024
-#define REVOKER_IDLE_MS		10000
+#define REVOKER_IDLE_MS		2000
 /* How often the uses counted in shared memory are written (usage.c). */
 #define USAGE_FLUSH_MS		1000
 #define REVOKER_WAIT_MS		2000
