@@ -43,6 +43,7 @@ Prints one line per race, then "N passed, M failed" (each race is one test:
 passed when it ran every round with no violation, deadlock or error); exits
 1 if any race failed.
 """
+import base64
 import collections
 import os
 import secrets
@@ -89,6 +90,12 @@ def uid(n):
 
 def user_for(race_no, round_no):
     return uid(RUN_NONCE * 10**8 + race_no * 10**7 + round_no)
+
+
+def jwt_payload(token):
+    """The claims of a compact JWS, as PostgREST puts them in request.jwt.claims."""
+    part = token.split(".")[1]
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode("utf-8")
 
 
 def short(token):
@@ -292,10 +299,13 @@ def check_tokens(chk, rnd):
     # (c) pre_request must refuse each access token with PT401
     for n, tok in enumerate(rnd.access, 1):
         try:
+            # As PostgREST calls it: the token's verified claims in
+            # request.jwt.claims (and the header, which 1.2 does not read).
             chk.run("BEGIN; "
                     "SELECT set_config('request.headers', "
-                    "json_build_object('authorization', 'Bearer ' || %s)::text, true); "
-                    "SELECT extension_token_pre_request()", (tok,))
+                    "json_build_object('authorization', 'Bearer ' || %s)::text, true), "
+                    "set_config('request.jwt.claims', %s, true); "
+                    "SELECT extension_token_pre_request()", (tok, jwt_payload(tok)))
             rnd.violations.append(f"pre_request accepts access token #{n} {short(tok)}")
         except Failure as exc:
             if exc.code != UNAUTHORIZED:
