@@ -64,6 +64,15 @@ SELECT valid, error FROM extension_token_validate(:'i_a');
 SELECT pg_sleep(2.2);
 SELECT valid, error FROM extension_token_validate(:'i_a');
 SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'i_r')) AS after_idle;
+-- (the refusal is recorded by the background worker: wait for it)
+DO $$
+BEGIN
+  FOR i IN 1..50 LOOP
+    EXIT WHEN (SELECT last_refresh_error IS NOT NULL FROM extension_token_sessions
+                WHERE user_id = '70000000-0000-4000-8000-000000000003');
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
 SELECT status, last_refresh_error FROM extension_token_list('70000000-0000-4000-8000-000000000003');
 RESET extension_tokens.session_inactivity_timeout;
 RESET extension_tokens.last_used_interval;

@@ -24,8 +24,16 @@ SELECT access_token FROM extension_token_issue('00000000-0000-4000-8000-00000000
 SELECT valid FROM extension_token_validate('x');
 \echo :LAST_ERROR_SQLSTATE
 
--- A short secret is refused, and the message does not echo it.
+-- A short secret is refused when it is set: ALTER SYSTEM fails, and the
+-- message does not echo it.  Nothing was written, so after a reload the
+-- secret is still not set.  A secret file that cannot be read is refused
+-- the same way.
 ALTER SYSTEM SET extension_tokens.jwt_secret = 'short-secret';
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET extension_tokens.jwt_secret_previous = 'short-secret';
+\echo :LAST_ERROR_SQLSTATE
+ALTER SYSTEM SET extension_tokens.jwt_secret_file = 'no-such-secret-file';
+\echo :LAST_ERROR_SQLSTATE
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 SELECT access_token FROM extension_token_issue('00000000-0000-4000-8000-000000000001');

@@ -48,6 +48,8 @@
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
+
 #include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
@@ -83,27 +85,85 @@ char	   *et_postgrest_role = NULL;
 /* A secret, as the check hook hands it to the assign hook. */
 typedef struct SecretValue
 {
+	bool		refused;		/* a file set but refused when loading */
 	size_t		len;
 	char		data[FLEXIBLE_ARRAY_MEMBER];
 } SecretValue;
 
-static const SecretValue *secret_current = NULL;
-static const SecretValue *secret_previous = NULL;
+/* Largest secret file read (a secret is 32 bytes to a few hundred). */
+#define SECRET_FILE_MAX_SIZE 4096
 
-static bool
-check_secret(char **newval, void **extra, GucSource source)
+/* Which secret a hook works for: the signing one, or the previous one. */
+#define SECRET_CURRENT 0
+#define SECRET_PREVIOUS 1
+
+static const char *const secret_setting_name[2] = {
+	"extension_tokens.jwt_secret", "extension_tokens.jwt_secret_previous"
+};
+static const char *const secret_file_setting_name[2] = {
+	"extension_tokens.jwt_secret_file", "extension_tokens.jwt_secret_previous_file"
+};
+
+/* From the settings jwt_secret / jwt_secret_previous ("extra"). */
+static const SecretValue *secret_setting[2] = {NULL, NULL};
+
+/* From the files (len 0: no file set). */
+static const SecretValue *secret_file[2] = {NULL, NULL};
+static char *et_jwt_secret_file = NULL;
+static char *et_jwt_secret_previous_file = NULL;
+
+/*
+ * While ConfigInit() defines the file settings, their values come from the
+ * configuration files read before the library was loaded (server start, or
+ * the first load in a backend without the preload).  A file refused then has
+ * no earlier secret to keep, and falling back to the jwt_secret setting
+ * could sign with a stale secret: the check hook logs the refusal itself
+ * and accepts the path with a "refused" secret, which stands for none.  A
+ * reload re-reads the file; removing the setting resets it.
+ */
+static bool in_config_init = false;
+
+static SecretValue *
+secret_value_make(const char *data, size_t len)
 {
-	size_t		len = *newval ? strlen(*newval) : 0;
 	SecretValue *v = ET_GUC_MALLOC(offsetof(SecretValue, data) + len + 1);
 
 	if (v != NULL)
 	{
+		v->refused = false;
 		v->len = len;
 		if (len > 0)
-			memcpy(v->data, *newval, len);
+			memcpy(v->data, data, len);
 		v->data[len] = '\0';
-		*extra = v;
 	}
+	return v;
+}
+
+/*
+ * The check hook of jwt_secret and jwt_secret_previous.  Never names the
+ * value: on refusal the text is blanked too, so that even PostgreSQL's own
+ * message ('invalid value for parameter "...": "..."'), were ours not used,
+ * would show nothing.
+ */
+static bool
+check_secret_common(int which, char **newval, void **extra)
+{
+	size_t		len = *newval ? strlen(*newval) : 0;
+	SecretValue *v;
+
+	if (len > 0 && len < TOKEN_SECRET_MIN_LENGTH)
+	{
+		explicit_bzero(*newval, len);
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		GUC_check_errmsg("%s is too short", secret_setting_name[which]);
+		GUC_check_errdetail("A secret must be at least %d bytes long. The value is not shown; the secret in force, if any, stays in force.",
+							TOKEN_SECRET_MIN_LENGTH);
+		GUC_check_errhint("Put the secret in a file readable only by the server's operating system user and set %s to its path.",
+						  secret_file_setting_name[which]);
+		return false;
+	}
+
+	v = secret_value_make(*newval, len);
 	/* Blank the text in place (no allocation can fail here). */
 	if (*newval)
 		explicit_bzero(*newval, len);
@@ -112,19 +172,32 @@ check_secret(char **newval, void **extra, GucSource source)
 		GUC_check_errdetail("out of memory");
 		return false;
 	}
+	*extra = v;
 	return true;
+}
+
+static bool
+check_secret(char **newval, void **extra, GucSource source)
+{
+	return check_secret_common(SECRET_CURRENT, newval, extra);
+}
+
+static bool
+check_previous_secret(char **newval, void **extra, GucSource source)
+{
+	return check_secret_common(SECRET_PREVIOUS, newval, extra);
 }
 
 static void
 assign_secret(const char *newval, void *extra)
 {
-	secret_current = extra;
+	secret_setting[SECRET_CURRENT] = extra;
 }
 
 static void
 assign_previous_secret(const char *newval, void *extra)
 {
-	secret_previous = extra;
+	secret_setting[SECRET_PREVIOUS] = extra;
 }
 
 /*
@@ -135,13 +208,206 @@ assign_previous_secret(const char *newval, void *extra)
 static const char *
 show_secret(void)
 {
-	return (secret_current && secret_current->len > 0) ? "(hidden)" : "";
+	const SecretValue *v = secret_setting[SECRET_CURRENT];
+
+	return (v && v->len > 0) ? "(hidden)" : "";
 }
 
 static const char *
 show_previous_secret(void)
 {
-	return (secret_previous && secret_previous->len > 0) ? "(hidden)" : "";
+	const SecretValue *v = secret_setting[SECRET_PREVIOUS];
+
+	return (v && v->len > 0) ? "(hidden)" : "";
+}
+
+/*
+ * Reads the secret file at path into buf (at least SECRET_FILE_MAX_SIZE + 1
+ * bytes) and sets *len, or sets the GUC check error and returns false.  The
+ * messages name the file and the rule it broke, never its content.
+ */
+static bool
+read_secret_file(const char *setting, const char *path, char *buf, size_t *len)
+{
+	int			fd;
+	struct stat st;
+	size_t		n = 0;
+	int			save_errno;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+	{
+		save_errno = errno;
+		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+		errno = save_errno;
+		GUC_check_errmsg("%s: could not open secret file \"%s\": %m", setting, path);
+		goto refused;
+	}
+	if (fstat(fd, &st) != 0)
+	{
+		save_errno = errno;
+		close(fd);
+		errno = save_errno;
+		GUC_check_errmsg("%s: could not stat secret file \"%s\": %m", setting, path);
+		goto refused;
+	}
+	if (!S_ISREG(st.st_mode))
+	{
+		close(fd);
+		GUC_check_errmsg("%s: secret file \"%s\" is not a regular file", setting, path);
+		goto refused;
+	}
+
+	/*
+	 * The rule PostgreSQL applies to ssl_key_file: owned by the server's
+	 * user and u=rw (0600) or less, or owned by root and u=rw,g=r (0640) or
+	 * less.
+	 */
+	if (st.st_uid != geteuid() && st.st_uid != 0)
+	{
+		close(fd);
+		GUC_check_errmsg("%s: secret file \"%s\" must be owned by the database user or root", setting, path);
+		goto refused;
+	}
+	if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
+		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))))
+	{
+		close(fd);
+		GUC_check_errmsg("%s: secret file \"%s\" has group or world access", setting, path);
+		GUC_check_errdetail("The file must have permissions u=rw (0600) or less if owned by the database user, or permissions u=rw,g=r (0640) or less if owned by root.");
+		goto refused;
+	}
+	if (st.st_size > SECRET_FILE_MAX_SIZE)
+	{
+		close(fd);
+		GUC_check_errmsg("%s: secret file \"%s\" is larger than %d bytes", setting, path, SECRET_FILE_MAX_SIZE);
+		goto refused;
+	}
+
+	/* Read one byte more than allowed, to notice a file that grew. */
+	for (;;)
+	{
+		ssize_t		r = read(fd, buf + n, SECRET_FILE_MAX_SIZE + 1 - n);
+
+		if (r < 0)
+		{
+			if (errno == EINTR)
+				continue;
+			save_errno = errno;
+			close(fd);
+			explicit_bzero(buf, n);
+			errno = save_errno;
+			GUC_check_errmsg("%s: could not read secret file \"%s\": %m", setting, path);
+			goto refused;
+		}
+		if (r == 0)
+			break;
+		n += r;
+		if (n > SECRET_FILE_MAX_SIZE)
+		{
+			close(fd);
+			explicit_bzero(buf, n);
+			GUC_check_errmsg("%s: secret file \"%s\" is larger than %d bytes", setting, path, SECRET_FILE_MAX_SIZE);
+			goto refused;
+		}
+	}
+	close(fd);
+
+	/* Trailing line breaks ("\n", "\r\n") are not part of the secret. */
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+
+	if (n == 0)
+	{
+		GUC_check_errmsg("%s: secret file \"%s\" is empty", setting, path);
+		goto refused;
+	}
+	if (memchr(buf, '\0', n) != NULL)
+	{
+		explicit_bzero(buf, n);
+		GUC_check_errmsg("%s: secret file \"%s\" contains a NUL byte", setting, path);
+		goto refused;
+	}
+	if (n < TOKEN_SECRET_MIN_LENGTH)
+	{
+		explicit_bzero(buf, n);
+		GUC_check_errmsg("%s: the secret in file \"%s\" is too short", setting, path);
+		GUC_check_errdetail("A secret must be at least %d bytes long (trailing line breaks are not counted).",
+							TOKEN_SECRET_MIN_LENGTH);
+		goto refused;
+	}
+	*len = n;
+	return true;
+
+refused:
+	GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+	if (GUC_check_errhint_string == NULL)
+		GUC_check_errhint(in_config_init ?
+						  "No secret is used from this setting until the file is fixed and the configuration is reloaded." :
+						  "Nothing was changed: the secret in force, if any, stays in force.");
+	return false;
+}
+
+static bool
+check_secret_file_common(int which, char **newval, void **extra)
+{
+	const char *path = *newval;
+	char		buf[SECRET_FILE_MAX_SIZE + 1];
+	size_t		len = 0;
+	bool		refused = false;
+	SecretValue *v;
+
+	if (path != NULL && path[0] != '\0' &&
+		!read_secret_file(secret_file_setting_name[which], path, buf, &len))
+	{
+		if (!in_config_init)
+			return false;		/* the value in force stays */
+
+		/* Loading: nothing to keep (see above); say why, accept as none. */
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg_internal("%s", GUC_check_errmsg_string),
+				 GUC_check_errdetail_string ?
+				 errdetail_internal("%s", GUC_check_errdetail_string) : 0,
+				 GUC_check_errhint_string ?
+				 errhint("%s", GUC_check_errhint_string) : 0));
+		refused = true;
+		len = 0;
+	}
+	v = secret_value_make(buf, len);
+	explicit_bzero(buf, len);
+	if (v == NULL)
+	{
+		GUC_check_errdetail("out of memory");
+		return false;
+	}
+	v->refused = refused;
+	*extra = v;
+	return true;
+}
+
+static bool
+check_secret_file(char **newval, void **extra, GucSource source)
+{
+	return check_secret_file_common(SECRET_CURRENT, newval, extra);
+}
+
+static bool
+check_previous_secret_file(char **newval, void **extra, GucSource source)
+{
+	return check_secret_file_common(SECRET_PREVIOUS, newval, extra);
+}
+
+static void
+assign_secret_file(const char *newval, void *extra)
+{
+	secret_file[SECRET_CURRENT] = extra;
+}
+
+static void
+assign_previous_secret_file(const char *newval, void *extra)
+{
+	secret_file[SECRET_PREVIOUS] = extra;
 }
 
 void
@@ -149,7 +415,7 @@ ConfigInit(void)
 {
 	DefineCustomStringVariable("extension_tokens.jwt_secret",
 							   "HS256 signing secret for access tokens (at least 32 bytes).",
-							   "Readable by superusers only; set it in postgresql.conf or with ALTER SYSTEM.",
+							   "Readable by superusers only. extension_tokens.jwt_secret_file, when set, takes precedence.",
 							   &et_jwt_secret,
 							   NULL,
 							   PGC_SIGHUP,
@@ -253,7 +519,33 @@ ConfigInit(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
 							   GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
-							   check_secret, assign_previous_secret, show_previous_secret);
+							   check_previous_secret, assign_previous_secret, show_previous_secret);
+
+	/*
+	 * The check hooks of the file settings run (and read the files) when the
+	 * placeholder values from the configuration are applied here.
+	 */
+	in_config_init = true;
+	DefineCustomStringVariable("extension_tokens.jwt_secret_file",
+							   "File holding the HS256 signing secret (at least 32 bytes); read at start and at every reload.",
+							   "Takes precedence over extension_tokens.jwt_secret. The file must be owned by the server's user with mode 0600 or less, or by root with 0640 or less; trailing line breaks are ignored.",
+							   &et_jwt_secret_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
+							   GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
+							   check_secret_file, assign_secret_file, NULL);
+
+	DefineCustomStringVariable("extension_tokens.jwt_secret_previous_file",
+							   "File holding the signing secret being retired; read at start and at every reload.",
+							   "Takes precedence over extension_tokens.jwt_secret_previous. Same rules as extension_tokens.jwt_secret_file.",
+							   &et_jwt_secret_previous_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
+							   GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
+							   check_previous_secret_file, assign_previous_secret_file, NULL);
+	in_config_init = false;
 
 	DefineCustomIntVariable("extension_tokens.cleanup_retention",
 							"How long expired and revoked sessions are kept before extension_tokens_cleanup() deletes them.",
@@ -306,35 +598,92 @@ ConfigInit(void)
 	MarkGUCPrefixReserved("extension_tokens");
 }
 
+/* The secret in force: the file's when one is set, else the setting's. */
+static const SecretValue *
+effective_secret(int which)
+{
+	const SecretValue *f = secret_file[which];
+
+	if (f != NULL && (f->len > 0 || f->refused))
+		return f;
+	return secret_setting[which];
+}
+
+/*
+ * The server is not configured (55000).  Superusers are told what and how
+ * to fix it; anyone else (an API client through PostgREST) gets a generic
+ * message, and the details go to the server log only.
+ */
+ET_NORETURN_BEGIN static void config_unavailable(const char *msg, const char *detail,
+												 const char *hint) ET_NORETURN_END;
+
+static void
+config_unavailable(const char *msg, const char *detail, const char *hint)
+{
+	if (superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg_internal("%s", msg),
+				 detail ? errdetail_internal("%s", detail) : 0,
+				 hint ? errhint("%s", hint) : 0));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("the token service is not available"),
+			 errdetail_log("%s%s%s%s%s", msg, detail ? " " : "", detail ? detail : "",
+						   hint ? " " : "", hint ? hint : "")));
+}
+
 const char *
 ConfigRequireSecret(size_t *len)
 {
-	size_t		n = secret_current ? secret_current->len : 0;
+	const SecretValue *v = effective_secret(SECRET_CURRENT);
+	size_t		n = v ? v->len : 0;
 
+	if (n == 0 && v != NULL && v->refused)
+		config_unavailable("extension_tokens.jwt_secret_file could not be used",
+						   "The server log says why.",
+						   "Fix the file named by extension_tokens.jwt_secret_file, then reload the configuration.");
 	if (n == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension_tokens.jwt_secret is not set"),
-				 errhint("Set extension_tokens.jwt_secret (at least %d bytes) in postgresql.conf or with ALTER SYSTEM, then reload the configuration.",
-						 TOKEN_SECRET_MIN_LENGTH)));
+		config_unavailable("extension_tokens.jwt_secret is not set", NULL,
+						   psprintf("Put the secret (at least %d bytes) in a file readable only by the server's operating system user, set extension_tokens.jwt_secret_file to its path, then reload the configuration.",
+									TOKEN_SECRET_MIN_LENGTH));
+	/* The check hooks refuse short secrets; this stays as a last guard. */
 	if (n < TOKEN_SECRET_MIN_LENGTH)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension_tokens.jwt_secret is too short"),
-				 errdetail("The secret must be at least %d bytes long.",
-						   TOKEN_SECRET_MIN_LENGTH),
-				 errhint("Set a longer secret in postgresql.conf or with ALTER SYSTEM, then reload the configuration.")));
+		config_unavailable("extension_tokens.jwt_secret is too short",
+						   psprintf("The secret must be at least %d bytes long.",
+									TOKEN_SECRET_MIN_LENGTH), NULL);
 	*len = n;
-	return secret_current->data;
+	return v->data;
 }
 
 const char *
 ConfigPreviousSecret(size_t *len)
 {
-	size_t		n = secret_previous ? secret_previous->len : 0;
+	const SecretValue *v = effective_secret(SECRET_PREVIOUS);
+	size_t		n = v ? v->len : 0;
 
 	if (n < TOKEN_SECRET_MIN_LENGTH)
 		return NULL;
 	*len = n;
-	return secret_previous->data;
+	return v->data;
+}
+
+int
+ConfigKnownSecrets(const char **secrets, size_t *lens, int max)
+{
+	const SecretValue *all[4] = {
+		secret_setting[SECRET_CURRENT], secret_setting[SECRET_PREVIOUS],
+		secret_file[SECRET_CURRENT], secret_file[SECRET_PREVIOUS]
+	};
+	int			n = 0;
+
+	for (int i = 0; i < 4 && n < max; i++)
+	{
+		if (all[i] == NULL || all[i]->len == 0)
+			continue;
+		secrets[n] = all[i]->data;
+		lens[n] = all[i]->len;
+		n++;
+	}
+	return n;
 }

@@ -28,10 +28,20 @@ extern char *et_postgrest_role;
 
 extern void ConfigInit(void);
 
-/* The signing secret; raises 55000 while it is missing or too short. */
+/*
+ * The signing secret (from extension_tokens.jwt_secret_file when set, else
+ * extension_tokens.jwt_secret); raises 55000 while there is none.
+ */
 extern const char *ConfigRequireSecret(size_t *len);
 
 /* The previous secret (accepted, never used to sign), or NULL. */
 extern const char *ConfigPreviousSecret(size_t *len);
+
+/*
+ * Every secret this backend knows (the settings' and the files', in force or
+ * not), for keeping them out of logs and statistics: fills up to max
+ * entries, returns how many.  Never fails, never allocates.
+ */
+extern int	ConfigKnownSecrets(const char **secrets, size_t *lens, int max);
 
 #endif							/* EXTENSION_TOKENS_CONFIG_H */
