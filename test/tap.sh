@@ -18,6 +18,13 @@
 #                   free background worker slot, under lock_timeout and
 #                   statement_timeout with the row locked, across restarts;
 #                   without the preload, refresh refuses (55000)
+#   007_secret_files.pl  the secret from files, rotation through them, short,
+#                   unreadable and world-readable secrets refused with the
+#                   old one kept, no secret in the log
+#   008_redaction.pl  with pg_stat_statements and auto_explain preloaded (both
+#                   orders): no secret and no token fragment in
+#                   pg_stat_statements, the server log or auto_explain's
+#                   output; pg_stat_activity shows none after parse
 #
 # Usage: test/tap.sh [TEST ...]     (TEST: 001_crash, t/001_crash.pl, ...)
 # Works from any directory.  As root, the clusters run as the postgres OS
