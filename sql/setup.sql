@@ -23,6 +23,12 @@ SELECT access_token FROM extension_token_issue('00000000-0000-4000-8000-00000000
 \echo :LAST_ERROR_SQLSTATE
 SELECT valid FROM extension_token_validate('x');
 \echo :LAST_ERROR_SQLSTATE
+-- An API client (here the anonymous role) learns nothing of the
+-- configuration: a generic 55000, the details in the server log only.
+SET ROLE regress_et_anon;
+SELECT valid FROM extension_token_validate('x');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
 
 -- A short secret is refused when it is set: ALTER SYSTEM fails, and the
 -- message does not echo it.  Nothing was written, so after a reload the
