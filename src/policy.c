@@ -412,8 +412,9 @@ PolicyRateLimited(bool refresh, TimestampTz now, TimestampTz retry_at)
 	/*
 	 * Through PostgREST (which sets request.method), the SQLSTATE PGRST lets
 	 * the error set the response: status 429, a Retry-After header, and a
-	 * body that keeps the code PT429 with the retry time in seconds
-	 * (retry_after) for machines and in the hint for people.
+	 * body that keeps the code PT429 with the retry time in the hint
+	 * (PostgREST 12 passes on code, message, details and hint only; the
+	 * retry_after member is for callers that read the raw message).
 	 */
 	if (GetConfigOption("request.method", true, false) != NULL)
 	{

@@ -89,6 +89,8 @@ GRANT anon, authenticated, service_role TO authenticator;
 CREATE ROLE authenticator_retry LOGIN NOINHERIT PASSWORD '$authpw';
 GRANT anon, authenticated, service_role TO authenticator_retry;
 ALTER ROLE authenticator_retry SET extension_tokens.refresh_retry_window = 30;
+-- (and several sessions per user, for the dashboard's devices: devices.test.mjs)
+ALTER ROLE authenticator_retry SET extension_tokens.max_sessions_per_user = 0;
 -- A fourth PostgREST, for test/postgrest/attacks.test.mjs, logs in as
 -- authenticator_attack: there the extra claims in user_claims are allowed,
 -- and the attacks change jwt_issuer and jwt_audience with ALTER SYSTEM and a

@@ -16,6 +16,8 @@
 #                hostile input and the server log, pg_cron, dump and restore
 #   postgrest    test/postgrest.sh: a real PostgREST 12.0.2 and supabase-js
 #                (npm packages pinned in test/postgrest/package-lock.json)
+#   clients      test/clients.sh: the TypeScript and Python client libraries
+#                (clients/) against a real PostgREST
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ET_ROOT"
@@ -87,6 +89,15 @@ if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     tally postgrest "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
 else
     tally postgrest 0 1
+fi
+
+say "client libraries (TypeScript, Python) against PostgREST"
+if ./test/clients.sh 2>&1 | tee tmp/clients.log; then :; fi
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' tmp/clients.log | tail -n 1)
+if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    tally clients "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+    tally clients 0 1
 fi
 
 say "summary"
