@@ -7,7 +7,7 @@
 #   bench/run.sh                      sizes 10k and 1M sessions, 10 s runs, median of 3
 #   BENCH_SIZES="10000 1000000 10000000" bench/run.sh      adds 10M (needs ~14 GB RAM)
 #   BENCH_SECONDS=5 BENCH_RUNS=1 bench/run.sh              quicker
-#   BENCH_SMOKE=1 bench/run.sh        tiny, ~1 minute, checks the scripts still work
+#   BENCH_SMOKE=1 bench/run.sh        tiny, ~1.5 minutes, checks the scripts still work
 #   BENCH_ONLY=write bench/run.sh     only the write paths (issue, refresh, revoke) at
 #                                     the main size, and their profile
 #
@@ -85,6 +85,9 @@ if [ -z "$OUT" ]; then
     if [ "$SMOKE" = 1 ]; then OUT=$dir/results.md; else OUT=$BENCH/results.md; fi
 fi
 metric() { echo "$1 $2" >> "$METRICS"; echo "  $1 = $2"; }
+# the machine's load when the run starts (and, in the results, when it
+# ends): another job on the machine during a run shows here
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 calc() { python3 -c "print($1)"; }
 
@@ -339,14 +342,15 @@ pgb_once() {
 
 script() { local f=$dir/$1.pgb; shift; printf '%s\n' "$@" > "$f"; echo "$f"; }
 
-# pool_check NAME TXNS USED CLIENTS OUT: every transaction pgbench counted
-# used its row, and at most one more per client did: as -T runs out, a
-# transaction the server has committed can go uncounted (seen once: a
-# two-script run's total was one more than the sum of its scripts' counts,
-# and the pool had lost one row more than its script counted).
+# pool_check NAME TXNS USED CLIENTS OUT [SHORT]: every transaction pgbench
+# counted used its row, and at most one more per client did: as -T runs
+# out, a transaction the server has committed can go uncounted.  In a
+# two-script run the scripts' counts can add up to less than the run's
+# total (seen: by 1, and by 3 at -c2, the pool having lost as many rows
+# more than its script counted): SHORT, that difference, is allowed too.
 pool_check() {
-    local name=$1 txns=$2 used=$3 c=$4 out=$5
-    [ "$used" -ge "$txns" ] && [ "$used" -le $((txns + c)) ] ||
+    local name=$1 txns=$2 used=$3 c=$4 out=$5 short=${6:-0}
+    [ "$used" -ge "$txns" ] && [ "$used" -le $((txns + c + short)) ] ||
         fail "$name: $txns transactions but $used pool rows used (see $out)"
 }
 
@@ -363,7 +367,7 @@ pool_check() {
 # (pool_check), and the offsets move past them.
 mix_rounds() {
     local c=$1 a=$2 sa=$3 b=$4 sb=$5 pa=${6:-} ua=${7:-} pb=${8:-} ub=${9:-}
-    local r out la lb na nb used maxid ra=() rb=() rr=() extra=()
+    local r out la lb na nb nt short used maxid ra=() rb=() rr=() extra=()
     for r in $(seq 1 "$RUNS"); do
         out=$RAW/mix-$a-$b-c$c-r$r.txt
         extra=()
@@ -375,12 +379,14 @@ mix_rounds() {
             s && / transactions \(/ {n[s] = $2} s && /latency average/ {l[s] = $5}
             END {print n[1], l[1], n[2], l[2]}' "$out")"
         [ -n "$lb" ] && [ "$na" -gt 0 ] && [ "$nb" -gt 0 ] || fail "no per-script latencies in $out"
+        nt=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
+        short=$(( nt - na - nb )); [ "$short" -ge 0 ] || short=0
         if [ -n "$pa" ]; then
             read -r used maxid <<< "$(q -F ' ' -c "${ua//:off/${POOL_OFF[$pa]:-0}}")"
-            pool_check "$a" "$na" "$used" "$c" "$out"
+            pool_check "$a" "$na" "$used" "$c" "$out" "$short"
             POOL_OFF[$pa]=$maxid
             read -r used maxid <<< "$(q -F ' ' -c "${ub//:off/${POOL_OFF[$pb]:-0}}")"
-            pool_check "$b" "$nb" "$used" "$c" "$out"
+            pool_check "$b" "$nb" "$used" "$c" "$out" "$short"
             POOL_OFF[$pb]=$maxid
         fi
         ra+=("$la"); rb+=("$lb"); rr+=("$(calc "$lb / $la")")
@@ -513,29 +519,49 @@ for path in ext sql; do
 done
 
 # ---------------------------------------------------------------------------
-say "validate writes: WAL per validation, default last_used_interval"
+say "validate writes: in the caller's transaction, and WAL per validation"
 W=$WAL_TOKENS; [ "$W" -gt "$SAMPLE" ] && W=$SAMPLE
 WAL_T=$(( W * WAL_PER_TOKEN / 2 ))   # transactions per client, 2 clients
 s_wal=$(script validate_wal "\\set id random(1, $W)" \
     "SELECT (extension_token_validate(access)).valid FROM bench.tok WHERE id = :id;")
 q -c "SHOW extension_tokens.last_used_interval" > "$RAW/last_used_interval.txt"
-q -c "UPDATE extension_token_sessions s SET last_used_at = now() - interval '1 day'
-      FROM bench.tok b WHERE b.id <= $W AND s.session_id = b.session_id" >/dev/null
+# the working set's sessions, last used a day ago
+age_working_set() {
+    q -c "UPDATE extension_token_sessions s SET last_used_at = now() - interval '1 day'
+          FROM bench.tok b WHERE b.id <= $W AND s.session_id = b.session_id" >/dev/null
+    sleep 3   # a batch writer's pending uses of them are written by now
+    q -c "UPDATE extension_token_sessions s SET last_used_at = now() - interval '1 day'
+          FROM bench.tok b WHERE b.id <= $W AND s.session_id = b.session_id" >/dev/null
+}
+# The caller's transaction: each working-set session's first validation in
+# a day (the one that must be recorded), one statement each, and in the
+# same statement, after it, whether that statement's transaction has a
+# transaction id, which a transaction gets when it first writes.
+age_working_set
+for i in $(seq 1 "$W"); do
+    echo "SELECT (extension_token_validate(access)).valid, pg_current_xact_id_if_assigned() IS NOT NULL FROM bench.tok WHERE id = $i;"
+done > "$dir/caller_writes.sql"
+q -F ' ' -f "$dir/caller_writes.sql" > "$RAW/caller-writes.txt"
+[ "$(grep -c '^t ' "$RAW/caller-writes.txt")" = "$W" ] || fail "the working set did not validate (see $RAW/caller-writes.txt)"
+metric wal_caller_checked "$W"
+metric wal_caller_wrote "$(grep -c ' t$' "$RAW/caller-writes.txt" || true)"
 # wal_run LABEL: R = "WAL bytes, transactions, session rows written, xids
-# assigned".  A transaction gets a transaction id when it first writes, so
-# the xids assigned during the run (the next xid before and after; the
-# probes here take none) count the transactions that wrote anything: the
-# validations that wrote in the caller's transaction, and any writer of
-# its own (a batch writer, autovacuum's analyze).
+# assigned" over a pgbench run of the working set and the 3 s after it (a
+# batch writer writes what the run recorded).  The xids assigned (the next
+# xid before and after; the probes here take none) count the transactions
+# that wrote anything: the validations that wrote in the caller's
+# transaction, a batch writer's, autovacuum's analyze.
 wal_run() {
     local label=$1 t0 l0 l1 x0 x1
     IFS='|' read -r t0 l0 x0 <<< "$(q -F '|' -c "SELECT clock_timestamp(), pg_current_wal_insert_lsn(), pg_snapshot_xmax(pg_current_snapshot())")"
     pgb_once "$RAW/wal-$label.txt" 2 "$s_wal" -t "$WAL_T"
+    sleep 3
     read -r l1 x1 <<< "$(q -F ' ' -c "SELECT pg_current_wal_insert_lsn(), pg_snapshot_xmax(pg_current_snapshot())")"
     R=$(q -F ' ' -c "SELECT pg_wal_lsn_diff('$l1', '$l0')::bigint, $LAST_TXNS,
         (SELECT count(*) FROM bench.tok b JOIN extension_token_sessions s ON s.session_id = b.session_id
           WHERE b.id <= $W AND s.last_used_at >= '$t0'::timestamptz), $x1 - $x0")
 }
+age_working_set
 wal_run first; read -r wal_a txn_a sesw_a xid_a <<< "$R"
 wal_run again; read -r wal_b txn_b sesw_b xid_b <<< "$R"
 metric wal_tokens "$W"
@@ -543,7 +569,7 @@ metric wal_a_bytes "$wal_a"; metric wal_a_txns "$txn_a"; metric wal_a_session_wr
 metric wal_b_bytes "$wal_b"; metric wal_b_txns "$txn_b"; metric wal_b_session_writes "$sesw_b"; metric wal_b_xids "$xid_b"
 [ "$sesw_a" -le "$W" ] || fail "more session rows written than sessions"
 
-say "validate + write last_used_at on every call (last_used_interval = 0 / SQL UPDATE)"
+say "validate with last_used_interval = 0 / SQL validate + UPDATE last_used_at on every call"
 s_sqlw=$(script validate_sql_touch "\\set id random(1, $N)" \
     "SELECT bench.sql_validate_touch(access, :secret) FROM bench.tok WHERE id = :id;")
 for c in 1 2; do
@@ -599,14 +625,34 @@ SELECT f.s, f.u, 'Extension Token', NULL, '30 days', f.t, f.t, f.t + interval '3
        f.t + interval '90 days', f.a, f.r, 'infinity', NULL FROM f;
 RETURN n;
 END \$f\$;
+-- The per-pair floor's two writes apart: where its time goes.
+CREATE FUNCTION bench.floor_issue_user(p text) RETURNS int LANGUAGE plpgsql AS \$f\$
+BEGIN
+INSERT INTO extension_token_users AS u (user_id) VALUES (p) ON CONFLICT (user_id) DO UPDATE SET issue_log = '{}';
+RETURN 1;
+END \$f\$;
+CREATE FUNCTION bench.floor_issue_session(p text) RETURNS int LANGUAGE plpgsql AS \$f\$
+BEGIN
+INSERT INTO extension_token_sessions (session_id, user_id, name, claims, access_lifetime, created_at,
+                                      last_used_at, expires_at, refresh_expires_at, access_hash,
+                                      refresh_hash, ends_at, idle_timeout)
+VALUES (gen_random_uuid(), p, 'Extension Token', NULL, '30 days', now(), now(), now() + interval '30 days',
+        now() + interval '90 days', $RND32, $RND32, 'infinity', NULL);
+RETURN 1;
+END \$f\$;
 SQL
+per_pair() { echo "SELECT count(*) FROM (SELECT gen_random_uuid()::text AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.$1(g.u) p WHERE p = 1"; }
 time_rounds "$ISSUES" issue_ext "$stmt_issue_ext" issue_sql "$stmt_issue_sql" \
-    issue_floor "SELECT count(*) FROM (SELECT gen_random_uuid()::text AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.floor_issue(g.u) p WHERE p = 1" \
-    issue_floor_set "SELECT bench.floor_issue_set($ISSUES)"
+    issue_floor "$(per_pair floor_issue)" \
+    issue_floor_set "SELECT bench.floor_issue_set($ISSUES)" \
+    issue_floor_user "$(per_pair floor_issue_user)" \
+    issue_floor_session "$(per_pair floor_issue_session)"
 metric stmt_issue_ext_us "$T_issue_ext"
 metric stmt_issue_sql_us "$T_issue_sql"
 metric stmt_issue_floor_us "$T_issue_floor"
 metric stmt_issue_floor_set_us "$T_issue_floor_set"
+metric stmt_issue_floor_user_us "$T_issue_floor_user"
+metric stmt_issue_floor_session_us "$T_issue_floor_session"
 s_issue_ext=$(script issue_ext "SELECT access_token FROM extension_token_issue(gen_random_uuid()::text);")
 s_issue_sql=$(script issue_sql "SELECT access_token FROM bench.sql_issue(gen_random_uuid()::text, :secret);")
 s_issue_floor=$(script issue_floor "$(issue_floor_sql "gen_random_uuid()::text")")
@@ -783,10 +829,12 @@ P1=$(( K1 * (2 * RUNS + 1) ))
 make_pool rpool1 "$P1"
 make_pool fpool1 "$P1"
 make_sql_pool spool1 "$P1"
+make_pool fpool2 "$P1"
 q <<SQL
 CREATE SEQUENCE bench.rblock MINVALUE 0 START 0;
 CREATE SEQUENCE bench.fblock MINVALUE 0 START 0;
 CREATE SEQUENCE bench.sblock MINVALUE 0 START 0;
+CREATE SEQUENCE bench.f2block MINVALUE 0 START 0;
 CREATE FUNCTION bench.floor_refresh(p int) RETURNS int LANGUAGE plpgsql AS \$f\$
 DECLARE n bigint;
 BEGIN
@@ -794,21 +842,56 @@ $(refresh_floor_sql fpool1 p)
 GET DIAGNOSTICS n = ROW_COUNT;
 RETURN (n = 1)::int;
 END \$f\$;
+-- The floor's three writes apart, where its time goes: the session row's
+-- UPDATE (on a pool of its own, fpool2), the user's upsert and the
+-- exchanged token's INSERT (neither uses a pool row up: they run on
+-- fpool2's first block, whose users exist, with random hashes).
+CREATE FUNCTION bench.floor_refresh_session(p int) RETURNS int LANGUAGE plpgsql AS \$f\$
+DECLARE n bigint;
+BEGIN
+WITH f AS (SELECT session_id, rhash FROM bench.fpool2 WHERE id = p)
+UPDATE extension_token_sessions x SET refresh_count = x.refresh_count + 1, last_refresh_at = now(),
+       last_used_at = now(), expires_at = now() + interval '30 days',
+       refresh_expires_at = now() + interval '90 days', access_hash = $RND32, refresh_hash = $RND32,
+       retry_hash = f.rhash, retry_until = now() + interval '$RETRY seconds', retry_box = gen_random_bytes($BOX)
+  FROM f WHERE x.session_id = f.session_id AND x.refresh_hash = f.rhash AND x.revoked_at IS NULL
+   AND x.refresh_expires_at > now();
+GET DIAGNOSTICS n = ROW_COUNT;
+RETURN (n = 1)::int;
+END \$f\$;
+CREATE FUNCTION bench.floor_refresh_user(p int) RETURNS int LANGUAGE plpgsql AS \$f\$
+BEGIN
+INSERT INTO extension_token_users AS u (user_id) SELECT user_id FROM bench.fpool2 WHERE id = p
+    ON CONFLICT (user_id) DO UPDATE SET refresh_log = '{}';
+RETURN 1;
+END \$f\$;
+CREATE FUNCTION bench.floor_refresh_token(p int) RETURNS int LANGUAGE plpgsql AS \$f\$
+BEGIN
+INSERT INTO extension_tokens (token_hash, session_id, used_at, replaced_by)
+SELECT $RND32, session_id, now(), $RND32 FROM bench.fpool2 WHERE id = p;
+RETURN 1;
+END \$f\$;
 SQL
-q -c "VACUUM ANALYZE bench.rpool1, bench.fpool1, bench.spool1, extension_token_sessions, bench.sql_tokens"
+q -c "VACUUM ANALYZE bench.rpool1, bench.fpool1, bench.fpool2, bench.spool1, extension_token_sessions, bench.sql_tokens"
 block() { echo "WITH b AS MATERIALIZED (SELECT nextval('bench.$1') * $K1 AS base) SELECT count(*) FROM b, generate_series(1, $K1) g"; }
 time_rounds "$K1" \
     refresh_ext "$(block rblock), LATERAL (SELECT refresh FROM bench.rpool1 WHERE id = b.base + g.g) r, LATERAL extension_token_refresh(r.refresh) p WHERE p.access_token IS NOT NULL" \
     refresh_sql "$(block sblock), LATERAL (SELECT refresh FROM bench.spool1 WHERE id = b.base + g.g) r, LATERAL bench.sql_refresh(r.refresh, $sql_secret) p WHERE p.access_token IS NOT NULL" \
     refresh_floor "$(block fblock), LATERAL bench.floor_refresh((b.base + g.g)::int) p WHERE p = 1" \
+    refresh_floor_session "$(block f2block), LATERAL bench.floor_refresh_session((b.base + g.g)::int) p WHERE p = 1" \
+    refresh_floor_user "SELECT count(*) FROM generate_series(1, $K1) g, LATERAL bench.floor_refresh_user(g) p WHERE p = 1" \
+    refresh_floor_token "SELECT count(*) FROM generate_series(1, $K1) g, LATERAL bench.floor_refresh_token(g) p WHERE p = 1" \
     refresh_lookup "SELECT count(*) FILTER (WHERE (SELECT s.revoked_at IS NULL FROM extension_token_sessions s WHERE s.refresh_hash = r.rhash)) FROM bench.rpool1 r WHERE r.id > $(( 2 * RUNS * K1 ))"
 metric stmt_refresh_ext_us "$T_refresh_ext"
 metric stmt_refresh_sql_us "$T_refresh_sql"
 metric stmt_refresh_floor_us "$T_refresh_floor"
+metric stmt_refresh_floor_session_us "$T_refresh_floor_session"
+metric stmt_refresh_floor_user_us "$T_refresh_floor_user"
+metric stmt_refresh_floor_token_us "$T_refresh_floor_token"
 metric stmt_refresh_lookup_us "$T_refresh_lookup"
 
 # ---------------------------------------------------------------------------
-# cleanup_run CLIENTS: CLEANUP_SESSIONS expired sessions (3 rows each), then
+# cleanup_run CLIENTS: CLEANUP_SESSIONS expired sessions (2 rows each), then
 # one pgbench run of validate with -cCLIENTS: for BENCH_SECONDS unloaded
 # (after 2 s for the new backends to settle), then for BENCH_SECONDS more
 # while extension_tokens_cleanup('0 seconds') (retention 0: everything dead
@@ -1062,6 +1145,7 @@ say "results"
     echo "machine $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1); PostgreSQL $PGVERSION; $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "settings BENCH_SECONDS=$SECS BENCH_RUNS=$RUNS BENCH_SIZES=\"${SIZES% }\"$([ "$SMOKE" = 1 ] && echo ' BENCH_SMOKE=1'); shared_buffers=$SB, fsync=on, synchronous_commit=on, jit=off; extension_tokens: issue_rate_limit, refresh_rate_limit and max_sessions_per_user 0 (off: the baseline has no limits; the per-user row is still locked), everything else default"
     echo "postgrest $(cat "$RAW/postgrest-version.txt" 2>/dev/null)"
+    echo "load load average (1, 5, 15 min) $LOAD0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (2 cores; the benchmark itself keeps about 2 busy)"
 } >> "$METRICS"
 python3 "$BENCH/report.py" "$METRICS" > "$OUT"
 # Where the time goes (perf), appended to the results; not in the smoke run.
