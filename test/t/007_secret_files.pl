@@ -24,6 +24,7 @@
 use strict;
 use warnings;
 use Digest::SHA qw(hmac_sha256);
+use File::Spec;
 use MIME::Base64 qw(encode_base64url);
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
@@ -54,7 +55,9 @@ extension_tokens.max_sessions_per_user = 0
 $node->start;
 $node->safe_psql('postgres', 'CREATE EXTENSION extension_tokens');
 
-my $keydir = $node->basedir . '/keys';
+# Absolute: the server reads a relative path from its data directory, and
+# PostgreSQL 17's test clusters have a relative basedir.
+my $keydir = File::Spec->rel2abs($node->basedir . '/keys');
 mkdir $keydir or die "mkdir $keydir: $!";
 chmod 0700, $keydir;
 my $current = "$keydir/current.key";
