@@ -861,6 +861,53 @@ fuzz_sign_roundtrip(const uint8_t *data, size_t size)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * request.jwt.claims as PostgREST hands them on (1.2's pre_request decides
+ * on them): any input is classified without a crash or an overrun, and
+ * "ours" only with what ours always carry; user codes as a person types
+ * them normalise to 8 letters of the alphabet or are refused; a sealed
+ * box opens with its token only.
+ */
+static void
+fuzz_request_claims(const uint8_t *data, size_t size)
+{
+	TokenRequestClaims rc;
+	TokenClaimsKind kind = token_request_claims((const char *) data, size, &rc);
+	char		code[USER_CODE_LETTERS + 1];
+
+	CHECK(kind == TOKEN_CLAIMS_FOREIGN || kind == TOKEN_CLAIMS_OURS ||
+		  kind == TOKEN_CLAIMS_UNREADABLE);
+	if (kind == TOKEN_CLAIMS_OURS)
+	{
+		size_t		n = strnlen(rc.sub, sizeof(rc.sub));
+
+		CHECK(n > 0 && n <= TOKEN_SUB_MAX_LENGTH);
+	}
+	if (token_normalize_user_code((const char *) data, size, code))
+	{
+		CHECK(strlen(code) == USER_CODE_LETTERS);
+		for (int i = 0; i < USER_CODE_LETTERS; i++)
+			CHECK(strchr("BCDFGHJKLMNPQRSTVWXZ", code[i]) != NULL);
+	}
+	if (size >= 1 && size <= 512)
+	{
+		static const unsigned char aad[16] = {1};
+		unsigned char *box = malloc(size + TOKEN_SEAL_OVERHEAD);
+		unsigned char *plain = malloc(size);
+
+		CHECK(box != NULL && plain != NULL);
+		CHECK(token_seal("opener", 6, aad, sizeof(aad), data, size, box));
+		CHECK(token_unseal("opener", 6, aad, sizeof(aad), box, size + TOKEN_SEAL_OVERHEAD, plain));
+		CHECK(memcmp(plain, data, size) == 0);
+		CHECK(!token_unseal("openes", 6, aad, sizeof(aad), box, size + TOKEN_SEAL_OVERHEAD, plain));
+		/* the input itself as a sealed box: never opens, never overruns */
+		if (size >= TOKEN_SEAL_OVERHEAD)
+			CHECK(!token_unseal("opener", 6, aad, sizeof(aad), data, size, plain));
+		free(box);
+		free(plain);
+	}
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -870,5 +917,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fuzz_b64(data, size);
 	fuzz_resigned(data, size);
 	fuzz_sign_roundtrip(data, size);
+	fuzz_request_claims(data, size);
 	return 0;
 }
