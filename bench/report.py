@@ -326,6 +326,8 @@ out.append("# extension_tokens benchmark")
 out.append("")
 out.append(f"- {m['machine']}")
 out.append(f"- {m['settings']}")
+if m.get("build"):
+    out.append(f"- {m['build']}")
 if m.get("load"):
     out.append(f"- {m['load']}")
 if m.get("postgrest"):

@@ -72,6 +72,15 @@ trap finish EXIT
 
 et_install_packages wrk
 if [ "${BENCH_BUILD:-1}" = 1 ]; then et_build_install; fi
+# The library the server preloads at its start is the one measured, even if
+# the file is replaced during the run; its SHA-256 at the start and at the
+# end go into the results, and perf gets a copy of it by build id, so that
+# the profile names its functions whatever happens to the file.
+SO=$("$PG_BIN/pg_config" --pkglibdir)/extension_tokens.so
+SO_SHA0=$(sha256sum "$SO" | cut -c1-12)
+if [ "$SMOKE" != 1 ] && [ "${BENCH_PROFILE:-1}" = 1 ] && command -v perf >/dev/null; then
+    perf buildid-cache -a "$SO" 2>/dev/null || true
+fi
 
 say "work directory"
 dir=$(et_workdir bench)
@@ -1145,6 +1154,8 @@ say "results"
     echo "machine $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1); PostgreSQL $PGVERSION; $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "settings BENCH_SECONDS=$SECS BENCH_RUNS=$RUNS BENCH_SIZES=\"${SIZES% }\"$([ "$SMOKE" = 1 ] && echo ' BENCH_SMOKE=1'); shared_buffers=$SB, fsync=on, synchronous_commit=on, jit=off; extension_tokens: issue_rate_limit, refresh_rate_limit and max_sessions_per_user 0 (off: the baseline has no limits; the per-user row is still locked), everything else default"
     echo "postgrest $(cat "$RAW/postgrest-version.txt" 2>/dev/null)"
+    so1=$(sha256sum "$SO" | cut -c1-12)
+    echo "build extension_tokens.so sha256 $SO_SHA0…$([ "$so1" = "$SO_SHA0" ] || echo " (replaced on disk during the run by $so1…; the server kept the one it preloaded at its start)")"
     echo "load load average (1, 5, 15 min) $LOAD0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (2 cores; the benchmark itself keeps about 2 busy)"
 } >> "$METRICS"
 python3 "$BENCH/report.py" "$METRICS" > "$OUT"
