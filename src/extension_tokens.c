@@ -731,6 +731,34 @@ record_use(const SessionRow *row, TimestampTz now)
 }
 
 /*
+ * What the session's row says of a token of ours that names it, for
+ * validate and pre_request alike: `sub` and `exp` are the token's, and
+ * `current` whether it is the session's current access token (by hash, or
+ * by jti).  A token that is not current is one of an earlier pair (rotated
+ * away, so revoked) if the session was refreshed and the token expires no
+ * later than the current one; else it was never issued.
+ */
+static TokenStatus
+session_verdict(const SessionRow *row, const char *sub, bool current, int64 exp,
+				TimestampTz now)
+{
+	if (!row->found || strcmp(row->user_id, sub) != 0)
+		return TOKEN_NOT_FOUND;
+	if (!current)
+		return (row->last_refresh_at != 0 && exp <= unix_seconds(row->expires_at))
+			? TOKEN_REVOKED : TOKEN_NOT_FOUND;
+	switch (row_end(row, now))
+	{
+		case SESSION_LIVE:
+			return TOKEN_OK;
+		case SESSION_REVOKED:
+			return TOKEN_REVOKED;
+		default:
+			return TOKEN_EXPIRED;
+	}
+}
+
+/*
  * The whole validation of a token of `len` bytes: the token core's checks,
  * then the session's row, read by the session id that the signature vouches
  * for: the token must be the session's current access token (its hash is
@@ -766,33 +794,10 @@ validate_token(const char *token, size_t len, SessionRow *row,
 			token_sha256(token, len, hash);
 		memcpy(sid.data, claims->session_id, UUID_LEN);
 		StorageLookupSession(&sid, false, row);
-		if (!row->found || strcmp(row->user_id, claims->sub) != 0)
-			status = TOKEN_NOT_FOUND;
-		else if (CRYPTO_memcmp(hash, row->access_hash, TOKEN_HASH_LENGTH) != 0)
-		{
-			/*
-			 * Not the current access token: one of an earlier pair (rotated
-			 * away, so revoked) if the session was refreshed and the token
-			 * expires no later than the current one; else never issued.
-			 */
-			status = (row->last_refresh_at != 0 &&
-					  claims->exp <= unix_seconds(row->expires_at))
-				? TOKEN_REVOKED : TOKEN_NOT_FOUND;
-		}
-		else
-		{
-			switch (row_end(row, now))
-			{
-				case SESSION_LIVE:
-					break;
-				case SESSION_REVOKED:
-					status = TOKEN_REVOKED;
-					break;
-				default:
-					status = TOKEN_EXPIRED;
-					break;
-			}
-		}
+		status = session_verdict(row, claims->sub,
+								 row->found &&
+								 CRYPTO_memcmp(hash, row->access_hash, TOKEN_HASH_LENGTH) == 0,
+								 claims->exp, now);
 	}
 	/* last, after every other check passed */
 	if (status == TOKEN_OK && required != NULL && !has_scopes(row->scopes, required))
@@ -884,31 +889,17 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
 	{
 		memcpy(sid.data, rc.session_id, UUID_LEN);
 		StorageLookupSession(&sid, false, &row);
-		if (!row.found || strcmp(row.user_id, rc.sub) != 0)
-			status = TOKEN_NOT_FOUND;
-		else if (row.has_jti
-				 ? memcmp(rc.jti, row.access_jti, TOKEN_UUID_LENGTH) != 0
-				 : (rc.exp != unix_seconds(row.expires_at) ||
-					rc.iat != unix_seconds(row.last_refresh_at ? row.last_refresh_at
-										   : row.created_at)))
-			status = (row.last_refresh_at != 0 && rc.exp <= unix_seconds(row.expires_at))
-				? TOKEN_REVOKED : TOKEN_NOT_FOUND;
-		else if (rc.exp <= unix_seconds(now) - et_clock_skew)
+		/* current: its jti (a pair made before 1.2 has none: exp and iat) */
+		status = session_verdict(&row, rc.sub,
+								 row.found &&
+								 (row.has_jti
+								  ? memcmp(rc.jti, row.access_jti, TOKEN_UUID_LENGTH) == 0
+								  : (rc.exp == unix_seconds(row.expires_at) &&
+									 rc.iat == unix_seconds(row.last_refresh_at ? row.last_refresh_at
+															: row.created_at))),
+								 rc.exp, now);
+		if (status == TOKEN_OK && rc.exp <= unix_seconds(now) - et_clock_skew)
 			status = TOKEN_EXPIRED;
-		else
-		{
-			switch (row_end(&row, now))
-			{
-				case SESSION_LIVE:
-					break;
-				case SESSION_REVOKED:
-					status = TOKEN_REVOKED;
-					break;
-				default:
-					status = TOKEN_EXPIRED;
-					break;
-			}
-		}
 	}
 	StatsCountValidation(status);
 	if (status == TOKEN_OK)

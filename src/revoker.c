@@ -404,30 +404,24 @@ finish_entry(int index, const RevokerEntry *done)
 	LWLockRelease(shared->lock);
 }
 
-/* Commits one entry's work; false (and logged) when it failed. */
+/*
+ * Runs work(arg) in a transaction of its own and commits it; false (logged
+ * with `failure`) when it raised, the transaction then rolled back.
+ */
 static bool
-apply_entry(const RevokerEntry *e)
+in_transaction(void (*work) (void *arg), void *arg, const char *activity,
+			   const char *failure)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = true;
 
 	PG_TRY();
 	{
-		TimestampTz now;
-
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "extension_tokens: revoking a session");
-		now = GetCurrentTimestamp();
-		if (e->refresh_error[0])
-			StorageRecordRefreshError(e->session_id, now, e->refresh_error);
-		if (e->revoke)
-		{
-			(void) StorageRevokeSession(e->session_id, now, e->reason);
-			ereport(LOG,
-					(errmsg("extension_tokens: session revoked: %s", e->reason)));
-		}
+		pgstat_report_activity(STATE_RUNNING, activity);
+		work(arg);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -440,14 +434,38 @@ apply_entry(const RevokerEntry *e)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		ereport(LOG,
-				(errmsg("extension_tokens: committing a revocation failed, trying again: %s",
-						edata->message)));
+				(errmsg("extension_tokens: %s: %s", failure, edata->message)));
 		FreeErrorData(edata);
 		ok = false;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return ok;
+}
+
+/* One queued entry's work: the refusal recorded, the session revoked. */
+static void
+entry_work(void *arg)
+{
+	const RevokerEntry *e = arg;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (e->refresh_error[0])
+		StorageRecordRefreshError(e->session_id, now, e->refresh_error);
+	if (e->revoke)
+	{
+		(void) StorageRevokeSession(e->session_id, now, e->reason);
+		ereport(LOG,
+				(errmsg("extension_tokens: session revoked: %s", e->reason)));
+	}
+}
+
+/* Commits one entry's work; false (and logged) when it failed. */
+static bool
+apply_entry(const RevokerEntry *e)
+{
+	return in_transaction(entry_work, (void *) e, "extension_tokens: revoking a session",
+						  "committing a revocation failed, trying again");
 }
 
 /* Waits on the latch for up to `ms`; exits when the postmaster dies. */
@@ -535,39 +553,29 @@ worker_connect(void)
 }
 
 /* usage.c's batch writer: one transaction; false (logged) when it failed. */
+typedef struct UseBatch
+{
+	const pg_uuid_t *ids;
+	const int64 *counts;
+	const TimestampTz *times;
+	int			n;
+} UseBatch;
+
+static void
+use_batch_work(void *arg)
+{
+	UseBatch   *b = arg;
+
+	StorageAddUse(b->ids, b->counts, b->times, b->n);
+}
+
 static bool
 write_uses(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *times, int n)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = true;
+	UseBatch	b = {ids, counts, times, n};
 
-	PG_TRY();
-	{
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, "extension_tokens: recording session use");
-		StorageAddUse(ids, counts, times, n);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errmsg("extension_tokens: recording session use failed, keeping it for the next try: %s",
-						edata->message)));
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	pgstat_report_activity(STATE_IDLE, NULL);
-	return ok;
+	return in_transaction(use_batch_work, &b, "extension_tokens: recording session use",
+						  "recording session use failed, keeping it for the next try");
 }
 
 /* On exit: no more wake-ups for this process's latch. */
