@@ -44,7 +44,10 @@
  *
  * A path that takes only one session row (refresh, revoke, revoke_session,
  * reuse) cannot close a cycle with one that takes several in order.
- * Validation never waits for a lock: it records use with SKIP LOCKED.
+ * Validation never waits for a lock: it writes nothing in the caller's
+ * transaction (uses are counted in shared memory, usage.c, and written by
+ * the worker, which locks its batch in session_id order), and its fallback
+ * without the preload records use with SKIP LOCKED.
  *
  * Every revocation is an UPDATE of the session row with "revoked_at IS
  * NULL" in its WHERE clause.  Under READ COMMITTED an UPDATE that waited for
