@@ -70,7 +70,7 @@ printf '## Profile (perf, cpu-clock samples of the backend)\n\n' > "$out"
 
 # The fixed costs of one cold validation, in C with no SQL around them: the
 # two digests, and the jansson parse of a sample token's payload that
-# ../shared/SECURITY.md prescribes (the one step the verified-token cache
+# the validator's rules prescribe (src/token.c; the one step the verified-token cache
 # exists to skip).
 gcc -O2 -Wall -o "$raw/primitives-json" "$(dirname "$0")/primitives.c" -lcrypto -ljansson -ljwt
 psql -X -A -t -c "SELECT convert_from(bench.b64url_decode(split_part(access, '.', 2)), 'UTF8')

@@ -3,7 +3,7 @@
 
 METRICS has one "name value" line per measurement, all written by run.sh;
 every figure below is computed from them.  One table: a row per target of
-BENCHMARKS.md, then informational rows.
+the performance targets (bench/README.md), then informational rows.
 """
 import sys
 

@@ -2,7 +2,8 @@
 # bench/run.sh: benchmarks extension_tokens against a pure-SQL (pgcrypto)
 # baseline (bench/baseline.sql) and against the floors/parts of each path,
 # side by side in one run on one throwaway server, and writes one markdown
-# table with a row per target of ../shared/BENCHMARKS.md (see bench/README.md).
+# table with a row per performance target (the targets and how each is
+# judged: bench/README.md).
 #
 #   bench/run.sh                      sizes 10k and 1M sessions, 10 s runs, median of 3
 #   BENCH_SIZES="10000 1000000 10000000" bench/run.sh      adds 10M (needs ~14 GB RAM)
