@@ -54,14 +54,15 @@ RESET extension_tokens.session_max_lifetime;
 
 -- Inactivity timeout: used within it the session lives; idle past it,
 -- validation says expired and refresh says session_expired.
-SET extension_tokens.session_inactivity_timeout = '2s';
+-- (4 s, used every 2 s: margins wide enough for a server under Valgrind)
+SET extension_tokens.session_inactivity_timeout = '4s';
 SET extension_tokens.last_used_interval = 0;
 SELECT access_token AS i_a, refresh_token AS i_r FROM extension_token_issue('70000000-0000-4000-8000-000000000003') \gset
-SELECT pg_sleep(1);
+SELECT pg_sleep(2);
 SELECT valid FROM extension_token_validate(:'i_a');
-SELECT pg_sleep(1.2);
+SELECT pg_sleep(2);
 SELECT valid, error FROM extension_token_validate(:'i_a');
-SELECT pg_sleep(2.2);
+SELECT pg_sleep(4.2);
 SELECT valid, error FROM extension_token_validate(:'i_a');
 SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'i_r')) AS after_idle;
 -- (the refusal is recorded by the background worker: wait for it)
