@@ -91,8 +91,41 @@ ALTER TABLE extension_token_sessions
                AND pg_catalog.length(refresh_hash) OPERATOR(pg_catalog.=) 32),
     ADD CONSTRAINT extension_token_sessions_kind_check
         CHECK (kind OPERATOR(pg_catalog.=) ANY (ARRAY['access', 'api_key']));
-CREATE UNIQUE INDEX extension_token_sessions_refresh_idx
-    ON extension_token_sessions (refresh_hash);
+
+-- Refresh tokens of 1.2 carry their session id: refresh finds the session by
+-- its primary key, and no index on refresh_hash has to move with every
+-- refresh.  The refresh tokens of 1.1 carry none; their hashes (current and
+-- exchanged) are kept here, with their session, for as long as the session
+-- lives.  Nothing adds to this table after the upgrade.
+CREATE TABLE extension_token_legacy_refresh (
+    token_hash  bytea PRIMARY KEY CHECK (pg_catalog.length(token_hash) OPERATOR(pg_catalog.=) 32),
+    session_id  uuid  NOT NULL
+);
+CREATE INDEX extension_token_legacy_refresh_session_idx
+    ON extension_token_legacy_refresh (session_id);
+INSERT INTO extension_token_legacy_refresh (token_hash, session_id)
+SELECT token_hash, session_id FROM extension_tokens
+ WHERE token_type OPERATOR(pg_catalog.=) 'refresh';
+COMMENT ON TABLE extension_token_legacy_refresh IS
+'SHA-256 of the refresh tokens made before 1.2 (which do not carry their session id), current and exchanged, with their session: how refresh and revoke find the session of such a token';
+SELECT pg_catalog.pg_extension_config_dump('extension_token_legacy_refresh', '');
+
+-- Cleanup finds dead sessions by check_after, a lower bound of the moment
+-- the session died: set at issue (the refresh token's expiry) and at
+-- revocation, and moved on by cleanup itself when it finds the session was
+-- refreshed since.  Refresh does not touch it, nor any other indexed
+-- column, so that a refresh is a HOT update (room for it: fillfactor).
+ALTER TABLE extension_token_sessions ADD COLUMN check_after timestamptz;
+UPDATE extension_token_sessions
+   SET check_after = LEAST(revoked_at, refresh_expires_at);
+ALTER TABLE extension_token_sessions
+    ALTER COLUMN check_after SET NOT NULL,
+    SET (fillfactor = 80);
+DROP INDEX extension_token_sessions_dead_idx;
+CREATE INDEX extension_token_sessions_check_idx
+    ON extension_token_sessions (check_after);
+COMMENT ON COLUMN extension_token_sessions.check_after IS
+'When cleanup should look at this session next: no later than its death (its refresh token''s expiry at issue, or its revocation); cleanup moves it on when a refresh moved the expiry';
 COMMENT ON TABLE extension_token_sessions IS
 'One row per session, the truth about it: the hashes of its current access and refresh tokens, its end, revocation, and the retry window''s sealed successor (openable only with the refresh token it replaced)';
 COMMENT ON COLUMN extension_token_sessions.access_hash IS 'SHA-256 of the current access token';
@@ -125,9 +158,12 @@ ALTER TABLE extension_tokens
     DROP COLUMN last_used_at,
     DROP COLUMN revoked_at,
     DROP COLUMN revoked_reason,
-    ALTER COLUMN used_at SET NOT NULL;
+    ALTER COLUMN used_at SET NOT NULL,
+    DROP CONSTRAINT extension_tokens_pkey,
+    ADD CONSTRAINT extension_tokens_pkey PRIMARY KEY (session_id, token_hash);
+DROP INDEX extension_tokens_session_idx;
 COMMENT ON TABLE extension_tokens IS
-'One row per exchanged refresh token, keyed by its SHA-256 (never the token), until its session is deleted: presenting one again is reuse and revokes the session; replaced_by links it to its successor';
+'One row per exchanged refresh token, keyed by its session and its SHA-256 (never the token), until its session is deleted: presenting one again is reuse and revokes the session; replaced_by links it to its successor';
 
 ALTER TABLE extension_token_users
     ALTER COLUMN user_id TYPE text USING user_id::text;
@@ -254,8 +290,32 @@ CREATE INDEX extension_token_devices_expires_idx ON extension_token_devices (exp
 COMMENT ON TABLE extension_token_devices IS
 'Device authorizations (RFC 8628) in progress: SHA-256 of the device code and of the normalized user code, never the codes; what the approved session will be (name, scopes) and who approved it';
 SELECT pg_catalog.pg_extension_config_dump('extension_token_devices', '');
-REVOKE ALL ON extension_token_devices FROM PUBLIC;
+
+-- As for the tables of 1.0: nobody but the owner, whatever default
+-- privileges granted (Supabase grants new tables in public to its API roles),
+-- and row level security with no policy behind that.
+REVOKE ALL ON extension_token_devices, extension_token_legacy_refresh FROM PUBLIC;
+DO $revoke$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT c.oid::pg_catalog.regclass AS tab, a.grantee
+          FROM pg_catalog.pg_class c,
+               LATERAL pg_catalog.aclexplode(c.relacl) a
+         WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
+                   'extension_token_devices'::pg_catalog.regclass,
+                   'extension_token_legacy_refresh'::pg_catalog.regclass])
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', r.tab,
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke$;
 ALTER TABLE extension_token_devices ENABLE ROW LEVEL SECURITY;
+ALTER TABLE extension_token_legacy_refresh ENABLE ROW LEVEL SECURITY;
 
 -- A user's failed approvals within the hour: the guard against guessing.
 ALTER TABLE extension_token_users

@@ -188,10 +188,10 @@ TRUNCATE extension_tokens, extension_token_sessions, extension_token_users, benc
 INSERT INTO extension_token_users (user_id)
 SELECT md5('u' || g)::uuid::text FROM generate_series(1, $filler) g;
 INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
-                                      last_used_at, expires_at, refresh_expires_at, access_hash,
-                                      refresh_hash, ends_at, refresh_count, last_refresh_at)
+                                      last_used_at, expires_at, refresh_expires_at, check_after,
+                                      access_hash, refresh_hash, ends_at, refresh_count, last_refresh_at)
 SELECT md5('s' || g)::uuid, md5('u' || g)::uuid::text, 'Extension Token', '30 days', c,
-       now() - interval '1 day', c + interval '30 days', c + interval '90 days',
+       now() - interval '1 day', c + interval '30 days', c + interval '90 days', c + interval '90 days',
        sha256(convert_to('access' || g, 'UTF8')), sha256(convert_to('refresh' || g, 'UTF8')),
        'infinity', g % 2, CASE WHEN g % 2 = 1 THEN c + interval '1 day' END
 FROM generate_series(1, $filler) g, LATERAL (SELECT now() - (2 + g % 20) * interval '1 day') x(c);
@@ -224,8 +224,8 @@ SQL
                  AND s.access_hash = b.hash AND s.revoked_at IS NULL")
     [ "$chk" = "$sample" ] || fail "the sample's hashes are not $sample distinct sessions' access hashes: $chk"
     q -c "SELECT sum(pg_prewarm(c)) FROM unnest(ARRAY['extension_tokens', 'extension_tokens_pkey',
-            'extension_tokens_session_idx', 'extension_token_sessions', 'extension_token_sessions_pkey',
-            'extension_token_sessions_refresh_idx', 'extension_token_users', 'extension_token_users_pkey',
+            'extension_token_sessions', 'extension_token_sessions_pkey',
+            'extension_token_sessions_check_idx', 'extension_token_users', 'extension_token_users_pkey',
             'bench.sql_tokens', 'bench.sql_tokens_pkey', 'bench.tok', 'bench.tok_pkey']::regclass[]) c" >/dev/null
     # a pass over the sample through each path, to warm caches and plans
     q -c "SELECT count(*) FROM bench.tok b, LATERAL extension_token_validate(b.access) v WHERE v.valid" >/dev/null
@@ -596,13 +596,13 @@ fi   # the read paths
 # ---------------------------------------------------------------------------
 say "issue"
 # The floor's writes for one pair, the user's id given as $1 (an expression):
-# what extension_token_issue writes in 1.2 (without a rate limit or a
-# session limit, as configured here): the user's row (upsert, the lock that
-# serializes a user's issues), and the session's row with the two hashes
-# (random 32-byte values: no signing, no hashing).
+# what extension_token_issue writes in 1.2 without a rate limit or a
+# session limit (as configured here): the session's row with the two hashes
+# (random 32-byte values: no signing, no hashing).  With a limit, issue also
+# upserts the user's row (timed apart below: floor_issue_user).
 RND32="uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())"
 issue_floor_sql() {
-    echo "WITH u AS (INSERT INTO extension_token_users AS u (user_id) VALUES ($1) ON CONFLICT (user_id) DO UPDATE SET issue_log = '{}' RETURNING user_id) INSERT INTO extension_token_sessions (session_id, user_id, name, claims, access_lifetime, created_at, last_used_at, expires_at, refresh_expires_at, access_hash, refresh_hash, ends_at, idle_timeout) SELECT gen_random_uuid(), u.user_id, 'Extension Token', NULL, '30 days', now(), now(), now() + interval '30 days', now() + interval '90 days', $RND32, $RND32, 'infinity', NULL FROM u;"
+    echo "INSERT INTO extension_token_sessions (session_id, user_id, name, claims, access_lifetime, created_at, last_used_at, expires_at, refresh_expires_at, check_after, access_hash, refresh_hash, ends_at, idle_timeout) VALUES (gen_random_uuid(), $1, 'Extension Token', NULL, '30 days', now(), now(), now() + interval '30 days', now() + interval '90 days', now() + interval '90 days', $RND32, $RND32, 'infinity', NULL);"
 }
 stmt_issue_ext="SELECT count(*) FROM (SELECT gen_random_uuid()::text AS u FROM generate_series(1, $ISSUES)) g, LATERAL extension_token_issue(g.u) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
 stmt_issue_sql="SELECT count(*) FROM (SELECT gen_random_uuid()::text AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.sql_issue(g.u, $sql_secret) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
@@ -626,16 +626,16 @@ CREATE FUNCTION bench.floor_issue_set(n int) RETURNS bigint LANGUAGE plpgsql AS 
 BEGIN
 WITH f AS MATERIALIZED (SELECT gen_random_uuid() AS s, gen_random_uuid()::text AS u, now() AS t,
          $RND32 AS a, $RND32 AS r
-       FROM generate_series(1, n)),
-  u AS (INSERT INTO extension_token_users (user_id) SELECT f.u FROM f)
+       FROM generate_series(1, n))
 INSERT INTO extension_token_sessions (session_id, user_id, name, claims, access_lifetime, created_at,
-                                      last_used_at, expires_at, refresh_expires_at, access_hash,
-                                      refresh_hash, ends_at, idle_timeout)
+                                      last_used_at, expires_at, refresh_expires_at, check_after,
+                                      access_hash, refresh_hash, ends_at, idle_timeout)
 SELECT f.s, f.u, 'Extension Token', NULL, '30 days', f.t, f.t, f.t + interval '30 days',
-       f.t + interval '90 days', f.a, f.r, 'infinity', NULL FROM f;
+       f.t + interval '90 days', f.t + interval '90 days', f.a, f.r, 'infinity', NULL FROM f;
 RETURN n;
 END \$f\$;
--- The per-pair floor's two writes apart: where its time goes.
+-- The user's upsert that a rate or session limit adds, and the session's
+-- INSERT alone (the floor above, less plpgsql's call).
 CREATE FUNCTION bench.floor_issue_user(p text) RETURNS int LANGUAGE plpgsql AS \$f\$
 BEGIN
 INSERT INTO extension_token_users AS u (user_id) VALUES (p) ON CONFLICT (user_id) DO UPDATE SET issue_log = '{}';
@@ -644,10 +644,10 @@ END \$f\$;
 CREATE FUNCTION bench.floor_issue_session(p text) RETURNS int LANGUAGE plpgsql AS \$f\$
 BEGIN
 INSERT INTO extension_token_sessions (session_id, user_id, name, claims, access_lifetime, created_at,
-                                      last_used_at, expires_at, refresh_expires_at, access_hash,
-                                      refresh_hash, ends_at, idle_timeout)
+                                      last_used_at, expires_at, refresh_expires_at, check_after,
+                                      access_hash, refresh_hash, ends_at, idle_timeout)
 VALUES (gen_random_uuid(), p, 'Extension Token', NULL, '30 days', now(), now(), now() + interval '30 days',
-        now() + interval '90 days', $RND32, $RND32, 'infinity', NULL);
+        now() + interval '90 days', now() + interval '90 days', $RND32, $RND32, 'infinity', NULL);
 RETURN 1;
 END \$f\$;
 SQL
@@ -728,14 +728,15 @@ make_pool() {
 CREATE TABLE bench.$1 (id int PRIMARY KEY, session_id uuid NOT NULL, user_id text NOT NULL,
                        refresh text NOT NULL, rhash bytea NOT NULL);
 INSERT INTO bench.$1
-SELECT g, md5('$1 s' || g)::uuid, md5('$1 u' || g)::uuid::text, t, sha256(convert_to(t, 'UTF8'))
-FROM generate_series(1, $2) g, LATERAL bench.refresh_token('$1 ' || g) t;
+SELECT g, s, md5('$1 u' || g)::uuid::text, t, sha256(convert_to(t, 'UTF8'))
+FROM generate_series(1, $2) g, LATERAL (SELECT md5('$1 s' || g)::uuid) x(s),
+     LATERAL bench.refresh_token(x.s, '$1 ' || g) t;
 INSERT INTO extension_token_users (user_id) SELECT user_id FROM bench.$1;
 INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
-                                      last_used_at, expires_at, refresh_expires_at, access_hash,
-                                      refresh_hash, ends_at)
+                                      last_used_at, expires_at, refresh_expires_at, check_after,
+                                      access_hash, refresh_hash, ends_at)
 SELECT session_id, user_id, 'Extension Token', '30 days', now(), now(),
-       now() + interval '30 days', now() + interval '90 days',
+       now() + interval '30 days', now() + interval '90 days', now() + interval '90 days',
        sha256(convert_to('$1 a' || id, 'UTF8')), rhash, 'infinity' FROM bench.$1;
 SQL
 }
@@ -758,16 +759,21 @@ POOL_ID='\set n :n + 1
 
 say "refresh"
 q <<'SQL'
--- A refresh token as the extension makes it, from a seed: 'ext_rt_', 43
--- base62 characters, and the checksum (the first 4 bytes of the SHA-256 of
--- the rest, in 6 base62 digits).
-CREATE FUNCTION bench.refresh_token(seed text) RETURNS text LANGUAGE sql IMMUTABLE STRICT AS $f$
-SELECT a.pb || string_agg(substr('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz',
-                                 ((c.v / (62::bigint ^ (5 - i))::bigint) % 62)::int + 1, 1), '' ORDER BY i)
-FROM (SELECT 'ext_rt_' || substr(encode(sha256(convert_to(seed, 'UTF8')), 'hex'), 1, 43) AS pb) a,
-     LATERAL (SELECT ('x' || encode(substr(sha256(convert_to(a.pb, 'UTF8')), 1, 4), 'hex'))::bit(32)::bigint) c(v),
-     generate_series(0, 5) i
-GROUP BY a.pb
+-- A refresh token as the extension makes it for session s, from a seed:
+-- 'ext_rt_', the session id in 22 base62 digits, 43 base62 characters, and
+-- the checksum (the first 4 bytes of the SHA-256 of the rest, in 6 base62
+-- digits).
+CREATE FUNCTION bench.base62(v numeric, digits int) RETURNS text LANGUAGE sql IMMUTABLE STRICT AS $f$
+SELECT string_agg(substr('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz',
+                         (mod(trunc(v / (62::numeric ^ (digits - 1 - i))), 62))::int + 1, 1), '' ORDER BY i)
+FROM generate_series(0, digits - 1) i
+$f$;
+CREATE FUNCTION bench.refresh_token(s uuid, seed text) RETURNS text LANGUAGE sql IMMUTABLE STRICT AS $f$
+SELECT a.pb || bench.base62(('x' || encode(substr(sha256(convert_to(a.pb, 'UTF8')), 1, 4), 'hex'))::bit(32)::bigint, 6)
+FROM (SELECT 'ext_rt_'
+             || bench.base62((SELECT sum(get_byte(uuid_send(s), i)::numeric * 256::numeric ^ (15 - i))
+                                FROM generate_series(0, 15) i), 22)
+             || substr(encode(sha256(convert_to(seed, 'UTF8')), 'hex'), 1, 43) AS pb) a
 $f$;
 SQL
 # What a refresh writes beside the pair's hashes: the retry window's sealed
@@ -793,17 +799,17 @@ s_refresh_ext=$(script refresh_ext "$POOL_ID" \
 s_refresh_sql=$(script refresh_sql "$POOL_ID" \
     "SELECT access_token FROM bench.sql_refresh((SELECT refresh FROM bench.spool WHERE id = :id), :secret);")
 # The floor's writes for one refresh of row $2 (an expression) of pool
-# bench.$1: what extension_token_refresh writes in 1.2 (no rate limit):
-# the user's row (upsert, the lock that serializes a user's refreshes), the
-# session's row moved on to the new pair (one UPDATE, with the retry
+# bench.$1: what extension_token_refresh writes in 1.2 without a rate limit:
+# the session's row moved on to the new pair (one UPDATE, with the retry
 # window's sealed successor: random bytes of the size the extension
-# writes), and the exchanged token recorded with its successor.
+# writes), and the exchanged token recorded with its successor.  With a
+# rate limit, refresh also upserts the user's row (floor_refresh_user).
 refresh_floor_sql() {
-    echo "WITH f AS (SELECT session_id, user_id, rhash FROM bench.$1 WHERE id = $2), nh AS (SELECT $RND32 AS na, $RND32 AS nr), u AS (INSERT INTO extension_token_users AS u (user_id) SELECT user_id FROM f ON CONFLICT (user_id) DO UPDATE SET refresh_log = '{}' RETURNING true AS ok), s AS (UPDATE extension_token_sessions x SET refresh_count = x.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days', access_hash = nh.na, refresh_hash = nh.nr, retry_hash = f.rhash, retry_until = now() + interval '$RETRY seconds', retry_box = gen_random_bytes($BOX) FROM u, f, nh WHERE u.ok AND x.session_id = f.session_id AND x.refresh_hash = f.rhash AND x.revoked_at IS NULL AND x.refresh_expires_at > now() RETURNING x.session_id) INSERT INTO extension_tokens (token_hash, session_id, used_at, replaced_by) SELECT f.rhash, s.session_id, now(), nh.nr FROM s, f, nh;"
+    echo "WITH f AS (SELECT session_id, user_id, rhash FROM bench.$1 WHERE id = $2), nh AS (SELECT $RND32 AS na, $RND32 AS nr), s AS (UPDATE extension_token_sessions x SET refresh_count = x.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days', access_hash = nh.na, refresh_hash = nh.nr, retry_hash = f.rhash, retry_until = now() + interval '$RETRY seconds', retry_box = gen_random_bytes($BOX) FROM f, nh WHERE x.session_id = f.session_id AND x.refresh_hash = f.rhash AND x.revoked_at IS NULL AND x.refresh_expires_at > now() RETURNING x.session_id) INSERT INTO extension_tokens (session_id, token_hash, used_at, replaced_by) SELECT s.session_id, f.rhash, now(), nh.nr FROM s, f, nh;"
 }
 s_refresh_floor=$(script refresh_floor "$POOL_ID" "$(refresh_floor_sql fpool :id)")
-used_rpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.rpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off"
-used_fpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.fpool p JOIN extension_tokens t ON t.token_hash = p.rhash WHERE p.id > :off"
+used_rpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.rpool p JOIN extension_tokens t ON t.session_id = p.session_id AND t.token_hash = p.rhash WHERE p.id > :off"
+used_fpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.fpool p JOIN extension_tokens t ON t.session_id = p.session_id AND t.token_hash = p.rhash WHERE p.id > :off"
 used_spool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.spool p JOIN bench.sql_tokens t ON t.token_hash = p.rhash WHERE p.id > :off AND t.used_at IS NOT NULL"
 for c in 1 2; do
     pool_rounds $c refresh_ext rpool "$s_refresh_ext" "$used_rpool" \
@@ -832,8 +838,8 @@ metric refresh_pool_used "${POOL_OFF[rpool]} of $P"
 # baseline's refresh (sign + UPDATE + INSERT on its own table), the floor
 # (the statement above, once per refresh from a plpgsql function: a
 # prepared statement per call, as the extension's SPI plan), and the lookup
-# the extension makes before it signs (the session's row by the refresh
-# token's hash), on the pool's last block, which no run uses.
+# the extension makes before it signs (the session's row by the id its refresh
+# token carries), on the pool's last block, which no run uses.
 K1=$(( SMOKE == 1 ? 200 : 2000 ))
 P1=$(( K1 * (2 * RUNS + 1) ))
 make_pool rpool1 "$P1"
@@ -877,8 +883,8 @@ RETURN 1;
 END \$f\$;
 CREATE FUNCTION bench.floor_refresh_token(p int) RETURNS int LANGUAGE plpgsql AS \$f\$
 BEGIN
-INSERT INTO extension_tokens (token_hash, session_id, used_at, replaced_by)
-SELECT $RND32, session_id, now(), $RND32 FROM bench.fpool2 WHERE id = p;
+INSERT INTO extension_tokens (session_id, token_hash, used_at, replaced_by)
+SELECT session_id, $RND32, now(), $RND32 FROM bench.fpool2 WHERE id = p;
 RETURN 1;
 END \$f\$;
 SQL
@@ -891,7 +897,7 @@ time_rounds "$K1" \
     refresh_floor_session "$(block f2block), LATERAL bench.floor_refresh_session((b.base + g.g)::int) p WHERE p = 1" \
     refresh_floor_user "SELECT count(*) FROM generate_series(1, $K1) g, LATERAL bench.floor_refresh_user(g) p WHERE p = 1" \
     refresh_floor_token "SELECT count(*) FROM generate_series(1, $K1) g, LATERAL bench.floor_refresh_token(g) p WHERE p = 1" \
-    refresh_lookup "SELECT count(*) FILTER (WHERE (SELECT s.revoked_at IS NULL FROM extension_token_sessions s WHERE s.refresh_hash = r.rhash)) FROM bench.rpool1 r WHERE r.id > $(( 2 * RUNS * K1 ))"
+    refresh_lookup "SELECT count(*) FILTER (WHERE (SELECT s.revoked_at IS NULL FROM extension_token_sessions s WHERE s.session_id = r.session_id AND s.refresh_hash = r.rhash)) FROM bench.rpool1 r WHERE r.id > $(( 2 * RUNS * K1 ))"
 metric stmt_refresh_ext_us "$T_refresh_ext"
 metric stmt_refresh_sql_us "$T_refresh_sql"
 metric stmt_refresh_floor_us "$T_refresh_floor"
@@ -917,11 +923,12 @@ cleanup_run() {
     # exchanged refresh token, both deleted by the cleanup
     q <<SQL
 INSERT INTO extension_token_sessions (session_id, user_id, name, access_lifetime, created_at,
-                                      last_used_at, expires_at, refresh_expires_at, access_hash,
-                                      refresh_hash, ends_at, refresh_count, last_refresh_at)
+                                      last_used_at, expires_at, refresh_expires_at, check_after,
+                                      access_hash, refresh_hash, ends_at, refresh_count, last_refresh_at)
 SELECT md5('${x}s' || g)::uuid, md5('${x}u' || g)::uuid::text, 'Extension Token', '30 days',
        now() - interval '200 days', now() - interval '150 days',
        now() - interval '170 days', now() - interval '110 days' - g * interval '1 second',
+       now() - interval '110 days' - g * interval '1 second',
        sha256(convert_to('a$x' || g, 'UTF8')), sha256(convert_to('r$x' || g, 'UTF8')), 'infinity',
        1, now() - interval '200 days'
 FROM generate_series(1, $CLEANUP_SESSIONS) g;

@@ -392,8 +392,21 @@ fuzz_as_token(const uint8_t *data, size_t size)
 					memcmp(tok, REFRESH_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX_LENGTH) == 0));
 	if (well)
 	{
-		CHECK(size == REFRESH_TOKEN_LENGTH);
+		unsigned char sid[TOKEN_UUID_LENGTH];
+		char		again[REFRESH_TOKEN_LENGTH + 1];
+
+		CHECK(size == REFRESH_TOKEN_LENGTH || size == REFRESH_TOKEN_LEGACY_LENGTH);
 		CHECK(looks);
+		/*
+		 * A session id read from a token is the one a token made for it
+		 * carries: the same 22 characters.
+		 */
+		if (token_refresh_session(tok, size, sid))
+		{
+			CHECK(size == REFRESH_TOKEN_LENGTH);
+			CHECK(token_make_refresh(sid, again));
+			CHECK(memcmp(again, tok, REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_SID_LENGTH) == 0);
+		}
 		for (size_t i = REFRESH_TOKEN_PREFIX_LENGTH; i < size; i++)
 			CHECK(strchr(base62_alphabet, tok[i]) != NULL && tok[i] != '\0');
 	}
@@ -408,10 +421,16 @@ static void
 fuzz_make_refresh(const uint8_t *data, size_t size)
 {
 	char		rt[REFRESH_TOKEN_LENGTH + 1];
+	unsigned char sid[TOKEN_UUID_LENGTH] = {0};
+	unsigned char back[TOKEN_UUID_LENGTH];
 	char		c;
 	int			pos;
 
-	CHECK(token_make_refresh(rt));
+	memcpy(sid, data, Min(size, sizeof(sid)));
+	CHECK(token_make_refresh(sid, rt));
+	/* the session id comes back out, whatever its bits */
+	CHECK(token_refresh_session(rt, REFRESH_TOKEN_LENGTH, back));
+	CHECK(memcmp(back, sid, TOKEN_UUID_LENGTH) == 0);
 	CHECK(strlen(rt) == REFRESH_TOKEN_LENGTH);
 	CHECK(token_refresh_well_formed(rt, REFRESH_TOKEN_LENGTH));
 	CHECK(token_looks_like_refresh(rt, REFRESH_TOKEN_LENGTH));
@@ -424,7 +443,7 @@ fuzz_make_refresh(const uint8_t *data, size_t size)
 			  TOKEN_WRONG_TOKEN_TYPE);
 	}
 	/* Any other checksum character is refused. */
-	pos = REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH +
+	pos = REFRESH_TOKEN_LENGTH - REFRESH_TOKEN_CHECKSUM_LENGTH +
 		(size > 0 ? data[0] % REFRESH_TOKEN_CHECKSUM_LENGTH : 0);
 	c = base62_alphabet[size > 1 ? data[1] % 62 : 0];
 	if (c == rt[pos])

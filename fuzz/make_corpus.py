@@ -104,7 +104,14 @@ def seeds():
     s["json_deep"] = b"[" * 2049 + b"]" * 2049
     # Refresh tokens
     body = "".join(rnd.choice(B62) for _ in range(43))
-    s["refresh_valid"] = refresh(body)
+    s["refresh_legacy"] = refresh(body)
+    sid = ""
+    n = int.from_bytes(rnd.randbytes(16), "big")
+    for _ in range(22):
+        sid = B62[n % 62] + sid
+        n //= 62
+    s["refresh_valid"] = refresh(sid + body)
+    s["refresh_sid_overflow"] = refresh("z" * 22 + body)
     bad = bytearray(refresh(body))
     bad[-1] = ord("0") if bad[-1] != ord("0") else ord("1")
     s["refresh_bad_checksum"] = bytes(bad)

@@ -5,7 +5,7 @@ SELECT * FROM extension_token_issue('10000000-0000-4000-8000-000000000001', 'lap
 
 -- The pair: a three-part JWS, an opaque refresh token, Bearer, 30 days.
 SELECT :'access_token' ~ '^eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{43}$' AS access_is_jws,
-       :'refresh_token' ~ '^ext_rt_[0-9A-Za-z]{49}$' AS refresh_format,
+       :'refresh_token' ~ '^ext_rt_[0-9A-Za-z]{71}$' AS refresh_format,
        :'token_type' AS token_type,
        :expires_in AS expires_in,
        :'expires_at'::timestamptz - now() BETWEEN interval '29 days 23:59' AND interval '30 days' AS access_30_days,

@@ -40,15 +40,34 @@ CREATE FUNCTION regress_ext_objects() RETURNS SETOF text LANGUAGE sql AS $$
     FROM pg_extension WHERE extname = 'extension_tokens'
 $$;
 
--- A fresh 1.2 install (without the grants setup.sql added), captured.  Its
--- refresh tokens are kept: a refresh token is opaque and names no session,
--- so these strings serve as the 1.1 sessions' tokens below.
+-- Refresh tokens as 1.1 made them (no session id): "ext_rt_", 43 base62
+-- characters, and the checksum, the first 32 bits of SHA-256 of what
+-- precedes it in 6 base62 digits.
+CREATE FUNCTION regress_legacy_refresh() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    b62 constant text := '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+    head text := 'ext_rt_';
+    v bigint;
+    sum text := '';
+BEGIN
+    FOR i IN 1..43 LOOP
+        head := head || substr(b62, 1 + floor(random() * 62)::int, 1);
+    END LOOP;
+    v := ('x' || encode(substr(sha256(convert_to(head, 'UTF8')), 1, 4), 'hex'))::bit(32)::bigint;
+    FOR i IN 1..6 LOOP
+        sum := substr(b62, 1 + (v % 62)::int, 1) || sum;
+        v := v / 62;
+    END LOOP;
+    RETURN head || sum;
+END
+$$;
+SELECT regress_legacy_refresh() AS r0, regress_legacy_refresh() AS r1,
+       regress_legacy_refresh() AS rx, regress_legacy_refresh() AS re \gset
+SELECT length(:'r0') AS legacy_length;
+
+-- A fresh 1.2 install (without the grants setup.sql added), captured.
 SET extension_tokens.issue_rate_limit = 0;
 SET extension_tokens.max_sessions_per_user = 0;
-SELECT refresh_token AS r0 FROM extension_token_issue('upgrade-harvest') \gset
-SELECT refresh_token AS r1 FROM extension_token_issue('upgrade-harvest') \gset
-SELECT refresh_token AS rx FROM extension_token_issue('upgrade-harvest') \gset
-SELECT refresh_token AS re FROM extension_token_issue('upgrade-harvest') \gset
 DROP EXTENSION extension_tokens;
 CREATE EXTENSION extension_tokens;
 CREATE TEMP TABLE fresh_objects AS SELECT * FROM regress_ext_objects() AS o(def);
@@ -152,13 +171,25 @@ SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'re')) AS ran_o
 SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'rx')) AS revoked_by_reuse;
 -- its live refresh token refreshes; the exchanged one is reuse and ends it
 SET extension_tokens.refresh_retry_window = 0;
-SELECT access_token AS rot_next FROM extension_token_refresh(:'r1') \gset
+SELECT count(*) AS legacy_rows FROM extension_token_legacy_refresh;
+SELECT access_token AS rot_next, refresh_token AS rot_next_refresh FROM extension_token_refresh(:'r1') \gset
+-- the successor is a 1.2 token: it names its session
+SELECT length(:'rot_next_refresh') AS new_format_length;
 SELECT valid FROM extension_token_validate(:'rot_next');
 SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'r0')) AS exchanged_in_1_1;
 SELECT valid, error FROM extension_token_validate(:'rot_next');
 SELECT status, revoked_reason FROM extension_token_list('81000000-0000-4000-8000-000000000001')
  WHERE name = 'rotated in 1.1';
+-- and the 1.2 token that succeeded the legacy one ends with its session
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'rot_next_refresh')) AS successor_after_reuse;
 RESET extension_tokens.refresh_retry_window;
+
+-- Cleanup deletes a session with its legacy rows: the ran-out one, dead
+-- for 10 days, goes with a retention of a day.
+SELECT extension_tokens_cleanup('1 day') > 0 AS cleaned;
+SELECT count(*) FILTER (WHERE session_id = '81000000-0000-4000-8000-0000000000a2') AS ran_out_legacy,
+       count(*) AS legacy_rows_left
+  FROM extension_token_legacy_refresh;
 
 -- The upgraded objects are exactly the fresh ones.
 CREATE TEMP TABLE upgraded_objects AS SELECT * FROM regress_ext_objects() AS o(def);

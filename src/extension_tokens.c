@@ -305,7 +305,7 @@ mint_access(NewPair *pair, PairTokens *out)
 static void
 mint_refresh(NewPair *pair, PairTokens *out)
 {
-	if (!token_make_refresh(out->refresh) ||
+	if (!token_make_refresh(pair->session_id.data, out->refresh) ||
 		!token_sha256(out->refresh, REFRESH_TOKEN_LENGTH, pair->refresh_hash))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -1132,7 +1132,8 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 				 errdetail("Refresh-token reuse detection needs the revocation queue that a preloaded library sets up."),
 				 errhint("Add extension_tokens to shared_preload_libraries and restart the server.")));
 
-	if (toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ != REFRESH_TOKEN_LENGTH)
+	len = toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ;
+	if (len != REFRESH_TOKEN_LENGTH && len != REFRESH_TOKEN_LEGACY_LENGTH)
 		refuse_refresh(NULL, now, "refresh_token_not_found", false);
 	refresh = PG_GETARG_TEXT_PP(0);
 	rtoken = VARDATA_ANY(refresh);
@@ -1143,17 +1144,12 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 
 	for (int attempt = 0;; attempt++)
 	{
-		pg_uuid_t	sid;
-		bool		current;
 		const char *reason;
 		TimestampTz retry_at;
 		unsigned char *box = NULL;
 		size_t		box_len = 0;
 
-		if (!StorageFindRefresh(hash, &sid, &current))
-			refuse_refresh(NULL, now, "refresh_token_not_found", false);
-		StorageLookupSession(&sid, true, &row);
-		if (!row.found || attempt > 1)
+		if (!StorageFindRefresh(rtoken, len, hash, &row) || attempt > 1)
 			refuse_refresh(NULL, now, "refresh_token_not_found", false);
 		switch (refresh_decide(&row, hash, now, &reason))
 		{
@@ -1230,14 +1226,18 @@ static bool
 token_session(const char *token, size_t len, pg_uuid_t *sid)
 {
 	unsigned char hash[TOKEN_HASH_LENGTH];
-	bool		current;
 
 	if (token_looks_like_refresh(token, len))
 	{
+		SessionRow	row;
+
 		if (!token_refresh_well_formed(token, len))
 			return false;
 		token_sha256(token, len, hash);
-		return StorageFindRefresh(hash, sid, &current);
+		if (!StorageFindRefresh(token, len, hash, &row))
+			return false;
+		*sid = row.session_id;
+		return true;
 	}
 	else
 	{

@@ -4,7 +4,7 @@
  *	  The extension's tables: sessions (the truth), exchanged refresh
  *	  tokens, users' rate logs.
  *
- * Three tables live in the extension's schema:
+ * Four tables live in the extension's schema:
  *
  *	extension_token_sessions  one row per session, and the only truth about
  *							  it: the SHA-256 of its current access token and
@@ -17,11 +17,23 @@
  *							  UPDATE of it.  Nothing else holds state that
  *							  could disagree.
  *	extension_tokens		  one row per exchanged refresh token, keyed by its
- *							  SHA-256, until the session is deleted: a replay
- *							  is found here and recognised as reuse.
- *	extension_token_users	  one row per user: the lock that serializes a
- *							  user's issues and refreshes, and the timestamps
- *							  that the hourly rate limits count.
+ *							  session and its SHA-256, until the session is
+ *							  deleted: a replay is found here and recognised
+ *							  as reuse.
+ *	extension_token_users	  one row per user: the timestamps that the hourly
+ *							  rate limits count, and, with a rate or session
+ *							  limit, the lock that serializes a user's issues
+ *							  (and refreshes).
+ *	extension_token_legacy_refresh
+ *							  the hashes of refresh tokens made before 1.2,
+ *							  which do not carry their session id, with it.
+ *
+ * The write path is kept to what it must write.  A refresh token carries its
+ * session id, so refresh reads the session by its primary key and no index
+ * on the refresh token's hash exists.  A refresh changes no indexed column of
+ * the session's row (cleanup's index is on check_after, which only issue,
+ * revocation and cleanup move), so it is a HOT update.  Without limits
+ * neither issue nor refresh touches the user's row.
  *
  * Privileges: the SQL functions run as their caller, who has no rights on
  * these tables.  Every statement here runs as the extension's owner, switched
@@ -35,8 +47,9 @@
  *
  * Concurrency.  There is one lock order, and every path keeps it:
  *
- *		1. the user's row in extension_token_users (issue and refresh only,
- *		   taken by the rate slot's INSERT ... ON CONFLICT DO UPDATE);
+ *		1. the user's row in extension_token_users (issue and refresh, only
+ *		   with a rate limit or, for issue, a session limit; taken by the
+ *		   rate slot's INSERT ... ON CONFLICT DO UPDATE);
  *		2. session rows, several always in session_id order (revoke_user and
  *		   the session limit lock their victims with ORDER BY session_id
  *		   FOR NO KEY UPDATE before updating them);
@@ -102,6 +115,7 @@ typedef enum StatementId
 	ST_TOUCH,
 	ST_ISSUE,
 	ST_ISSUE_NO_LIMIT,
+	ST_ISSUE_BARE,
 	ST_REVOKE_OVER_LIMIT,
 	ST_REFRESH,
 	ST_REFRESH_NO_LIMIT,
@@ -149,7 +163,7 @@ typedef struct Statement
  */
 #define REVOKE_VICTIMS(where) \
 	"UPDATE @.extension_token_sessions s SET revoked_at = $2, revoked_reason = $3, " \
-	"  retry_box = NULL " \
+	"  retry_box = NULL, check_after = LEAST(s.check_after, $2) " \
 	"FROM (SELECT v.session_id FROM @.extension_token_sessions v " \
 	"      WHERE " where " AND v.revoked_at IS NULL " \
 	"      ORDER BY v.session_id FOR NO KEY UPDATE) victims " \
@@ -206,15 +220,17 @@ enum
  * is the whole of a new session.  Nothing is written but the rate row when
  * the slot is refused.
  */
+#define ISSUE_INSERT \
+	"INSERT INTO @.extension_token_sessions " \
+	"  (session_id, user_id, name, claims, access_lifetime, created_at, " \
+	"   last_used_at, expires_at, refresh_expires_at, check_after, access_hash, " \
+	"   refresh_hash, ends_at, idle_timeout, access_jti, key_id, scopes, user_agent, ip) "
+#define ISSUE_VALUES \
+	"$1, $2, $3, $4, $5, $6, $6, $7, $8, $8, $9, $10, $13, $14, $15, $16, $17, " \
+	"$18, $19::pg_catalog.inet"
 #define ISSUE_STATEMENT(rate_slot) \
 	"WITH " rate_slot ", " \
-	"s AS (INSERT INTO @.extension_token_sessions " \
-	"  (session_id, user_id, name, claims, access_lifetime, created_at, " \
-	"   last_used_at, expires_at, refresh_expires_at, access_hash, refresh_hash, " \
-	"   ends_at, idle_timeout, access_jti, key_id, scopes, user_agent, ip) " \
-	"  SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $13, $14, $15, $16, $17, " \
-	"  $18, $19::pg_catalog.inet " \
-	"  FROM u WHERE u.ok) " \
+	"s AS (" ISSUE_INSERT "SELECT " ISSUE_VALUES " FROM u WHERE u.ok) " \
 	"SELECT u.ok, u.oldest FROM u"
 
 /* Refresh's parameters, by position. */
@@ -240,8 +256,7 @@ enum
  * exchange was made.  When it was not, the caller always raises an error,
  * which rolls the rate slot back.
  */
-#define REFRESH_STATEMENT(rate_slot) \
-	"WITH " rate_slot ", " \
+#define REFRESH_UPDATE(from, where) \
 	"s AS (UPDATE @.extension_token_sessions x SET " \
 	"  refresh_count = x.refresh_count OPERATOR(pg_catalog.+) 1, last_refresh_at = $4, " \
 	"  last_used_at = $4, expires_at = $5, refresh_expires_at = $6, " \
@@ -249,13 +264,23 @@ enum
 	"  user_agent = COALESCE($15, x.user_agent), " \
 	"  ip = COALESCE($16::pg_catalog.inet, x.ip), " \
 	"  retry_hash = $3, retry_until = $11, retry_box = $12 " \
-	"  FROM u WHERE u.ok AND x.session_id OPERATOR(pg_catalog.=) $1 " \
+	"  " from " WHERE " where " x.session_id OPERATOR(pg_catalog.=) $1 " \
 	"  AND x.refresh_hash OPERATOR(pg_catalog.=) $3 AND x.revoked_at IS NULL " \
 	"  AND x.refresh_expires_at OPERATOR(pg_catalog.>) $4 " \
 	"  RETURNING x.session_id), " \
-	"c AS (INSERT INTO @.extension_tokens (token_hash, session_id, used_at, replaced_by) " \
-	"  SELECT $3, s.session_id, $4, $8 FROM s RETURNING 1) " \
+	"c AS (INSERT INTO @.extension_tokens (session_id, token_hash, used_at, replaced_by) " \
+	"  SELECT s.session_id, $3, $4, $8 FROM s RETURNING 1) "
+#define REFRESH_STATEMENT(rate_slot) \
+	"WITH " rate_slot ", " REFRESH_UPDATE("FROM u", "u.ok AND") \
 	"SELECT u.ok, u.oldest, EXISTS (SELECT 1 FROM c) FROM u"
+/*
+ * No rate limit: no user row either (nothing to count, and nothing else
+ * needs a user's refreshes serialized: the exchange is decided by the
+ * session row's UPDATE).
+ */
+#define REFRESH_BARE_STATEMENT \
+	"WITH " REFRESH_UPDATE("", "") \
+	"SELECT true, NULL::pg_catalog.timestamptz, EXISTS (SELECT 1 FROM c)"
 
 static const Statement statements[ST_COUNT] = {
 	/*
@@ -278,6 +303,15 @@ static const Statement statements[ST_COUNT] = {
 	},
 	[ST_ISSUE_NO_LIMIT] = {
 		ISSUE_STATEMENT(RATE_SLOT_OFF("issue_log", "$2")),
+		IP_COUNT, {ISSUE_TYPES}
+	},
+	/*
+	 * Neither a rate limit nor a session limit: the session's row alone.
+	 * Nothing needs the user's issues serialized then (the session limit
+	 * does, above).
+	 */
+	[ST_ISSUE_BARE] = {
+		ISSUE_INSERT "VALUES (" ISSUE_VALUES ")",
 		IP_COUNT, {ISSUE_TYPES}
 	},
 	/*
@@ -304,12 +338,12 @@ static const Statement statements[ST_COUNT] = {
 		RP_COUNT, {REFRESH_TYPES}
 	},
 	[ST_REFRESH_NO_LIMIT] = {
-		REFRESH_STATEMENT(RATE_SLOT_OFF("refresh_log", "$2")),
+		REFRESH_BARE_STATEMENT,
 		RP_COUNT, {REFRESH_TYPES}
 	},
 	[ST_REVOKE_SESSION] = {
 		"UPDATE @.extension_token_sessions SET revoked_at = $2, revoked_reason = $3, "
-		"  retry_box = NULL "
+		"  retry_box = NULL, check_after = LEAST(check_after, $2) "
 		"WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
 		"RETURNING session_id",
 		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
@@ -347,28 +381,40 @@ static const Statement statements[ST_COUNT] = {
 		2, {TEXTOID, TIMESTAMPTZOID}
 	},
 	/*
-	 * One batch of dead sessions (revoked or past their refresh expiry
-	 * before $1), with their exchanged tokens.  SKIP LOCKED: a session
+	 * One batch of sessions due for a look (check_after before $1): those
+	 * that died (revoked, or past their refresh expiry) before $1 are
+	 * deleted with their exchanged tokens; those a refresh kept alive get
+	 * check_after moved on to their present expiry.  SKIP LOCKED: a session
 	 * someone is touching right now is left for the next run.  The batches
-	 * walk the index on the moment of death upwards from $3, where the last
-	 * one ended (the third column): the rows a batch deleted stay in the
-	 * index until the transaction ends, and starting from the bottom every
-	 * time would visit them all again, making a large backlog quadratic.
+	 * walk the index upwards from $3, where the last one ended (the third
+	 * column): the rows a batch deleted stay in the index until the
+	 * transaction ends, and starting from the bottom every time would visit
+	 * them all again, making a large backlog quadratic.  Columns: exchanged
+	 * tokens deleted, sessions deleted, sessions looked at, the last
+	 * check_after.
 	 */
 	[ST_CLEANUP_SESSIONS] = {
-		"WITH victims AS (SELECT session_id, "
+		"WITH due AS (SELECT session_id, check_after, "
 		"  LEAST(revoked_at, refresh_expires_at) AS dead_at "
 		"  FROM @.extension_token_sessions "
-		"  WHERE LEAST(revoked_at, refresh_expires_at) OPERATOR(pg_catalog.<) $1 "
-		"  AND LEAST(revoked_at, refresh_expires_at) OPERATOR(pg_catalog.>=) $3 "
-		"  ORDER BY LEAST(revoked_at, refresh_expires_at) "
-		"  LIMIT $2 FOR UPDATE SKIP LOCKED), "
+		"  WHERE check_after OPERATOR(pg_catalog.<) $1 "
+		"  AND check_after OPERATOR(pg_catalog.>=) $3 "
+		"  ORDER BY check_after LIMIT $2 FOR UPDATE SKIP LOCKED), "
+		"victims AS (SELECT session_id FROM due WHERE dead_at OPERATOR(pg_catalog.<) $1), "
+		/* run to completion though nothing reads it, as every DML in WITH */
+		"later AS (UPDATE @.extension_token_sessions s SET check_after = d.dead_at "
+		"  FROM due d WHERE s.session_id OPERATOR(pg_catalog.=) d.session_id "
+		"  AND d.dead_at OPERATOR(pg_catalog.>=) $1 RETURNING 1), "
 		"dt AS (DELETE FROM @.extension_tokens t USING victims v "
+		"  WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1), "
+		"dl AS (DELETE FROM @.extension_token_legacy_refresh t USING victims v "
 		"  WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1), "
 		"ds AS (DELETE FROM @.extension_token_sessions s USING victims v "
 		"  WHERE s.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1) "
-		"SELECT (SELECT pg_catalog.count(*) FROM dt), (SELECT pg_catalog.count(*) FROM ds), "
-		"  (SELECT pg_catalog.max(dead_at) FROM victims)",
+		"SELECT (SELECT pg_catalog.count(*) FROM dt) OPERATOR(pg_catalog.+) "
+		"  (SELECT pg_catalog.count(*) FROM dl), (SELECT pg_catalog.count(*) FROM ds), "
+		"  (SELECT pg_catalog.count(*) FROM due), "
+		"  (SELECT pg_catalog.max(check_after) FROM due)",
 		3, {TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID}
 	},
 	/*
@@ -497,12 +543,12 @@ static const char *const session_columns[SC_COUNT] = {
 
 enum
 {
-	TABLE_TOKENS, TABLE_SESSIONS, TABLE_USERS, TABLE_COUNT
+	TABLE_TOKENS, TABLE_SESSIONS, TABLE_USERS, TABLE_LEGACY, TABLE_COUNT
 };
 static const char *const table_names[TABLE_COUNT] = {
-	"extension_tokens", "extension_token_sessions", "extension_token_users"
+	"extension_tokens", "extension_token_sessions", "extension_token_users",
+	"extension_token_legacy_refresh"
 };
-#define REFRESH_INDEX_NAME "extension_token_sessions_refresh_idx"
 
 /* What this backend knows of the installed extension. */
 static struct
@@ -511,9 +557,8 @@ static struct
 	Oid			owner;
 	Oid			schema;
 	Oid			tables[TABLE_COUNT];
-	Oid			refresh_index;	/* sessions by refresh_hash */
 	AttrNumber	scol[SC_COUNT]; /* extension_token_sessions columns */
-	AttrNumber	tcol_session;	/* extension_tokens.session_id */
+	AttrNumber	lcol_session;	/* extension_token_legacy_refresh.session_id */
 	char	   *qschema;		/* quoted schema name, in TopMemoryContext */
 	SPIPlanPtr	plans[ST_COUNT];
 }			ext;
@@ -524,7 +569,7 @@ storage_relcache_callback(Datum arg, Oid relid)
 {
 	if (!ext.valid)
 		return;
-	if (relid == InvalidOid || relid == ext.refresh_index)
+	if (relid == InvalidOid)
 		ext.valid = false;
 	for (int i = 0; i < TABLE_COUNT; i++)
 		if (relid == ext.tables[i])
@@ -609,7 +654,7 @@ storage_column(int table, const char *name)
 	return att;
 }
 
-/* Finds the tables, the refresh index and the columns the lookups read. */
+/* Finds the tables and the columns the lookups read. */
 static void
 storage_find_tables(void)
 {
@@ -622,15 +667,9 @@ storage_find_tables(void)
 					 errmsg("table \"%s\" of extension \"%s\" is missing",
 							table_names[i], EXTENSION_NAME)));
 	}
-	ext.refresh_index = get_relname_relid(REFRESH_INDEX_NAME, ext.schema);
-	if (!OidIsValid(ext.refresh_index))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("index \"%s\" of extension \"%s\" is missing",
-						REFRESH_INDEX_NAME, EXTENSION_NAME)));
 	for (int i = 0; i < SC_COUNT; i++)
 		ext.scol[i] = storage_column(TABLE_SESSIONS, session_columns[i]);
-	ext.tcol_session = storage_column(TABLE_TOKENS, "session_id");
+	ext.lcol_session = storage_column(TABLE_LEGACY, "session_id");
 }
 
 static void
@@ -822,30 +861,38 @@ typedef struct DirectLookup
 } DirectLookup;
 
 /*
- * Opens table `table` and finds the row whose key is `key` (compared with
- * `eq`) in `index` (InvalidOid: the table's primary key), under `snapshot`.
- * The lookup is left open for the caller to read `slot`; lookup_end()
- * closes it.
+ * Opens table `table` and finds the row whose primary key is `key` (compared
+ * with `eq`; with `eq2` and `key2` too when the key has two columns), under
+ * `snapshot`.  The lookup is left open for the caller to read `slot`;
+ * lookup_end() closes it.
  */
 static void
-lookup_begin(DirectLookup *lk, int table, Oid index, RegProcedure eq, Datum key,
-			 Snapshot snapshot)
+lookup_begin(DirectLookup *lk, int table, RegProcedure eq, Datum key,
+			 RegProcedure eq2, Datum key2, Snapshot snapshot)
 {
-	ScanKeyData skey;
+	ScanKeyData skey[2];
+	int			nkeys = OidIsValid(eq2) ? 2 : 1;
+	Oid			index;
 
 	lk->rel = table_open(ext.tables[table], AccessShareLock);
-	if (!OidIsValid(index))
-		index = ET_PRIMARY_KEY_INDEX(lk->rel);
+	index = ET_PRIMARY_KEY_INDEX(lk->rel);
 	if (!OidIsValid(index))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("table \"%s\" has no primary key",
 						RelationGetRelationName(lk->rel))));
 	lk->index = index_open(index, AccessShareLock);
-	ScanKeyInit(&skey, 1, BTEqualStrategyNumber, eq, key);
+	if (IndexRelationGetNumberOfKeyAttributes(lk->index) != nkeys)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the primary key of table \"%s\" is not of %d columns",
+						RelationGetRelationName(lk->rel), nkeys)));
+	ScanKeyInit(&skey[0], 1, BTEqualStrategyNumber, eq, key);
+	if (nkeys == 2)
+		ScanKeyInit(&skey[1], 2, BTEqualStrategyNumber, eq2, key2);
 	lk->slot = table_slot_create(lk->rel, NULL);
-	lk->scan = ET_INDEX_BEGINSCAN(lk->rel, lk->index, snapshot, 1, 0);
-	index_rescan(lk->scan, &skey, 1, NULL, 0);
+	lk->scan = ET_INDEX_BEGINSCAN(lk->rel, lk->index, snapshot, nkeys, 0);
+	index_rescan(lk->scan, skey, nkeys, NULL, 0);
 	lk->found = index_getnext_slot(lk->scan, ForwardScanDirection, lk->slot);
 }
 
@@ -960,8 +1007,8 @@ StorageLookupSession(const pg_uuid_t *session_id, bool full, SessionRow *out)
 	memset(out, 0, sizeof(*out));
 	storage_load();
 	snapshot = statement_snapshot();
-	lookup_begin(&lk, TABLE_SESSIONS, InvalidOid, F_UUID_EQ, uuid_datum(session_id),
-				 snapshot);
+	lookup_begin(&lk, TABLE_SESSIONS, F_UUID_EQ, uuid_datum(session_id),
+				 InvalidOid, (Datum) 0, snapshot);
 	if (lk.found)
 	{
 		out->session_id = *session_id;
@@ -972,46 +1019,63 @@ StorageLookupSession(const pg_uuid_t *session_id, bool full, SessionRow *out)
 }
 
 /*
- * The session a refresh token belongs to: the session whose current refresh
- * token it is (*current = true), or the session of an exchanged one (false).
- * False when neither.
+ * The session a well-formed refresh token belongs to, read in full into
+ * *row under one snapshot: the session whose current refresh token it is,
+ * or the session of an exchanged one (recorded in extension_tokens).  A
+ * token made since 1.2 names its session; one made before is found by its
+ * hash in extension_token_legacy_refresh.  False (and *row not found) when
+ * neither: a token never issued, however well-formed.
  */
 bool
-StorageFindRefresh(const unsigned char *hash, pg_uuid_t *session_id, bool *current)
+StorageFindRefresh(const char *token, size_t len, const unsigned char *hash,
+				   SessionRow *row)
 {
 	Snapshot	snapshot;
 	DirectLookup lk;
+	pg_uuid_t	sid;
 	bool		found;
-	bool		isnull;
 	Datum		key;
 
+	memset(row, 0, sizeof(*row));
 	storage_load();
 	key = hash_datum(hash);
 	snapshot = statement_snapshot();
-	lookup_begin(&lk, TABLE_SESSIONS, ext.refresh_index, F_BYTEAEQ, key, snapshot);
-	found = lk.found;
-	if (found)
+	if (len == REFRESH_TOKEN_LENGTH)
+		found = token_refresh_session(token, len, sid.data);
+	else
 	{
-		memcpy(session_id,
-			   DatumGetUUIDP(slot_getattr(lk.slot, ext.scol[SC_SESSION], &isnull)),
-			   sizeof(pg_uuid_t));
-		*current = true;
-	}
-	lookup_end(&lk);
-	if (!found)
-	{
-		lookup_begin(&lk, TABLE_TOKENS, InvalidOid, F_BYTEAEQ, key, snapshot);
+		bool		isnull;
+
+		lookup_begin(&lk, TABLE_LEGACY, F_BYTEAEQ, key, InvalidOid, (Datum) 0, snapshot);
 		found = lk.found;
 		if (found)
-		{
-			memcpy(session_id,
-				   DatumGetUUIDP(slot_getattr(lk.slot, ext.tcol_session, &isnull)),
+			memcpy(&sid, DatumGetUUIDP(slot_getattr(lk.slot, ext.lcol_session, &isnull)),
 				   sizeof(pg_uuid_t));
-			*current = false;
+		lookup_end(&lk);
+	}
+	if (found)
+	{
+		lookup_begin(&lk, TABLE_SESSIONS, F_UUID_EQ, uuid_datum(&sid),
+					 InvalidOid, (Datum) 0, snapshot);
+		if (lk.found)
+		{
+			row->session_id = sid;
+			session_from_slot(lk.slot, true, row);
 		}
+		lookup_end(&lk);
+		found = row->found;
+	}
+	if (found && memcmp(row->refresh_hash, hash, TOKEN_HASH_LENGTH) != 0)
+	{
+		/* not its current token: one it exchanged, or none of its own */
+		lookup_begin(&lk, TABLE_TOKENS, F_UUID_EQ, uuid_datum(&sid), F_BYTEAEQ, key,
+					 snapshot);
+		found = lk.found;
 		lookup_end(&lk);
 	}
 	UnregisterSnapshot(snapshot);
+	if (!found)
+		row->found = false;
 	return found;
 }
 
@@ -1076,17 +1140,19 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 	{
 		bool		isnull;
 		int64		tokens,
-					sessions;
+					sessions,
+					looked_at;
 		Datum		last;
 		TimestampTz start = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
-		storage_exec(ST_CLEANUP_SESSIONS, values, NULL, false, 3);
+		storage_exec(ST_CLEANUP_SESSIONS, values, NULL, false, 4);
 		tokens = DatumGetInt64(column(1, &isnull));
 		sessions = DatumGetInt64(column(2, &isnull));
-		last = column(3, &isnull);
+		looked_at = DatumGetInt64(column(3, &isnull));
+		last = column(4, &isnull);
 		total += tokens + sessions;
-		if (sessions < batch_size || isnull)
+		if (looked_at < batch_size || isnull)
 			break;
 		values[2] = last;
 		cleanup_pause(delay_ms, start);
@@ -1231,8 +1297,18 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 
 	*revoked_sessions = 0;
 	storage_enter(&call);
-	storage_exec(rate_limit > 0 ? ST_ISSUE : ST_ISSUE_NO_LIMIT, values, nulls, false, 2);
-	allowed = rate_answer(retry_at);
+	if (rate_limit <= 0 && max_sessions <= 0)
+	{
+		storage_exec(ST_ISSUE_BARE, values, nulls, false, -1);
+		Assert(SPI_processed == 1);
+		allowed = true;
+		*retry_at = 0;
+	}
+	else
+	{
+		storage_exec(rate_limit > 0 ? ST_ISSUE : ST_ISSUE_NO_LIMIT, values, nulls, false, 2);
+		allowed = rate_answer(retry_at);
+	}
 	if (allowed && max_sessions > 0)
 	{
 		Datum		limit[5];

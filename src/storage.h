@@ -74,8 +74,8 @@ extern Oid	StorageExtensionOwner(void);
 extern Oid	StorageExtensionSchema(void);
 
 extern void StorageLookupSession(const pg_uuid_t *session_id, bool full, SessionRow *out);
-extern bool StorageFindRefresh(const unsigned char *hash, pg_uuid_t *session_id,
-							   bool *current);
+extern bool StorageFindRefresh(const char *token, size_t len,
+							   const unsigned char *hash, SessionRow *row);
 extern void StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now,
 									  const char *error);
 extern uint64 StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms);

@@ -1228,14 +1228,14 @@ token_payload_free(void *payload)
  * ---------------------------------------------------------------------
  */
 
+/* The checksum of the `len` characters before it. */
 static void
-refresh_checksum(const char *prefix_and_body, char out[REFRESH_TOKEN_CHECKSUM_LENGTH])
+refresh_checksum(const char *token, size_t len, char out[REFRESH_TOKEN_CHECKSUM_LENGTH])
 {
 	unsigned char digest[TOKEN_HASH_LENGTH];
 	uint32_t	v;
 
-	token_sha256(prefix_and_body,
-				 REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH, digest);
+	token_sha256(token, len, digest);
 	v = ((uint32_t) digest[0] << 24) | ((uint32_t) digest[1] << 16) |
 		((uint32_t) digest[2] << 8) | (uint32_t) digest[3];
 	for (int i = REFRESH_TOKEN_CHECKSUM_LENGTH - 1; i >= 0; i--)
@@ -1245,28 +1245,93 @@ refresh_checksum(const char *prefix_and_body, char out[REFRESH_TOKEN_CHECKSUM_LE
 	}
 }
 
+/* The value of a base62 digit, or -1. */
+static int
+base62_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 36;
+	return -1;
+}
+
 bool
-token_make_refresh(char out[REFRESH_TOKEN_LENGTH + 1])
+token_make_refresh(const unsigned char session_id[TOKEN_UUID_LENGTH],
+				   char out[REFRESH_TOKEN_LENGTH + 1])
 {
 	unsigned char rnd[64];
+	unsigned char n[TOKEN_UUID_LENGTH];
+	char	   *sid = out + REFRESH_TOKEN_PREFIX_LENGTH;
+	char	   *body = sid + REFRESH_TOKEN_SID_LENGTH;
 	int			filled = 0;
 
 	memcpy(out, REFRESH_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX_LENGTH);
+
+	/*
+	 * The session id in base62, most significant digit first: repeated
+	 * division of the 128-bit big-endian number by 62.
+	 */
+	memcpy(n, session_id, TOKEN_UUID_LENGTH);
+	for (int d = REFRESH_TOKEN_SID_LENGTH - 1; d >= 0; d--)
+	{
+		unsigned int rem = 0;
+
+		for (int i = 0; i < TOKEN_UUID_LENGTH; i++)
+		{
+			unsigned int cur = (rem << 8) | n[i];
+
+			n[i] = (unsigned char) (cur / 62);
+			rem = cur % 62;
+		}
+		sid[d] = base62_alphabet[rem];
+	}
+
 	/*
 	 * Rejection sampling keeps every character uniform over base62: 43
 	 * characters of log2(62) bits each carry 256 bits.
 	 */
-	while (filled < REFRESH_TOKEN_BODY_LENGTH)
+	while (filled < REFRESH_TOKEN_RANDOM_LENGTH)
 	{
 		if (!token_random_bytes(rnd, sizeof(rnd)))
 			return false;
-		for (size_t i = 0; i < sizeof(rnd) && filled < REFRESH_TOKEN_BODY_LENGTH; i++)
+		for (size_t i = 0; i < sizeof(rnd) && filled < REFRESH_TOKEN_RANDOM_LENGTH; i++)
 			if (rnd[i] < 248)
-				out[REFRESH_TOKEN_PREFIX_LENGTH + filled++] = base62_alphabet[rnd[i] % 62];
+				body[filled++] = base62_alphabet[rnd[i] % 62];
 	}
 	OPENSSL_cleanse(rnd, sizeof(rnd));
-	refresh_checksum(out, out + REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH);
+	refresh_checksum(out, REFRESH_TOKEN_LENGTH - REFRESH_TOKEN_CHECKSUM_LENGTH,
+					 out + REFRESH_TOKEN_LENGTH - REFRESH_TOKEN_CHECKSUM_LENGTH);
 	out[REFRESH_TOKEN_LENGTH] = '\0';
+	return true;
+}
+
+bool
+token_refresh_session(const char *token, size_t len,
+					  unsigned char session_id[TOKEN_UUID_LENGTH])
+{
+	unsigned char n[TOKEN_UUID_LENGTH] = {0};
+
+	if (len != REFRESH_TOKEN_LENGTH || !token_refresh_well_formed(token, len))
+		return false;
+	/* n = n * 62 + digit, refusing a carry out of the 128 bits */
+	for (int d = 0; d < REFRESH_TOKEN_SID_LENGTH; d++)
+	{
+		unsigned int carry = (unsigned int) base62_value(token[REFRESH_TOKEN_PREFIX_LENGTH + d]);
+
+		for (int i = TOKEN_UUID_LENGTH - 1; i >= 0; i--)
+		{
+			unsigned int cur = (unsigned int) n[i] * 62 + carry;
+
+			n[i] = (unsigned char) (cur & 0xff);
+			carry = cur >> 8;
+		}
+		if (carry != 0)
+			return false;
+	}
+	memcpy(session_id, n, TOKEN_UUID_LENGTH);
 	return true;
 }
 
@@ -1358,18 +1423,14 @@ token_refresh_well_formed(const char *token, size_t len)
 {
 	char		sum[REFRESH_TOKEN_CHECKSUM_LENGTH];
 
-	if (len != REFRESH_TOKEN_LENGTH || !token_looks_like_refresh(token, len))
+	if ((len != REFRESH_TOKEN_LENGTH && len != REFRESH_TOKEN_LEGACY_LENGTH) ||
+		!token_looks_like_refresh(token, len))
 		return false;
 	for (size_t i = REFRESH_TOKEN_PREFIX_LENGTH; i < len; i++)
-	{
-		char		c = token[i];
-
-		if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
-			  (c >= 'a' && c <= 'z')))
+		if (base62_value(token[i]) < 0)
 			return false;
-	}
-	refresh_checksum(token, sum);
-	return memcmp(sum, token + REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH,
+	refresh_checksum(token, len - REFRESH_TOKEN_CHECKSUM_LENGTH, sum);
+	return memcmp(sum, token + len - REFRESH_TOKEN_CHECKSUM_LENGTH,
 				  REFRESH_TOKEN_CHECKSUM_LENGTH) == 0;
 }
 

@@ -29,16 +29,27 @@
 #define TOKEN_SUB_MAX_LENGTH	255
 
 /*
- * Refresh tokens: "ext_rt_" + 43 base62 characters (256 random bits) +
- * 6 base62 characters of checksum (the first 32 bits of SHA-256 over the
- * prefix and body), 56 characters in all.
+ * Refresh tokens: "ext_rt_" + 22 base62 characters of the session id (its
+ * 128 bits as one number, most significant digit first) + 43 base62
+ * characters (256 random bits) + 6 base62 characters of checksum (the first
+ * 32 bits of SHA-256 over everything before it), 78 characters in all.  The
+ * session id lets refresh find the session by its primary key: no index on
+ * the refresh token's hash, which every refresh would have to move.
+ *
+ * Refresh tokens made before 1.2 ("legacy") have no session id: "ext_rt_" +
+ * 43 + 6, 56 characters, the same checksum.  They are still accepted.
  */
 #define REFRESH_TOKEN_PREFIX	"ext_rt_"
 #define REFRESH_TOKEN_PREFIX_LENGTH 7
-#define REFRESH_TOKEN_BODY_LENGTH 43
+#define REFRESH_TOKEN_SID_LENGTH 22
+#define REFRESH_TOKEN_RANDOM_LENGTH 43
 #define REFRESH_TOKEN_CHECKSUM_LENGTH 6
 #define REFRESH_TOKEN_LENGTH \
-	(REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_BODY_LENGTH + REFRESH_TOKEN_CHECKSUM_LENGTH)
+	(REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_SID_LENGTH + \
+	 REFRESH_TOKEN_RANDOM_LENGTH + REFRESH_TOKEN_CHECKSUM_LENGTH)
+#define REFRESH_TOKEN_LEGACY_LENGTH \
+	(REFRESH_TOKEN_PREFIX_LENGTH + REFRESH_TOKEN_RANDOM_LENGTH + \
+	 REFRESH_TOKEN_CHECKSUM_LENGTH)
 
 /*
  * Verification outcomes.  The names of the failures are public API: they are
@@ -226,9 +237,20 @@ extern bool token_make_user_code(char out[USER_CODE_LETTERS + 2]);
 extern bool token_normalize_user_code(const char *in, size_t len,
 									  char out[USER_CODE_LETTERS + 1]);
 
-/* Writes REFRESH_TOKEN_LENGTH characters and a terminating NUL. */
-extern bool token_make_refresh(char out[REFRESH_TOKEN_LENGTH + 1]);
+/*
+ * Writes a refresh token of session `session_id`: REFRESH_TOKEN_LENGTH
+ * characters and a terminating NUL.
+ */
+extern bool token_make_refresh(const unsigned char session_id[TOKEN_UUID_LENGTH],
+							   char out[REFRESH_TOKEN_LENGTH + 1]);
+/* Prefix, length (of either format), alphabet and checksum. */
 extern bool token_refresh_well_formed(const char *token, size_t len);
+/*
+ * The session id a well-formed refresh token carries; false for a legacy
+ * token (none) or a number beyond 128 bits.
+ */
+extern bool token_refresh_session(const char *token, size_t len,
+								  unsigned char session_id[TOKEN_UUID_LENGTH]);
 extern bool token_looks_like_refresh(const char *token, size_t len);
 
 /*

@@ -16,7 +16,7 @@ test('a signed-in user issues a pair for themself with supabase-js rpc(), and it
   assert.equal(error, null, JSON.stringify(error));
   assert.equal(status, 200);
   assert.match(data.access_token, /^eyJ[\w-]+\.[\w-]+\.[\w-]+$/);
-  assert.match(data.refresh_token, /^ext_rt_[0-9A-Za-z]{49}$/);
+  assert.match(data.refresh_token, /^ext_rt_[0-9A-Za-z]{71}$/);
   assert.equal(data.token_type, 'Bearer');
   assert.equal(data.expires_in, 30 * 86400);
   assert.match(data.session_id, UUID_RE);
