@@ -14,7 +14,7 @@ PG_CPPFLAGS = -DEXTENSION_TOKENS_VERSION=\"$(EXTVERSION)\" \
               $(if $(LIBJWT_SONAME),-DLIBJWT_SONAME=\"$(LIBJWT_SONAME)\")
 SHLIB_LINK = -ljansson -lcrypto -ldl
 
-REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest operations upgrade
+REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest api_keys operations upgrade
 REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs

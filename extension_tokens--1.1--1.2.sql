@@ -360,6 +360,44 @@ COMMENT ON FUNCTION extension_token_device_poll(text) IS
 'The add-in''s poll: once approved, the new session''s pair (once); else PT400 with DETAIL authorization_pending, slow_down, expired_token or access_denied; anonymous';
 
 -------------------------------------------------------------------------------
+-- API keys (personal access tokens): a session of kind 'api_key' whose
+-- access_hash is the key's SHA-256.  The key is "ext_pat_", its key id (the
+-- session id) in 22 base62 characters, 256 random bits in 43, and the
+-- checksum of the refresh tokens' scheme.
+-------------------------------------------------------------------------------
+
+CREATE TYPE extension_token_api_key AS (
+    api_key     text,
+    key_id      uuid,
+    name        text,
+    scopes      text[],
+    expires_at  timestamptz
+);
+COMMENT ON TYPE extension_token_api_key IS
+'A new API key: the key itself (shown once, never stored), its id (revoke it with extension_token_revoke_session), name, scopes and expiry (NULL: never)';
+
+CREATE FUNCTION extension_token_api_key_create(p_user_id text DEFAULT NULL, p_name text DEFAULT NULL,
+                                               p_scopes text[] DEFAULT NULL,
+                                               p_expires_in interval DEFAULT NULL,
+                                               p_claims jsonb DEFAULT NULL)
+RETURNS extension_token_api_key
+AS 'MODULE_PATHNAME', 'extension_token_api_key_create'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_api_key_create(text, text, text[], interval, jsonb) IS
+'Creates an API key for p_user_id (NULL: the calling PostgREST user) with p_scopes, expiring after p_expires_in (NULL: never); at most extension_tokens.max_api_keys_per_user live keys (PT409 beyond); the key is returned once';
+
+CREATE FUNCTION extension_token_api_key_list(p_user_id text DEFAULT NULL)
+RETURNS SETOF extension_token_session
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $list$
+    SELECT l.* FROM @extschema@.extension_token_list(p_user_id) AS l
+     WHERE l.kind OPERATOR(pg_catalog.=) 'api_key'
+$list$;
+COMMENT ON FUNCTION extension_token_api_key_list(text) IS
+'The API keys of p_user_id (NULL: the calling PostgREST user), newest first, as extension_token_list shows sessions: never a key or a hash';
+
+-------------------------------------------------------------------------------
 -- Across users, for psql
 -------------------------------------------------------------------------------
 
@@ -441,6 +479,8 @@ BEGIN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I, %I, %I', f.fn,
                                       p_anon, p_authenticated, p_service_role);
         ELSIF f.name OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_issue', 'extension_token_list',
+                                                      'extension_token_api_key_create',
+                                                      'extension_token_api_key_list',
                                                       'extension_token_revoke_session',
                                                       'revoke_user_extension_tokens',
                                                       'extension_token_device_approve',
@@ -471,6 +511,8 @@ REVOKE ALL ON FUNCTION extension_token_session_state(timestamptz, timestamptz, t
 REVOKE ALL ON FUNCTION extension_tokens_signing_keys() FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_device_approve(text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_device_deny(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_api_key_create(text, text, text[], interval, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_api_key_list(text) FROM PUBLIC;
 REVOKE ALL ON extension_token_sessions_admin FROM PUBLIC;
 DO $revoke$
 DECLARE
@@ -492,7 +534,9 @@ BEGIN
                    'extension_token_device_start(text, text[])'::pg_catalog.regprocedure,
                    'extension_token_device_approve(text, text)'::pg_catalog.regprocedure,
                    'extension_token_device_deny(text)'::pg_catalog.regprocedure,
-                   'extension_token_device_poll(text)'::pg_catalog.regprocedure])
+                   'extension_token_device_poll(text)'::pg_catalog.regprocedure,
+                   'extension_token_api_key_create(text, text, text[], interval, jsonb)'::pg_catalog.regprocedure,
+                   'extension_token_api_key_list(text)'::pg_catalog.regprocedure])
            AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
            AND a.grantee OPERATOR(pg_catalog.<>) 0
         UNION

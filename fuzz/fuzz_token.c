@@ -388,6 +388,18 @@ fuzz_as_token(const uint8_t *data, size_t size)
 	if (ours)
 		CHECK(size <= TOKEN_MAX_LENGTH && count_dots(tok, size) >= 2);
 
+	/* API keys: well-formed only at their length, and round-tripping */
+	{
+		unsigned char kid[TOKEN_UUID_LENGTH];
+		char		again[API_KEY_LENGTH + 1];
+
+		if (token_api_key_session(tok, size, kid))
+		{
+			CHECK(size == API_KEY_LENGTH && token_looks_like_api_key(tok, size));
+			CHECK(token_make_api_key(kid, again));
+			CHECK(memcmp(again, tok, API_KEY_PREFIX_LENGTH + REFRESH_TOKEN_SID_LENGTH) == 0);
+		}
+	}
 	CHECK(looks == (size >= REFRESH_TOKEN_PREFIX_LENGTH &&
 					memcmp(tok, REFRESH_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX_LENGTH) == 0));
 	if (well)
@@ -426,11 +438,21 @@ fuzz_make_refresh(const uint8_t *data, size_t size)
 	char		c;
 	int			pos;
 
-	memcpy(sid, data, Min(size, sizeof(sid)));
+	memcpy(sid, data, size < sizeof(sid) ? size : sizeof(sid));
 	CHECK(token_make_refresh(sid, rt));
 	/* the session id comes back out, whatever its bits */
 	CHECK(token_refresh_session(rt, REFRESH_TOKEN_LENGTH, back));
 	CHECK(memcmp(back, sid, TOKEN_UUID_LENGTH) == 0);
+	{
+		char		key[API_KEY_LENGTH + 1];
+
+		CHECK(token_make_api_key(sid, key));
+		CHECK(token_api_key_session(key, API_KEY_LENGTH, back));
+		CHECK(memcmp(back, sid, TOKEN_UUID_LENGTH) == 0);
+		/* a key is never a refresh token, nor a refresh token a key */
+		CHECK(!token_refresh_well_formed(key, API_KEY_LENGTH));
+		CHECK(!token_api_key_session(rt, REFRESH_TOKEN_LENGTH, back));
+	}
 	CHECK(strlen(rt) == REFRESH_TOKEN_LENGTH);
 	CHECK(token_refresh_well_formed(rt, REFRESH_TOKEN_LENGTH));
 	CHECK(token_looks_like_refresh(rt, REFRESH_TOKEN_LENGTH));

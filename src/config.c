@@ -69,6 +69,8 @@ int			et_access_token_lifetime = 30 * 86400;
 int			et_refresh_token_lifetime = 90 * 86400;
 int			et_clock_skew = 30;
 int			et_max_sessions_per_user = 1;
+int			et_max_api_keys_per_user = 10;
+char	   *et_api_key_header = NULL;
 int			et_issue_rate_limit = 5;
 int			et_refresh_rate_limit = 10;
 int			et_last_used_interval = 300;
@@ -410,6 +412,29 @@ assign_previous_secret_file(const char *newval, void *extra)
 	secret_file[SECRET_PREVIOUS] = extra;
 }
 
+
+/* A header name as PostgREST's request.headers has it: lower case. */
+static bool
+check_api_key_header(char **newval, void **extra, GucSource source)
+{
+	const char *p = *newval;
+
+	if (p == NULL || p[0] == '\0')
+		return true;
+	if (strlen(p) > 64)
+	{
+		GUC_check_errdetail("A header name has at most 64 characters.");
+		return false;
+	}
+	for (; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+		{
+			GUC_check_errdetail("A header name here is lower case letters, digits, \"-\" and \"_\".");
+			return false;
+		}
+	return true;
+}
+
 void
 ConfigInit(void)
 {
@@ -470,6 +495,22 @@ ConfigInit(void)
 							1, 0, INT_MAX,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.max_api_keys_per_user",
+							"Live API keys a user may have; creating more is refused. 0 means unlimited.",
+							NULL,
+							&et_max_api_keys_per_user,
+							10, 0, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("extension_tokens.api_key_header",
+							   "The HTTP request header that carries an API key through PostgREST (lower case).",
+							   "Empty: API keys are not accepted in requests (validate still takes them).",
+							   &et_api_key_header,
+							   "x-api-key",
+							   PGC_SUSET, 0,
+							   check_api_key_header, NULL, NULL);
 
 	DefineCustomIntVariable("extension_tokens.issue_rate_limit",
 							"Token issues allowed per user per hour. 0 means unlimited.",

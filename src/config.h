@@ -14,6 +14,8 @@ extern int	et_access_token_lifetime;	/* seconds */
 extern int	et_refresh_token_lifetime;	/* seconds */
 extern int	et_clock_skew;		/* seconds */
 extern int	et_max_sessions_per_user;
+extern int	et_max_api_keys_per_user;
+extern char *et_api_key_header;
 extern int	et_issue_rate_limit;
 extern int	et_refresh_rate_limit;
 extern int	et_last_used_interval;	/* seconds */

@@ -257,6 +257,8 @@ has_scopes(Datum scopes, ArrayType *required)
 	return true;
 }
 
+static TokenStatus session_verdict(const SessionRow *row, const char *sub, bool current,
+								   int64 exp, TimestampTz now);
 /* Signs the access token of `pair` (times and identity filled in). */
 static void
 mint_access(NewPair *pair, PairTokens *out)
@@ -538,6 +540,176 @@ extension_token_issue(PG_FUNCTION_ARGS)
 }
 
 /* ---------------------------------------------------------------------
+ * API keys
+ * ---------------------------------------------------------------------
+ */
+
+#define DEFAULT_API_KEY_NAME	"API key"
+#define ERRCODE_ET_CONFLICT		MAKE_SQLSTATE('P','T','4','0','9')
+
+/*
+ * extension_token_api_key_create(p_user_id text, p_name text, p_scopes text[],
+ *		p_expires_in interval, p_claims jsonb) RETURNS extension_token_api_key
+ *
+ * An API key is a session of kind 'api_key' whose access_hash is the key's
+ * SHA-256; it has no refresh token (its refresh_hash is the hash of nothing
+ * ever handed out) and lives until its expiry (never, without one) or its
+ * revocation.  The key names its session, so validation reads the row by
+ * primary key, as for an access token.  The user's row serializes a user's
+ * creations, so that max_api_keys_per_user holds under concurrency.
+ */
+PG_FUNCTION_INFO_V1(extension_token_api_key_create);
+Datum
+extension_token_api_key_create(PG_FUNCTION_ARGS)
+{
+	NewPair		pair;
+	size_t		keylen;
+	char		key[API_KEY_LENGTH + 1];
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz expires = DT_NOEND;
+	TimestampTz retry_at;
+	int			over;
+	TupleDesc	tupdesc;
+	Datum		values[5];
+	bool		nulls[5] = {false};
+	pg_uuid_t  *kid;
+
+	(void) ConfigRequireSecret(&keylen);
+	require_read_write("create an API key");
+	memset(&pair, 0, sizeof(pair));
+	pair.api_key = true;
+	pair.name = PG_ARGISNULL(1) ? DEFAULT_API_KEY_NAME : checked_name(PG_GETARG_TEXT_PP(1));
+	pair.user_id = PolicyResolveUser(text_arg(fcinfo, 0), "create");
+	PolicyRequireManageScope("create API keys");
+	pair.scopes = PG_ARGISNULL(2) ? (Datum) 0 : checked_scopes(PG_GETARG_ARRAYTYPE_P(2));
+	if (!PG_ARGISNULL(3))
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(3);
+		int64		usecs;
+
+		if (pg_mul_s64_overflow((int64) iv->month * DAYS_PER_MONTH + iv->day,
+								USECS_PER_DAY, &usecs) ||
+			pg_add_s64_overflow(usecs, iv->time, &usecs) ||
+			usecs < USECS_PER_SEC || usecs > (int64) 100 * 366 * USECS_PER_DAY)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("p_expires_in must be between 1 second and 100 years"),
+					 errhint("Pass NULL for a key that does not expire.")));
+		expires = now + usecs;
+	}
+	pair.claims_json = PG_ARGISNULL(4) ? NULL
+		: checked_claims(PG_GETARG_JSONB_P(4), PolicyCallerIsAdmin());
+	request_client(&pair);
+
+	if (!token_random_uuid(pair.session_id.data) ||
+		!token_random_uuid(pair.access_jti) ||
+		!token_random_bytes(pair.refresh_hash, TOKEN_HASH_LENGTH) ||
+		!token_make_api_key(pair.session_id.data, key))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes for an API key")));
+	(void) token_sha256(key, API_KEY_LENGTH, pair.access_hash);
+	pair.created_at = now;
+	pair.expires_at = expires;
+	pair.refresh_expires_at = expires;
+	pair.ends_at = expires;
+	pair.access_lifetime = 0;
+	pair.idle_timeout = 0;
+	if (!StorageIssue(&pair, et_issue_rate_limit, et_max_api_keys_per_user, &retry_at, &over))
+		PolicyRateLimited(false, now, retry_at);
+	if (over < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_ET_CONFLICT),
+				 errmsg("user has too many API keys"),
+				 errdetail("A user may have %d live API keys (extension_tokens.max_api_keys_per_user).",
+						   et_max_api_keys_per_user),
+				 errhint("Revoke a key (extension_token_revoke_session) before creating another.")));
+
+	tupdesc = result_tupdesc(fcinfo);
+	if (tupdesc->natts != 5)
+		elog(ERROR, "extension_tokens: extension_token_api_key has %d attributes, not 5",
+			 tupdesc->natts);
+	kid = palloc(sizeof(pg_uuid_t));
+	*kid = pair.session_id;
+	values[0] = CStringGetTextDatum(key);
+	OPENSSL_cleanse(key, sizeof(key));
+	values[1] = UUIDPGetDatum(kid);
+	values[2] = CStringGetTextDatum(pair.name);
+	values[3] = pair.scopes;
+	nulls[3] = pair.scopes == (Datum) 0;
+	values[4] = TimestampTzGetDatum(expires);
+	nulls[4] = TIMESTAMP_NOT_FINITE(expires);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/*
+ * The claims of an API key: its session's extra claims, then sub, scope,
+ * type "api_key", session_id (the key id) and, when postgrest_role is set,
+ * role: what validate returns, and what extension_token_pre_request() puts
+ * in request.jwt.claims for a request carrying the key.
+ */
+static Jsonb *
+api_key_claims(const SessionRow *row)
+{
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+	JsonbValue *res;
+	const char *scope = scopes_text(row->scopes);
+	Datum		fixed;
+
+#define PUT_STRING(k, str) \
+	do { \
+		v.type = jbvString; v.val.string.val = (char *) (k); \
+		v.val.string.len = strlen(k); pushJsonbValue(&state, WJB_KEY, &v); \
+		v.type = jbvString; v.val.string.val = (char *) (str); \
+		v.val.string.len = strlen(str); pushJsonbValue(&state, WJB_VALUE, &v); \
+	} while (0)
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	PUT_STRING("sub", row->user_id);
+	PUT_STRING("type", "api_key");
+	PUT_STRING("session_id",
+			   DatumGetCString(DirectFunctionCall1(uuid_out,
+												   UUIDPGetDatum((pg_uuid_t *) &row->session_id))));
+	if (scope)
+		PUT_STRING("scope", scope);
+	if (et_postgrest_role && et_postgrest_role[0])
+		PUT_STRING("role", et_postgrest_role);
+	res = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
+#undef PUT_STRING
+	fixed = JsonbPGetDatum(JsonbValueToJsonb(res));
+	if (row->claims_json == NULL)
+		return DatumGetJsonbP(fixed);
+	/* the fixed members last: they win (reserved names cannot be extra) */
+	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+											  DirectFunctionCall1(jsonb_in,
+																  CStringGetDatum(row->claims_json)),
+											  fixed));
+}
+
+/*
+ * Validation of an API key: the offline checks (prefix, length, alphabet,
+ * checksum), then the row of the session it names, which must be a key's
+ * whose hash is this key's, and live.
+ */
+static TokenStatus
+validate_api_key(const char *key, size_t len, SessionRow *row, TimestampTz now)
+{
+	pg_uuid_t	sid;
+	unsigned char hash[TOKEN_HASH_LENGTH];
+
+	if (!token_api_key_session(key, len, sid.data))
+		return TOKEN_MALFORMED;
+	token_sha256(key, len, hash);
+	StorageLookupSession(&sid, true, row);
+	if (!row->found)
+		return TOKEN_NOT_FOUND;
+	return session_verdict(row, row->user_id,
+						   row->api_key &&
+						   CRYPTO_memcmp(hash, row->access_hash, TOKEN_HASH_LENGTH) == 0,
+						   0, now);
+}
+
+/* ---------------------------------------------------------------------
  * validate
  * ---------------------------------------------------------------------
  */
@@ -571,7 +743,7 @@ validation_result(FunctionCallInfo fcinfo, TokenStatus status,
 			nulls[i] = false;
 		values[7] = row->scopes;
 		nulls[7] = row->scopes == (Datum) 0;
-		values[8] = CStringGetTextDatum("access");
+		values[8] = CStringGetTextDatum(row->api_key ? "api_key" : "access");
 		nulls[8] = false;
 	}
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
@@ -780,6 +952,13 @@ validate_token(const char *token, size_t len, SessionRow *row,
 	params.keep_payload = (claims_out != NULL);
 	params.use_cache = true;
 	memset(row, 0, sizeof(*row));
+	if (token_looks_like_api_key(token, len))
+	{
+		status = validate_api_key(token, len, row, now);
+		if (status == TOKEN_OK && claims_out != NULL)
+			*claims_out = api_key_claims(row);
+		goto checked;
+	}
 	status = token_verify_access(token, len, &params, claims);
 	/* Before anything that can raise: the kept payload is malloc'ed. */
 	if (status == TOKEN_OK && claims_out != NULL)
@@ -795,10 +974,11 @@ validate_token(const char *token, size_t len, SessionRow *row,
 		memcpy(sid.data, claims->session_id, UUID_LEN);
 		StorageLookupSession(&sid, false, row);
 		status = session_verdict(row, claims->sub,
-								 row->found &&
+								 row->found && !row->api_key &&
 								 CRYPTO_memcmp(hash, row->access_hash, TOKEN_HASH_LENGTH) == 0,
 								 claims->exp, now);
 	}
+checked:
 	/* last, after every other check passed */
 	if (status == TOKEN_OK && required != NULL && !has_scopes(row->scopes, required))
 		status = TOKEN_INSUFFICIENT_SCOPE;
@@ -862,6 +1042,104 @@ extension_token_validate(PG_FUNCTION_ARGS)
  * revocation takes effect on the very next request.  No claims at all (an
  * anonymous request, or a call outside PostgREST) is left alone.
  */
+ET_NORETURN_BEGIN static void
+refuse_request(TokenStatus status)
+ET_NORETURN_END;
+
+static void
+refuse_request(TokenStatus status)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_ET_UNAUTHORIZED),
+			 errmsg("access token rejected"),
+			 errdetail("%s", token_status_name(status)),
+			 errhidestmt(true)));
+}
+
+/*
+ * The API key a PostgREST request carries in the api_key_header, if any:
+ * true with the key in `key` (NUL-terminated).  A header that is there but
+ * cannot be read (not a string, too long, or request.headers unparseable
+ * where it names the header) is refused: the caller cannot tell what the
+ * client meant.
+ */
+static bool
+request_api_key(char *key, size_t keysize)
+{
+	const char *headers;
+	char		quoted[80];
+
+	if (et_api_key_header == NULL || et_api_key_header[0] == '\0')
+		return false;
+	headers = GetConfigOption("request.headers", true, false);
+	if (headers == NULL || headers[0] == '\0')
+		return false;
+	switch (token_json_string_member(headers, et_api_key_header, key, keysize))
+	{
+		case 1:
+			return true;
+		case 0:
+			snprintf(quoted, sizeof(quoted), "\"%s\"", et_api_key_header);
+			if (strstr(headers, quoted) == NULL)
+				return false;
+			/* named, yet not found: request.headers did not parse */
+			refuse_request(TOKEN_MALFORMED);
+		default:
+			refuse_request(TOKEN_MALFORMED);
+	}
+}
+
+/*
+ * A request carrying an API key: the key must be good, and the request must
+ * carry no user of its own (an anonymous request, or one whose bearer names
+ * no user, as Supabase's anon key): two identities are refused.  Then the
+ * request runs as postgrest_role with the key's claims, as PostgREST would
+ * run it for that user's own JWT, so that row level security sees the key's
+ * user and scopes.
+ */
+static void
+pre_request_api_key(const char *key, const char *claims, TimestampTz now)
+{
+	SessionRow	row;
+	TokenStatus status;
+	Jsonb	   *kc;
+
+	if (claims != NULL && claims[0] != '\0')
+	{
+		char		sub[8];
+
+		if (token_json_string_member(claims, "sub", sub, sizeof(sub)) != 0)
+		{
+			StatsCountValidation(TOKEN_MALFORMED);
+			ereport(ERROR,
+					(errcode(ERRCODE_ET_UNAUTHORIZED),
+					 errmsg("access token rejected"),
+					 errdetail("%s", token_status_name(TOKEN_MALFORMED)),
+					 errhint("The request carries both an API key and a user's token: send one of them."),
+					 errhidestmt(true)));
+		}
+	}
+	if (et_postgrest_role == NULL || et_postgrest_role[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("API keys in requests need extension_tokens.postgrest_role"),
+				 errhint("Set extension_tokens.postgrest_role to the role key requests run as (e.g. authenticated).")));
+	status = validate_api_key(key, strlen(key), &row, now);
+	StatsCountValidation(status);
+	if (status != TOKEN_OK)
+		refuse_request(status);
+	record_use(&row, now);
+	kc = api_key_claims(&row);
+	(void) DirectFunctionCall3(set_config_by_name,
+							   CStringGetTextDatum("request.jwt.claims"),
+							   CStringGetTextDatum(JsonbToCString(NULL, &kc->root, VARSIZE(kc))),
+							   BoolGetDatum(true));
+	(void) DirectFunctionCall3(set_config_by_name,
+							   CStringGetTextDatum("role"),
+							   CStringGetTextDatum(et_postgrest_role),
+							   BoolGetDatum(true));
+}
+
 PG_FUNCTION_INFO_V1(extension_token_pre_request);
 Datum
 extension_token_pre_request(PG_FUNCTION_ARGS)
@@ -872,7 +1150,14 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
 	SessionRow	row;
 	TokenStatus status = TOKEN_OK;
 	pg_uuid_t	sid;
+	char		key[API_KEY_LENGTH + 2];
 
+	if (request_api_key(key, sizeof(key)))
+	{
+		pre_request_api_key(key, claims, now);
+		OPENSSL_cleanse(key, sizeof(key));
+		PG_RETURN_VOID();
+	}
 	if (claims == NULL || claims[0] == '\0')
 		PG_RETURN_VOID();
 	switch (token_request_claims(claims, strlen(claims), &rc))
@@ -885,10 +1170,15 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
 		case TOKEN_CLAIMS_OURS:
 			break;
 	}
+	/* an API key's claims come from above, never from a verified JWT */
+	if (status == TOKEN_OK && rc.api_key)
+		status = TOKEN_NOT_FOUND;
 	if (status == TOKEN_OK)
 	{
 		memcpy(sid.data, rc.session_id, UUID_LEN);
 		StorageLookupSession(&sid, false, &row);
+		if (row.api_key)
+			row.found = false;
 		/* current: its jti (a pair made before 1.2 has none: exp and iat) */
 		status = session_verdict(&row, rc.sub,
 								 row.found &&
@@ -902,14 +1192,9 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
 			status = TOKEN_EXPIRED;
 	}
 	StatsCountValidation(status);
-	if (status == TOKEN_OK)
-		record_use(&row, now);
 	if (status != TOKEN_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_ET_UNAUTHORIZED),
-				 errmsg("access token rejected"),
-				 errdetail("%s", token_status_name(status)),
-				 errhidestmt(true)));
+		refuse_request(status);
+	record_use(&row, now);
 	PG_RETURN_VOID();
 }
 /* ---------------------------------------------------------------------
@@ -1227,6 +1512,17 @@ token_session(const char *token, size_t len, pg_uuid_t *sid)
 {
 	unsigned char hash[TOKEN_HASH_LENGTH];
 
+	if (token_looks_like_api_key(token, len))
+	{
+		SessionRow	row;
+
+		if (!token_api_key_session(token, len, sid->data))
+			return false;
+		token_sha256(token, len, hash);
+		StorageLookupSession(sid, false, &row);
+		return row.found && row.api_key &&
+			CRYPTO_memcmp(hash, row.access_hash, TOKEN_HASH_LENGTH) == 0;
+	}
 	if (token_looks_like_refresh(token, len))
 	{
 		SessionRow	row;

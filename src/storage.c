@@ -117,6 +117,7 @@ typedef enum StatementId
 	ST_ISSUE_NO_LIMIT,
 	ST_ISSUE_BARE,
 	ST_REVOKE_OVER_LIMIT,
+	ST_COUNT_KEYS,
 	ST_REFRESH,
 	ST_REFRESH_NO_LIMIT,
 	ST_REVOKE_SESSION,
@@ -207,13 +208,13 @@ enum
 	IP_SESSION = 1, IP_USER, IP_NAME, IP_CLAIMS, IP_LIFETIME, IP_NOW,
 	IP_ACCESS_EXPIRES, IP_REFRESH_EXPIRES, IP_ACCESS_HASH, IP_REFRESH_HASH,
 	IP_HOUR_AGO, IP_LIMIT, IP_ENDS_AT, IP_IDLE_TIMEOUT, IP_ACCESS_JTI, IP_KEY_ID,
-	IP_SCOPES, IP_USER_AGENT, IP_IP, IP_COUNT = IP_IP
+	IP_SCOPES, IP_USER_AGENT, IP_IP, IP_KIND, IP_COUNT = IP_KIND
 };
 #define ISSUE_TYPES \
 	UUIDOID, TEXTOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID, \
 	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, \
 	TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID, INTERVALOID, UUIDOID, TEXTOID, TEXTARRAYOID, \
-	TEXTOID, TEXTOID
+	TEXTOID, TEXTOID, TEXTOID
 
 /*
  * Issue: the rate slot (and the user's lock), then the session's row, which
@@ -224,10 +225,10 @@ enum
 	"INSERT INTO @.extension_token_sessions " \
 	"  (session_id, user_id, name, claims, access_lifetime, created_at, " \
 	"   last_used_at, expires_at, refresh_expires_at, check_after, access_hash, " \
-	"   refresh_hash, ends_at, idle_timeout, access_jti, key_id, scopes, user_agent, ip) "
+	"   refresh_hash, ends_at, idle_timeout, access_jti, key_id, scopes, user_agent, ip, kind) "
 #define ISSUE_VALUES \
 	"$1, $2, $3, $4, $5, $6, $6, $7, $8, $8, $9, $10, $13, $14, $15, $16, $17, " \
-	"$18, $19::pg_catalog.inet"
+	"$18, $19::pg_catalog.inet, $20"
 #define ISSUE_STATEMENT(rate_slot) \
 	"WITH " rate_slot ", " \
 	"s AS (" ISSUE_INSERT "SELECT " ISSUE_VALUES " FROM u WHERE u.ok) " \
@@ -332,6 +333,13 @@ static const Statement statements[ST_COUNT] = {
 					   "AND " SESSION_STATE("o", "$2") " OPERATOR(pg_catalog.=) 'active' "
 					   "ORDER BY o.created_at DESC, o.session_id DESC OFFSET $4))"),
 		5, {TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, UUIDOID}
+	},
+	/* The user's live API keys ($1 the user, $2 now). */
+	[ST_COUNT_KEYS] = {
+		"SELECT pg_catalog.count(*) FROM @.extension_token_sessions o "
+		"WHERE o.user_id OPERATOR(pg_catalog.=) $1 AND o.kind OPERATOR(pg_catalog.=) 'api_key' "
+		"AND " SESSION_STATE("o", "$2") " OPERATOR(pg_catalog.=) 'active'",
+		2, {TEXTOID, TIMESTAMPTZOID}
 	},
 	[ST_REFRESH] = {
 		REFRESH_STATEMENT(RATE_SLOT("refresh_log", "$2", "$4", "$9", "$10")),
@@ -514,6 +522,7 @@ static const Statement statements[ST_COUNT] = {
 	[ST_KEY_COUNTS] = {
 		"SELECT s.key_id, pg_catalog.count(*) FROM @.extension_token_sessions s "
 		"WHERE " SESSION_STATE("s", "$1") " OPERATOR(pg_catalog.=) 'active' "
+		"AND s.kind OPERATOR(pg_catalog.=) 'access' "
 		"AND s.expires_at OPERATOR(pg_catalog.>) $1 GROUP BY s.key_id ORDER BY 1",
 		1, {TIMESTAMPTZOID}
 	},
@@ -525,7 +534,7 @@ typedef enum SessionColumn
 	SC_USER, SC_NAME, SC_ACCESS_HASH, SC_REFRESH_HASH, SC_CREATED, SC_LAST_USED,
 	SC_EXPIRES, SC_REFRESH_EXPIRES, SC_ENDS, SC_IDLE, SC_REVOKED, SC_LAST_REFRESH,
 	SC_ERROR_AT, SC_RETRY_HASH, SC_RETRY_UNTIL, SC_RETRY_BOX, SC_CLAIMS,
-	SC_LIFETIME, SC_SESSION, SC_ACCESS_JTI, SC_SCOPES, SC_COUNT
+	SC_LIFETIME, SC_SESSION, SC_ACCESS_JTI, SC_SCOPES, SC_KIND, SC_COUNT
 } SessionColumn;
 
 static const char *const session_columns[SC_COUNT] = {
@@ -538,7 +547,7 @@ static const char *const session_columns[SC_COUNT] = {
 	[SC_RETRY_HASH] = "retry_hash", [SC_RETRY_UNTIL] = "retry_until",
 	[SC_RETRY_BOX] = "retry_box", [SC_CLAIMS] = "claims",
 	[SC_LIFETIME] = "access_lifetime", [SC_SESSION] = "session_id",
-	[SC_ACCESS_JTI] = "access_jti", [SC_SCOPES] = "scopes"
+	[SC_ACCESS_JTI] = "access_jti", [SC_SCOPES] = "scopes", [SC_KIND] = "kind"
 };
 
 enum
@@ -978,6 +987,8 @@ session_from_slot(TupleTableSlot *slot, bool full, SessionRow *out)
 	out->last_refresh_error_at = slot_ts(slot, SC_ERROR_AT);
 	d = slot_getattr(slot, ext.scol[SC_SCOPES], &isnull);
 	out->scopes = isnull ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
+	d = slot_getattr(slot, ext.scol[SC_KIND], &isnull);
+	out->api_key = !isnull && strcmp(TextDatumGetCString(d), "api_key") == 0;
 	if (!full)
 		return;
 	out->has_retry = slot_hash(slot, SC_RETRY_HASH, out->retry_hash);
@@ -1284,6 +1295,8 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 		nulls[IP_IDLE_TIMEOUT - 1] = 'n';
 	SET(IP_ACCESS_JTI, uuid_datum((const pg_uuid_t *) pair->access_jti));
 	SET(IP_KEY_ID, CStringGetTextDatum(pair->key_id));
+	if (pair->key_id[0] == '\0')
+		nulls[IP_KEY_ID - 1] = 'n';	/* an API key: nothing signed */
 	SET(IP_SCOPES, pair->scopes);
 	if (pair->scopes == (Datum) 0)
 		nulls[IP_SCOPES - 1] = 'n';
@@ -1293,11 +1306,12 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 	SET(IP_IP, pair->ip ? CStringGetTextDatum(pair->ip) : (Datum) 0);
 	if (pair->ip == NULL)
 		nulls[IP_IP - 1] = 'n';
+	SET(IP_KIND, CStringGetTextDatum(pair->api_key ? "api_key" : "access"));
 #undef SET
 
 	*revoked_sessions = 0;
 	storage_enter(&call);
-	if (rate_limit <= 0 && max_sessions <= 0)
+	if (rate_limit <= 0 && max_sessions <= 0 && !pair->api_key)
 	{
 		storage_exec(ST_ISSUE_BARE, values, nulls, false, -1);
 		Assert(SPI_processed == 1);
@@ -1309,7 +1323,24 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 		storage_exec(rate_limit > 0 ? ST_ISSUE : ST_ISSUE_NO_LIMIT, values, nulls, false, 2);
 		allowed = rate_answer(retry_at);
 	}
-	if (allowed && max_sessions > 0)
+	if (allowed && pair->api_key)
+	{
+		/*
+		 * Keys have a limit of their own, max_sessions here, which refuses:
+		 * revoking a key that a CI job uses would be worse than refusing a
+		 * new one.  Counted after the statement above waited for the user's
+		 * row: its snapshot sees every key created before.
+		 */
+		Datum		count[2];
+		bool		isnull;
+
+		count[0] = CStringGetTextDatum(pair->user_id);
+		count[1] = TimestampTzGetDatum(pair->created_at);
+		storage_exec(ST_COUNT_KEYS, count, NULL, false, 1);
+		if (max_sessions > 0 && DatumGetInt64(column(1, &isnull)) > max_sessions)
+			*revoked_sessions = -1;
+	}
+	else if (allowed && max_sessions > 0)
 	{
 		Datum		limit[5];
 

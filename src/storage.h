@@ -42,6 +42,7 @@ typedef struct SessionRow
 	TimestampTz retry_until;
 	bytea	   *retry_box;		/* NULL when none */
 	Datum		scopes;			/* text[], or 0 when the session has none */
+	bool		api_key;		/* kind 'api_key': access_hash is the key's */
 	char	   *claims_json;	/* NULL when the session has none */
 	int64		access_lifetime;	/* seconds */
 } SessionRow;
@@ -66,6 +67,7 @@ typedef struct NewPair
 	char		key_id[TOKEN_KID_LENGTH + 1];
 	const char *user_agent;		/* from PostgREST's request.headers, or NULL */
 	const char *ip;				/* the first x-forwarded-for, checked, or NULL */
+	bool		api_key;		/* an API key: access_hash is the key's */
 } NewPair;
 
 extern void StorageInit(void);
@@ -94,6 +96,10 @@ extern void StorageAddUse(const pg_uuid_t *ids, const int64 *counts,
 						  const TimestampTz *times, int n);
 extern void StorageTouchSession(const pg_uuid_t *session_id, TimestampTz now,
 								TimestampTz older_than);
+/*
+ * For an API key, max_sessions is max_api_keys_per_user and
+ * *revoked_sessions -1 says the new key is beyond it (the caller raises).
+ */
 extern bool StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 						 TimestampTz *retry_at, int *revoked_sessions);
 

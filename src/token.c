@@ -1258,22 +1258,25 @@ base62_value(char c)
 	return -1;
 }
 
-bool
-token_make_refresh(const unsigned char session_id[TOKEN_UUID_LENGTH],
-				   char out[REFRESH_TOKEN_LENGTH + 1])
+/*
+ * An opaque token of session `session_id`: `prefix`, the session id in 22
+ * base62 digits (the 128-bit big-endian number, most significant digit
+ * first), 43 random base62 characters, the checksum; NUL-terminated.
+ */
+static bool
+make_opaque(const char *prefix, size_t prefix_len,
+			const unsigned char session_id[TOKEN_UUID_LENGTH], char *out)
 {
 	unsigned char rnd[64];
 	unsigned char n[TOKEN_UUID_LENGTH];
-	char	   *sid = out + REFRESH_TOKEN_PREFIX_LENGTH;
+	char	   *sid = out + prefix_len;
 	char	   *body = sid + REFRESH_TOKEN_SID_LENGTH;
+	size_t		total = prefix_len + REFRESH_TOKEN_SID_LENGTH + REFRESH_TOKEN_RANDOM_LENGTH +
+		REFRESH_TOKEN_CHECKSUM_LENGTH;
 	int			filled = 0;
 
-	memcpy(out, REFRESH_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX_LENGTH);
-
-	/*
-	 * The session id in base62, most significant digit first: repeated
-	 * division of the 128-bit big-endian number by 62.
-	 */
+	memcpy(out, prefix, prefix_len);
+	/* repeated division of the number by 62 */
 	memcpy(n, session_id, TOKEN_UUID_LENGTH);
 	for (int d = REFRESH_TOKEN_SID_LENGTH - 1; d >= 0; d--)
 	{
@@ -1302,24 +1305,39 @@ token_make_refresh(const unsigned char session_id[TOKEN_UUID_LENGTH],
 				body[filled++] = base62_alphabet[rnd[i] % 62];
 	}
 	OPENSSL_cleanse(rnd, sizeof(rnd));
-	refresh_checksum(out, REFRESH_TOKEN_LENGTH - REFRESH_TOKEN_CHECKSUM_LENGTH,
-					 out + REFRESH_TOKEN_LENGTH - REFRESH_TOKEN_CHECKSUM_LENGTH);
-	out[REFRESH_TOKEN_LENGTH] = '\0';
+	refresh_checksum(out, total - REFRESH_TOKEN_CHECKSUM_LENGTH,
+					 out + total - REFRESH_TOKEN_CHECKSUM_LENGTH);
+	out[total] = '\0';
 	return true;
 }
 
-bool
-token_refresh_session(const char *token, size_t len,
-					  unsigned char session_id[TOKEN_UUID_LENGTH])
+/* Prefix, length, alphabet and checksum of an opaque token. */
+static bool
+opaque_well_formed(const char *prefix, size_t prefix_len, const char *token, size_t len)
+{
+	char		sum[REFRESH_TOKEN_CHECKSUM_LENGTH];
+
+	if (len <= prefix_len + REFRESH_TOKEN_CHECKSUM_LENGTH ||
+		memcmp(token, prefix, prefix_len) != 0)
+		return false;
+	for (size_t i = prefix_len; i < len; i++)
+		if (base62_value(token[i]) < 0)
+			return false;
+	refresh_checksum(token, len - REFRESH_TOKEN_CHECKSUM_LENGTH, sum);
+	return memcmp(sum, token + len - REFRESH_TOKEN_CHECKSUM_LENGTH,
+				  REFRESH_TOKEN_CHECKSUM_LENGTH) == 0;
+}
+
+/* The session id after `prefix_len` characters; false beyond 128 bits. */
+static bool
+opaque_session(const char *token, size_t prefix_len, unsigned char session_id[TOKEN_UUID_LENGTH])
 {
 	unsigned char n[TOKEN_UUID_LENGTH] = {0};
 
-	if (len != REFRESH_TOKEN_LENGTH || !token_refresh_well_formed(token, len))
-		return false;
 	/* n = n * 62 + digit, refusing a carry out of the 128 bits */
 	for (int d = 0; d < REFRESH_TOKEN_SID_LENGTH; d++)
 	{
-		unsigned int carry = (unsigned int) base62_value(token[REFRESH_TOKEN_PREFIX_LENGTH + d]);
+		unsigned int carry = (unsigned int) base62_value(token[prefix_len + d]);
 
 		for (int i = TOKEN_UUID_LENGTH - 1; i >= 0; i--)
 		{
@@ -1333,6 +1351,44 @@ token_refresh_session(const char *token, size_t len,
 	}
 	memcpy(session_id, n, TOKEN_UUID_LENGTH);
 	return true;
+}
+
+bool
+token_make_refresh(const unsigned char session_id[TOKEN_UUID_LENGTH],
+				   char out[REFRESH_TOKEN_LENGTH + 1])
+{
+	return make_opaque(REFRESH_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX_LENGTH, session_id, out);
+}
+
+bool
+token_refresh_session(const char *token, size_t len,
+					  unsigned char session_id[TOKEN_UUID_LENGTH])
+{
+	return len == REFRESH_TOKEN_LENGTH && token_refresh_well_formed(token, len) &&
+		opaque_session(token, REFRESH_TOKEN_PREFIX_LENGTH, session_id);
+}
+
+bool
+token_make_api_key(const unsigned char session_id[TOKEN_UUID_LENGTH],
+				   char out[API_KEY_LENGTH + 1])
+{
+	return make_opaque(API_KEY_PREFIX, API_KEY_PREFIX_LENGTH, session_id, out);
+}
+
+bool
+token_looks_like_api_key(const char *token, size_t len)
+{
+	return len >= API_KEY_PREFIX_LENGTH &&
+		memcmp(token, API_KEY_PREFIX, API_KEY_PREFIX_LENGTH) == 0;
+}
+
+bool
+token_api_key_session(const char *token, size_t len,
+					  unsigned char session_id[TOKEN_UUID_LENGTH])
+{
+	return len == API_KEY_LENGTH &&
+		opaque_well_formed(API_KEY_PREFIX, API_KEY_PREFIX_LENGTH, token, len) &&
+		opaque_session(token, API_KEY_PREFIX_LENGTH, session_id);
 }
 
 /* ---------------------------------------------------------------------
@@ -1421,17 +1477,8 @@ token_looks_like_refresh(const char *token, size_t len)
 bool
 token_refresh_well_formed(const char *token, size_t len)
 {
-	char		sum[REFRESH_TOKEN_CHECKSUM_LENGTH];
-
-	if ((len != REFRESH_TOKEN_LENGTH && len != REFRESH_TOKEN_LEGACY_LENGTH) ||
-		!token_looks_like_refresh(token, len))
-		return false;
-	for (size_t i = REFRESH_TOKEN_PREFIX_LENGTH; i < len; i++)
-		if (base62_value(token[i]) < 0)
-			return false;
-	refresh_checksum(token, len - REFRESH_TOKEN_CHECKSUM_LENGTH, sum);
-	return memcmp(sum, token + len - REFRESH_TOKEN_CHECKSUM_LENGTH,
-				  REFRESH_TOKEN_CHECKSUM_LENGTH) == 0;
+	return (len == REFRESH_TOKEN_LENGTH || len == REFRESH_TOKEN_LEGACY_LENGTH) &&
+		opaque_well_formed(REFRESH_TOKEN_PREFIX, REFRESH_TOKEN_PREFIX_LENGTH, token, len);
 }
 
 /* ---------------------------------------------------------------------
@@ -1493,8 +1540,10 @@ token_request_claims(const char *text, size_t len, TokenRequestClaims *out)
 	if (!json_is_object(claims))
 		goto done;
 	type = json_object_get(claims, "type");
-	if (!(json_is_string(type) && strcmp(json_string_value(type), "access") == 0 &&
-		  json_string_length(type) == 6) ||
+	out->api_key = json_is_string(type) && json_string_length(type) == 7 &&
+		strcmp(json_string_value(type), "api_key") == 0;
+	if (!((json_is_string(type) && strcmp(json_string_value(type), "access") == 0 &&
+		   json_string_length(type) == 6) || out->api_key) ||
 		json_object_get(claims, "session_id") == NULL)
 	{
 		kind = TOKEN_CLAIMS_FOREIGN;
@@ -1505,15 +1554,18 @@ token_request_claims(const char *text, size_t len, TokenRequestClaims *out)
 	exp = json_object_get(claims, "exp");
 	iat = json_object_get(claims, "iat");
 	if (!json_uuid_member(claims, "session_id", out->session_id) ||
-		!json_uuid_member(claims, "jti", out->jti) ||
 		!json_is_string(sub) || json_string_length(sub) == 0 ||
 		json_string_length(sub) > TOKEN_SUB_MAX_LENGTH ||
-		memchr(json_string_value(sub), '\0', json_string_length(sub)) != NULL ||
-		!json_is_integer(exp) || !json_is_integer(iat))
+		memchr(json_string_value(sub), '\0', json_string_length(sub)) != NULL)
+		goto done;
+	/* an API key's claims (set by extension_token_pre_request()) have no times */
+	if (!out->api_key &&
+		(!json_uuid_member(claims, "jti", out->jti) ||
+		 !json_is_integer(exp) || !json_is_integer(iat)))
 		goto done;
 	memcpy(out->sub, json_string_value(sub), json_string_length(sub));
-	out->exp = json_integer_value(exp);
-	out->iat = json_integer_value(iat);
+	out->exp = out->api_key ? 0 : json_integer_value(exp);
+	out->iat = out->api_key ? 0 : json_integer_value(iat);
 	out->manage_scope = scope_names(json_object_get(claims, "scope"), "tokens:manage");
 	kind = TOKEN_CLAIMS_OURS;
 done:

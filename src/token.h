@@ -251,6 +251,23 @@ extern bool token_refresh_well_formed(const char *token, size_t len);
  */
 extern bool token_refresh_session(const char *token, size_t len,
 								  unsigned char session_id[TOKEN_UUID_LENGTH]);
+
+/*
+ * API keys (personal access tokens): "ext_pat_" + the session (key) id in 22
+ * base62 characters + 43 base62 characters (256 random bits) + the checksum
+ * of the refresh tokens' scheme, 79 characters in all.
+ */
+#define API_KEY_PREFIX			"ext_pat_"
+#define API_KEY_PREFIX_LENGTH	8
+#define API_KEY_LENGTH \
+	(API_KEY_PREFIX_LENGTH + REFRESH_TOKEN_SID_LENGTH + \
+	 REFRESH_TOKEN_RANDOM_LENGTH + REFRESH_TOKEN_CHECKSUM_LENGTH)
+extern bool token_make_api_key(const unsigned char session_id[TOKEN_UUID_LENGTH],
+							   char out[API_KEY_LENGTH + 1]);
+extern bool token_looks_like_api_key(const char *token, size_t len);
+/* Well-formed (prefix, length, alphabet, checksum): its key id; else false. */
+extern bool token_api_key_session(const char *token, size_t len,
+								  unsigned char session_id[TOKEN_UUID_LENGTH]);
 extern bool token_looks_like_refresh(const char *token, size_t len);
 
 /*
@@ -278,6 +295,9 @@ typedef enum TokenClaimsKind
 
 typedef struct TokenRequestClaims
 {
+	bool		api_key;		/* "type": "api_key": an API key's claims, as
+								 * extension_token_pre_request() sets them
+								 * (no jti, exp or iat) */
 	unsigned char session_id[TOKEN_UUID_LENGTH];
 	unsigned char jti[TOKEN_UUID_LENGTH];
 	char		sub[TOKEN_SUB_MAX_LENGTH + 1];

@@ -117,6 +117,25 @@ SQL
 # The extension's grant helper and pre-request function.  Should the installed
 # extension lack them, grant as README.md says and run PostgREST without a
 # pre-request function: the tests of those features then fail, the rest run.
+# For the API keys (api_keys.test.mjs): orders of several users under row
+# level security that reads the user and the scopes from request.jwt.claims,
+# as a user's own JWT and an API key both put them there.  Made before
+# PostgREST starts: its schema cache is loaded once (db-channel-enabled off).
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+CREATE TABLE public.orders (id serial PRIMARY KEY, owner text NOT NULL, item text NOT NULL);
+ALTER TABLE public.orders ENABLE ROW LEVEL SECURITY;
+CREATE FUNCTION public.request_sub() RETURNS text LANGUAGE sql STABLE
+    AS $$ SELECT nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub' $$;
+CREATE FUNCTION public.request_scopes() RETURNS text[] LANGUAGE sql STABLE
+    AS $$ SELECT string_to_array(coalesce(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'scope', ''), ' ') $$;
+CREATE POLICY orders_read ON public.orders FOR SELECT TO authenticated
+    USING (owner = public.request_sub() AND 'orders:read' = ANY (public.request_scopes()));
+CREATE POLICY orders_write ON public.orders FOR INSERT TO authenticated
+    WITH CHECK (owner = public.request_sub() AND 'orders:write' = ANY (public.request_scopes()));
+GRANT SELECT, INSERT ON public.orders TO authenticated;
+GRANT USAGE ON SEQUENCE public.orders_id_seq TO authenticated;
+SQL
+
 have() { [ "$(psql -X -A -t -c "SELECT count(*) FROM pg_proc WHERE proname = '$1'")" -gt 0 ]; }
 if have extension_tokens_grant_api_roles; then
     psql -X -q -v ON_ERROR_STOP=1 -c 'SELECT extension_tokens_grant_api_roles()' >/dev/null
