@@ -19,7 +19,7 @@ REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs
 # them after REGRESS, in their own database; output under REGRESS_OUTPUTDIR.
-ISOLATION = refresh_race revoke_validate session_limit rate_limit cleanup_refresh lock_order_revoke lock_order_refresh \
+ISOLATION = refresh_race revoke_validate session_limit api_key_limit rate_limit cleanup_refresh lock_order_revoke lock_order_refresh \
             revoke_refresh revoke_user_refresh revoke_session_refresh session_limit_refresh reuse_refresh
 ISOLATION_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)/isolation
 
