@@ -267,6 +267,13 @@ for s in sorted({k.rsplit("_", 1)[1] for k in m if k.startswith("stmt_ext_us_")}
         f"with the parse {f(f'stmt_parts_us_{s}'):.2f}",
         f"SQL/ext {f(f'stmt_sql_us_{s}') / f(f'stmt_ext_us_{s}'):.1f}×; "
         f"ext/(lookup + SHA-256 + HMAC) {f(f'stmt_ext_us_{s}') / f(f'stmt_parts0_us_{s}'):.2f}×", "—", "—"))
+info(lambda: (f"validate an API key (ext_pat_: the session row by the key's id, its SHA-256 compared), "
+              f"one SQL statement, {n(main)} sessions, µs per key",
+              f"{f(f'stmt_key_us_{main}'):.2f}", f"{f(f'stmt_sql_us_{main}'):.2f}",
+              f"an access token of ours, same run: {f(f'stmt_ext_us_{main}'):.2f}; lookup "
+              f"{f(f'stmt_lookup_us_{main}'):.2f}",
+              f"SQL/key {f(f'stmt_sql_us_{main}') / f(f'stmt_key_us_{main}'):.1f}×; "
+              f"key/access token {f(f'stmt_key_us_{main}') / f(f'stmt_ext_us_{main}'):.2f}×", "—", "—"))
 info(lambda: ("verify only (signature, header, claims), one statement, µs", "—",
               f"{f('stmt_sql_verify_us'):.2f}",
               f"HMAC {f('prim_hmac_us'):.2f} (re-keyed {f('prim_hmac_rekey_us'):.2f})", "", "—", "—"))

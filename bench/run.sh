@@ -212,6 +212,10 @@ SELECT p.access_token, p.refresh_token, p.session_id, g.u
 FROM (SELECT gen_random_uuid()::text AS u, i FROM generate_series(1, $sample) i) g,
      LATERAL extension_token_issue(g.u) p ORDER BY g.i;
 UPDATE bench.tok SET hash = sha256(convert_to(access, 'UTF8'));
+-- An API key for each sample user: validated beside the access tokens.
+DROP TABLE IF EXISTS bench.keys;
+CREATE TABLE bench.keys AS
+SELECT k.api_key AS key FROM bench.tok t, LATERAL extension_token_api_key_create(t.user_id, 'bench key') k;
 INSERT INTO bench.sql_tokens (token_hash, token_type, session_id, user_id, name, created_at,
                               expires_at, last_used_at)
 SELECT k.h, k.t, b.session_id, b.user_id, 'Extension Token', now(), now() + k.life, now()
@@ -242,6 +246,7 @@ SQL
 # in a row (the extension keeps a small per-backend cache of verified tokens;
 # cycling through thousands of tokens is the cold path).
 stmt_ext() { echo "SELECT count(*) FILTER (WHERE (extension_token_validate(b.access)).valid) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
+stmt_key() { echo "SELECT count(*) FILTER (WHERE (extension_token_validate(b.key)).valid) FROM generate_series(1, $1) g, LATERAL (SELECT key FROM bench.keys WHERE g.g > 0 OFFSET 0) b"; }
 stmt_sql() { echo "SELECT count(*) FILTER (WHERE bench.sql_validate(b.access, $sql_secret)) FROM generate_series(1, $1) g, LATERAL (SELECT access FROM bench.tok WHERE g.g > 0 OFFSET 0) b"; }
 # The lookup: what a 1.2 validation reads, the session's row by the session
 # id (the token's claim), its access hash compared and revocation checked.
@@ -297,12 +302,13 @@ one_statement_validate() {
     q -c "EXPLAIN $(stmt_ext "$k")" > "$RAW/explain-validate-$n.txt"
     touch_sample
     time_rounds "$v" validate_ext "$(stmt_ext "$k")" validate_sql "$(stmt_sql "$k")" lookup "$(stmt_lookup "$k")" \
-        parts "$(stmt_parts "$k")" parts0 "$(stmt_parts0 "$k")"
+        parts "$(stmt_parts "$k")" parts0 "$(stmt_parts0 "$k")" validate_key "$(stmt_key "$k")"
     metric "stmt_ext_us_$n" "$T_validate_ext"
     metric "stmt_sql_us_$n" "$T_validate_sql"
     metric "stmt_lookup_us_$n" "$T_lookup"
     metric "stmt_parts_us_$n" "$T_parts"
     metric "stmt_parts0_us_$n" "$T_parts0"
+    metric "stmt_key_us_$n" "$T_validate_key"
 }
 
 # pgb NAME CLIENTS SCRIPT [pgbench options...]: R = median TPS over RUNS runs of
@@ -1160,7 +1166,7 @@ metric validations_succeeded "$vok"
 say "results"
 {
     echo "machine $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1); PostgreSQL $PGVERSION; $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "settings BENCH_SECONDS=$SECS BENCH_RUNS=$RUNS BENCH_SIZES=\"${SIZES% }\"$([ "$SMOKE" = 1 ] && echo ' BENCH_SMOKE=1'); shared_buffers=$SB, fsync=on, synchronous_commit=on, jit=off; extension_tokens: issue_rate_limit, refresh_rate_limit and max_sessions_per_user 0 (off: the baseline has no limits; the per-user row is still locked), everything else default"
+    echo "settings BENCH_SECONDS=$SECS BENCH_RUNS=$RUNS BENCH_SIZES=\"${SIZES% }\"$([ "$SMOKE" = 1 ] && echo ' BENCH_SMOKE=1'); shared_buffers=$SB, fsync=on, synchronous_commit=on, jit=off; extension_tokens: issue_rate_limit, refresh_rate_limit and max_sessions_per_user 0 (off, as the baseline has none: then neither issue nor refresh touches the user's row), everything else default"
     echo "postgrest $(cat "$RAW/postgrest-version.txt" 2>/dev/null)"
     so1=$(sha256sum "$SO" | cut -c1-12)
     echo "build extension_tokens.so sha256 $SO_SHA0…$([ "$so1" = "$SO_SHA0" ] || echo " (replaced on disk during the run by $so1…; the server kept the one it preloaded at its start)")"

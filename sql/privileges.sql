@@ -17,7 +17,8 @@ SELECT c.relname, c.relrowsecurity,
        has_table_privilege('regress_et_authenticated', c.oid, 'SELECT, INSERT, UPDATE, DELETE') AS authenticated,
        has_table_privilege('regress_et_anon', c.oid, 'SELECT, INSERT, UPDATE, DELETE') AS anon
   FROM pg_class c
- WHERE c.relname IN ('extension_tokens', 'extension_token_sessions', 'extension_token_users')
+ WHERE c.relname IN ('extension_tokens', 'extension_token_sessions', 'extension_token_users',
+                     'extension_token_devices', 'extension_token_legacy_refresh')
  ORDER BY 1;
 
 -- A role with no privileges.
