@@ -14,6 +14,13 @@ PG_CPPFLAGS = -DEXTENSION_TOKENS_VERSION=\"$(EXTVERSION)\" \
               $(if $(LIBJWT_SONAME),-DLIBJWT_SONAME=\"$(LIBJWT_SONAME)\")
 SHLIB_LINK = -ljansson -lcrypto -ldl
 
+# make WERROR=1: every warning of -Wall -Wextra is an error (CI builds so,
+# through test/run-all.sh).  Unused parameters are PostgreSQL's own habit
+# (fmgr.h, ilist.h), so that one stays a non-warning.
+ifneq ($(WERROR),)
+PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror
+endif
+
 REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest operations upgrade
 REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
@@ -33,10 +40,28 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # pg_isolation_regress creates its output directory but not its parents.
-installcheck: test-outputdirs
+installcheck: installcheck-guard test-outputdirs
 test-outputdirs:
 	mkdir -p $(REGRESS_OUTPUTDIR)/isolation
-.PHONY: test-outputdirs
+
+# The suite rewrites the server's configuration (ALTER SYSTEM SET
+# extension_tokens.jwt_secret, admin_roles) and creates roles, so it runs
+# only against a throwaway server that the test scripts started: they mark
+# it with regress_extension_tokens.throwaway = on in its postgresql.conf
+# (test/lib.sh, test/valgrind.sh).  Any other server is refused before
+# pg_regress connects.
+installcheck-guard:
+	@marker=$$('$(bindir)/psql' -X -A -t -d postgres -c \
+		"SELECT pg_catalog.current_setting('regress_extension_tokens.throwaway', true)" 2>&1) || \
+	{ echo "installcheck: cannot connect to the server to check it: $$marker" >&2; exit 1; }; \
+	if [ "$$marker" != on ]; then \
+		echo "installcheck: refusing to run: this server was not started by the test scripts" \
+		     "(regress_extension_tokens.throwaway is not on), and the suite would rewrite its" \
+		     "jwt_secret and admin_roles with ALTER SYSTEM and leave roles behind." >&2; \
+		echo "installcheck: run ./test/run-all.sh, which starts a throwaway server of its own." >&2; \
+		exit 1; \
+	fi
+.PHONY: test-outputdirs installcheck-guard
 
 # ---------------------------------------------------------------------------
 # Fuzzing and memory checking (fuzz/, test/valgrind.sh)
