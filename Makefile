@@ -3,7 +3,7 @@ EXTENSION = extension_tokens
 MODULE_big = extension_tokens
 OBJS = src/extension_tokens.o src/config.o src/token.o src/storage.o \
        src/policy.o src/worker.o src/logfilter.o \
-       src/stats.o src/revoker.o src/usage.o
+       src/stats.o src/revoker.o src/usage.o src/uninstall.o
 DATA = $(wildcard $(EXTENSION)--*.sql)
 PGFILEDESC = "extension_tokens - API tokens in the database"
 
@@ -21,7 +21,7 @@ ifneq ($(WERROR),)
 PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror
 endif
 
-REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest operations upgrade
+REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest operations upgrade install
 REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs
