@@ -64,6 +64,22 @@ installcheck-guard:
 .PHONY: test-outputdirs installcheck-guard
 
 # ---------------------------------------------------------------------------
+# make dist: the PGXN release zip of the committed tree (git archive of HEAD),
+# extension_tokens-X.Y.0.zip.  META.json's versions must be the control
+# file's default_version with a patch number.
+# ---------------------------------------------------------------------------
+DISTVERSION = $(EXTVERSION).0
+dist:
+	@for v in $$(sed '/"meta-spec"/,$$d' META.json | sed -n 's/^ *"version": *"\([0-9][^"]*\)".*/\1/p'); do \
+		[ "$$v" = "$(DISTVERSION)" ] || \
+		{ echo "dist: META.json says version $$v, the control file $(EXTVERSION) ($(DISTVERSION))" >&2; exit 1; }; \
+	done
+	git archive --format zip --prefix=$(EXTENSION)-$(DISTVERSION)/ \
+		-o $(EXTENSION)-$(DISTVERSION).zip HEAD
+	@echo "$(EXTENSION)-$(DISTVERSION).zip"
+.PHONY: dist
+
+# ---------------------------------------------------------------------------
 # Fuzzing and memory checking (fuzz/, test/valgrind.sh)
 #
 #   make fuzz [FUZZ_SECONDS=600]  libFuzzer (+ASan, UBSan) on the token core,
