@@ -28,7 +28,7 @@ say "walkthrough"
 psql -X -q -f examples/walkthrough.sql
 
 say "the cleanup job extension_tokens scheduled in pg_cron"
-psql -X -c "SELECT jobid, jobname, schedule, database, command FROM cron.job
+psql -X -c "SELECT jobname, schedule, database, left(command, 40) AS command FROM cron.job
             WHERE jobname LIKE 'extension_tokens%' ORDER BY jobname"
 
 if $keep; then
