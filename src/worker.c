@@ -100,8 +100,8 @@ start_worker(const char *function, const char *name, Datum arg,
  * see uninstall.c); scheduling needs its schema and owner.
  */
 static bool
-cron_request(bool unschedule, bool missing_ok, const char *schedule,
-			 int64 *jobs, char **message)
+cron_request(bool unschedule, bool missing_ok, const char *database,
+			 const char *schedule, int64 *jobs, char **message)
 {
 	const char *cron_db = GetConfigOption("cron.database_name", true, false);
 	dsm_segment *seg;
@@ -120,7 +120,8 @@ cron_request(bool unschedule, bool missing_ok, const char *schedule,
 	req->unschedule = unschedule;
 	req->missing_ok = missing_ok;
 	strlcpy(req->cron_database, cron_db, sizeof(req->cron_database));
-	strlcpy(req->database, get_database_name(MyDatabaseId), sizeof(req->database));
+	strlcpy(req->database, database ? database : get_database_name(MyDatabaseId),
+			sizeof(req->database));
 	if (!unschedule)
 	{
 		strlcpy(req->schema, get_namespace_name(StorageExtensionSchema()), sizeof(req->schema));
@@ -153,15 +154,16 @@ cron_request(bool unschedule, bool missing_ok, const char *schedule,
 bool
 WorkerCron(bool unschedule, const char *schedule, int64 *jobs, char **message)
 {
-	return cron_request(unschedule, false, schedule, jobs, message);
+	return cron_request(unschedule, false, NULL, schedule, jobs, message);
 }
 
 /*
- * Removes this database's jobs after the extension was dropped: a server or
- * cron database without pg_cron has none, and that is no failure.
+ * Removes the jobs of a database (NULL: this one) after the extension or the
+ * database was dropped: a server or cron database without pg_cron has none,
+ * and that is no failure.
  */
 bool
-WorkerCronRemoveDropped(int64 *jobs, char **message)
+WorkerCronRemoveDropped(const char *database, int64 *jobs, char **message)
 {
 	*jobs = 0;
 	if (GetConfigOption("cron.database_name", true, false) == NULL)
@@ -169,7 +171,7 @@ WorkerCronRemoveDropped(int64 *jobs, char **message)
 		*message = pstrdup("pg_cron is not loaded");
 		return true;
 	}
-	return cron_request(true, true, NULL, jobs, message);
+	return cron_request(true, true, database, NULL, jobs, message);
 }
 
 /*

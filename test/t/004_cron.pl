@@ -125,6 +125,20 @@ is($jobs_of->('app2'), '0', 'DROP SCHEMA ... CASCADE that drops the extension re
 ($ret, $out, $err) = $node->psql('app', 'CREATE EXTENSION extension_tokens');
 is($jobs_of->('app'), '2', 'installing again schedules again');
 
+# DROP DATABASE (no event trigger fires for it: the object access hook)
+# removes the jobs of the database it drops, and only those.
+$node->safe_psql('postgres', 'CREATE DATABASE app3');
+$node->safe_psql('app3', 'CREATE EXTENSION extension_tokens');
+is($jobs_of->('app3'), '2', 'a third database has its jobs');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app3');
+is($ret, 0, 'DROP DATABASE succeeds');
+unlike($err, qr/WARNING/, 'DROP DATABASE says nothing when the jobs are removed');
+is($jobs_of->('app3'), '0', 'DROP DATABASE leaves no job of that database in cron.job');
+is($jobs_of->('app'), '2', "the other databases' jobs stay");
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app2');
+is($ret, 0, 'dropping a database without the extension (or its jobs) succeeds, silently')
+  or diag($err);
+
 $node->stop;
 
 # Without pg_cron: a warning that says what to do, and no failure.
