@@ -22,7 +22,8 @@ SELECT regress_try('SELECT extension_tokens_drop_jobs()') AS direct_call;
 -- p_quiet turns a failure into a WARNING, and the comment says so.
 SELECT obj_description('extension_tokens_cleanup_schedule(text, boolean)'::regprocedure, 'pg_proc')
        ~ 'p_quiet turns a failure into a WARNING$' AS comment_says_warning;
--- Every function, type, table and view of the extension has a comment.
+-- Every function, type, table and view of the extension has a comment (a
+-- table's or view's row type has its relation's; arrays have none).
 SELECT pg_describe_object(classid, objid, objsubid) AS uncommented
   FROM pg_depend d
  WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e'
@@ -31,7 +32,8 @@ SELECT pg_describe_object(classid, objid, objsubid) AS uncommented
                    'pg_event_trigger'::regclass)
    AND obj_description(objid, classid::regclass::name) IS NULL
    AND NOT (classid = 'pg_type'::regclass
-            AND EXISTS (SELECT 1 FROM pg_type t WHERE t.oid = objid AND t.typelem <> 0))
+            AND EXISTS (SELECT 1 FROM pg_type t LEFT JOIN pg_class c ON c.oid = t.typrelid
+                         WHERE t.oid = objid AND (t.typelem <> 0 OR c.relkind <> 'c')))
  ORDER BY 1;
 
 -- A drop rolled back leaves the extension, and says nothing.
