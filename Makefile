@@ -3,7 +3,7 @@ EXTENSION = extension_tokens
 MODULE_big = extension_tokens
 OBJS = src/extension_tokens.o src/config.o src/token.o src/storage.o \
        src/policy.o src/worker.o src/logfilter.o \
-       src/stats.o src/revoker.o src/usage.o
+       src/stats.o src/revoker.o src/usage.o src/uninstall.o
 DATA = $(wildcard $(EXTENSION)--*.sql)
 PGFILEDESC = "extension_tokens - API tokens in the database"
 
@@ -14,7 +14,14 @@ PG_CPPFLAGS = -DEXTENSION_TOKENS_VERSION=\"$(EXTVERSION)\" \
               $(if $(LIBJWT_SONAME),-DLIBJWT_SONAME=\"$(LIBJWT_SONAME)\")
 SHLIB_LINK = -ljansson -lcrypto -ldl
 
-REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest api_keys operations upgrade
+# make WERROR=1: every warning of -Wall -Wextra is an error (CI builds so,
+# through test/run-all.sh).  Unused parameters are PostgreSQL's own habit
+# (fmgr.h, ilist.h), so that one stays a non-warning.
+ifneq ($(WERROR),)
+PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror
+endif
+
+REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest api_keys operations upgrade install
 REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs
@@ -33,10 +40,44 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # pg_isolation_regress creates its output directory but not its parents.
-installcheck: test-outputdirs
+installcheck: installcheck-guard test-outputdirs
 test-outputdirs:
 	mkdir -p $(REGRESS_OUTPUTDIR)/isolation
-.PHONY: test-outputdirs
+
+# The suite rewrites the server's configuration (ALTER SYSTEM SET
+# extension_tokens.jwt_secret, admin_roles) and creates roles, so it runs
+# only against a throwaway server that the test scripts started: they mark
+# it with regress_extension_tokens.throwaway = on in its postgresql.conf
+# (test/lib.sh, test/valgrind.sh).  Any other server is refused before
+# pg_regress connects.
+installcheck-guard:
+	@marker=$$('$(bindir)/psql' -X -A -t -d postgres -c \
+		"SELECT pg_catalog.current_setting('regress_extension_tokens.throwaway', true)" 2>&1) || \
+	{ echo "installcheck: cannot connect to the server to check it: $$marker" >&2; exit 1; }; \
+	if [ "$$marker" != on ]; then \
+		echo "installcheck: refusing to run: this server was not started by the test scripts" \
+		     "(regress_extension_tokens.throwaway is not on), and the suite would rewrite its" \
+		     "jwt_secret and admin_roles with ALTER SYSTEM and leave roles behind." >&2; \
+		echo "installcheck: run ./test/run-all.sh, which starts a throwaway server of its own." >&2; \
+		exit 1; \
+	fi
+.PHONY: test-outputdirs installcheck-guard
+
+# ---------------------------------------------------------------------------
+# make dist: the PGXN release zip of the committed tree (git archive of HEAD),
+# extension_tokens-X.Y.0.zip.  META.json's versions must be the control
+# file's default_version with a patch number.
+# ---------------------------------------------------------------------------
+DISTVERSION = $(EXTVERSION).0
+dist:
+	@for v in $$(sed '/"meta-spec"/,$$d' META.json | sed -n 's/^ *"version": *"\([0-9][^"]*\)".*/\1/p'); do \
+		[ "$$v" = "$(DISTVERSION)" ] || \
+		{ echo "dist: META.json says version $$v, the control file $(EXTVERSION) ($(DISTVERSION))" >&2; exit 1; }; \
+	done
+	git archive --format zip --prefix=$(EXTENSION)-$(DISTVERSION)/ \
+		-o $(EXTENSION)-$(DISTVERSION).zip HEAD
+	@echo "$(EXTENSION)-$(DISTVERSION).zip"
+.PHONY: dist
 
 # ---------------------------------------------------------------------------
 # Fuzzing and memory checking (fuzz/, test/valgrind.sh)

@@ -562,3 +562,61 @@ GRANT EXECUTE ON FUNCTION extension_token_validate(text, text[]) TO PUBLIC;
 -- device code is the credential.
 GRANT EXECUTE ON FUNCTION extension_token_device_start(text, text[]) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION extension_token_device_poll(text) TO PUBLIC;
+
+-------------------------------------------------------------------------------
+-- Installation and uninstallation (issue 26).  Kept at the end of the script.
+-------------------------------------------------------------------------------
+
+-- DROP EXTENSION removes the pg_cron jobs it scheduled: they live in the
+-- database named by cron.database_name, which dependencies cannot reach.  A
+-- ddl_command_start trigger, since a sql_drop one would be dropped with the
+-- extension before it fired; the C side (src/uninstall.c) acts at commit,
+-- and only if the extension is then gone from this database.
+CREATE FUNCTION extension_tokens_drop_jobs()
+RETURNS event_trigger
+AS 'MODULE_PATHNAME', 'extension_tokens_drop_jobs'
+LANGUAGE C;
+COMMENT ON FUNCTION extension_tokens_drop_jobs() IS
+'Event trigger function: when a transaction drops the extension, removes its pg_cron jobs at commit';
+-- Nobody calls it but the event trigger: not PUBLIC, and not the API roles
+-- that default privileges may have granted it to (Supabase's).
+REVOKE ALL ON FUNCTION extension_tokens_drop_jobs() FROM PUBLIC;
+DO $revoke_drop_jobs$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS obj, a.grantee
+          FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_tokens_drop_jobs()'::pg_catalog.regprocedure
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s', r.obj,
+                                  CASE WHEN r.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(r.grantee)) END);
+    END LOOP;
+END
+$revoke_drop_jobs$;
+
+CREATE EVENT TRIGGER extension_tokens_drop_jobs ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
+    EXECUTE FUNCTION extension_tokens_drop_jobs();
+COMMENT ON EVENT TRIGGER extension_tokens_drop_jobs IS
+'Removes the extension''s pg_cron jobs when a transaction drops the extension';
+
+-- The code raises a WARNING, not a NOTICE (src/extension_tokens.c).
+COMMENT ON FUNCTION extension_tokens_cleanup_schedule(text, boolean) IS
+'Creates or changes the pg_cron job that runs extension_tokens_cleanup() in this database (jobs live in cron.database_name), and one that trims those jobs'' run history to a week; p_quiet turns a failure into a WARNING';
+
+-- Refresh, reuse revocation, use counting and statistics need the library
+-- loaded at server start; say so where it is installed.  (A WARNING: notices
+-- are silenced while extension scripts run.)
+DO $preload$
+BEGIN
+    IF pg_catalog.current_setting('shared_preload_libraries')
+       OPERATOR(pg_catalog.!~) '(^|[\s,"/])extension_tokens(\.so)?($|[\s,"])' THEN
+        RAISE WARNING 'extension_tokens is not in shared_preload_libraries: refresh, reuse revocation, use counting and the statistics counters need it'
+            USING HINT = 'Add extension_tokens to shared_preload_libraries in postgresql.conf and restart the server.';
+    END IF;
+END
+$preload$;

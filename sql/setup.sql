@@ -2,6 +2,19 @@
 -- Also proves the configuration errors: without a (long enough) secret,
 -- issue and validate refuse with SQLSTATE 55000.
 \set VERBOSITY default
+-- This suite rewrites the server's configuration (ALTER SYSTEM) and creates
+-- roles: on a server the test scripts did not start (they set
+-- regress_extension_tokens.throwaway; see the Makefile's installcheck-guard)
+-- it stops here, before anything is changed.
+\set ON_ERROR_STOP on
+DO $$
+BEGIN
+    IF pg_catalog.current_setting('regress_extension_tokens.throwaway', true) IS DISTINCT FROM 'on' THEN
+        RAISE EXCEPTION 'refusing to run the regression suite on a server the test scripts did not start';
+    END IF;
+END
+$$;
+\set ON_ERROR_STOP off
 CREATE EXTENSION pgcrypto;
 -- Roles.  regress_et_authenticated and regress_et_anon are NOLOGIN, as
 -- PostgREST's roles are; regress_et_service is named in admin_roles.

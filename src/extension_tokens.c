@@ -43,6 +43,7 @@
 #include "policy.h"
 #include "revoker.h"
 #include "usage.h"
+#include "uninstall.h"
 #include "stats.h"
 #include "storage.h"
 #include "token.h"
@@ -71,6 +72,7 @@ _PG_init(void)
 	RevokerInit();
 	UsageInit();
 	LogFilterInit();
+	UninstallInit();
 }
 
 static int64

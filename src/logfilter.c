@@ -79,7 +79,7 @@
 /* The beginnings of our tokens: a JWS, a refresh token, an API key. */
 static const char *const token_prefixes[] = {"eyJ", REFRESH_TOKEN_PREFIX, "ext_pat_"};
 
-#define NUM_TOKEN_PREFIXES lengthof(token_prefixes)
+#define NUM_TOKEN_PREFIXES ((int) lengthof(token_prefixes))
 #define SETTING_WORD "jwt_secret"
 #define MAX_SECRETS 4
 

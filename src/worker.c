@@ -11,6 +11,8 @@
  *	cron.database_name, which need not be ours; a worker connects there and
  *	calls cron.schedule_in_database() / cron.unschedule() for our database,
  *	and hands the outcome back through a small dynamic shared memory segment.
+ *	The same request removes the jobs when the extension is dropped
+ *	(uninstall.c), without looking the extension up: it is gone by then.
  *
  * Workers log in as the bootstrap superuser, which can always log in (a
  * PostgreSQL 15 worker cannot skip the LOGIN check, and the extension's owner
@@ -49,6 +51,8 @@ PGDLLEXPORT void extension_tokens_cron_worker_main(Datum main_arg);
 typedef struct CronRequest
 {
 	bool		unschedule;
+	bool		missing_ok;		/* unschedule: no pg_cron in the cron database
+								 * means no job to remove */
 	char		cron_database[NAMEDATALEN];
 	char		database[NAMEDATALEN];
 	char		schema[NAMEDATALEN];
@@ -90,8 +94,14 @@ start_worker(const char *function, const char *name, Datum arg,
  * ---------------------------------------------------------------------
  */
 
-bool
-WorkerCron(bool unschedule, const char *schedule, int64 *jobs, char **message)
+/*
+ * Runs one request in a worker connected to the cron database and waits for
+ * it.  Removing jobs needs nothing of the extension (it may be gone already:
+ * see uninstall.c); scheduling needs its schema and owner.
+ */
+static bool
+cron_request(bool unschedule, bool missing_ok, const char *database,
+			 const char *schedule, int64 *jobs, char **message)
 {
 	const char *cron_db = GetConfigOption("cron.database_name", true, false);
 	dsm_segment *seg;
@@ -108,11 +118,16 @@ WorkerCron(bool unschedule, const char *schedule, int64 *jobs, char **message)
 	req = (CronRequest *) dsm_segment_address(seg);
 	memset(req, 0, sizeof(*req));
 	req->unschedule = unschedule;
+	req->missing_ok = missing_ok;
 	strlcpy(req->cron_database, cron_db, sizeof(req->cron_database));
-	strlcpy(req->database, get_database_name(MyDatabaseId), sizeof(req->database));
-	strlcpy(req->schema, get_namespace_name(StorageExtensionSchema()), sizeof(req->schema));
-	strlcpy(req->username, GetUserNameFromId(StorageExtensionOwner(), false),
-			sizeof(req->username));
+	strlcpy(req->database, database ? database : get_database_name(MyDatabaseId),
+			sizeof(req->database));
+	if (!unschedule)
+	{
+		strlcpy(req->schema, get_namespace_name(StorageExtensionSchema()), sizeof(req->schema));
+		strlcpy(req->username, GetUserNameFromId(StorageExtensionOwner(), false),
+				sizeof(req->username));
+	}
 	strlcpy(req->schedule, schedule ? schedule : "", sizeof(req->schedule));
 
 	handle = start_worker("extension_tokens_cron_worker_main", "pg_cron setup",
@@ -134,6 +149,29 @@ WorkerCron(bool unschedule, const char *schedule, int64 *jobs, char **message)
 	*message = pstrdup(req->done ? req->message : "the background worker failed; see the server log");
 	dsm_detach(seg);
 	return ok;
+}
+
+bool
+WorkerCron(bool unschedule, const char *schedule, int64 *jobs, char **message)
+{
+	return cron_request(unschedule, false, NULL, schedule, jobs, message);
+}
+
+/*
+ * Removes the jobs of a database (NULL: this one) after the extension or the
+ * database was dropped: a server or cron database without pg_cron has none,
+ * and that is no failure.
+ */
+bool
+WorkerCronRemoveDropped(const char *database, int64 *jobs, char **message)
+{
+	*jobs = 0;
+	if (GetConfigOption("cron.database_name", true, false) == NULL)
+	{
+		*message = pstrdup("pg_cron is not loaded");
+		return true;
+	}
+	return cron_request(true, true, database, NULL, jobs, message);
 }
 
 /*
@@ -174,11 +212,16 @@ extension_tokens_cron_worker_main(Datum main_arg)
 			elog(ERROR, "SPI_connect failed");
 		rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron'",
 						 true, 1);
-		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		if ((rc != SPI_OK_SELECT || SPI_processed != 1) && req->unschedule && req->missing_ok)
+		{
+			/* No pg_cron here: no job to remove.  Answer one row of 0. */
+			rc = SPI_execute("SELECT 0::pg_catalog.int8", true, 1);
+		}
+		else if (rc != SPI_OK_SELECT || SPI_processed != 1)
 			ereport(ERROR,
 					(errmsg("the pg_cron extension is not installed in database \"%s\"",
 							req->cron_database)));
-		if (req->unschedule)
+		else if (req->unschedule)
 		{
 			args[0] = CStringGetTextDatum(cleanup_job);
 			args[1] = CStringGetTextDatum(history_job);

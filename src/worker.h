@@ -12,5 +12,8 @@
 /* Creates/updates (or removes) this database's pg_cron jobs. */
 extern bool WorkerCron(bool unschedule, const char *schedule, int64 *jobs,
 					   char **message);
+/* Removes a database's jobs once the extension or it is gone (uninstall.c). */
+extern bool WorkerCronRemoveDropped(const char *database, int64 *jobs,
+									char **message);
 
 #endif							/* EXTENSION_TOKENS_WORKER_H */

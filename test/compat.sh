@@ -4,6 +4,10 @@
 # 17, sid for 18) and cached under tmp/compat/.  The tree is copied in afresh
 # each time and test/run-all.sh runs there with PG_MAJOR=MAJOR.
 #
+# COMPAT_COMMAND='...' runs that shell command in the copied tree instead of
+# test/run-all.sh (e.g. COMPAT_COMMAND='make -s installcheck' for a quick
+# look; PG_MAJOR is set).
+#
 # Exit status: 0 suite passed, 1 suite failed, 2 the environment could not be
 # set up (no root, no mirror, packages unavailable).  Needs root.
 set -uo pipefail
@@ -105,7 +109,8 @@ ca_env=()
 [ -f "$root/etc/ssl/certs/host-ca-certificates.crt" ] &&
     ca_env=(NODE_EXTRA_CA_CERTS=/etc/ssl/certs/host-ca-certificates.crt
             npm_config_cafile=/etc/ssl/certs/host-ca-certificates.crt)
-in_root "${ca_env[@]}" /bin/bash -c "cd /src/extension_tokens && PG_MAJOR=$major ./test/run-all.sh"
+command=${COMPAT_COMMAND:-./test/run-all.sh}
+in_root "${ca_env[@]}" /bin/bash -c "cd /src/extension_tokens && export PG_MAJOR=$major && $command"
 status=$?
 [ $status -eq 0 ] || exit 1
 exit 0

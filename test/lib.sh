@@ -32,8 +32,14 @@ et_install_packages() {
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# ET_WERROR=1 (test/run-all.sh sets it) builds from clean with every warning
+# an error (make WERROR=1).
 et_build_install() {
     say "building and installing extension_tokens"
+    if [ -n "${ET_WERROR:-}" ]; then
+        make -C "$ET_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" clean >/dev/null
+        make -C "$ET_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" WERROR=1 >/dev/null
+    fi
     make -C "$ET_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null
     if [ -w "$("$PG_BIN/pg_config" --pkglibdir)" ]; then
         make -C "$ET_ROOT" -s PG_CONFIG="$PG_BIN/pg_config" install >/dev/null
@@ -91,6 +97,8 @@ et_start_cluster() {
         echo "cron.database_name = 'postgres'"
         echo "fsync = off"
         echo "log_min_messages = warning"
+        # A server the test scripts started: make installcheck refuses others.
+        echo "regress_extension_tokens.throwaway = on"
         for line in "$@"; do echo "$line"; done
     } >> "$dir/data/postgresql.conf"
     et_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null ||

@@ -101,6 +101,44 @@ $node->safe_psql('app', 'CREATE ROLE regress_plain LOGIN');
 	extra_params => [ '-U', 'regress_plain' ]);
 like($err, qr/permission denied/, 'a plain role cannot schedule the cleanup');
 
+# DROP EXTENSION removes the jobs (an event trigger of the extension, acting
+# at commit: src/uninstall.c); a rolled-back drop keeps them; DROP SCHEMA
+# CASCADE counts as a drop; another database's jobs stay.
+my $jobs_of = sub {
+	$node->safe_psql('postgres',
+		"SELECT count(*) FROM cron.job WHERE jobname LIKE 'extension_tokens%:$_[0]'");
+};
+$node->safe_psql('app', 'SELECT extension_tokens_cleanup_schedule()');
+$node->safe_psql('postgres', 'CREATE DATABASE app2');
+$node->safe_psql('app2', 'CREATE SCHEMA tok');
+($ret, $out, $err) = $node->psql('app2', 'CREATE EXTENSION extension_tokens SCHEMA tok');
+is($jobs_of->('app') . ' ' . $jobs_of->('app2'), '2 2', 'both databases have their two jobs');
+($ret, $out, $err) = $node->psql('app', 'BEGIN; DROP EXTENSION extension_tokens; ROLLBACK;');
+is($jobs_of->('app'), '2', 'a drop rolled back keeps the jobs');
+($ret, $out, $err) = $node->psql('app', 'DROP EXTENSION extension_tokens');
+is($ret, 0, 'DROP EXTENSION succeeds');
+unlike($err, qr/WARNING/, 'DROP EXTENSION says nothing when the jobs are removed');
+is($jobs_of->('app'), '0', 'DROP EXTENSION leaves no job of its database in cron.job');
+is($jobs_of->('app2'), '2', "another database's jobs stay");
+($ret, $out, $err) = $node->psql('app2', 'DROP SCHEMA tok CASCADE');
+is($jobs_of->('app2'), '0', 'DROP SCHEMA ... CASCADE that drops the extension removes its jobs too');
+($ret, $out, $err) = $node->psql('app', 'CREATE EXTENSION extension_tokens');
+is($jobs_of->('app'), '2', 'installing again schedules again');
+
+# DROP DATABASE (no event trigger fires for it: the object access hook)
+# removes the jobs of the database it drops, and only those.
+$node->safe_psql('postgres', 'CREATE DATABASE app3');
+$node->safe_psql('app3', 'CREATE EXTENSION extension_tokens');
+is($jobs_of->('app3'), '2', 'a third database has its jobs');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app3');
+is($ret, 0, 'DROP DATABASE succeeds');
+unlike($err, qr/WARNING/, 'DROP DATABASE says nothing when the jobs are removed');
+is($jobs_of->('app3'), '0', 'DROP DATABASE leaves no job of that database in cron.job');
+is($jobs_of->('app'), '2', "the other databases' jobs stay");
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app2');
+is($ret, 0, 'dropping a database without the extension (or its jobs) succeeds, silently')
+  or diag($err);
+
 $node->stop;
 
 # Without pg_cron: a warning that says what to do, and no failure.
@@ -122,5 +160,18 @@ is($plain->safe_psql('postgres', 'SELECT extension_tokens_cleanup()'), '0',
 like($err, qr/could not schedule the cleanup job: pg_cron is not loaded/,
 	'asking for a schedule without pg_cron is a clear error');
 $plain->stop;
+
+# Without the library preloaded: CREATE EXTENSION warns, and says how.
+my $lazy = PostgreSQL::Test::Cluster->new('nopreload');
+$lazy->init;
+$lazy->append_conf('postgresql.conf', qq{extension_tokens.jwt_secret = '$secret'});
+$lazy->start;
+($ret, $out, $err) = $lazy->psql('postgres', 'CREATE EXTENSION extension_tokens');
+is($ret, 0, 'CREATE EXTENSION without the library preloaded succeeds');
+like($err, qr/WARNING:  extension_tokens is not in shared_preload_libraries/,
+	'without preloading a warning says the library must be preloaded');
+like($err, qr/HINT:  Add extension_tokens to shared_preload_libraries/,
+	'and how');
+$lazy->stop;
 
 done_testing();

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# test/upgrade-runbook.sh: the README's "Upgrading" steps, executed as
+# written, from 1.1 to this tree: a server running 1.1 with live sessions in
+# two databases, the new files installed, the restart, the README's update
+# loop (taken from README.md itself), and then the sessions of 1.1 still
+# validate and refresh and the API roles have their grants back.  Ends with
+# one line "N passed, M failed".  Not part of test/run-all.sh: it installs
+# 1.1 over the installed extension and then this tree again.
+#
+# The 1.1 sources: ET_OLD_TREE=DIR (a checkout of the last 1.1 commit), or
+# else git archive of the parent of the commit that made the control file
+# say 1.2.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ET_ROOT"
+
+passed=0
+failed=0
+check() { # check NAME EXPECTED ACTUAL
+    if [ "$2" = "$3" ]; then
+        echo "ok - $1"; passed=$((passed + 1))
+    else
+        echo "not ok - $1: expected '$2', got '$3'"; failed=$((failed + 1))
+    fi
+}
+
+et_install_packages
+dir=$(et_workdir upgrade-runbook)
+old=${ET_OLD_TREE:-}
+if [ -z "$old" ]; then
+    commit=$(git log -1 --format=%H -G"default_version = '1.2'" -- extension_tokens.control)
+    old=$dir/old
+    mkdir -p "$old"
+    git archive "$commit^" | tar -C "$old" -xf -
+fi
+grep -q "default_version = '1.1'" "$old/extension_tokens.control" ||
+    { echo "upgrade-runbook: $old is not extension_tokens 1.1" >&2; exit 2; }
+
+say "installing 1.1 from $old"
+make -C "$old" -s PG_CONFIG="$PG_BIN/pg_config" clean >/dev/null
+make -C "$old" -s PG_CONFIG="$PG_BIN/pg_config" >/dev/null
+make -C "$old" -s PG_CONFIG="$PG_BIN/pg_config" install >/dev/null
+
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+et_start_cluster "$dir" "extension_tokens.jwt_secret = '$secret'" \
+    "extension_tokens.admin_roles = 'service_role'"
+psql -X -q -c "CREATE ROLE anon NOLOGIN; CREATE ROLE authenticated NOLOGIN; CREATE ROLE service_role NOLOGIN"
+psql -X -q -c "CREATE DATABASE app"
+declare -A access refresh
+for db in postgres app; do
+    psql -X -q -d "$db" -c "CREATE EXTENSION extension_tokens" 2>/dev/null
+    psql -X -q -d "$db" -c "SELECT extension_tokens_grant_api_roles()" >/dev/null
+    pair=$(psql -X -A -t -d "$db" -c "SELECT access_token || ' ' || refresh_token
+        FROM extension_token_issue('a0000000-0000-4000-8000-00000000000a', 'from 1.1')")
+    access[$db]=${pair%% *}
+    refresh[$db]=${pair##* }
+    check "$db: 1.1 installed, a session issued" "1.1|true" \
+        "$(psql -X -A -t -d "$db" -c "SELECT (SELECT extversion FROM pg_extension WHERE extname = 'extension_tokens')
+            || '|' || valid FROM extension_token_validate('${access[$db]}')")"
+done
+
+say "1. install the new files"
+et_build_install
+check "before the restart the running server keeps 1.1's library" "t" \
+    "$(psql -X -A -t -c "SELECT valid FROM extension_token_validate('${access[postgres]}')")"
+
+say "2. restart"
+et_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -m fast restart >/dev/null
+err=$(psql -X -A -t -c "SELECT valid FROM extension_token_validate('${access[postgres]}')" 2>&1 || true)
+check "between the restart and the update the functions refuse, as the README says" "yes" \
+    "$(echo "$err" | grep -q 'is at version 1.1, but its library is version 1.2' && echo yes || echo "$err")"
+
+say "3. the README's update loop"
+loop=$(awk '/^3\. \*\*Update every database\*\*/ { f = 1 } f && /^   ```sh$/ { s = 1; next }
+            s && /^   ```$/ { exit } s { sub(/^   /, ""); print }' README.md)
+[ -n "$loop" ] || { echo "upgrade-runbook: no update loop found in README.md" >&2; exit 2; }
+printf '%s\n' "$loop"
+bash -euo pipefail -c "$loop"
+check "the README's loop ran" 0 $?
+
+for db in postgres app; do
+    check "$db: at 1.2" "1.2" \
+        "$(psql -X -A -t -d "$db" -c "SELECT extversion FROM pg_extension WHERE extname = 'extension_tokens'")"
+    check "$db: the 1.1 access token validates" "true|a0000000-0000-4000-8000-00000000000a" \
+        "$(psql -X -A -t -d "$db" -c "SELECT valid || '|' || user_id FROM extension_token_validate('${access[$db]}')")"
+    check "$db: the 1.1 refresh token refreshes" "t" \
+        "$(psql -X -A -t -d "$db" -c "SELECT (v).valid FROM (SELECT extension_token_validate(access_token) AS v
+            FROM extension_token_refresh('${refresh[$db]}')) s")"
+    check "$db: the grants are back (issue for authenticated, pre_request for anon)" "true|true|false" \
+        "$(psql -X -A -t -d "$db" -c "SELECT has_function_privilege('authenticated',
+            'extension_token_issue(text, text, interval, jsonb, text[])', 'EXECUTE') || '|' ||
+            has_function_privilege('anon', 'extension_token_pre_request()', 'EXECUTE') || '|' ||
+            has_function_privilege('anon', 'extension_token_issue(text, text, interval, jsonb, text[])', 'EXECUTE')")"
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
