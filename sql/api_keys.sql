@@ -163,6 +163,9 @@ SELECT regress_key_request('{"x-api-key": "ext_pat_nonsense"}') AS garbage_key;
 SELECT regress_key_request('{"x-api-key": 42}') AS not_a_string;
 SELECT regress_key_request(json_build_object('x-api-key', repeat('A', 100000))::text) AS huge_header;
 SELECT regress_key_request('{"x-api-key": "a", "x-api-key": "b"') AS unparseable_headers;
+-- a NUL byte in any header arrives as \u0000, which makes the header JSON unreadable
+SELECT regress_key_request(format('{"x-api-key": "%s", "x-evil": "a\u0000b"}', :'key6')) AS nul_in_headers;
+SELECT regress_key_request('{"x-api-key": "ext_pat_\u0000"}') AS nul_in_key;
 SELECT regress_key_request('{"user-agent": "curl"}') AS no_key_anonymous;
 SET extension_tokens.api_key_header = 'x-other-key';
 SELECT regress_key_request(json_build_object('x-other-key', :'key6')::text) AS configured_header;

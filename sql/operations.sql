@@ -100,6 +100,15 @@ SELECT (extension_token_validate(:'c_dead')).error AS deleted_token;
 SELECT count(*) AS dead_sessions_left FROM extension_token_sessions
  WHERE LEAST(revoked_at, refresh_expires_at) < now();
 SELECT regress_try($$SELECT extension_tokens_cleanup('-1 day')$$);
+-- A session a refresh kept alive past the moment cleanup was told to look
+-- (check_after, which refresh does not move): cleanup keeps it and moves
+-- check_after on to its present expiry.
+UPDATE extension_token_sessions SET check_after = now() - interval '1 hour'
+ WHERE user_id = '70000000-0000-4000-8000-000000000004' AND name = 'live';
+SELECT extension_tokens_cleanup('0') AS deleted_nothing;
+SELECT name, check_after = refresh_expires_at AS moved_on FROM extension_token_sessions
+ WHERE user_id = '70000000-0000-4000-8000-000000000004';
+SELECT valid FROM extension_token_validate(:'c_live');
 -- Sessions expiring soon (admin function): the live one runs out in 90 days.
 SELECT name FROM extension_token_sessions_expiring('91 days')
  WHERE user_id = '70000000-0000-4000-8000-000000000004';

@@ -227,6 +227,45 @@ def main():
               sub == text_user and got["valid"] is True and got["user_id"] == text_user,
               f"sub {sub!r}, validate {got}")
 
+    # i. Opaque tokens checked offline from the README's description alone:
+    # prefix, the session (key) id in 22 base62 digits, 43 random base62
+    # characters, and a checksum: the first 32 bits of SHA-256 of everything
+    # before it, as one number in 6 base62 digits (alphabet 0-9, A-Z, a-z).
+    b62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+    def checksum(head):
+        v = int.from_bytes(hashlib.sha256(head.encode()).digest()[:4], "big")
+        out = ""
+        for _ in range(6):
+            out = b62[v % 62] + out
+            v //= 62
+        return out
+
+    def session_of(token, prefix):
+        digits = token[len(prefix):len(prefix) + 22]
+        n = 0
+        for c in digits:
+            n = n * 62 + b62.index(c)
+        return str(uuid.UUID(int=n))
+
+    row = psql(
+        "SET extension_tokens.issue_rate_limit = 0;\n"
+        "SET extension_tokens.max_sessions_per_user = 0;\n"
+        "SELECT refresh_token || ' ' || session_id FROM extension_token_issue(p_user_id => :'user');\n"
+        "SELECT api_key || ' ' || key_id FROM extension_token_api_key_create(p_user_id => :'user');",
+        {"user": user}).split()
+    for (token, sid), prefix, length in (((row[0], row[1]), "ext_rt_", 78),
+                                         ((row[2], row[3]), "ext_pat_", 79)):
+        check(f"{prefix} token: {length} characters, the README's checksum matches, the id decodes",
+              len(token) == length and token.startswith(prefix)
+              and all(c in b62 for c in token[len(prefix):])
+              and checksum(token[:-6]) == token[-6:]
+              and session_of(token, prefix) == sid,
+              f"{token[:12]}... ({len(token)}), session {sid}")
+        typo = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
+        check(f"{prefix} token with one character changed: the checksum says so",
+              checksum(typo[:-6]) != typo[-6:])
+
 
 if __name__ == "__main__":
     try:

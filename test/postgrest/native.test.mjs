@@ -245,6 +245,8 @@ test('extension_tokens_grant_api_roles() grants exactly the contract, takes back
     extension_token_device_deny: signedIn,
     extension_token_issue: signedIn,
     extension_token_list: signedIn,
+    extension_token_api_key_create: signedIn,
+    extension_token_api_key_list: signedIn,
     extension_token_revoke_session: signedIn,
     revoke_user_extension_tokens: signedIn,
   };

@@ -56,9 +56,11 @@ SELECT refresh_token AS rt FROM extension_token_issue('user_9cron', 'old expired
 SELECT extension_token_refresh(:'rt');
 SELECT refresh_token AS rt FROM extension_token_issue('user_9cron', 'live') \gset
 SELECT extension_token_refresh(:'rt');
-UPDATE extension_token_sessions SET revoked_at = now() - interval '8 days', revoked_reason = 'revoked'
+UPDATE extension_token_sessions SET revoked_at = now() - interval '8 days', revoked_reason = 'revoked',
+       check_after = now() - interval '8 days'
  WHERE name = 'old revoked';
-UPDATE extension_token_sessions SET refresh_expires_at = now() - interval '8 days'
+UPDATE extension_token_sessions SET refresh_expires_at = now() - interval '8 days',
+       check_after = now() - interval '8 days'
  WHERE name = 'old expired';
 });
 is($node->safe_psql('app', 'SELECT count(*) FROM extension_token_sessions'), '3', 'three sessions before');

@@ -25,7 +25,7 @@
 # then pg_stat_statements (and its query-text file), and the whole server
 # log (auto_explain's output included) are searched for every secret, and
 # for the signature and payload segments of every access token and the body
-# of every refresh token: 0 of each.  Controls show the searches can find
+# of every refresh token and API key: 0 of each.  Controls show the searches can find
 # things: pg_stat_statements keeps an ordinary DO block verbatim, auto_explain
 # logged the statements (with the tokens replaced).
 #
@@ -228,6 +228,17 @@ CREATE TABLE child () INHERITS (parent);
 	like(try_sql($node, "SELECT '$at3n"),
 		qr/syntax error/, "$label: a token in an unterminated literal (a syntax error)");
 	$node->safe_psql('postgres', "SELECT 1 AS one /* $at3n */");
+
+	# API keys as literals: validated, in a failing statement, revoked.
+	my $key = $node->safe_psql('postgres',
+		"SELECT api_key FROM extension_token_api_key_create('user_red', 'key')");
+	$fragments{"$label API key body"} = substr($key, length('ext_pat_'));
+	is($node->safe_psql('postgres', "SELECT valid FROM extension_token_validate('$key')"),
+		't', "$label: validate with a literal API key");
+	like(try_sql($node, "SELECT '$key'::int"),
+		qr/invalid input syntax for type integer/, "$label: a cast whose error quotes the API key");
+	is($node->safe_psql('postgres', "SELECT extension_token_revoke('$key')"),
+		't', "$label: revoke with a literal API key");
 
 	# Controls: what pg_stat_statements and auto_explain keep otherwise.
 	$node->safe_psql('postgres', 'DO $$ BEGIN PERFORM 1; END $$ /* control-8f2e */');
