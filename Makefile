@@ -21,7 +21,7 @@ ifneq ($(WERROR),)
 PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror
 endif
 
-REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest api_keys operations upgrade install
+REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest api_keys events operations upgrade install
 REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs

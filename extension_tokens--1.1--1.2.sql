@@ -486,7 +486,8 @@ BEGIN
                                                       'extension_token_revoke_session',
                                                       'revoke_user_extension_tokens',
                                                       'extension_token_device_approve',
-                                                      'extension_token_device_deny']) THEN
+                                                      'extension_token_device_deny',
+                                                      'extension_token_events']) THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', f.fn,
                                       p_authenticated, p_service_role);
         END IF;
@@ -494,7 +495,7 @@ BEGIN
 END
 $grant$;
 COMMENT ON FUNCTION extension_tokens_grant_api_roles(text, text, text) IS
-'Grants the extension''s functions to PostgREST/Supabase roles, taking back anything else they had on them: validate, refresh, revoke and pre_request to all three; issue, list, revoke_session and revoke_user to the signed-in and the service role.  Idempotent.  Name the service role in extension_tokens.admin_roles too';
+'Grants the extension''s functions to PostgREST/Supabase roles, taking back anything else they had on them: validate, refresh, revoke and pre_request to all three; issue, list, revoke_session, revoke_user and events to the signed-in and the service role.  Idempotent.  Name the service role in extension_tokens.admin_roles too';
 
 -------------------------------------------------------------------------------
 -- Privileges.  PostgreSQL grants EXECUTE on new functions to PUBLIC, and
@@ -620,3 +621,117 @@ BEGIN
     END IF;
 END
 $preload$;
+
+-------------------------------------------------------------------------------
+-- Audit trail and notifications (issue 25).  Kept after the rest.
+--
+-- extension_token_events is written by the statements that make the changes
+-- it records (src/storage.c), in their transaction; reuse and rate-limit
+-- refusals by the revoker's worker (src/revoker.c), which commits them
+-- after the caller's error.  Nobody reads the table directly: the two
+-- functions below do, as the extension's owner, after the caller's rights
+-- are checked.
+-------------------------------------------------------------------------------
+
+-- A sequence of its own rather than an identity column, so that
+-- pg_extension_config_dump() can carry its position through pg_dump.
+CREATE SEQUENCE extension_token_events_event_id_seq;
+CREATE TABLE extension_token_events (
+    event_id    bigint      NOT NULL DEFAULT pg_catalog.nextval('extension_token_events_event_id_seq'::pg_catalog.regclass)
+                            PRIMARY KEY,
+    at          timestamptz NOT NULL,
+    event       text        NOT NULL,
+    user_id     text,
+    session_id  uuid,
+    actor       text,
+    reason      text,
+    ip          inet,
+    user_agent  text,
+    token_hash  bytea
+);
+ALTER SEQUENCE extension_token_events_event_id_seq OWNED BY extension_token_events.event_id;
+-- No CHECK constraints: they are prepared anew for every insert, and the
+-- issue and refresh statements insert here (the code writes known values).
+CREATE INDEX extension_token_events_user_idx ON extension_token_events (user_id, at);
+CREATE INDEX extension_token_events_at_idx ON extension_token_events (at);
+CREATE INDEX extension_token_events_token_idx ON extension_token_events (token_hash)
+    WHERE token_hash IS NOT NULL;
+COMMENT ON TABLE extension_token_events IS
+'The audit trail: one row per issue, refresh, revocation, refresh token reuse, rate-limit refusal, API key creation and device approval, written in the transaction of the change; token_hash is the SHA-256 of the access token or API key that the event minted (or of the reused refresh token), never a token';
+COMMENT ON SEQUENCE extension_token_events_event_id_seq IS
+'The event ids of extension_token_events, in the order the events were written';
+SELECT pg_catalog.pg_extension_config_dump('extension_token_events', '');
+SELECT pg_catalog.pg_extension_config_dump('extension_token_events_event_id_seq', '');
+
+-- As for the other tables: nobody but the owner, whatever default privileges
+-- granted, and row level security with no policy behind that.
+REVOKE ALL ON extension_token_events, extension_token_events_event_id_seq FROM PUBLIC;
+DO $revoke_events$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT c.oid::pg_catalog.regclass AS tab, a.grantee
+          FROM pg_catalog.pg_class c,
+               LATERAL pg_catalog.aclexplode(c.relacl) a
+         WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
+                   'extension_token_events'::pg_catalog.regclass,
+                   'extension_token_events_event_id_seq'::pg_catalog.regclass])
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', r.tab,
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_events$;
+ALTER TABLE extension_token_events ENABLE ROW LEVEL SECURITY;
+
+CREATE TYPE extension_token_event AS (
+    event_id    bigint,
+    at          timestamptz,
+    event       text,
+    user_id     text,
+    session_id  uuid,
+    actor       text,
+    reason      text,
+    ip          inet,
+    user_agent  text
+);
+COMMENT ON TYPE extension_token_event IS
+'One event of the audit trail: what happened (issued, refreshed, revoked, reuse_detected, rate_limited, api_key_created, device_approved), to whose session, done by which role (actor), why, and from where';
+
+CREATE FUNCTION extension_token_events(p_user_id text DEFAULT NULL, p_since timestamptz DEFAULT NULL)
+RETURNS SETOF extension_token_event
+AS 'MODULE_PATHNAME', 'extension_token_events'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION extension_token_events(text, timestamptz) IS
+'The events of p_user_id (NULL: the calling PostgREST user; for an administrator, every user) since p_since (NULL: all kept), oldest first.  Users read their own only';
+
+CREATE FUNCTION extension_token_events_by_token(p_token text)
+RETURNS SETOF extension_token_event
+AS 'MODULE_PATHNAME', 'extension_token_events_by_token'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION extension_token_events_by_token(text) IS
+'Incident response, administrators only: the events of the session that p_token (an access token, refresh token or API key, expired or not) belongs to, found by its SHA-256; the token is neither stored nor logged';
+
+REVOKE ALL ON FUNCTION extension_token_events(text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION extension_token_events_by_token(text) FROM PUBLIC;
+DO $revoke_event_functions$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT p.oid::pg_catalog.regprocedure AS fn, a.grantee
+          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+         WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
+                   'extension_token_events(text, timestamptz)'::pg_catalog.regprocedure,
+                   'extension_token_events_by_token(text)'::pg_catalog.regprocedure])
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %I', r.fn,
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_event_functions$;

@@ -83,6 +83,14 @@ int			et_cleanup_batch_delay = 50;
 int			et_session_max_lifetime = 0;
 int			et_session_inactivity_timeout = 0;
 char	   *et_postgrest_role = NULL;
+int			et_event_log = EVENT_LOG_ALL;
+int			et_event_retention = 90 * 86400;
+
+static const struct config_enum_entry event_log_options[] = {
+	{"all", EVENT_LOG_ALL, false},
+	{"security", EVENT_LOG_SECURITY, false},
+	{NULL, 0, false}
+};
 
 /* A secret, as the check hook hands it to the assign hook. */
 typedef struct SecretValue
@@ -593,6 +601,22 @@ ConfigInit(void)
 							NULL,
 							&et_cleanup_retention,
 							7 * 86400, 0, INT_MAX,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("extension_tokens.event_log",
+							 "Which events extension_token_events records: all, or security (all but issued and refreshed).",
+							 NULL,
+							 &et_event_log,
+							 EVENT_LOG_ALL, event_log_options,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.event_retention",
+							"How long extension_tokens_cleanup() keeps events. 0 keeps them forever.",
+							NULL,
+							&et_event_retention,
+							90 * 86400, 0, INT_MAX,
 							PGC_SUSET, GUC_UNIT_S,
 							NULL, NULL, NULL);
 

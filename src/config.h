@@ -28,6 +28,15 @@ extern int	et_session_max_lifetime;	/* seconds, 0 = none */
 extern int	et_session_inactivity_timeout;	/* seconds, 0 = none */
 extern char *et_postgrest_role;
 
+/* extension_tokens.event_log */
+typedef enum EventLogLevel
+{
+	EVENT_LOG_ALL,				/* every event */
+	EVENT_LOG_SECURITY			/* all but issued and refreshed */
+} EventLogLevel;
+extern int	et_event_log;
+extern int	et_event_retention; /* seconds, 0 = forever */
+
 extern void ConfigInit(void);
 
 /*

@@ -479,6 +479,33 @@ text_arg(FunctionCallInfo fcinfo, int n)
 }
 
 /*
+ * Refuses an issue or refresh over the user's hourly rate limit: one LOG
+ * line, the rate_limited event (committed by the revoker's worker, since the
+ * error rolls back this transaction), then PT429.
+ */
+ET_NORETURN_BEGIN static void
+rate_limited(bool refresh, const char *user_id, const pg_uuid_t *session_id,
+			 TimestampTz now, TimestampTz retry_at)
+ET_NORETURN_END;
+
+static void
+rate_limited(bool refresh, const char *user_id, const pg_uuid_t *session_id,
+			 TimestampTz now, TimestampTz retry_at)
+{
+	const char *reason = refresh ? "refresh_rate_limit" : "issue_rate_limit";
+
+	ereport(LOG,
+			(errmsg("extension_tokens: rate limit tripped: user \"%s\", session %s, %s",
+					user_id,
+					session_id ? DatumGetCString(DirectFunctionCall1(uuid_out,
+																	 UUIDPGetDatum((pg_uuid_t *) session_id)))
+					: "none", reason),
+			 errhidestmt(true)));
+	RevokerRecordEvent("rate_limited", session_id, user_id, reason);
+	PolicyRateLimited(refresh, now, retry_at);
+}
+
+/*
  * Creates the session of `pair` (user, name, claims, scopes and client
  * filled in) with access tokens of `lifetime` seconds: the new row in one
  * statement with the user's rate slot, then the session limit.  Returns the
@@ -506,7 +533,7 @@ issue_session(FunctionCallInfo fcinfo, NewPair *pair, int64 lifetime)
 	mint_refresh(pair, &tokens);
 	if (!StorageIssue(pair, et_issue_rate_limit, et_max_sessions_per_user, &retry_at,
 					  &revoked_sessions))
-		PolicyRateLimited(false, now, retry_at);
+		rate_limited(false, pair->user_id, NULL, now, retry_at);
 	StatsCount(STATS_ISSUED);
 	return pair_result(fcinfo, pair, &tokens, revoked_sessions);
 }
@@ -618,7 +645,7 @@ extension_token_api_key_create(PG_FUNCTION_ARGS)
 	pair.access_lifetime = 0;
 	pair.idle_timeout = 0;
 	if (!StorageIssue(&pair, et_issue_rate_limit, et_max_api_keys_per_user, &retry_at, &over))
-		PolicyRateLimited(false, now, retry_at);
+		rate_limited(false, pair.user_id, NULL, now, retry_at);
 	if (over < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_ET_CONFLICT),
@@ -1279,6 +1306,7 @@ refuse_refresh(const SessionRow *row, TimestampTz now, const char *reason, bool 
 		(reuse || row->last_refresh_error_at == 0 ||
 		 row->last_refresh_error_at < now - 10 * USECS_PER_SEC))
 		RevokerSubmit(&row->session_id, reuse, "refresh_token_reuse", reason,
+					  row->user_id, NULL,
 					  !TransactionIdIsValid(GetTopTransactionIdIfAny()));
 	PolicyRefreshRefused(reason);
 }
@@ -1485,7 +1513,7 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 				PG_RETURN_DATUM(pair_result(fcinfo, &pair, &tokens, 0));
 			case REFRESH_RATE_LIMITED:
 				StatsCount(STATS_REFRESH_FAILED);
-				PolicyRateLimited(true, now, retry_at);
+				rate_limited(true, row.user_id, &row.session_id, now, retry_at);
 				break;
 			case REFRESH_LOST:
 				/* Someone else exchanged, revoked or expired it meanwhile. */
@@ -1595,8 +1623,16 @@ extension_token_revoke_session(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	/* who may act for whom, as for list: raises 42501 otherwise */
 	(void) PolicyResolveUser(row.user_id, "revoke");
-	PG_RETURN_BOOL(StorageRevokeSession(sid, GetCurrentTimestamp(),
-										PolicyCallerIsAdmin() ? "admin_revoked" : "revoked") > 0);
+	if (!PolicyCallerIsAdmin())
+		PG_RETURN_BOOL(StorageRevokeSession(sid, GetCurrentTimestamp(), "revoked") > 0);
+	if (StorageRevokeSession(sid, GetCurrentTimestamp(), "admin_revoked") == 0)
+		PG_RETURN_BOOL(false);
+	ereport(LOG,
+			(errmsg("extension_tokens: session %s of user \"%s\" revoked by administrator \"%s\"",
+					DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&sid))),
+					row.user_id, GetUserNameFromId(GetUserId(), false)),
+			 errhidestmt(true)));
+	PG_RETURN_BOOL(true);
 }
 
 /*
@@ -1613,6 +1649,11 @@ revoke_user_extension_tokens(PG_FUNCTION_ARGS)
 
 	require_read_write("revoke tokens");
 	n = StorageRevokeUser(user, except, GetCurrentTimestamp(), "user_revoked_all");
+	if (n > 0 && PolicyCallerIsAdmin())
+		ereport(LOG,
+				(errmsg("extension_tokens: %llu sessions of user \"%s\" revoked by administrator \"%s\"",
+						(unsigned long long) n, user, GetUserNameFromId(GetUserId(), false)),
+				 errhidestmt(true)));
 	PG_RETURN_INT32((int32) Min(n, (uint64) PG_INT32_MAX));
 }
 
@@ -1625,6 +1666,71 @@ extension_token_list(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	StorageListSessions(user, GetCurrentTimestamp(), (ReturnSetInfo *) fcinfo->resultinfo);
+	return (Datum) 0;
+}
+
+/*
+ * extension_token_events(p_user_id text, p_since timestamptz)
+ *		RETURNS SETOF extension_token_event
+ *
+ * A user's own events; for an administrator p_user_id's, or with NULL
+ * everyone's.
+ */
+PG_FUNCTION_INFO_V1(extension_token_events);
+Datum
+extension_token_events(PG_FUNCTION_ARGS)
+{
+	const char *p_user_id = text_arg(fcinfo, 0);
+	const char *user;
+	TimestampTz since = PG_ARGISNULL(1) ? DT_NOBEGIN : PG_GETARG_TIMESTAMPTZ(1);
+
+	if (p_user_id == NULL && PolicyCallerIsAdmin())
+		user = NULL;
+	else
+		user = PolicyResolveUser(p_user_id, "audit");
+	InitMaterializedSRF(fcinfo, 0);
+	StorageListEvents(user, since, (ReturnSetInfo *) fcinfo->resultinfo);
+	return (Datum) 0;
+}
+
+/*
+ * extension_token_events_by_token(p_token text)
+ *		RETURNS SETOF extension_token_event
+ *
+ * Incident response, administrators only: the events of the session the
+ * token belongs to, found by its SHA-256 (and, for a token that still
+ * proves its session, by that session).  The token is kept out of the
+ * activity shown to others, and never stored or logged.
+ */
+PG_FUNCTION_INFO_V1(extension_token_events_by_token);
+Datum
+extension_token_events_by_token(PG_FUNCTION_ARGS)
+{
+	text	   *token;
+	unsigned char hash[TOKEN_HASH_LENGTH];
+	pg_uuid_t	sid;
+	bool		has_sid = false;
+	size_t		keylen;
+	size_t		len;
+
+	LogFilterRedactActivity();
+	if (!PolicyCallerIsAdmin())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to look up events by token"),
+				 errhint("Call it as a role named in extension_tokens.admin_roles.")));
+	InitMaterializedSRF(fcinfo, 0);
+	if (PG_ARGISNULL(0) ||
+		toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ > TOKEN_MAX_LENGTH)
+		return (Datum) 0;
+	token = PG_GETARG_TEXT_PP(0);
+	len = VARSIZE_ANY_EXHDR(token);
+	if (len == 0)
+		return (Datum) 0;
+	token_sha256(VARDATA_ANY(token), len, hash);
+	(void) ConfigRequireSecret(&keylen);
+	has_sid = token_session(VARDATA_ANY(token), len, &sid);
+	StorageEventsByToken(hash, has_sid ? &sid : NULL, (ReturnSetInfo *) fcinfo->resultinfo);
 	return (Datum) 0;
 }
 
@@ -1686,6 +1792,9 @@ extension_tokens_cleanup(PG_FUNCTION_ARGS)
 		retention = usecs / USECS_PER_SEC;
 	}
 	PG_RETURN_INT64((int64) StorageCleanup(GetCurrentTimestamp() - retention * USECS_PER_SEC,
+										   et_event_retention > 0
+										   ? GetCurrentTimestamp() - (int64) et_event_retention * USECS_PER_SEC
+										   : 0,
 										   et_cleanup_batch_size,
 										   et_cleanup_batch_delay));
 }

@@ -44,6 +44,11 @@
  * shared_preload_libraries there is no queue: refresh then refuses to run
  * (55000), because it could not keep the promise.
  *
+ * The same queue carries the events that must outlive the caller's error
+ * (extension_token_events): the reuse of a refresh token (written with its
+ * revocation, and notified and logged once committed) and rate-limit
+ * refusals (entries of their own, never merged, so that none is lost).
+ *
  * The same worker writes the uses of sessions counted in shared memory
  * (usage.c), about once a second per database, after the revocations.
  *
@@ -69,11 +74,14 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 #include "utils/wait_event.h"
 
 #include "revoker.h"
 #include "storage.h"
+#include "token.h"
 #include "usage.h"
 
 PGDLLEXPORT void extension_tokens_revoker_main(Datum main_arg);
@@ -97,6 +105,14 @@ typedef struct RevokerEntry
 	int			connect_tries;
 	char		reason[40];
 	char		refresh_error[40];
+	/* the event to record (reuse_detected for a revocation after reuse) */
+	bool		event_only;		/* a record of its own: never merged */
+	bool		has_session;
+	bool		has_hash;
+	char		event[24];
+	char		user_id[TOKEN_SUB_MAX_LENGTH + 1];
+	char		actor[NAMEDATALEN];
+	unsigned char hash[TOKEN_HASH_LENGTH];
 } RevokerEntry;
 
 typedef struct RevokerShared
@@ -213,7 +229,7 @@ wake_worker(void)
  */
 static bool
 enqueue(const pg_uuid_t *session_id, bool revoke, const char *reason,
-		const char *refresh_error)
+		const char *refresh_error, const char *user_id, const unsigned char *hash)
 {
 	RevokerEntry *free_entry = NULL;
 	RevokerEntry *e = NULL;
@@ -228,7 +244,7 @@ enqueue(const pg_uuid_t *session_id, bool revoke, const char *reason,
 			if (free_entry == NULL)
 				free_entry = x;
 		}
-		else if (x->database == MyDatabaseId &&
+		else if (!x->event_only && x->database == MyDatabaseId &&
 				 memcmp(&x->session_id, session_id, sizeof(pg_uuid_t)) == 0)
 		{
 			e = x;
@@ -237,11 +253,15 @@ enqueue(const pg_uuid_t *session_id, bool revoke, const char *reason,
 	}
 	if (e == NULL && free_entry != NULL)
 	{
+		char	   *actor = GetUserNameFromId(GetUserId(), true);
+
 		e = free_entry;
 		memset(e, 0, sizeof(*e));
 		e->in_use = true;
 		e->database = MyDatabaseId;
 		e->session_id = *session_id;
+		e->has_session = true;
+		strlcpy(e->actor, actor ? actor : "?", sizeof(e->actor));
 		pg_atomic_fetch_add_u32(&shared->count, 1);
 	}
 	if (e != NULL)
@@ -250,6 +270,14 @@ enqueue(const pg_uuid_t *session_id, bool revoke, const char *reason,
 		{
 			e->revoke = true;
 			strlcpy(e->reason, reason ? reason : "revoked", sizeof(e->reason));
+			strlcpy(e->event, "reuse_detected", sizeof(e->event));
+			if (user_id)
+				strlcpy(e->user_id, user_id, sizeof(e->user_id));
+			if (hash)
+			{
+				memcpy(e->hash, hash, TOKEN_HASH_LENGTH);
+				e->has_hash = true;
+			}
 		}
 		/* the reuse's own record is not overwritten by a later refusal */
 		if (refresh_error && (!e->revoke || e->refresh_error[0] == '\0' || revoke))
@@ -270,7 +298,7 @@ queued(const pg_uuid_t *session_id)
 	{
 		RevokerEntry *e = &shared->entries[i];
 
-		if (e->in_use && e->database == MyDatabaseId &&
+		if (e->in_use && !e->event_only && e->database == MyDatabaseId &&
 			memcmp(&e->session_id, session_id, sizeof(pg_uuid_t)) == 0)
 		{
 			found = true;
@@ -301,7 +329,8 @@ nap_until(TimestampTz deadline)
 
 void
 RevokerSubmit(const pg_uuid_t *session_id, bool revoke, const char *reason,
-			  const char *refresh_error, bool wait)
+			  const char *refresh_error, const char *user_id,
+			  const unsigned char *hash, bool wait)
 {
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   revoke ? REVOKER_WAIT_MS
@@ -323,7 +352,7 @@ RevokerSubmit(const pg_uuid_t *session_id, bool revoke, const char *reason,
 	 * room fails the call.  A mere record of a refused refresh is dropped.
 	 */
 	HOLD_INTERRUPTS();
-	while (!enqueue(session_id, revoke, reason, refresh_error))
+	while (!enqueue(session_id, revoke, reason, refresh_error, user_id, hash))
 	{
 		if (!revoke)
 		{
@@ -352,6 +381,68 @@ RevokerSubmit(const pg_uuid_t *session_id, bool revoke, const char *reason,
 			break;
 		}
 	}
+	RESUME_INTERRUPTS();
+}
+
+/* A new entry of its own for an event; false when the queue is full. */
+static bool
+enqueue_event(const char *event, const pg_uuid_t *session_id, const char *user_id,
+			  const char *reason)
+{
+	RevokerEntry *e = NULL;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < REVOKER_QUEUE_SIZE; i++)
+		if (!shared->entries[i].in_use)
+		{
+			char	   *actor = GetUserNameFromId(GetUserId(), true);
+
+			e = &shared->entries[i];
+			memset(e, 0, sizeof(*e));
+			e->in_use = true;
+			e->event_only = true;
+			e->database = MyDatabaseId;
+			if (session_id)
+			{
+				e->session_id = *session_id;
+				e->has_session = true;
+			}
+			strlcpy(e->event, event, sizeof(e->event));
+			if (user_id)
+				strlcpy(e->user_id, user_id, sizeof(e->user_id));
+			if (reason)
+				strlcpy(e->reason, reason, sizeof(e->reason));
+			strlcpy(e->actor, actor ? actor : "?", sizeof(e->actor));
+			pg_atomic_fetch_add_u32(&shared->count, 1);
+			break;
+		}
+	LWLockRelease(shared->lock);
+	return e != NULL;
+}
+
+void
+RevokerRecordEvent(const char *event, const pg_uuid_t *session_id, const char *user_id,
+				   const char *reason)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   REVOKER_RECORD_WAIT_MS);
+
+	if (shared == NULL)
+		return;					/* no queue without the preload: said in README */
+	HOLD_INTERRUPTS();
+	while (!enqueue_event(event, session_id, user_id, reason))
+	{
+		wake_worker();
+		if (!nap_until(deadline))
+		{
+			RESUME_INTERRUPTS();
+			ereport(LOG,
+					(errmsg("extension_tokens: the revocation queue is full: event \"%s\" not recorded",
+							event)));
+			return;
+		}
+	}
+	wake_worker();
 	RESUME_INTERRUPTS();
 }
 
@@ -450,22 +541,50 @@ entry_work(void *arg)
 	const RevokerEntry *e = arg;
 	TimestampTz now = GetCurrentTimestamp();
 
+	if (e->event_only)
+	{
+		StorageRecordEvent(now, e->event, e->user_id[0] ? e->user_id : NULL,
+						   e->has_session ? &e->session_id : NULL, e->actor,
+						   e->reason[0] ? e->reason : NULL, NULL);
+		return;
+	}
 	if (e->refresh_error[0])
 		StorageRecordRefreshError(e->session_id, now, e->refresh_error);
 	if (e->revoke)
 	{
+		/* the reuse first: the revocation's own event follows it */
+		if (e->event[0])
+		{
+			const char *reason = e->refresh_error[0] ? e->refresh_error : e->reason;
+
+			StorageRecordEvent(now, e->event, e->user_id[0] ? e->user_id : NULL,
+							   &e->session_id, e->actor, reason,
+							   e->has_hash ? e->hash : NULL);
+			StorageNotify(e->event, &e->session_id, e->user_id[0] ? e->user_id : NULL,
+						  reason);
+		}
 		(void) StorageRevokeSession(e->session_id, now, e->reason);
-		ereport(LOG,
-				(errmsg("extension_tokens: session revoked: %s", e->reason)));
 	}
 }
 
-/* Commits one entry's work; false (and logged) when it failed. */
+/*
+ * Commits one entry's work; false (and logged) when it failed.  The log
+ * line of a reuse follows its commit: one per reuse, with no token.
+ */
 static bool
 apply_entry(const RevokerEntry *e)
 {
-	return in_transaction(entry_work, (void *) e, "extension_tokens: revoking a session",
-						  "committing a revocation failed, trying again");
+	if (!in_transaction(entry_work, (void *) e, "extension_tokens: revoking a session",
+						"committing a revocation failed, trying again"))
+		return false;
+	if (e->revoke)
+		ereport(LOG,
+				(errmsg("extension_tokens: %s: session %s of user \"%s\" revoked (%s)",
+						e->event[0] ? "refresh token reuse detected" : "session revoked",
+						DatumGetCString(DirectFunctionCall1(uuid_out,
+															UUIDPGetDatum((pg_uuid_t *) &e->session_id))),
+						e->user_id, e->reason)));
+	return true;
 }
 
 /* Waits on the latch for up to `ms`; exits when the postmaster dies. */

@@ -31,6 +31,16 @@ extern bool RevokerPending(const pg_uuid_t *session_id);
  * committed.  Raises an error when a revocation cannot be queued.
  */
 extern void RevokerSubmit(const pg_uuid_t *session_id, bool revoke,
-						  const char *reason, const char *refresh_error, bool wait);
+						  const char *reason, const char *refresh_error,
+						  const char *user_id, const unsigned char *hash, bool wait);
+
+/*
+ * Queues an event that must outlive the caller's error (rate_limited), in
+ * an entry of its own, committed by the worker into extension_token_events.
+ * session_id may be NULL.  Without the preload there is no queue and the
+ * event is not recorded.
+ */
+extern void RevokerRecordEvent(const char *event, const pg_uuid_t *session_id,
+							   const char *user_id, const char *reason);
 
 #endif							/* EXTENSION_TOKENS_REVOKER_H */

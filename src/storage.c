@@ -27,6 +27,13 @@
  *	extension_token_legacy_refresh
  *							  the hashes of refresh tokens made before 1.2,
  *							  which do not carry their session id, with it.
+ *	extension_token_events	  the audit trail, insert only: written by the
+ *							  statement that makes the change it records, as
+ *							  a data-modifying CTE of it (so a change and its
+ *							  event commit or roll back together, and the hot
+ *							  path runs no extra statement); the events that
+ *							  must outlive the caller's error (reuse, rate
+ *							  limits) by the revoker's worker.
  *
  * The write path is kept to what it must write.  A refresh token carries its
  * session id, so refresh reads the session by its primary key and no index
@@ -53,7 +60,10 @@
  *		2. session rows, several always in session_id order (revoke_user and
  *		   the session limit lock their victims with ORDER BY session_id
  *		   FOR NO KEY UPDATE before updating them);
- *		3. extension_tokens rows (inserted by refresh after its session).
+ *		3. extension_tokens rows (inserted by refresh after its session);
+ *		4. extension_token_events rows: only ever inserted, never locked or
+ *		   updated, so writing them (in the same statement as the session's
+ *		   row, or after it) cannot close a cycle.
  *
  * A path that takes only one session row (refresh, revoke, revoke_session,
  * reuse) cannot close a cycle with one that takes several in order.
@@ -86,6 +96,7 @@
 #include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/async.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -93,9 +104,11 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "utils/array.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "common/int.h"
 #include "utils/lsyscache.h"
@@ -137,6 +150,11 @@ typedef enum StatementId
 	ST_DEVICE_FAILED,
 	ST_DEVICE_POLL,
 	ST_DEVICE_CONSUME,
+	ST_RECORD_EVENT,
+	ST_EVENTS_USER,
+	ST_EVENTS_ALL,
+	ST_EVENTS_BY_TOKEN,
+	ST_CLEANUP_EVENTS,
 	ST_COUNT
 } StatementId;
 
@@ -144,7 +162,7 @@ typedef struct Statement
 {
 	const char *sql;			/* "@." stands for the extension's schema */
 	int			nargs;
-	Oid			argtypes[20];
+	Oid			argtypes[24];
 } Statement;
 
 /*
@@ -169,7 +187,18 @@ typedef struct Statement
 	"      WHERE " where " AND v.revoked_at IS NULL " \
 	"      ORDER BY v.session_id FOR NO KEY UPDATE) victims " \
 	"WHERE s.session_id OPERATOR(pg_catalog.=) victims.session_id AND s.revoked_at IS NULL " \
-	"RETURNING s.session_id"
+	"RETURNING s.session_id, s.user_id"
+
+/*
+ * A revocation (an UPDATE returning session_id, user_id; $2 the time, $3 the
+ * reason) with its events, one per session revoked, in the same statement.
+ * Returns the sessions revoked and their users (for the notifications).
+ */
+#define REVOKE_EVENTS(update, actor) \
+	"WITH r AS (" update "), " \
+	"e AS (INSERT INTO @.extension_token_events (at, event, user_id, session_id, actor, reason) " \
+	"  SELECT $2, 'revoked', r.user_id, r.session_id, " actor ", $3 FROM r) " \
+	"SELECT r.session_id, r.user_id FROM r"
 
 /*
  * Rate limits: a user's log of recent issues (or refreshes), at most `limit`
@@ -208,13 +237,13 @@ enum
 	IP_SESSION = 1, IP_USER, IP_NAME, IP_CLAIMS, IP_LIFETIME, IP_NOW,
 	IP_ACCESS_EXPIRES, IP_REFRESH_EXPIRES, IP_ACCESS_HASH, IP_REFRESH_HASH,
 	IP_HOUR_AGO, IP_LIMIT, IP_ENDS_AT, IP_IDLE_TIMEOUT, IP_ACCESS_JTI, IP_KEY_ID,
-	IP_SCOPES, IP_USER_AGENT, IP_IP, IP_KIND, IP_COUNT = IP_KIND
+	IP_SCOPES, IP_USER_AGENT, IP_IP, IP_KIND, IP_LOG, IP_ACTOR, IP_COUNT = IP_ACTOR
 };
 #define ISSUE_TYPES \
 	UUIDOID, TEXTOID, TEXTOID, JSONBOID, INTERVALOID, TIMESTAMPTZOID, \
 	TIMESTAMPTZOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID, \
 	TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID, INTERVALOID, UUIDOID, TEXTOID, TEXTARRAYOID, \
-	TEXTOID, TEXTOID, TEXTOID
+	TEXTOID, TEXTOID, TEXTOID, BOOLOID, TEXTOID
 
 /*
  * Issue: the rate slot (and the user's lock), then the session's row, which
@@ -229,9 +258,16 @@ enum
 #define ISSUE_VALUES \
 	"$1, $2, $3, $4, $5, $6, $6, $7, $8, $8, $9, $10, $13, $14, $15, $16, $17, " \
 	"$18, $19::pg_catalog.inet, $20"
+/* Its event ($21: whether to record it; an API key's always is). */
+#define ISSUE_EVENT(from) \
+	"e AS (INSERT INTO @.extension_token_events " \
+	"  (at, event, user_id, session_id, actor, ip, user_agent, token_hash) " \
+	"  SELECT $6, CASE WHEN $20 OPERATOR(pg_catalog.=) 'api_key' THEN 'api_key_created' " \
+	"  ELSE 'issued' END, $2, $1, $22, $19::pg_catalog.inet, $18, $9 " from ") "
 #define ISSUE_STATEMENT(rate_slot) \
 	"WITH " rate_slot ", " \
-	"s AS (" ISSUE_INSERT "SELECT " ISSUE_VALUES " FROM u WHERE u.ok) " \
+	"s AS (" ISSUE_INSERT "SELECT " ISSUE_VALUES " FROM u WHERE u.ok), " \
+	ISSUE_EVENT("FROM u WHERE u.ok AND $21") \
 	"SELECT u.ok, u.oldest FROM u"
 
 /* Refresh's parameters, by position. */
@@ -240,12 +276,13 @@ enum
 	RP_SESSION = 1, RP_USER, RP_OLD_HASH, RP_NOW, RP_ACCESS_EXPIRES,
 	RP_REFRESH_EXPIRES, RP_ACCESS_HASH, RP_REFRESH_HASH, RP_HOUR_AGO,
 	RP_LIMIT, RP_RETRY_UNTIL, RP_RETRY_BOX, RP_ACCESS_JTI, RP_KEY_ID,
-	RP_USER_AGENT, RP_IP, RP_COUNT = RP_IP
+	RP_USER_AGENT, RP_IP, RP_LOG, RP_ACTOR, RP_COUNT = RP_ACTOR
 };
 #define REFRESH_TYPES \
 	UUIDOID, TEXTOID, BYTEAOID, TIMESTAMPTZOID, TIMESTAMPTZOID, \
 	TIMESTAMPTZOID, BYTEAOID, BYTEAOID, TIMESTAMPTZOID, \
-	INT4OID, TIMESTAMPTZOID, BYTEAOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID
+	INT4OID, TIMESTAMPTZOID, BYTEAOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, \
+	BOOLOID, TEXTOID
 
 /*
  * Refresh, after the lookup: the rate slot (the user's lock), then the
@@ -270,7 +307,11 @@ enum
 	"  AND x.refresh_expires_at OPERATOR(pg_catalog.>) $4 " \
 	"  RETURNING x.session_id), " \
 	"c AS (INSERT INTO @.extension_tokens (session_id, token_hash, used_at, replaced_by) " \
-	"  SELECT s.session_id, $3, $4, $8 FROM s RETURNING 1) "
+	"  SELECT s.session_id, $3, $4, $8 FROM s RETURNING 1), " \
+	"ev AS (INSERT INTO @.extension_token_events " \
+	"  (at, event, user_id, session_id, actor, ip, user_agent, token_hash) " \
+	"  SELECT $4, 'refreshed', $2, s.session_id, $18, $16::pg_catalog.inet, $15, $7 " \
+	"  FROM s WHERE $17) "
 #define REFRESH_STATEMENT(rate_slot) \
 	"WITH " rate_slot ", " REFRESH_UPDATE("FROM u", "u.ok AND") \
 	"SELECT u.ok, u.oldest, EXISTS (SELECT 1 FROM c) FROM u"
@@ -312,7 +353,7 @@ static const Statement statements[ST_COUNT] = {
 	 * does, above).
 	 */
 	[ST_ISSUE_BARE] = {
-		ISSUE_INSERT "VALUES (" ISSUE_VALUES ")",
+		"WITH " ISSUE_EVENT("WHERE $21") ISSUE_INSERT "VALUES (" ISSUE_VALUES ")",
 		IP_COUNT, {ISSUE_TYPES}
 	},
 	/*
@@ -325,14 +366,15 @@ static const Statement statements[ST_COUNT] = {
 	 * order.
 	 */
 	[ST_REVOKE_OVER_LIMIT] = {
-		REVOKE_VICTIMS("v.session_id OPERATOR(pg_catalog.=) ANY (ARRAY("
-					   "SELECT o.session_id FROM @.extension_token_sessions o "
-					   "WHERE o.user_id OPERATOR(pg_catalog.=) $1 "
-					   "AND o.kind OPERATOR(pg_catalog.=) 'access' "
-					   "AND o.session_id OPERATOR(pg_catalog.<>) $5 "
-					   "AND " SESSION_STATE("o", "$2") " OPERATOR(pg_catalog.=) 'active' "
-					   "ORDER BY o.created_at DESC, o.session_id DESC OFFSET $4))"),
-		5, {TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, UUIDOID}
+		REVOKE_EVENTS(REVOKE_VICTIMS("v.session_id OPERATOR(pg_catalog.=) ANY (ARRAY("
+									 "SELECT o.session_id FROM @.extension_token_sessions o "
+									 "WHERE o.user_id OPERATOR(pg_catalog.=) $1 "
+									 "AND o.kind OPERATOR(pg_catalog.=) 'access' "
+									 "AND o.session_id OPERATOR(pg_catalog.<>) $5 "
+									 "AND " SESSION_STATE("o", "$2") " OPERATOR(pg_catalog.=) 'active' "
+									 "ORDER BY o.created_at DESC, o.session_id DESC OFFSET $4))"),
+					  "$6"),
+		6, {TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, UUIDOID, TEXTOID}
 	},
 	/* The user's live API keys ($1 the user, $2 now). */
 	[ST_COUNT_KEYS] = {
@@ -350,18 +392,19 @@ static const Statement statements[ST_COUNT] = {
 		RP_COUNT, {REFRESH_TYPES}
 	},
 	[ST_REVOKE_SESSION] = {
-		"UPDATE @.extension_token_sessions SET revoked_at = $2, revoked_reason = $3, "
-		"  retry_box = NULL, check_after = LEAST(check_after, $2) "
-		"WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
-		"RETURNING session_id",
-		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
+		REVOKE_EVENTS("UPDATE @.extension_token_sessions SET revoked_at = $2, revoked_reason = $3, "
+					  "  retry_box = NULL, check_after = LEAST(check_after, $2) "
+					  "WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
+					  "RETURNING session_id, user_id", "$4"),
+		4, {UUIDOID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
 	},
 	/* Every live session of user $1 but $4 (NULL: none spared). */
 	[ST_REVOKE_USER] = {
-		REVOKE_VICTIMS("v.user_id OPERATOR(pg_catalog.=) $1 "
-					   "AND v.session_id IS DISTINCT FROM $4 "
-					   "AND " SESSION_STATE("v", "$2") " OPERATOR(pg_catalog.=) 'active'"),
-		4, {TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID}
+		REVOKE_EVENTS(REVOKE_VICTIMS("v.user_id OPERATOR(pg_catalog.=) $1 "
+									 "AND v.session_id IS DISTINCT FROM $4 "
+									 "AND " SESSION_STATE("v", "$2") " OPERATOR(pg_catalog.=) 'active'"),
+					  "$5"),
+		5, {TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID}
 	},
 	/* The columns of extension_token_session, in its order. */
 	[ST_LIST] = {
@@ -494,11 +537,14 @@ static const Statement statements[ST_COUNT] = {
 	},
 	/* approve ($4 'approved', user $2) or deny ($4 'denied') a pending code */
 	[ST_DEVICE_DECIDE] = {
-		"UPDATE @.extension_token_devices SET status = $4, user_id = $2, decided_at = $3 "
+		"WITH d AS (UPDATE @.extension_token_devices SET status = $4, user_id = $2, decided_at = $3 "
 		"WHERE user_code_hash OPERATOR(pg_catalog.=) $1 "
 		"AND status OPERATOR(pg_catalog.=) 'pending' AND expires_at OPERATOR(pg_catalog.>) $3 "
-		"RETURNING 1",
-		4, {BYTEAOID, TEXTOID, TIMESTAMPTZOID, TEXTOID}
+		"RETURNING 1), "
+		"e AS (INSERT INTO @.extension_token_events (at, event, user_id, actor) "
+		"  SELECT $3, 'device_approved', $2, $5 FROM d WHERE $4 OPERATOR(pg_catalog.=) 'approved') "
+		"SELECT 1 FROM d",
+		5, {BYTEAOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
 	},
 	/* a failed approval, logged on the user's row ($3: an hour before $2) */
 	[ST_DEVICE_FAILED] = {
@@ -517,6 +563,46 @@ static const Statement statements[ST_COUNT] = {
 		"UPDATE @.extension_token_devices SET status = 'consumed', session_id = $2 "
 		"WHERE device_hash OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'approved'",
 		2, {BYTEAOID, UUIDOID}
+	},
+	/* An event committed by the revoker's worker (reuse, rate limits). */
+	[ST_RECORD_EVENT] = {
+		"INSERT INTO @.extension_token_events (at, event, user_id, session_id, actor, reason, token_hash) "
+		"VALUES ($1, $2, $3, $4, $5, $6, $7)",
+		7, {TIMESTAMPTZOID, TEXTOID, TEXTOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID}
+	},
+	/* The columns of extension_token_event, in its order. */
+#define EVENT_COLUMNS "e.event_id, e.at, e.event, e.user_id, e.session_id, e.actor, e.reason, e.ip, e.user_agent "
+	[ST_EVENTS_USER] = {
+		"SELECT " EVENT_COLUMNS "FROM @.extension_token_events e "
+		"WHERE e.user_id OPERATOR(pg_catalog.=) $1 AND e.at OPERATOR(pg_catalog.>=) $2 "
+		"ORDER BY e.event_id",
+		2, {TEXTOID, TIMESTAMPTZOID}
+	},
+	[ST_EVENTS_ALL] = {
+		"SELECT " EVENT_COLUMNS "FROM @.extension_token_events e "
+		"WHERE e.at OPERATOR(pg_catalog.>=) $1 ORDER BY e.event_id",
+		1, {TIMESTAMPTZOID}
+	},
+	/*
+	 * Incident lookup: the events of the session(s) that minted a token of
+	 * SHA-256 $1, or of session $2, found through the (user_id, at) index.
+	 */
+	[ST_EVENTS_BY_TOKEN] = {
+		"WITH k AS (SELECT x.user_id, x.session_id FROM @.extension_token_events x "
+		"  WHERE x.token_hash OPERATOR(pg_catalog.=) $1 AND x.session_id IS NOT NULL "
+		"  UNION SELECT s.user_id, s.session_id FROM @.extension_token_sessions s "
+		"  WHERE s.session_id OPERATOR(pg_catalog.=) $2) "
+		"SELECT " EVENT_COLUMNS "FROM @.extension_token_events e, k "
+		"WHERE e.user_id OPERATOR(pg_catalog.=) k.user_id "
+		"AND e.session_id OPERATOR(pg_catalog.=) k.session_id ORDER BY e.event_id",
+		2, {BYTEAOID, UUIDOID}
+	},
+	/* Events older than $1, in batches of $2. */
+	[ST_CLEANUP_EVENTS] = {
+		"DELETE FROM @.extension_token_events WHERE event_id OPERATOR(pg_catalog.=) ANY (ARRAY("
+		"  SELECT event_id FROM @.extension_token_events "
+		"  WHERE at OPERATOR(pg_catalog.<) $1 ORDER BY at LIMIT $2))",
+		2, {TIMESTAMPTZOID, INT4OID}
 	},
 	/* Live sessions whose current access token is unexpired, by signing key. */
 	[ST_KEY_COUNTS] = {
@@ -552,11 +638,11 @@ static const char *const session_columns[SC_COUNT] = {
 
 enum
 {
-	TABLE_TOKENS, TABLE_SESSIONS, TABLE_USERS, TABLE_LEGACY, TABLE_COUNT
+	TABLE_TOKENS, TABLE_SESSIONS, TABLE_USERS, TABLE_LEGACY, TABLE_EVENTS, TABLE_COUNT
 };
 static const char *const table_names[TABLE_COUNT] = {
 	"extension_tokens", "extension_token_sessions", "extension_token_users",
-	"extension_token_legacy_refresh"
+	"extension_token_legacy_refresh", "extension_token_events"
 };
 
 /* What this backend knows of the installed extension. */
@@ -843,6 +929,68 @@ column_ts(int col)
 	Datum		d = column(col, &isnull);
 
 	return isnull ? 0 : DatumGetTimestampTz(d);
+}
+
+/* The calling role's name: an event's actor (before storage_enter()). */
+static Datum
+actor_datum(void)
+{
+	char	   *name = GetUserNameFromId(GetUserId(), true);
+
+	return CStringGetTextDatum(name ? name : "?");
+}
+
+/*
+ * NOTIFY extension_tokens with {"event", "session_id", "user_id",
+ * "reason"}: sent at commit, never if the transaction rolls back.  Never a
+ * token or a hash.
+ */
+void
+StorageNotify(const char *event, const pg_uuid_t *session_id, const char *user_id,
+			  const char *reason)
+{
+	StringInfoData payload;
+
+	initStringInfo(&payload);
+	appendStringInfoString(&payload, "{\"event\":");
+	escape_json(&payload, event);
+	appendStringInfoString(&payload, ",\"session_id\":");
+	if (session_id)
+		escape_json(&payload, DatumGetCString(DirectFunctionCall1(uuid_out,
+																  UUIDPGetDatum((pg_uuid_t *) session_id))));
+	else
+		appendStringInfoString(&payload, "null");
+	appendStringInfoString(&payload, ",\"user_id\":");
+	if (user_id)
+		escape_json(&payload, user_id);
+	else
+		appendStringInfoString(&payload, "null");
+	appendStringInfoString(&payload, ",\"reason\":");
+	if (reason)
+		escape_json(&payload, reason);
+	else
+		appendStringInfoString(&payload, "null");
+	appendStringInfoChar(&payload, '}');
+	Async_Notify("extension_tokens", payload.data);
+	pfree(payload.data);
+}
+
+/* A notification per session that a REVOKE_EVENTS statement revoked. */
+static void
+notify_revoked(const char *reason)
+{
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		sid = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		user;
+
+		if (isnull)
+			continue;
+		user = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+		StorageNotify("revoked", DatumGetUUIDP(sid), isnull ? NULL : TextDatumGetCString(user),
+					  reason);
+	}
 }
 
 /*
@@ -1137,7 +1285,8 @@ cleanup_pause(int delay_ms, TimestampTz batch_start)
  * three tables.
  */
 uint64
-StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
+StorageCleanup(TimestampTz dead_before, TimestampTz events_before, int batch_size,
+			   int delay_ms)
 {
 	StorageCall call;
 	Datum		values[3];
@@ -1196,6 +1345,19 @@ StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms)
 
 		CHECK_FOR_INTERRUPTS();
 		storage_exec(ST_CLEANUP_DEVICES, values, NULL, false, -1);
+		total += SPI_processed;
+		if (SPI_processed < (uint64) batch_size)
+			break;
+		cleanup_pause(delay_ms, start);
+	}
+	/* events past extension_tokens.event_retention (0: none) */
+	values[0] = TimestampTzGetDatum(events_before);
+	for (; events_before != 0;)
+	{
+		TimestampTz start = GetCurrentTimestamp();
+
+		CHECK_FOR_INTERRUPTS();
+		storage_exec(ST_CLEANUP_EVENTS, values, NULL, false, -1);
 		total += SPI_processed;
 		if (SPI_processed < (uint64) batch_size)
 			break;
@@ -1307,6 +1469,8 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 	if (pair->ip == NULL)
 		nulls[IP_IP - 1] = 'n';
 	SET(IP_KIND, CStringGetTextDatum(pair->api_key ? "api_key" : "access"));
+	SET(IP_LOG, BoolGetDatum(pair->api_key || et_event_log == EVENT_LOG_ALL));
+	SET(IP_ACTOR, actor_datum());
 #undef SET
 
 	*revoked_sessions = 0;
@@ -1342,15 +1506,17 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 	}
 	else if (allowed && max_sessions > 0)
 	{
-		Datum		limit[5];
+		Datum		limit[6];
 
 		limit[0] = CStringGetTextDatum(pair->user_id);
 		limit[1] = TimestampTzGetDatum(pair->created_at);
 		limit[2] = CStringGetTextDatum("session_limit");
 		limit[3] = Int32GetDatum(max_sessions - 1);
 		limit[4] = uuid_datum(&pair->session_id);
-		storage_exec(ST_REVOKE_OVER_LIMIT, limit, NULL, false, 1);
+		limit[5] = values[IP_ACTOR - 1];
+		storage_exec(ST_REVOKE_OVER_LIMIT, limit, NULL, false, 2);
 		*revoked_sessions = (int) Min(SPI_processed, (uint64) PG_INT32_MAX);
+		notify_revoked("session_limit");
 	}
 	storage_leave(&call);
 	return allowed;
@@ -1403,6 +1569,8 @@ StorageRefresh(const unsigned char *hash, const NewPair *pair, int rate_limit,
 	SET(RP_IP, pair->ip ? CStringGetTextDatum(pair->ip) : (Datum) 0);
 	if (pair->ip == NULL)
 		nulls[RP_IP - 1] = 'n';
+	SET(RP_LOG, BoolGetDatum(et_event_log == EVENT_LOG_ALL));
+	SET(RP_ACTOR, actor_datum());
 #undef SET
 
 	storage_enter(&call);
@@ -1432,15 +1600,17 @@ uint64
 StorageRevokeSession(pg_uuid_t session_id, TimestampTz now, const char *reason)
 {
 	StorageCall call;
-	Datum		values[3];
+	Datum		values[4];
 	uint64		n;
 
 	values[0] = uuid_datum(&session_id);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = CStringGetTextDatum(reason);
+	values[3] = actor_datum();
 	storage_enter(&call);
-	storage_exec(ST_REVOKE_SESSION, values, NULL, false, 1);
+	storage_exec(ST_REVOKE_SESSION, values, NULL, false, 2);
 	n = SPI_processed;
+	notify_revoked(reason);
 	storage_leave(&call);
 	return n;
 }
@@ -1451,10 +1621,11 @@ StorageRevokeUser(const char *user_id, const pg_uuid_t *except, TimestampTz now,
 				  const char *reason)
 {
 	StorageCall call;
-	Datum		values[4];
-	char		nulls[5] = "    ";
+	Datum		values[5];
+	char		nulls[6] = "     ";
 	uint64		n;
 
+	values[4] = actor_datum();
 	values[0] = CStringGetTextDatum(user_id);
 	values[1] = TimestampTzGetDatum(now);
 	values[2] = CStringGetTextDatum(reason);
@@ -1464,8 +1635,9 @@ StorageRevokeUser(const char *user_id, const pg_uuid_t *except, TimestampTz now,
 	else
 		nulls[3] = 'n';
 	storage_enter(&call);
-	storage_exec(ST_REVOKE_USER, values, nulls, false, 1);
+	storage_exec(ST_REVOKE_USER, values, nulls, false, 2);
 	n = SPI_processed;
+	notify_revoked(reason);
 	storage_leave(&call);
 	return n;
 }
@@ -1623,10 +1795,11 @@ StorageDeviceDecide(const unsigned char *user_code_hash, const char *user_id,
 					bool approve, TimestampTz now)
 {
 	StorageCall call;
-	Datum		values[4];
-	char		nulls[5] = "    ";
+	Datum		values[5];
+	char		nulls[6] = "     ";
 	bool		done;
 
+	values[4] = actor_datum();
 	values[0] = hash_datum(user_code_hash);
 	values[1] = approve ? CStringGetTextDatum(user_id) : (Datum) 0;
 	if (!approve)
@@ -1695,5 +1868,112 @@ StorageDeviceConsume(const unsigned char *device_hash, const pg_uuid_t *session_
 	storage_exec(ST_DEVICE_CONSUME, values, NULL, false, -1);
 	if (SPI_processed != 1)
 		elog(ERROR, "extension_tokens: device authorization not consumed");
+	storage_leave(&call);
+}
+
+/* ---------------------------------------------------------------------
+ * The audit trail (extension_token_events)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Writes one event, in the caller's transaction: the revoker's worker's
+ * records of what must outlive the error of the call that saw it.
+ * session_id, user_id, actor, reason and hash may be NULL.
+ */
+void
+StorageRecordEvent(TimestampTz at, const char *event, const char *user_id,
+				   const pg_uuid_t *session_id, const char *actor, const char *reason,
+				   const unsigned char *hash)
+{
+	StorageCall call;
+	Datum		values[7];
+	char		nulls[8] = "       ";
+
+	values[0] = TimestampTzGetDatum(at);
+	values[1] = CStringGetTextDatum(event);
+#define OPTIONAL(i, cond, v) \
+	do { if (cond) values[i] = (v); else { values[i] = (Datum) 0; nulls[i] = 'n'; } } while (0)
+	OPTIONAL(2, user_id != NULL, CStringGetTextDatum(user_id));
+	OPTIONAL(3, session_id != NULL, uuid_datum(session_id));
+	OPTIONAL(4, actor != NULL, CStringGetTextDatum(actor));
+	OPTIONAL(5, reason != NULL, CStringGetTextDatum(reason));
+	OPTIONAL(6, hash != NULL, hash_datum(hash));
+#undef OPTIONAL
+	storage_enter(&call);
+	storage_exec(ST_RECORD_EVENT, values, nulls, false, -1);
+	storage_leave(&call);
+}
+
+/* The result of an events statement into a materialized SRF result. */
+static void
+events_result(ReturnSetInfo *rsinfo)
+{
+	int			natts = rsinfo->setDesc->natts;
+
+	if (SPI_tuptable->tupdesc->natts != natts)
+		elog(ERROR, "extension_tokens: extension_token_event has %d columns, not %d",
+			 natts, SPI_tuptable->tupdesc->natts);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Datum	   *row = palloc(natts * sizeof(Datum));
+		bool	   *isnull = palloc(natts * sizeof(bool));
+		MemoryContext old;
+
+		for (int c = 0; c < natts; c++)
+			row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+								   c + 1, &isnull[c]);
+		old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
+		MemoryContextSwitchTo(old);
+		pfree(row);
+		pfree(isnull);
+	}
+}
+
+/* The events of user_id (NULL: of everyone) at or after `since`. */
+void
+StorageListEvents(const char *user_id, TimestampTz since, ReturnSetInfo *rsinfo)
+{
+	StorageCall call;
+	Datum		values[2];
+
+	storage_enter(&call);
+	if (user_id)
+	{
+		values[0] = CStringGetTextDatum(user_id);
+		values[1] = TimestampTzGetDatum(since);
+		storage_exec(ST_EVENTS_USER, values, NULL, true, -1);
+	}
+	else
+	{
+		values[0] = TimestampTzGetDatum(since);
+		storage_exec(ST_EVENTS_ALL, values, NULL, true, -1);
+	}
+	events_result(rsinfo);
+	storage_leave(&call);
+}
+
+/*
+ * The events of the session that minted the token of SHA-256 `hash`, or of
+ * session `session_id` (NULL: none).
+ */
+void
+StorageEventsByToken(const unsigned char *hash, const pg_uuid_t *session_id,
+					 ReturnSetInfo *rsinfo)
+{
+	StorageCall call;
+	Datum		values[2];
+	char		nulls[3] = "  ";
+
+	values[0] = hash_datum(hash);
+	values[1] = (Datum) 0;
+	if (session_id)
+		values[1] = uuid_datum(session_id);
+	else
+		nulls[1] = 'n';
+	storage_enter(&call);
+	storage_exec(ST_EVENTS_BY_TOKEN, values, nulls, true, -1);
+	events_result(rsinfo);
 	storage_leave(&call);
 }

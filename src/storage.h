@@ -80,7 +80,8 @@ extern bool StorageFindRefresh(const char *token, size_t len,
 							   const unsigned char *hash, SessionRow *row);
 extern void StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now,
 									  const char *error);
-extern uint64 StorageCleanup(TimestampTz dead_before, int batch_size, int delay_ms);
+extern uint64 StorageCleanup(TimestampTz dead_before, TimestampTz events_before,
+							 int batch_size, int delay_ms);
 
 /* Table-derived figures for extension_token_stats(). */
 typedef struct StoredCounts
@@ -142,5 +143,16 @@ extern bool StorageDeviceDecide(const unsigned char *user_code_hash, const char 
 extern bool StorageDevicePoll(const unsigned char *device_hash, StoredDevice *out);
 extern void StorageDeviceConsume(const unsigned char *device_hash,
 								 const pg_uuid_t *session_id);
+
+/* The audit trail: events, their notifications. */
+extern void StorageNotify(const char *event, const pg_uuid_t *session_id,
+						  const char *user_id, const char *reason);
+extern void StorageRecordEvent(TimestampTz at, const char *event, const char *user_id,
+							   const pg_uuid_t *session_id, const char *actor,
+							   const char *reason, const unsigned char *hash);
+extern void StorageListEvents(const char *user_id, TimestampTz since,
+							  struct ReturnSetInfo *rsinfo);
+extern void StorageEventsByToken(const unsigned char *hash, const pg_uuid_t *session_id,
+								 struct ReturnSetInfo *rsinfo);
 
 #endif							/* EXTENSION_TOKENS_STORAGE_H */

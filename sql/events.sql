@@ -1,0 +1,133 @@
+-- events: the audit trail.  One event per issue, refresh, revocation,
+-- reuse, rate-limit refusal, API key creation and device approval, written
+-- in the transaction of the change (a revocation rolled back leaves none);
+-- reuse and rate limits outlive the caller's error (written by the revoker's
+-- worker); users read their own, administrators all; retention; lookup by a
+-- token; never a token in the table.
+SET extension_tokens.issue_rate_limit = 0;
+SET extension_tokens.refresh_rate_limit = 0;
+SET extension_tokens.max_sessions_per_user = 0;
+SET extension_tokens.refresh_retry_window = 0;
+
+-- Waits (at most 10 s) until the worker has committed n events of this kind
+-- for the user; the events of a refused call are committed after its error.
+CREATE FUNCTION regress_wait_event(p_user text, p_event text, p_n integer DEFAULT 1)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1 .. 200 LOOP
+    IF (SELECT count(*) FROM extension_token_events(p_user) e WHERE e.event = p_event) >= p_n THEN
+      RETURN true;
+    END IF;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+  RETURN false;
+END
+$$;
+
+-- issue, refresh, revoke: one event each, by this role, of the session
+SELECT access_token AS a1, refresh_token AS r1, session_id AS s1
+  FROM extension_token_issue('ev_alice', 'laptop') \gset
+SELECT access_token AS a2, refresh_token AS r2 FROM extension_token_refresh(:'r1') \gset
+SELECT extension_token_revoke(:'a2') AS revoked;
+SELECT event, user_id, session_id = :'s1' AS of_s1, actor = current_user AS actor_is_caller, reason
+  FROM extension_token_events('ev_alice') ORDER BY event_id;
+
+-- a revocation rolled back leaves no event
+SELECT access_token AS a3, refresh_token AS r3, session_id AS s3
+  FROM extension_token_issue('ev_alice', 'phone') \gset
+BEGIN;
+SELECT extension_token_revoke_session(:'s3') AS revoked_then_rolled_back;
+ROLLBACK;
+SELECT count(*) AS revoked_events_of_s3 FROM extension_token_events('ev_alice')
+ WHERE session_id = :'s3' AND event = 'revoked';
+
+-- reuse: PT401, and its event (and the revocation's) survive the error
+SELECT refresh_token AS r3b FROM extension_token_refresh(:'r3') \gset
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'r3'));
+SELECT regress_wait_event('ev_alice', 'reuse_detected') AS reuse_recorded;
+SELECT regress_wait_event('ev_alice', 'revoked', 2) AS revocation_recorded;
+SELECT event, reason FROM extension_token_events('ev_alice')
+ WHERE session_id = :'s3' ORDER BY event_id;
+
+-- rate limits: the refusals are recorded, though the call failed
+SET extension_tokens.refresh_rate_limit = 1;
+SELECT refresh_token AS r4, session_id AS s4 FROM extension_token_issue('ev_carol', 'tablet') \gset
+SELECT refresh_token AS r4b FROM extension_token_refresh(:'r4') \gset
+SELECT regress_try(format('SELECT extension_token_refresh(%L)', :'r4b'));
+SET extension_tokens.refresh_rate_limit = 0;
+SET extension_tokens.issue_rate_limit = 1;
+SELECT count(*) AS issued FROM extension_token_issue('ev_bob', 'first');
+SELECT regress_try($$SELECT extension_token_issue('ev_bob', 'second')$$);
+SET extension_tokens.issue_rate_limit = 0;
+SELECT regress_wait_event('ev_carol', 'rate_limited') AS refresh_refusal_recorded,
+       regress_wait_event('ev_bob', 'rate_limited') AS issue_refusal_recorded;
+SELECT user_id, event, session_id = :'s4' AS of_s4, reason FROM extension_token_events()
+ WHERE user_id IN ('ev_bob', 'ev_carol') ORDER BY event_id;
+
+-- an API key, a device approval
+SELECT key_id AS k1 FROM extension_token_api_key_create('ev_alice', 'ci') \gset
+SELECT event, session_id = :'k1' AS of_key FROM extension_token_events('ev_alice')
+ WHERE event = 'api_key_created';
+SELECT user_code AS uc FROM extension_token_device_start('add-in') \gset
+BEGIN;
+SET LOCAL ROLE regress_et_authenticated;
+SELECT set_config('request.jwt.claims', '{"sub": "ev_alice", "role": "authenticated"}', true) IS NOT NULL AS claims;
+SELECT extension_token_device_approve(:'uc') AS approved;
+COMMIT;
+SELECT event, user_id, actor FROM extension_token_events('ev_alice') WHERE event = 'device_approved';
+
+-- users read their own events only; administrators all
+BEGIN;
+SET LOCAL ROLE regress_et_authenticated;
+SELECT set_config('request.jwt.claims', '{"sub": "ev_bob", "role": "authenticated"}', true) IS NOT NULL AS claims;
+SELECT user_id, event FROM extension_token_events() ORDER BY event_id;
+SELECT regress_try($$SELECT count(*) FROM extension_token_events('ev_alice')$$);
+SELECT regress_try($$SELECT count(*) FROM extension_token_events_by_token('x')$$);
+SELECT regress_try($$SELECT count(*) FROM extension_token_events$$);
+ROLLBACK;
+BEGIN;
+SET LOCAL ROLE regress_et_service;
+SELECT count(DISTINCT user_id) >= 3 AS admin_sees_all FROM extension_token_events();
+SELECT count(*) AS alice_since_tomorrow FROM extension_token_events('ev_alice', now() + interval '1 day');
+ROLLBACK;
+
+-- lookup by token (any token of the session, expired or exchanged): the
+-- session's history
+SELECT event FROM extension_token_events_by_token(:'a1') ORDER BY event_id;
+SELECT count(*) AS by_exchanged_refresh FROM extension_token_events_by_token(:'r1');
+SELECT count(*) AS by_garbage FROM extension_token_events_by_token('garbage');
+SELECT count(*) AS by_null FROM extension_token_events_by_token(NULL);
+
+-- no token anywhere in the table; token_hash is the minted access token's
+SELECT count(*) AS rows_with_a_token FROM extension_token_events e
+ WHERE e::text LIKE '%' || :'a1' || '%' OR e::text LIKE '%' || :'r1' || '%'
+    OR e::text LIKE '%' || :'a2' || '%' OR e::text LIKE '%' || :'r3' || '%';
+SELECT token_hash = sha256(convert_to(:'a1', 'UTF8')) AS issued_hash
+  FROM extension_token_events WHERE session_id = :'s1' AND event = 'issued';
+
+-- event_log = security: issue and refresh are not recorded, revocations are
+SET extension_tokens.event_log = security;
+SELECT refresh_token AS r5, session_id AS s5 FROM extension_token_issue('ev_dave', 'quiet') \gset
+SELECT count(*) AS refreshed FROM extension_token_refresh(:'r5');
+SELECT extension_token_revoke_session(:'s5') AS revoked;
+SELECT event FROM extension_token_events('ev_dave') ORDER BY event_id;
+RESET extension_tokens.event_log;
+
+-- retention: cleanup deletes the events older than event_retention only
+SELECT count(*) AS issued FROM extension_token_issue('ev_old', 'ancient');
+UPDATE extension_token_events SET at = at - interval '100 days' WHERE user_id = 'ev_old';
+SET extension_tokens.event_retention = '90d';
+SELECT extension_tokens_cleanup() >= 1 AS cleaned;
+SELECT count(*) AS old_events_left FROM extension_token_events('ev_old');
+SELECT count(*) > 0 AS recent_events_kept FROM extension_token_events('ev_alice');
+SET extension_tokens.event_retention = 0;
+UPDATE extension_token_events SET at = at - interval '1000 days' WHERE user_id = 'ev_dave';
+SELECT extension_tokens_cleanup() >= 0 AS cleaned;
+SELECT count(*) AS kept_forever_with_0 FROM extension_token_events('ev_dave');
+RESET extension_tokens.event_retention;
+
+DROP FUNCTION regress_wait_event(text, text, integer);
+RESET extension_tokens.issue_rate_limit;
+RESET extension_tokens.refresh_rate_limit;
+RESET extension_tokens.max_sessions_per_user;
+RESET extension_tokens.refresh_retry_window;
