@@ -490,12 +490,16 @@ BEGIN
                                                       'extension_token_events']) THEN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', f.fn,
                                       p_authenticated, p_service_role);
+        ELSIF f.name OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_stats',
+                                                      'extension_token_event_counts']) THEN
+            -- an admin page or a monitoring job of the service role
+            EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f.fn, p_service_role);
         END IF;
     END LOOP;
 END
 $grant$;
 COMMENT ON FUNCTION extension_tokens_grant_api_roles(text, text, text) IS
-'Grants the extension''s functions to PostgREST/Supabase roles, taking back anything else they had on them: validate, refresh, revoke and pre_request to all three; issue, list, revoke_session, revoke_user and events to the signed-in and the service role.  Idempotent.  Name the service role in extension_tokens.admin_roles too';
+'Grants the extension''s functions to PostgREST/Supabase roles, taking back anything else they had on them: validate, refresh, revoke and pre_request to all three; issue, list, revoke_session, revoke_user and events to the signed-in and the service role; stats and event_counts to the service role.  Idempotent.  Name the service role in extension_tokens.admin_roles too';
 
 -------------------------------------------------------------------------------
 -- Privileges.  PostgreSQL grants EXECUTE on new functions to PUBLIC, and
@@ -735,3 +739,83 @@ BEGIN
     END LOOP;
 END
 $revoke_event_functions$;
+
+-- Monitoring (monitoring/queries.yaml): the events of this database within
+-- the last p_window, by kind and reason, every kind present (zero if none),
+-- so that a rate or an alert never reads a missing series as zero traffic.
+-- SECURITY DEFINER: a monitoring role reads counts, never a row.
+CREATE FUNCTION extension_token_event_counts(p_window interval DEFAULT '5 minutes')
+RETURNS TABLE (event text, reason text, events bigint)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT k.event, COALESCE(e.reason, ''), pg_catalog.count(e.event_id)
+      FROM (VALUES ('issued'), ('refreshed'), ('revoked'), ('reuse_detected'), ('rate_limited'),
+                   ('api_key_created'), ('device_approved')) AS k(event)
+      LEFT JOIN extension_token_events e
+        ON e.event OPERATOR(pg_catalog.=) k.event
+       AND e.at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) p_window)
+     GROUP BY k.event, COALESCE(e.reason, '')
+     ORDER BY 1, 2;
+END;
+COMMENT ON FUNCTION extension_token_event_counts(interval) IS
+'Events of this database within the last p_window, by kind and reason (every kind present, zero if none): for monitoring; grant it and extension_token_stats() to a monitoring role';
+REVOKE ALL ON FUNCTION extension_token_event_counts(interval) FROM PUBLIC;
+DO $revoke_event_counts$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.grantee
+          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_token_event_counts(interval)'::pg_catalog.regprocedure
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_token_event_counts(interval) FROM %I',
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_event_counts$;
+
+-- "Expiring soon": NOTIFY extension_tokens for every live session and API
+-- key whose end (refresh expiry or lifetime) falls within p_within, once:
+-- run every p_every (a pg_cron job, README), each run announces the ends
+-- that entered the last p_within since the previous run.
+CREATE FUNCTION extension_tokens_notify_expiring(p_within interval DEFAULT '7 days',
+                                                 p_every interval DEFAULT '1 day')
+RETURNS bigint
+LANGUAGE sql VOLATILE
+BEGIN ATOMIC
+    SELECT pg_catalog.count(*)
+      FROM (SELECT pg_catalog.pg_notify('extension_tokens', pg_catalog.json_build_object(
+                       'event', 'expiring', 'kind', s.kind, 'session_id', s.session_id,
+                       'user_id', s.user_id, 'reason', 'expires_soon',
+                       'expires_at', LEAST(s.refresh_expires_at, s.ends_at))::text) AS sent
+              FROM extension_token_sessions s
+             WHERE s.revoked_at IS NULL
+               AND LEAST(s.refresh_expires_at, s.ends_at) OPERATOR(pg_catalog.>)
+                   (pg_catalog.now() OPERATOR(pg_catalog.+) p_within OPERATOR(pg_catalog.-) p_every)
+               AND LEAST(s.refresh_expires_at, s.ends_at) OPERATOR(pg_catalog.<=)
+                   (pg_catalog.now() OPERATOR(pg_catalog.+) p_within)
+               AND LEAST(s.refresh_expires_at, s.ends_at) OPERATOR(pg_catalog.>) pg_catalog.now()) AS n;
+END;
+COMMENT ON FUNCTION extension_tokens_notify_expiring(interval, interval) IS
+'NOTIFY extension_tokens (event expiring, kind, session_id, user_id, expires_at; never a token) for each live session and API key whose end entered the last p_within during the last p_every; schedule it every p_every with pg_cron.  Returns how many were notified';
+REVOKE ALL ON FUNCTION extension_tokens_notify_expiring(interval, interval) FROM PUBLIC;
+DO $revoke_notify_expiring$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.grantee
+          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_tokens_notify_expiring(interval, interval)'::pg_catalog.regprocedure
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_tokens_notify_expiring(interval, interval) FROM %I',
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_notify_expiring$;

@@ -126,6 +126,13 @@ SELECT extension_tokens_cleanup() >= 0 AS cleaned;
 SELECT count(*) AS kept_forever_with_0 FROM extension_token_events('ev_dave');
 RESET extension_tokens.event_retention;
 
+-- expiring soon: an API key whose end entered the last 7 days today is
+-- announced (the payload is checked by test/t/010_events.pl), once
+SELECT count(*) AS key FROM extension_token_api_key_create('ev_erin', 'expiring', NULL, interval '6 days 12 hours');
+SELECT extension_tokens_notify_expiring() AS notified;
+SELECT extension_tokens_notify_expiring('7 days', '6 hours') AS notified_again_later;
+SELECT extension_tokens_notify_expiring('5 days') AS not_yet;
+
 DROP FUNCTION regress_wait_event(text, text, integer);
 RESET extension_tokens.issue_rate_limit;
 RESET extension_tokens.refresh_rate_limit;

@@ -18,6 +18,9 @@
 #                (npm packages pinned in test/postgrest/package-lock.json)
 #   clients      test/clients.sh: the TypeScript and Python client libraries
 #                (clients/) against a real PostgREST
+#   exporter     test/exporter.sh: Debian's prometheus-postgres-exporter with
+#                monitoring/queries.yaml, scraped after known calls; promtool
+#                checks monitoring/alerts.yml
 #
 # A stage fails when it passes fewer tests than test/expected-counts says it
 # has (a stage that ran nothing, or lost tests, cannot stay green); raise the
@@ -136,6 +139,15 @@ if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     tally clients "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
 else
     tally clients 0 1
+fi
+
+say "monitoring: postgres_exporter with monitoring/queries.yaml, promtool"
+if ./test/exporter.sh 2>&1 | tee tmp/exporter.log; then :; fi
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' tmp/exporter.log | tail -n 1 || true)
+if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    tally exporter "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+    tally exporter 0 1
 fi
 
 say "summary"

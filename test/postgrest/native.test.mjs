@@ -252,6 +252,9 @@ test('extension_tokens_grant_api_roles() grants exactly the contract, takes back
     // 1.2: signed-in users read their own events (the lookup by token is
     // for administrators, outside the API roles).
     extension_token_events: signedIn,
+    // 1.2: the service role's admin page and monitoring read the statistics.
+    extension_token_stats: ['service_role'],
+    extension_token_event_counts: ['service_role'],
   };
   const wrong = rows.filter((row) => {
     const [role, fn, has] = row.split(' ');

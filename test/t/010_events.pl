@@ -110,6 +110,12 @@ for (1 .. 100)
 }
 is($recorded, '1', 'the refusal is recorded after its error');
 
+# --- expiring soon ---------------------------------------------------------------
+my ($kid) = q1("SELECT key_id FROM extension_token_api_key_create('tap_dan', 'ci', NULL, interval '3 days')");
+is(q1("SELECT extension_tokens_notify_expiring('7 days', '5 days')"), '1', 'one expiring key notified');
+ok(wait_for_payload(qr/^\{"event" : "expiring", "kind" : "api_key", "session_id" : "$kid", "user_id" : "tap_dan", "reason" : "expires_soon", "expires_at" : "[^"]+"\}$/),
+	'the listener received the expiring notice');
+
 # --- the log: one line per security event, no token ----------------------------
 my $log = slurp_file($node->logfile);
 like($log, qr/LOG:  extension_tokens: session $sid of user "tap_alice" revoked by administrator "\w+"/,
