@@ -491,7 +491,8 @@ BEGIN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I, %I', f.fn,
                                       p_authenticated, p_service_role);
         ELSIF f.name OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_stats',
-                                                      'extension_token_event_counts']) THEN
+                                                      'extension_token_event_counts',
+                                                      'extension_token_events_daily']) THEN
             -- an admin page or a monitoring job of the service role
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f.fn, p_service_role);
         END IF;
@@ -499,7 +500,7 @@ BEGIN
 END
 $grant$;
 COMMENT ON FUNCTION extension_tokens_grant_api_roles(text, text, text) IS
-'Grants the extension''s functions to PostgREST/Supabase roles, taking back anything else they had on them: validate, refresh, revoke and pre_request to all three; issue, list, revoke_session, revoke_user and events to the signed-in and the service role; stats and event_counts to the service role.  Idempotent.  Name the service role in extension_tokens.admin_roles too';
+'Grants the extension''s functions to PostgREST/Supabase roles, taking back anything else they had on them: validate, refresh, revoke and pre_request to all three; issue, list, revoke_session, revoke_user and events to the signed-in and the service role; stats, event_counts and events_daily to the service role.  Idempotent.  Name the service role in extension_tokens.admin_roles too';
 
 -------------------------------------------------------------------------------
 -- Privileges.  PostgreSQL grants EXECUTE on new functions to PUBLIC, and
@@ -777,6 +778,46 @@ BEGIN
     END LOOP;
 END
 $revoke_event_counts$;
+
+-- Daily figures that survive the cleanup of sessions (events are kept for
+-- event_retention): every day of the last p_days and every kind, zero-filled.
+CREATE FUNCTION extension_token_events_daily(p_days integer DEFAULT 30)
+RETURNS TABLE (day date, event text, events bigint)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    SELECT d.day::pg_catalog.date, k.event, pg_catalog.count(e.event_id)
+      FROM pg_catalog.generate_series(pg_catalog.date_trunc('day', pg_catalog.now())
+                                      OPERATOR(pg_catalog.-) pg_catalog.make_interval(days => GREATEST(p_days, 1) OPERATOR(pg_catalog.-) 1),
+                                      pg_catalog.date_trunc('day', pg_catalog.now()), interval '1 day') AS d(day)
+     CROSS JOIN (VALUES ('issued'), ('refreshed'), ('revoked'), ('reuse_detected'), ('rate_limited'),
+                        ('api_key_created'), ('device_approved')) AS k(event)
+      LEFT JOIN extension_token_events e
+        ON e.event OPERATOR(pg_catalog.=) k.event
+       AND e.at OPERATOR(pg_catalog.>=) d.day
+       AND e.at OPERATOR(pg_catalog.<) (d.day OPERATOR(pg_catalog.+) interval '1 day')
+     GROUP BY d.day, k.event
+     ORDER BY 1, 2;
+END;
+COMMENT ON FUNCTION extension_token_events_daily(integer) IS
+'Events of this database per day (the caller''s time zone) over the last p_days, by kind, every day and kind present (zero if none); from the events, so the figures survive the cleanup of sessions for extension_tokens.event_retention';
+REVOKE ALL ON FUNCTION extension_token_events_daily(integer) FROM PUBLIC;
+DO $revoke_events_daily$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.grantee
+          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_token_events_daily(integer)'::pg_catalog.regprocedure
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_token_events_daily(integer) FROM %I',
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_events_daily$;
 
 -- "Expiring soon": NOTIFY extension_tokens for every live session and API
 -- key whose end (refresh expiry or lifetime) falls within p_within, once:

@@ -133,6 +133,21 @@ SELECT extension_tokens_notify_expiring() AS notified;
 SELECT extension_tokens_notify_expiring('7 days', '6 hours') AS notified_again_later;
 SELECT extension_tokens_notify_expiring('5 days') AS not_yet;
 
+-- daily figures from the events: zero-filled days and kinds, and they
+-- survive the cleanup of the sessions they count
+SELECT count(*) AS rows_for_3_days, count(DISTINCT day) AS days, min(events) AS least
+  FROM extension_token_events_daily(3) WHERE day < current_date;
+SELECT events > 0 AS issued_today FROM extension_token_events_daily(1)
+ WHERE day = current_date AND event = 'issued';
+SELECT events AS issued_today FROM extension_token_events_daily(1)
+ WHERE day = current_date AND event = 'issued' \gset
+-- as the cleanup would, once they are dead: ev_alice's sessions go
+DELETE FROM extension_tokens WHERE session_id IN
+  (SELECT session_id FROM extension_token_sessions WHERE user_id = 'ev_alice');
+DELETE FROM extension_token_sessions WHERE user_id = 'ev_alice';
+SELECT events = :issued_today AS issued_today_unchanged FROM extension_token_events_daily(1)
+ WHERE day = current_date AND event = 'issued';
+
 DROP FUNCTION regress_wait_event(text, text, integer);
 RESET extension_tokens.issue_rate_limit;
 RESET extension_tokens.refresh_rate_limit;

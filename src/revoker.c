@@ -233,6 +233,8 @@ enqueue(const pg_uuid_t *session_id, bool revoke, const char *reason,
 {
 	RevokerEntry *free_entry = NULL;
 	RevokerEntry *e = NULL;
+	/* looked up before the lock: a catalog lookup may read and may fail */
+	char	   *actor = GetUserNameFromId(GetUserId(), true);
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < REVOKER_QUEUE_SIZE; i++)
@@ -253,8 +255,6 @@ enqueue(const pg_uuid_t *session_id, bool revoke, const char *reason,
 	}
 	if (e == NULL && free_entry != NULL)
 	{
-		char	   *actor = GetUserNameFromId(GetUserId(), true);
-
 		e = free_entry;
 		memset(e, 0, sizeof(*e));
 		e->in_use = true;
@@ -390,13 +390,12 @@ enqueue_event(const char *event, const pg_uuid_t *session_id, const char *user_i
 			  const char *reason)
 {
 	RevokerEntry *e = NULL;
+	char	   *actor = GetUserNameFromId(GetUserId(), true);
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < REVOKER_QUEUE_SIZE; i++)
 		if (!shared->entries[i].in_use)
 		{
-			char	   *actor = GetUserNameFromId(GetUserId(), true);
-
 			e = &shared->entries[i];
 			memset(e, 0, sizeof(*e));
 			e->in_use = true;

@@ -255,6 +255,7 @@ test('extension_tokens_grant_api_roles() grants exactly the contract, takes back
     // 1.2: the service role's admin page and monitoring read the statistics.
     extension_token_stats: ['service_role'],
     extension_token_event_counts: ['service_role'],
+    extension_token_events_daily: ['service_role'],
   };
   const wrong = rows.filter((row) => {
     const [role, fn, has] = row.split(' ');
