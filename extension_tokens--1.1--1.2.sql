@@ -704,7 +704,7 @@ CREATE TYPE extension_token_event AS (
     user_agent  text
 );
 COMMENT ON TYPE extension_token_event IS
-'One event of the audit trail: what happened (issued, refreshed, revoked, reuse_detected, rate_limited, api_key_created, device_approved), to whose session, done by which role (actor), why, and from where';
+'One event of the audit trail: what happened (issued, refreshed, revoked, reuse_detected, rate_limited, api_key_created, device_approved, session_expired), to whose session, done by which role (actor), why, and from where';
 
 CREATE FUNCTION extension_token_events(p_user_id text DEFAULT NULL, p_since timestamptz DEFAULT NULL)
 RETURNS SETOF extension_token_event
@@ -752,7 +752,7 @@ SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     SELECT k.event, COALESCE(e.reason, ''), pg_catalog.count(e.event_id)
       FROM (VALUES ('issued'), ('refreshed'), ('revoked'), ('reuse_detected'), ('rate_limited'),
-                   ('api_key_created'), ('device_approved')) AS k(event)
+                   ('api_key_created'), ('device_approved'), ('session_expired')) AS k(event)
       LEFT JOIN extension_token_events e
         ON e.event OPERATOR(pg_catalog.=) k.event
        AND e.at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) p_window)
@@ -791,7 +791,7 @@ BEGIN ATOMIC
                                       OPERATOR(pg_catalog.-) pg_catalog.make_interval(days => GREATEST(p_days, 1) OPERATOR(pg_catalog.-) 1),
                                       pg_catalog.date_trunc('day', pg_catalog.now()), interval '1 day') AS d(day)
      CROSS JOIN (VALUES ('issued'), ('refreshed'), ('revoked'), ('reuse_detected'), ('rate_limited'),
-                        ('api_key_created'), ('device_approved')) AS k(event)
+                        ('api_key_created'), ('device_approved'), ('session_expired')) AS k(event)
       LEFT JOIN extension_token_events e
         ON e.event OPERATOR(pg_catalog.=) k.event
        AND e.at OPERATOR(pg_catalog.>=) d.day

@@ -133,6 +133,20 @@ SELECT extension_tokens_notify_expiring() AS notified;
 SELECT extension_tokens_notify_expiring('7 days', '6 hours') AS notified_again_later;
 SELECT extension_tokens_notify_expiring('5 days') AS not_yet;
 
+-- a session that ran out leaves session_expired when the cleanup deletes it
+-- (a revoked one does not: its event is "revoked")
+SELECT session_id AS s6 FROM extension_token_issue('ev_frank', 'short') \gset
+SELECT session_id AS s7 FROM extension_token_issue('ev_frank', 'revoked') \gset
+SELECT extension_token_revoke_session(:'s7') AS revoked;
+UPDATE extension_token_sessions SET refresh_expires_at = now() - interval '8 days',
+       expires_at = now() - interval '8 days', check_after = now() - interval '8 days',
+       revoked_at = CASE WHEN revoked_at IS NULL THEN NULL ELSE now() - interval '8 days' END
+ WHERE user_id = 'ev_frank';
+SELECT extension_tokens_cleanup() >= 2 AS cleaned;
+SELECT count(*) AS ev_frank_sessions_left FROM extension_token_sessions WHERE user_id = 'ev_frank';
+SELECT event, session_id = :'s6' AS of_s6, reason, at < now() - interval '7 days' AS dated_at_expiry
+  FROM extension_token_events('ev_frank') WHERE event IN ('session_expired', 'revoked') ORDER BY event_id;
+
 -- daily figures from the events: zero-filled days and kinds, and they
 -- survive the cleanup of the sessions they count
 SELECT count(*) AS rows_for_3_days, count(DISTINCT day) AS days, min(events) AS least

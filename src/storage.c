@@ -434,7 +434,8 @@ static const Statement statements[ST_COUNT] = {
 	/*
 	 * One batch of sessions due for a look (check_after before $1): those
 	 * that died (revoked, or past their refresh expiry) before $1 are
-	 * deleted with their exchanged tokens; those a refresh kept alive get
+	 * deleted with their exchanged tokens (one that ran out rather than being
+	 * revoked leaves a session_expired event, dated at its refresh expiry); those a refresh kept alive get
 	 * check_after moved on to their present expiry.  SKIP LOCKED: a session
 	 * someone is touching right now is left for the next run.  The batches
 	 * walk the index upwards from $3, where the last one ended (the third
@@ -461,7 +462,12 @@ static const Statement statements[ST_COUNT] = {
 		"dl AS (DELETE FROM @.extension_token_legacy_refresh t USING victims v "
 		"  WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1), "
 		"ds AS (DELETE FROM @.extension_token_sessions s USING victims v "
-		"  WHERE s.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1) "
+		"  WHERE s.session_id OPERATOR(pg_catalog.=) v.session_id "
+		"  RETURNING s.session_id, s.user_id, s.revoked_at, s.refresh_expires_at), "
+		/* a session that ran out (not revoked) leaves its session_expired event */
+		"de AS (INSERT INTO @.extension_token_events (at, event, user_id, session_id, reason) "
+		"  SELECT ds.refresh_expires_at, 'session_expired', ds.user_id, ds.session_id, "
+		"  'refresh_token_expired' FROM ds WHERE ds.revoked_at IS NULL) "
 		"SELECT (SELECT pg_catalog.count(*) FROM dt) OPERATOR(pg_catalog.+) "
 		"  (SELECT pg_catalog.count(*) FROM dl), (SELECT pg_catalog.count(*) FROM ds), "
 		"  (SELECT pg_catalog.count(*) FROM due), "
