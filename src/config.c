@@ -60,6 +60,7 @@
 #include "compat.h"
 
 #include "config.h"
+#include "revoker.h"
 #include "token.h"
 
 static char *et_jwt_secret = NULL;	/* always "": see above */
@@ -684,6 +685,10 @@ ConfigRequireSecret(size_t *len)
 		config_unavailable("extension_tokens.jwt_secret_file could not be used",
 						   "The server log says why.",
 						   "Fix the file named by extension_tokens.jwt_secret_file, then reload the configuration.");
+	if (n == 0 && !RevokerAvailable())
+		config_unavailable("extension_tokens.jwt_secret is not set",
+						   "The library is not in shared_preload_libraries.",
+						   "Add extension_tokens to shared_preload_libraries, set extension_tokens.jwt_secret_file, and restart the server.");
 	if (n == 0)
 		config_unavailable("extension_tokens.jwt_secret is not set", NULL,
 						   psprintf("Put the secret (at least %d bytes) in a file readable only by the server's operating system user, set extension_tokens.jwt_secret_file to its path, then reload the configuration.",
