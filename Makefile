@@ -1,7 +1,7 @@
 # extension_tokens: PGXS build
 EXTENSION = extension_tokens
 MODULE_big = extension_tokens
-OBJS = src/extension_tokens.o src/config.o src/token.o src/storage.o \
+OBJS = src/extension_tokens.o src/config.o src/token.o src/token_keys.o src/storage.o \
        src/policy.o src/worker.o src/logfilter.o \
        src/stats.o src/revoker.o src/usage.o
 DATA = $(wildcard $(EXTENSION)--*.sql)
@@ -14,7 +14,7 @@ PG_CPPFLAGS = -DEXTENSION_TOKENS_VERSION=\"$(EXTVERSION)\" \
               $(if $(LIBJWT_SONAME),-DLIBJWT_SONAME=\"$(LIBJWT_SONAME)\")
 SHLIB_LINK = -ljansson -lcrypto -ldl
 
-REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest operations upgrade
+REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest operations asymmetric upgrade
 REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs
@@ -63,8 +63,8 @@ FUZZ_CFLAGS = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefine
               -DLIBJWT_SONAME=\"$(or $(LIBJWT_SONAME),libjwt.so.0)\"
 
 # fuzz_token.c #includes src/token.c (see the top of fuzz/fuzz_token.c).
-fuzz/fuzz_token: fuzz/fuzz_token.c src/token.c src/token.h
-	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_token.c -o $@ -ljansson -lcrypto -ldl
+fuzz/fuzz_token: fuzz/fuzz_token.c src/token.c src/token_keys.c src/token.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_token.c src/token_keys.c -o $@ -ljansson -lcrypto -ldl
 
 fuzz: fuzz/fuzz_token
 	fuzz/run.sh $(FUZZ_SECONDS) fuzz/corpus-work $(FUZZ_FLAGS)

@@ -4,6 +4,10 @@
 # 17, sid for 18) and cached under tmp/compat/.  The tree is copied in afresh
 # each time and test/run-all.sh runs there with PG_MAJOR=MAJOR.
 #
+# ET_COMPAT_CMD, when set, is a shell command run in the copied tree instead
+# of test/run-all.sh (with PG_MAJOR set), for a quicker iteration on one part,
+# e.g. ET_COMPAT_CMD='make installcheck REGRESS=asymmetric'.
+#
 # Exit status: 0 suite passed, 1 suite failed, 2 the environment could not be
 # set up (no root, no mirror, packages unavailable).  Needs root.
 set -uo pipefail
@@ -83,7 +87,7 @@ mount_into_root --bind /dev/pts "$root/dev/pts" || setup_failed "cannot bind /de
 # package is a setup failure here rather than a test failure later.  The
 # list is kept in the stamp: a root made for an older list is completed.
 packages="build-essential postgresql-$major postgresql-server-dev-$major postgresql-$major-cron
-libjwt-dev libjansson-dev libssl-dev libipc-run-perl python3 python3-jwt python3-psycopg2 npm"
+libjwt-dev libjansson-dev libssl-dev libipc-run-perl python3 python3-jwt python3-cryptography python3-psycopg2 npm"
 if [ "$(cat "$root/.extension_tokens-ready" 2>/dev/null)" != "$packages" ]; then
     in_root apt-get -o Acquire::Check-Valid-Until=false update -q >>"$log" 2>&1 ||
         setup_failed "apt-get update in the $suite root failed (see $log)"
@@ -105,7 +109,8 @@ ca_env=()
 [ -f "$root/etc/ssl/certs/host-ca-certificates.crt" ] &&
     ca_env=(NODE_EXTRA_CA_CERTS=/etc/ssl/certs/host-ca-certificates.crt
             npm_config_cafile=/etc/ssl/certs/host-ca-certificates.crt)
-in_root "${ca_env[@]}" /bin/bash -c "cd /src/extension_tokens && PG_MAJOR=$major ./test/run-all.sh"
+cmd=${ET_COMPAT_CMD:-./test/run-all.sh}
+in_root "${ca_env[@]}" /bin/bash -c "cd /src/extension_tokens && export PG_MAJOR=$major && $cmd"
 status=$?
 [ $status -eq 0 ] || exit 1
 exit 0
