@@ -85,12 +85,25 @@ def configure(alg, current, previous=None):
         else:
             sets.append(f"ALTER SYSTEM RESET extension_tokens.{name};")
     psql("\n".join(sets) + "\nSELECT pg_reload_conf();")
-    want = 0 if alg == "HS256" else (2 if previous else 1)
+    want = [] if alg == "HS256" else [kid_of(f) for f in (current, previous) if f]
     for _ in range(50):
-        if len(jwks()["keys"]) == want and psql("SHOW extension_tokens.signing_algorithm;").strip() == alg:
+        if [k["kid"] for k in jwks()["keys"]] == want and \
+                psql("SHOW extension_tokens.signing_algorithm;").strip() == alg:
             return
         time.sleep(0.1)
     raise RuntimeError(f"configuration {alg} {current} {previous} not in force")
+
+
+def kid_of(key_file):
+    """The RFC 7638 thumbprint of a key file's public key, computed here."""
+    key = serialization.load_pem_private_key(open(os.path.join(KEY_DIR, key_file), "rb").read(),
+                                             password=None).public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        n = key.public_numbers()
+        return thumbprint({"kty": "EC", "crv": "P-256", "x": b64url(n.x.to_bytes(32, "big")),
+                           "y": b64url(n.y.to_bytes(32, "big"))})
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return thumbprint({"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)})
 
 
 def jwks():
@@ -164,9 +177,9 @@ def run_algorithm(alg, key_file):
           len(keyset_dict["keys"]) == 1 and
           not any(m in k for k in keyset_dict["keys"] for m in ("d", "p", "q", "k")),
           json.dumps(keyset_dict))
-    check(f"{alg}: kid is the RFC 7638 thumbprint of the JWK",
-          keyset_dict["keys"][0]["kid"] == thumbprint(keyset_dict["keys"][0]) == header.get("kid"),
-          json.dumps(keyset_dict))
+    check(f"{alg}: kid is the RFC 7638 thumbprint of the JWK and of the key file's public key",
+          keyset_dict["keys"][0]["kid"] == thumbprint(keyset_dict["keys"][0]) == header.get("kid")
+          == kid_of(key_file), json.dumps(keyset_dict))
     try:
         decoded = pyjwt_verify(token, keyset)
         check(f"{alg}: PyJWT verifies our token with only the JWK Set", decoded.get("sub") == user,

@@ -17,7 +17,12 @@
 # (attacks.test.mjs) logged in as a role whose jwt_issuer and jwt_audience
 # follow the configuration files while the others' are pinned.  Then it
 # runs `node --test test/postgrest/*.test.mjs` and ends with one line
-# "N passed, M failed".  Arguments, if any, are the test files to run instead
+# "N passed, M failed".  Then, when no arguments were given, the same cluster
+# is switched to ES256 (keys made by openssl) and three more PostgRESTs, whose
+# jwt-secret is the public JWK Set from extension_token_jwks() (no shared
+# secret), run asymmetric.es256.mjs: jose verifies our ES256 and EdDSA tokens,
+# PostgREST accepts them and refuses them once revoked, rotation with overlap.
+# Arguments, if any, are the test files to run instead
 # of all of them (e.g. test/postgrest/attacks.test.mjs); ET_POSTGREST_WORKDIR
 # names the work directory under tmp/ (default postgrest).  Run as root (or
 # as a user that may run initdb, with the Debian packages of test/lib.sh
@@ -150,7 +155,7 @@ start_postgrest() {
         echo 'db-anon-role = "anon"'
         echo 'db-pool = 4'
         echo 'db-channel-enabled = false'
-        echo "jwt-secret = \"${PGRST_JWT_SECRET:-$secret}\""
+        echo "jwt-secret = \"${ET_PGRST_JWT_SECRET:-$secret}\""
         [ -z "$pre_request" ] || echo "$pre_request"
         echo 'server-host = "127.0.0.1"'
         echo "server-port = $port"
@@ -207,6 +212,7 @@ if [ "$#" -eq 0 ]; then
     openssl genpkey -algorithm ed25519 -out "$dir/ed1.pem" 2>/dev/null
     chmod 600 "$dir"/*.pem
     [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"/*.pem
+    # (Not named PGRST_*: PostgREST reads those variables as its configuration.)
     # jwks_for CURRENT [PREVIOUS]: configures ES256 with these key files and
     # prints the JWK Set, escaped for a PostgREST configuration string.
     jwks_for() {
@@ -228,9 +234,12 @@ SQL
         done
         printf '%s' "$js" | sed 's/"/\\"/g'
     }
-    PGRST_JWT_SECRET=$(jwks_for es1.pem) start_postgrest es1 ET_ES_URL1
-    PGRST_JWT_SECRET=$(jwks_for es2.pem es1.pem) start_postgrest es12 ET_ES_URL12
-    PGRST_JWT_SECRET=$(jwks_for es2.pem) start_postgrest es2 ET_ES_URL2
+    ET_PGRST_JWT_SECRET=$(jwks_for es1.pem) start_postgrest es1 ET_ES_URL1
+    ET_PGRST_JWT_SECRET=$(jwks_for es2.pem es1.pem) start_postgrest es12 ET_ES_URL12
+    ET_PGRST_JWT_SECRET=$(jwks_for es2.pem) start_postgrest es2 ET_ES_URL2
+    for n in es1 es12 es2; do
+        echo "PostgREST $n: key ids $(grep -o 'kid\\": \\"[^\\]*' "$dir/postgrest-$n.conf" | sed 's/.*"//' | tr '\n' ' ')"
+    done
     export ET_ES_URL1 ET_ES_URL12 ET_ES_URL2 ET_KEY_DIR=$dir
     if node --test --test-reporter=tap test/postgrest/asymmetric.es256.mjs 2>&1 | tee "$dir/node-test-asym.log"; then :; fi
     stop_postgrest

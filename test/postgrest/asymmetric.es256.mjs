@@ -33,17 +33,23 @@ function psql(sql) {
 }
 const lit = (s) => `'${s.replaceAll("'", "''")}'`;
 
-function configure(alg, current, previous) {
+// The RFC 7638 thumbprint of a key file's public key, computed by jose.
+const kidOf = (file) =>
+  jose.calculateJwkThumbprint(createPublicKey(createPrivateKey(readFileSync(`${KEY_DIR}/${file}`))).export({ format: 'jwk' }), 'sha256');
+
+// Sets the algorithm and key files, reloads, and waits until every backend
+// would see them: the JWK Set holds exactly these keys' ids, in this order.
+async function configure(alg, current, previous) {
+  const want = [await kidOf(current), ...(previous ? [await kidOf(previous)] : [])].join(' ');
   psql(`ALTER SYSTEM SET extension_tokens.signing_algorithm = '${alg}';
         ALTER SYSTEM SET extension_tokens.signing_key_file = '${KEY_DIR}/${current}';
         ${previous ? `ALTER SYSTEM SET extension_tokens.signing_key_previous_file = '${KEY_DIR}/${previous}';`
     : 'ALTER SYSTEM RESET extension_tokens.signing_key_previous_file;'}
         SELECT pg_reload_conf();`);
-  const want = previous ? 2 : 1;
   for (let i = 0; i < 100; i++) {
     const keys = jwks().keys;
-    if (keys.length === want && keys[0].alg === alg) return;
-    spawnSync('sleep', ['0.1']);
+    if (keys.map((k) => k.kid).join(' ') === want && keys[0].alg === alg) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
   }
   throw new Error(`configuration ${alg} ${current} ${previous} not in force`);
 }
@@ -75,7 +81,7 @@ const forge = (sub, alg, key, header = {}) =>
 const state = {};
 
 test('ES256: PostgREST publishes the JWK Set to anyone with a GET, as the database returns it', async () => {
-  configure('ES256', 'es1.pem');
+  await configure('ES256', 'es1.pem');
   const r = await fetch(`${URL1}/rpc/extension_token_jwks`);
   assert.equal(r.status, 200);
   const body = await r.json();
@@ -94,7 +100,7 @@ test('ES256: jose verifies our token with only the JWK Set; PostgREST accepts it
   assert.equal(payload.sub, user);
   assert.equal(protectedHeader.alg, 'ES256');
   let r = await whoami(URL1, token);
-  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(r.status, 200, `${JSON.stringify(r.body)} kid ${protectedHeader.kid}`);
   assert.equal(r.body.sub, user);
   assert.equal(revoke(token), 't');
   r = await whoami(URL1, token);
@@ -140,7 +146,7 @@ test('ES256: tokens jose signs with another key, another algorithm, HS256 keyed 
 });
 
 test('EdDSA: jose verifies our token with only the JWK Set and forgeries are refused', async () => {
-  configure('EdDSA', 'ed1.pem');
+  await configure('EdDSA', 'ed1.pem');
   const user = `ed-${crypto.randomUUID()}`;
   const token = issue(user);
   const set = jwks();
@@ -161,7 +167,7 @@ test('EdDSA: jose verifies our token with only the JWK Set and forgeries are ref
 });
 
 test('rotation with overlap: PostgREST and jose accept tokens of the old and the new key from one JWK Set; then only the new', async () => {
-  configure('ES256', 'es2.pem', 'es1.pem');
+  await configure('ES256', 'es2.pem', 'es1.pem');
   const set = jwks();
   assert.equal(set.keys.length, 2);
   const r0 = await fetch(`${URL12}/rpc/extension_token_jwks`);
@@ -182,7 +188,7 @@ test('rotation with overlap: PostgREST and jose accept tokens of the old and the
   assert.match(keys, /^current:[1-9]\d*,previous:[1-9]\d*$/);
 
   // Rotation done: the previous key removed.
-  configure('ES256', 'es2.pem');
+  await configure('ES256', 'es2.pem');
   assert.equal(validate(oldToken).error, 'invalid_signature');
   await assert.rejects(joseVerify(oldToken, jwks(), 'ES256'));
   assert.equal((await whoami(URL2, oldToken)).status, 401);
