@@ -66,6 +66,16 @@ FUZZ_CFLAGS = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefine
 fuzz/fuzz_token: fuzz/fuzz_token.c src/token.c src/token_keys.c src/token.h
 	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_token.c src/token_keys.c -o $@ -ljansson -lcrypto -ldl
 
+# fuzz_asym.c: the ES256 and EdDSA paths (src/token_keys.c and the
+# verifier's asymmetric branch); `make fuzz-asym [FUZZ_SECONDS=600]`.
+fuzz/fuzz_asym: fuzz/fuzz_asym.c src/token.c src/token_keys.c src/token.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_asym.c src/token_keys.c -o $@ -ljansson -lcrypto -ldl
+
+fuzz-asym: fuzz/fuzz_asym
+	mkdir -p fuzz/corpus-asym-work fuzz/artifacts
+	./fuzz/fuzz_asym -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	    -artifact_prefix=fuzz/artifacts/ $(FUZZ_FLAGS) fuzz/corpus-asym-work fuzz/corpus
+
 fuzz: fuzz/fuzz_token
 	fuzz/run.sh $(FUZZ_SECONDS) fuzz/corpus-work $(FUZZ_FLAGS)
 
@@ -76,4 +86,4 @@ fuzz-smoke: fuzz/fuzz_token
 valgrind-check:
 	test/valgrind.sh
 
-.PHONY: fuzz fuzz-smoke valgrind-check
+.PHONY: fuzz fuzz-smoke fuzz-asym valgrind-check
