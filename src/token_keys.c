@@ -113,6 +113,10 @@ token_b64url_encode(const unsigned char *in, size_t len, char *out)
 static int
 no_passphrase(char *buf, int size, int rwflag, void *u)
 {
+	(void) buf;
+	(void) size;
+	(void) rwflag;
+	(void) u;
 	return -1;
 }
 
