@@ -1620,16 +1620,19 @@ extension_token_jwks(PG_FUNCTION_ARGS)
 		const char *pem = ConfigSigningKeyFile(which, &len);
 		const char *why;
 		TokenKeyPair *kp;
+		char		jwk[TOKEN_JWK_MAX_LENGTH];
 
 		if (pem == NULL)
 			continue;
 		kp = token_keypair_load(pem, len, &why);
 		if (kp == NULL)
 			continue;
+		/* freed before anything that can raise */
+		strlcpy(jwk, token_keypair_jwk(kp), sizeof(jwk));
+		token_keypair_free(kp);
 		if (n++ > 0)
 			appendStringInfoString(&buf, ", ");
-		appendStringInfoString(&buf, token_keypair_jwk(kp));
-		token_keypair_free(kp);
+		appendStringInfoString(&buf, jwk);
 	}
 	appendStringInfoString(&buf, "]}");
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
