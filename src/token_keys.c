@@ -39,6 +39,13 @@
 struct TokenKeyPair
 {
 	EVP_PKEY   *pkey;
+	/*
+	 * Contexts initialized once for signing and verifying with this key;
+	 * each operation works on a copy, which spares OpenSSL 3 the fetch of
+	 * the algorithms and the key's export to the provider on every call.
+	 */
+	EVP_MD_CTX *sign_base;
+	EVP_MD_CTX *verify_base;
 	TokenAlg	alg;
 	char		kid[TOKEN_THUMBPRINT_LENGTH + 1];
 	char		jwk[TOKEN_JWK_MAX_LENGTH];
@@ -246,6 +253,18 @@ token_keypair_load(const char *pem, size_t len, const char **errmsg)
 	}
 	kp->pkey = pkey;
 	kp->alg = alg;
+	kp->sign_base = EVP_MD_CTX_new();
+	kp->verify_base = EVP_MD_CTX_new();
+	if (kp->sign_base == NULL || kp->verify_base == NULL ||
+		EVP_DigestSignInit(kp->sign_base, NULL,
+						   alg == TOKEN_ALG_ES256 ? EVP_sha256() : NULL, NULL, pkey) != 1 ||
+		EVP_DigestVerifyInit(kp->verify_base, NULL,
+							 alg == TOKEN_ALG_ES256 ? EVP_sha256() : NULL, NULL, pkey) != 1)
+	{
+		token_keypair_free(kp);
+		*errmsg = "could not set up signing with the key";
+		return NULL;
+	}
 
 	/*
 	 * RFC 7638: SHA-256 of the required members only, in lexicographic
@@ -282,6 +301,8 @@ token_keypair_free(TokenKeyPair *kp)
 {
 	if (kp == NULL)
 		return;
+	EVP_MD_CTX_free(kp->sign_base);
+	EVP_MD_CTX_free(kp->verify_base);
 	EVP_PKEY_free(kp->pkey);
 	OPENSSL_cleanse(kp, sizeof(*kp));
 	free(kp);
@@ -321,11 +342,11 @@ token_keypair_sign(const TokenKeyPair *kp, const unsigned char *data, size_t len
 	{
 		size_t		siglen = TOKEN_ASYM_SIG_LENGTH;
 
-		ok = EVP_DigestSignInit(ctx, NULL, NULL, NULL, kp->pkey) == 1 &&
+		ok = EVP_MD_CTX_copy_ex(ctx, kp->sign_base) == 1 &&
 			EVP_DigestSign(ctx, sig, &siglen, data, len) == 1 &&
 			siglen == TOKEN_ASYM_SIG_LENGTH;
 	}
-	else if (EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, kp->pkey) == 1 &&
+	else if (EVP_MD_CTX_copy_ex(ctx, kp->sign_base) == 1 &&
 			 EVP_DigestSign(ctx, der, &derlen, data, len) == 1)
 	{
 		const unsigned char *p = der;
@@ -386,7 +407,7 @@ token_keypair_verify(const TokenKeyPair *kp, const unsigned char *data, size_t l
 	if (kp->alg == TOKEN_ALG_EDDSA)
 	{
 		/* OpenSSL refuses a non-canonical S (S >= L) itself. */
-		ok = EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, kp->pkey) == 1 &&
+		ok = EVP_MD_CTX_copy_ex(ctx, kp->verify_base) == 1 &&
 			EVP_DigestVerify(ctx, sig, siglen, data, len) == 1;
 	}
 	else if (in_range(sig, p256_order, true) &&
@@ -403,7 +424,7 @@ token_keypair_verify(const TokenKeyPair *kp, const unsigned char *data, size_t l
 			r = s = NULL;		/* owned by es now */
 			derlen = i2d_ECDSA_SIG(es, &der);
 			ok = derlen > 0 &&
-				EVP_DigestVerifyInit(ctx, NULL, EVP_sha256(), NULL, kp->pkey) == 1 &&
+				EVP_MD_CTX_copy_ex(ctx, kp->verify_base) == 1 &&
 				EVP_DigestVerify(ctx, der, (size_t) derlen, data, len) == 1;
 			OPENSSL_free(der);
 		}
