@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * token.c
- *	  The token core: HS256 access tokens and opaque refresh tokens.
+ *	  The token core: access tokens (HS256, ES256, EdDSA) and opaque refresh
+ *	  tokens.
  *
- * Building uses libjwt, which writes a standard compact JWS.  Verifying does
+ * Building uses libjwt, which writes a standard compact JWS (under ES256 and
+ * EdDSA libjwt builds the claims and OpenSSL signs: see token_keys.c).  Verifying does
  * not: libjwt 1.10 takes the algorithm from the header case-insensitively,
  * skips the signature for an empty key, compares MACs with strcmp, alloca()s
  * the token's length and checks no claim at all.  So every decision here is
@@ -12,9 +14,13 @@
  *	1. length cap and syntax: [A-Za-z0-9_-] in three segments that are
  *	   canonical base64url, only the signature may be empty;
  *	2. header: a JSON object (duplicate keys refused) whose "alg" is exactly
- *	   "HS256", whose "typ", if present, is "JWT", and with no "crit";
- *	3. signature: exactly 32 bytes, HMAC-SHA256 over the raw
- *	   "header.payload" bytes, compared in constant time;
+ *	   the configured algorithm ("HS256", or from 1.2 "ES256" or "EdDSA"),
+ *	   whose "typ", if present, is "JWT", and with no "crit";
+ *	3. signature: under HS256 exactly 32 bytes, HMAC-SHA256 over the raw
+ *	   "header.payload" bytes, compared in constant time; under ES256 and
+ *	   EdDSA exactly 64 bytes, verified with OpenSSL by token_keys.c (low-S
+ *	   ECDSA only, canonical Ed25519) with the public key of the configured
+ *	   key file, never a key the token brings;
  *	4. claims: integers where integers are due, iss, aud, type, exp, nbf, iat.
  *
  * The database checks (the token's hash is known, unrevoked and unexpired)

@@ -2,7 +2,8 @@
  *
  * token.h
  *	  Token format and cryptography: building, parsing and verifying access
- *	  tokens (HS256 JWS) and refresh tokens (opaque, checksummed).
+ *	  tokens (JWS: HS256, ES256 or EdDSA) and refresh tokens (opaque,
+ *	  checksummed).
  *
  * Nothing declared here touches the database, allocates with palloc or
  * raises errors: every function reports through its return value, and
