@@ -4,9 +4,9 @@
  *	  The token core: access tokens (HS256, ES256, EdDSA) and opaque refresh
  *	  tokens.
  *
- * Building uses libjwt, which writes a standard compact JWS (under ES256 and
- * EdDSA libjwt builds the claims and OpenSSL signs: see token_keys.c).  Verifying does
- * not: libjwt 1.10 takes the algorithm from the header case-insensitively,
+ * Building uses libjwt, which writes a standard compact JWS (under ES256
+ * and EdDSA libjwt builds the claims and OpenSSL signs: see token_keys.c).
+ * Verifying does not: libjwt 1.10 takes the algorithm from the header case-insensitively,
  * skips the signature for an empty key, compares MACs with strcmp, alloca()s
  * the token's length and checks no claim at all.  So every decision here is
  * ours, in this order (RFC 8725):
