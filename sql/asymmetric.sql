@@ -184,6 +184,15 @@ SELECT regress_reload();
 SELECT access_token AS es1_token, session_id AS es1_session FROM extension_token_issue('asym-user') \gset
 SELECT regress_header(:'es1_token') - 'kid' AS header, length(regress_sig(:'es1_token')) AS sig_bytes;
 SELECT valid, error, user_id, claims->>'type' AS type FROM extension_token_validate(:'es1_token');
+-- A refresh signs its new access token the same way; the old one is dead.
+CREATE TEMP TABLE regress_pair AS SELECT * FROM extension_token_issue('asym-refresh');
+SELECT r.access_token AS refreshed FROM regress_pair p, extension_token_refresh(p.refresh_token) r \gset
+SELECT regress_header(:'refreshed') - 'kid' AS header,
+       regress_header(:'refreshed')->>'kid' = regress_header(:'es1_token')->>'kid' AS same_kid,
+       (SELECT valid FROM extension_token_validate(:'refreshed')) AS new_valid,
+       (SELECT error FROM extension_token_validate(access_token)) AS old_error
+  FROM regress_pair;
+DROP TABLE regress_pair;
 -- The JWK Set: the public key alone (no "d"), its kid the header's, and that
 -- kid is the thumbprint computed here independently (RFC 7638 3.1: the
 -- required members in lexicographic order, SHA-256, base64url).
@@ -315,7 +324,8 @@ SELECT error FROM extension_token_validate(:'ed_token');
 
 -- Clean up: keys, helpers and the user's sessions.
 COPY (SELECT 1) TO PROGRAM 'rm -f regress_key_*';
-SELECT revoke_user_extension_tokens('asym-user') >= 0 AS revoked;
+SELECT revoke_user_extension_tokens('asym-user') >= 0 AS revoked,
+       revoke_user_extension_tokens('asym-refresh') >= 0 AS revoked_refresh;
 DROP FUNCTION regress_key_file(text, text, text), regress_reload(), regress_header(text),
   regress_resig(text, bytea), regress_sig(text), regress_bytes_num(bytea), regress_num_bytes(numeric, int),
   regress_high_s(bytea), regress_num_le(bytea), regress_num_bytes_le(numeric, int);
