@@ -103,7 +103,8 @@ done
     done
     echo
     echo "Cold validation verifies the signature (ES256: ECDSA P-256 verify; EdDSA: Ed25519 verify);"
-    echo "a warm one does not (the verified-token cache), so its cost is the same under every algorithm."
+    echo "a warm one does not (the verified-token cache) unless it misses: the cache is direct mapped"
+    echo "(512 slots), so a few of the 100 tokens evict each other, and each miss is a full verification."
     echo
     echo "The bare operations on this machine (\`openssl speed -seconds 1 ecdsap256 ed25519\`, µs per operation):"
     echo
