@@ -168,6 +168,9 @@ ALTER SYSTEM SET extension_tokens.signing_key_previous_file = 'regress_key_garba
 \echo :LAST_ERROR_SQLSTATE
 ALTER SYSTEM SET extension_tokens.signing_algorithm = 'RS256';
 
+-- An HS256 token of before the switch (see the revocation below).
+SELECT access_token AS hs_before FROM extension_token_issue('asym-before') \gset
+
 -- ES256 without a key: issue and validate refuse (55000).
 ALTER SYSTEM SET extension_tokens.signing_algorithm = 'ES256';
 SELECT regress_reload();
@@ -286,6 +289,15 @@ SELECT jsonb_array_length(extension_token_jwks()->'keys') AS nkeys;
 -- Revocation works as for HS256.
 SELECT extension_token_revoke(:'es2_token');
 SELECT error FROM extension_token_validate(:'es2_token');
+-- An HS256 token of before the switch no longer validates, but still signs
+-- its session out (correctly signed with the secret still configured); a
+-- forged one (another secret) revokes nothing.
+SELECT error FROM extension_token_validate(:'hs_before');
+SELECT extension_token_revoke(regress_sign(regress_header(:'hs_before')::text,
+  convert_from(regress_b64url_decode(split_part(:'hs_before', '.', 2)), 'UTF8'), 'sha256',
+  'another-secret-0123456789abcdef0123456789')) AS forged_revokes;
+SELECT extension_token_revoke(:'hs_before') AS old_hs256_revokes;
+SELECT status FROM extension_token_list('asym-before');
 
 -- EdDSA: a key of the wrong type first (55000), then Ed25519.
 ALTER SYSTEM SET extension_tokens.signing_algorithm = 'EdDSA';
@@ -325,7 +337,8 @@ SELECT error FROM extension_token_validate(:'ed_token');
 -- Clean up: keys, helpers and the user's sessions.
 COPY (SELECT 1) TO PROGRAM 'rm -f regress_key_*';
 SELECT revoke_user_extension_tokens('asym-user') >= 0 AS revoked,
-       revoke_user_extension_tokens('asym-refresh') >= 0 AS revoked_refresh;
+       revoke_user_extension_tokens('asym-refresh') >= 0 AS revoked_refresh,
+       revoke_user_extension_tokens('asym-before') >= 0 AS revoked_before;
 DROP FUNCTION regress_key_file(text, text, text), regress_reload(), regress_header(text),
   regress_resig(text, bytea), regress_sig(text), regress_bytes_num(bytea), regress_num_bytes(numeric, int),
   regress_high_s(bytea), regress_num_le(bytea), regress_num_bytes_le(numeric, int);

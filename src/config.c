@@ -806,6 +806,17 @@ ConfigRequireSecret(size_t *len)
 }
 
 const char *
+ConfigSecretIfAny(size_t *len)
+{
+	const SecretValue *v = effective_secret(SECRET_CURRENT);
+
+	if (v == NULL || v->len < TOKEN_SECRET_MIN_LENGTH)
+		return NULL;
+	*len = v->len;
+	return v->data;
+}
+
+const char *
 ConfigPreviousSecret(size_t *len)
 {
 	const SecretValue *v = effective_secret(SECRET_PREVIOUS);

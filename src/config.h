@@ -55,6 +55,9 @@ extern const char *ConfigSigningKeyFile(int which, size_t *len);
  */
 extern const char *ConfigRequireSecret(size_t *len);
 
+/* The HS256 secret in force, or NULL: never raises. */
+extern const char *ConfigSecretIfAny(size_t *len);
+
 /* The previous secret (accepted, never used to sign), or NULL. */
 extern const char *ConfigPreviousSecret(size_t *len);
 

@@ -1246,11 +1246,31 @@ token_session(const char *token, size_t len, pg_uuid_t *sid)
 		TokenAccessClaims *claims = palloc(sizeof(TokenAccessClaims));
 		bool		ok;
 
+		TokenStatus status;
+		size_t		keylen;
+
 		verify_params(&params, GetCurrentTimestamp(), false);
 		/* ours whatever issuer or audience was in force when minted */
 		params.issuer = NULL;
 		params.audience = NULL;
-		ok = token_verify_access(token, len, &params, claims) == TOKEN_OK;
+		status = token_verify_access(token, len, &params, claims);
+
+		/*
+		 * And whatever algorithm signed it: after a switch from HS256 to
+		 * ES256 or EdDSA, an add-in that signs out with its last HS256 access
+		 * token must still end its session.  Only a token correctly signed
+		 * with a secret still configured counts, and it can only revoke.
+		 */
+		if (status == TOKEN_UNSUPPORTED_ALGORITHM && params.alg != TOKEN_ALG_HS256 &&
+			(params.key = (const unsigned char *) ConfigSecretIfAny(&keylen)) != NULL)
+		{
+			params.alg = TOKEN_ALG_HS256;
+			params.keylen = keylen;
+			params.prev_key = (const unsigned char *) ConfigPreviousSecret(&keylen);
+			params.prev_keylen = params.prev_key ? keylen : 0;
+			status = token_verify_access(token, len, &params, claims);
+		}
+		ok = status == TOKEN_OK;
 		if (ok)
 			memcpy(sid->data, claims->session_id, UUID_LEN);
 		pfree(claims);
