@@ -1245,7 +1245,6 @@ token_session(const char *token, size_t len, pg_uuid_t *sid)
 		TokenVerifyParams params;
 		TokenAccessClaims *claims = palloc(sizeof(TokenAccessClaims));
 		bool		ok;
-
 		TokenStatus status;
 		size_t		keylen;
 
@@ -1534,14 +1533,6 @@ extension_token_stats_reset(PG_FUNCTION_ARGS)
 	PG_RETURN_TIMESTAMPTZ(since);
 }
 
-/*
- * extension_tokens_signing_keys() RETURNS TABLE (key_id text, status text,
- *		live_sessions bigint), for administrators: the key ids (never the
- * secrets) of the current and the previous secret, and how many live
- * sessions' unexpired access tokens each signed; then those signed by any
- * other key ('retired'; key_id NULL for pairs made before 1.2).  A rotation
- * is done when the previous key signs no live session.
- */
 /* The RFC 7638 thumbprint of an asymmetric key (PEM), as its key id. */
 static void
 signing_key_thumbprint(const char *pem, size_t len, char out[TOKEN_KID_MAX_LENGTH + 1])
@@ -1557,6 +1548,15 @@ signing_key_thumbprint(const char *pem, size_t len, char out[TOKEN_KID_MAX_LENGT
 	token_keypair_free(kp);
 }
 
+/*
+ * extension_tokens_signing_keys() RETURNS TABLE (key_id text, status text,
+ *		live_sessions bigint), for administrators: the key ids (never the
+ * secrets) of the current and the previous secret (under ES256 and EdDSA:
+ * the RFC 7638 thumbprints of the current and previous keys), and how many live
+ * sessions' unexpired access tokens each signed; then those signed by any
+ * other key ('retired'; key_id NULL for pairs made before 1.2).  A rotation
+ * is done when the previous key signs no live session.
+ */
 PG_FUNCTION_INFO_V1(extension_tokens_signing_keys);
 Datum
 extension_tokens_signing_keys(PG_FUNCTION_ARGS)
