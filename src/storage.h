@@ -64,7 +64,7 @@ typedef struct NewPair
 	unsigned char access_hash[TOKEN_HASH_LENGTH];
 	unsigned char refresh_hash[TOKEN_HASH_LENGTH];
 	unsigned char access_jti[TOKEN_UUID_LENGTH];
-	char		key_id[TOKEN_KID_LENGTH + 1];
+	char		key_id[TOKEN_KID_MAX_LENGTH + 1];
 	const char *user_agent;		/* from PostgREST's request.headers, or NULL */
 	const char *ip;				/* the first x-forwarded-for, checked, or NULL */
 	bool		api_key;		/* an API key: access_hash is the key's */
