@@ -473,6 +473,85 @@ sign_asymmetric(jwt_t *jwt, const TokenAccessSpec *spec, const unsigned char *ke
 	return out;
 }
 
+/*
+ * HS256: libjwt builds the claims (as for the asymmetric algorithms), and
+ * the compact JWS is assembled here around one HMAC-SHA256 of OpenSSL's,
+ * rather than by jwt_encode_str(), which builds the header again with
+ * jansson, encodes with libb64 and sets up an HMAC context of its own: a
+ * fifth of an issue's time.  The header is {"alg":"HS256","typ":"JWT"}
+ * with the key id of the secret ("kid") when asked.
+ */
+static char *
+sign_hs256(jwt_t *jwt, const TokenAccessSpec *spec, const unsigned char *key,
+		   size_t keylen, const char **errmsg)
+{
+	char		header[96];
+	char		kidbuf[TOKEN_KID_LENGTH + 1];
+	const char *kid = NULL;
+	char	   *payload;
+	size_t		hlen,
+				plen,
+				total,
+				o;
+	char	   *out;
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+
+	if (spec->with_kid)
+		kid = signing_key_id(key, keylen, kidbuf);
+	if (kid)
+		snprintf(header, sizeof(header), "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"%s\"}", kid);
+	else
+		snprintf(header, sizeof(header), "{\"alg\":\"HS256\",\"typ\":\"JWT\"}");
+	payload = libjwt.get_grants_json(jwt, NULL);
+	if (payload == NULL)
+	{
+		*errmsg = "could not build the token's claims";
+		return NULL;
+	}
+	hlen = strlen(header);
+	plen = strlen(payload);
+	total = (hlen + 2) / 3 * 4 + 1 + (plen + 2) / 3 * 4 + 1 + (32 + 2) / 3 * 4 + 1;
+	if (total > TOKEN_MAX_LENGTH + 16)
+	{
+		free(payload);
+		*errmsg = token_too_long;
+		return NULL;
+	}
+	out = malloc(total);
+	if (out == NULL)
+	{
+		free(payload);
+		*errmsg = "out of memory";
+		return NULL;
+	}
+	o = token_b64url_encode((const unsigned char *) header, hlen, out);
+	out[o++] = '.';
+	o += token_b64url_encode((const unsigned char *) payload, plen, out + o);
+	free(payload);
+	if (HMAC(EVP_sha256(), key, (int) keylen, (const unsigned char *) out, o, mac, &maclen) == NULL ||
+		maclen != 32)
+	{
+		free(out);
+		*errmsg = "could not sign the token";
+		return NULL;
+	}
+	out[o++] = '.';
+	o += token_b64url_encode(mac, 32, out + o);
+	out[o] = '\0';
+	OPENSSL_cleanse(mac, sizeof(mac));
+	if (o > TOKEN_MAX_LENGTH)
+	{
+		OPENSSL_cleanse(out, o);
+		free(out);
+		*errmsg = token_too_long;
+		return NULL;
+	}
+	if (kid && spec->kid_out)
+		memcpy(spec->kid_out, kid, TOKEN_KID_LENGTH + 1);
+	return out;
+}
+
 char *
 token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 				  size_t keylen, const char **errmsg)
@@ -552,36 +631,9 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 			memcpy(spec->jti_out, jti, TOKEN_UUID_LENGTH);
 		goto done;
 	}
-	if (libjwt.set_alg(jwt, JWT_ALG_HS256, key, (int) keylen) != 0)
-	{
-		*errmsg = "could not build the token";
-		goto done;
-	}
-	if (spec->with_kid)
-	{
-		char		buf[TOKEN_KID_LENGTH + 1];
-		const char *kid = signing_key_id(key, keylen, buf);
-
-		if (libjwt.add_header(jwt, "kid", kid) != 0)
-		{
-			*errmsg = "could not build the token";
-			goto done;
-		}
-		if (spec->kid_out)
-			memcpy(spec->kid_out, kid, TOKEN_KID_LENGTH + 1);
-	}
-	if (spec->jti_out)
+	result = sign_hs256(jwt, spec, key, keylen, errmsg);
+	if (result != NULL && spec->jti_out)
 		memcpy(spec->jti_out, jti, TOKEN_UUID_LENGTH);
-	result = libjwt.encode_str(jwt);
-	if (result == NULL)
-		*errmsg = "could not sign the token";
-	else if (strlen(result) > TOKEN_MAX_LENGTH)
-	{
-		OPENSSL_cleanse(result, strlen(result));
-		free(result);
-		result = NULL;
-		*errmsg = token_too_long;
-	}
 
 done:
 	if (jwt)
