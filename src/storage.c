@@ -413,12 +413,17 @@ static const Statement statements[ST_COUNT] = {
 		"later AS (UPDATE @.extension_token_sessions s SET check_after = d.dead_at "
 		"  FROM due d WHERE s.session_id OPERATOR(pg_catalog.=) d.session_id "
 		"  AND d.dead_at OPERATOR(pg_catalog.>=) $1 RETURNING 1), "
-		"dt AS (DELETE FROM @.extension_tokens t USING victims v "
-		"  WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1), "
-		"dl AS (DELETE FROM @.extension_token_legacy_refresh t USING victims v "
-		"  WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1), "
-		"ds AS (DELETE FROM @.extension_token_sessions s USING victims v "
-		"  WHERE s.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1) "
+		/*
+		 * "= ANY (ARRAY(...))": an index scan of each table by session id,
+		 * whatever the planner estimates; a join could hash a whole table
+		 * for every batch.
+		 */
+		"dt AS (DELETE FROM @.extension_tokens t WHERE t.session_id OPERATOR(pg_catalog.=) "
+		"  ANY (ARRAY(SELECT v.session_id FROM victims v)) RETURNING 1), "
+		"dl AS (DELETE FROM @.extension_token_legacy_refresh t WHERE t.session_id OPERATOR(pg_catalog.=) "
+		"  ANY (ARRAY(SELECT v.session_id FROM victims v)) RETURNING 1), "
+		"ds AS (DELETE FROM @.extension_token_sessions s WHERE s.session_id OPERATOR(pg_catalog.=) "
+		"  ANY (ARRAY(SELECT v.session_id FROM victims v)) RETURNING 1) "
 		"SELECT (SELECT pg_catalog.count(*) FROM dt) OPERATOR(pg_catalog.+) "
 		"  (SELECT pg_catalog.count(*) FROM dl), (SELECT pg_catalog.count(*) FROM ds), "
 		"  (SELECT pg_catalog.count(*) FROM due), "
