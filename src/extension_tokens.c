@@ -879,7 +879,8 @@ row_end(const SessionRow *row, TimestampTz now)
 	/* a use counted in shared memory and not yet written counts (usage.c) */
 	if (row->idle_timeout_us > 0)
 		last_active = Max(last_active, UsageLastUsed(&row->session_id));
-	return PolicySessionEnd(row->revoked || RevokerPending(&row->session_id),
+	return PolicySessionEnd(row->revoked || row->revocation_pending ||
+							RevokerPending(&row->session_id),
 							row->refresh_expires_at, row->ends_at, row->idle_timeout_us,
 							last_active, now);
 }
@@ -1220,7 +1221,7 @@ refresh_decide(const SessionRow *row, const unsigned char *hash, TimestampTz now
 			   const char **reason)
 {
 	*reason = NULL;
-	if (row->revoked || RevokerPending(&row->session_id))
+	if (row->revoked || row->revocation_pending || RevokerPending(&row->session_id))
 	{
 		*reason = "session_revoked";
 		return RD_REFUSE;

@@ -1022,6 +1022,14 @@ StorageLookupSession(const pg_uuid_t *session_id, bool full, SessionRow *out)
 
 	memset(out, 0, sizeof(*out));
 	storage_load();
+
+	/*
+	 * A revocation queued for the worker (revoker.c) stays pending until
+	 * its commit is visible, and then leaves the queue.  Asked before the
+	 * snapshot is taken: asked after, the row could be read from before the
+	 * commit and the queue after it, and neither would say revoked.
+	 */
+	out->revocation_pending = RevokerPending(session_id);
 	snapshot = statement_snapshot();
 	lookup_begin(&lk, TABLE_SESSIONS, F_UUID_EQ, uuid_datum(session_id),
 				 InvalidOid, (Datum) 0, snapshot);
@@ -1055,20 +1063,25 @@ StorageFindRefresh(const char *token, size_t len, const unsigned char *hash,
 	memset(row, 0, sizeof(*row));
 	storage_load();
 	key = hash_datum(hash);
-	snapshot = statement_snapshot();
 	if (len == REFRESH_TOKEN_LENGTH)
 		found = token_refresh_session(token, len, sid.data);
 	else
 	{
 		bool		isnull;
 
+		snapshot = statement_snapshot();
 		lookup_begin(&lk, TABLE_LEGACY, F_BYTEAEQ, key, InvalidOid, (Datum) 0, snapshot);
 		found = lk.found;
 		if (found)
 			memcpy(&sid, DatumGetUUIDP(slot_getattr(lk.slot, ext.lcol_session, &isnull)),
 				   sizeof(pg_uuid_t));
 		lookup_end(&lk);
+		UnregisterSnapshot(snapshot);
 	}
+	/* before the snapshot: see StorageLookupSession() */
+	if (found)
+		row->revocation_pending = RevokerPending(&sid);
+	snapshot = statement_snapshot();
 	if (found)
 	{
 		lookup_begin(&lk, TABLE_SESSIONS, F_UUID_EQ, uuid_datum(&sid),

@@ -34,6 +34,8 @@ typedef struct SessionRow
 	TimestampTz ends_at;		/* DT_NOEND for none */
 	int64		idle_timeout_us;	/* 0 for none */
 	bool		revoked;
+	bool		revocation_pending; /* queued (revoker.c) before the row was
+									 * read: revoked, whatever the row says */
 	TimestampTz last_refresh_at;	/* 0 when never */
 	TimestampTz last_refresh_error_at;	/* 0 when never */
 	/* filled with `full` only */
