@@ -402,107 +402,55 @@ static const char *signing_key_id(const unsigned char *key, size_t keylen,
 static TokenKeyPair *signing_keypair(TokenAlg alg, const unsigned char *key, size_t keylen);
 
 /*
- * ES256 and EdDSA: libjwt builds the claims (as for HS256), and the token is
- * assembled and signed here with OpenSSL (see token_keys.c for why).  The
- * header is {"alg":...,"typ":"JWT","kid":<RFC 7638 thumbprint>}.
+ * The compact JWS of the claims libjwt built in `jwt`, assembled here and
+ * signed with OpenSSL: for HS256 one HMAC-SHA256 with the secret (rather than
+ * jwt_encode_str(), which builds the header again with jansson, encodes with
+ * libb64 and sets up an HMAC context of its own: a fifth of an issue's time),
+ * for ES256 and EdDSA the key pair's signature (see token_keys.c for why).
+ * The header is {"alg":...,"typ":"JWT"} with a "kid": the secret's key id
+ * (HS256, when asked) or the RFC 7638 thumbprint of the public key.
  */
 static char *
-sign_asymmetric(jwt_t *jwt, const TokenAccessSpec *spec, const unsigned char *key,
-				size_t keylen, const char **errmsg)
+sign_compact(jwt_t *jwt, const TokenAccessSpec *spec, const unsigned char *key,
+			 size_t keylen, const char **errmsg)
 {
-	TokenKeyPair *kp = signing_keypair(spec->alg, key, keylen);
+	TokenKeyPair *kp = NULL;
+	char		kidbuf[TOKEN_KID_LENGTH + 1];
+	const char *kid = NULL;
 	char		header[128];
 	char	   *payload;
 	size_t		hlen,
 				plen,
-				total;
-	char	   *out;
-	size_t		o;
-	unsigned char sig[TOKEN_ASYM_SIG_LENGTH];
-
-	if (kp == NULL)
-	{
-		*errmsg = "the signing key is not usable for this algorithm";
-		return NULL;
-	}
-	snprintf(header, sizeof(header), "{\"alg\":\"%s\",\"typ\":\"JWT\",\"kid\":\"%s\"}",
-			 token_alg_name(spec->alg), token_keypair_kid(kp));
-	payload = libjwt.get_grants_json(jwt, NULL);
-	if (payload == NULL)
-	{
-		*errmsg = "could not build the token's claims";
-		return NULL;
-	}
-	hlen = strlen(header);
-	plen = strlen(payload);
-	total = (hlen + 2) / 3 * 4 + 1 + (plen + 2) / 3 * 4 + 1 +
-		(TOKEN_ASYM_SIG_LENGTH + 2) / 3 * 4 + 1;
-	if (total > TOKEN_MAX_LENGTH + 16)
-	{
-		free(payload);
-		*errmsg = token_too_long;
-		return NULL;
-	}
-	out = malloc(total);
-	if (out == NULL)
-	{
-		free(payload);
-		*errmsg = "out of memory";
-		return NULL;
-	}
-	o = token_b64url_encode((const unsigned char *) header, hlen, out);
-	out[o++] = '.';
-	o += token_b64url_encode((const unsigned char *) payload, plen, out + o);
-	free(payload);
-	if (!token_keypair_sign(kp, (const unsigned char *) out, o, sig))
-	{
-		free(out);
-		*errmsg = "could not sign the token";
-		return NULL;
-	}
-	out[o++] = '.';
-	o += token_b64url_encode(sig, sizeof(sig), out + o);
-	if (o > TOKEN_MAX_LENGTH)
-	{
-		free(out);
-		*errmsg = token_too_long;
-		return NULL;
-	}
-	if (spec->kid_out)
-		memcpy(spec->kid_out, token_keypair_kid(kp), TOKEN_THUMBPRINT_LENGTH + 1);
-	return out;
-}
-
-/*
- * HS256: libjwt builds the claims (as for the asymmetric algorithms), and
- * the compact JWS is assembled here around one HMAC-SHA256 of OpenSSL's,
- * rather than by jwt_encode_str(), which builds the header again with
- * jansson, encodes with libb64 and sets up an HMAC context of its own: a
- * fifth of an issue's time.  The header is {"alg":"HS256","typ":"JWT"}
- * with the key id of the secret ("kid") when asked.
- */
-static char *
-sign_hs256(jwt_t *jwt, const TokenAccessSpec *spec, const unsigned char *key,
-		   size_t keylen, const char **errmsg)
-{
-	char		header[96];
-	char		kidbuf[TOKEN_KID_LENGTH + 1];
-	const char *kid = NULL;
-	char	   *payload;
-	size_t		hlen,
-				plen,
+				siglen,
 				total,
 				o;
 	char	   *out;
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned int maclen = 0;
+	unsigned char sig[EVP_MAX_MD_SIZE > TOKEN_ASYM_SIG_LENGTH ? EVP_MAX_MD_SIZE : TOKEN_ASYM_SIG_LENGTH];
+	bool		signed_ok;
 
-	if (spec->with_kid)
-		kid = signing_key_id(key, keylen, kidbuf);
-	if (kid)
-		snprintf(header, sizeof(header), "{\"alg\":\"HS256\",\"typ\":\"JWT\",\"kid\":\"%s\"}", kid);
+	if (spec->alg == TOKEN_ALG_HS256)
+	{
+		siglen = 32;
+		if (spec->with_kid)
+			kid = signing_key_id(key, keylen, kidbuf);
+	}
 	else
-		snprintf(header, sizeof(header), "{\"alg\":\"HS256\",\"typ\":\"JWT\"}");
+	{
+		kp = signing_keypair(spec->alg, key, keylen);
+		if (kp == NULL)
+		{
+			*errmsg = "the signing key is not usable for this algorithm";
+			return NULL;
+		}
+		siglen = TOKEN_ASYM_SIG_LENGTH;
+		kid = token_keypair_kid(kp);
+	}
+	if (kid)
+		snprintf(header, sizeof(header), "{\"alg\":\"%s\",\"typ\":\"JWT\",\"kid\":\"%s\"}",
+				 token_alg_name(spec->alg), kid);
+	else
+		snprintf(header, sizeof(header), "{\"alg\":\"%s\",\"typ\":\"JWT\"}",
+				 token_alg_name(spec->alg));
 	payload = libjwt.get_grants_json(jwt, NULL);
 	if (payload == NULL)
 	{
@@ -511,7 +459,7 @@ sign_hs256(jwt_t *jwt, const TokenAccessSpec *spec, const unsigned char *key,
 	}
 	hlen = strlen(header);
 	plen = strlen(payload);
-	total = (hlen + 2) / 3 * 4 + 1 + (plen + 2) / 3 * 4 + 1 + (32 + 2) / 3 * 4 + 1;
+	total = (hlen + 2) / 3 * 4 + 1 + (plen + 2) / 3 * 4 + 1 + (siglen + 2) / 3 * 4 + 1;
 	if (total > TOKEN_MAX_LENGTH + 16)
 	{
 		free(payload);
@@ -529,17 +477,24 @@ sign_hs256(jwt_t *jwt, const TokenAccessSpec *spec, const unsigned char *key,
 	out[o++] = '.';
 	o += token_b64url_encode((const unsigned char *) payload, plen, out + o);
 	free(payload);
-	if (HMAC(EVP_sha256(), key, (int) keylen, (const unsigned char *) out, o, mac, &maclen) == NULL ||
-		maclen != 32)
+	if (kp == NULL)
+	{
+		unsigned int maclen = 0;
+
+		signed_ok = HMAC(EVP_sha256(), key, (int) keylen, (const unsigned char *) out, o,
+						 sig, &maclen) != NULL && maclen == siglen;
+	}
+	else
+		signed_ok = token_keypair_sign(kp, (const unsigned char *) out, o, sig);
+	if (!signed_ok)
 	{
 		free(out);
 		*errmsg = "could not sign the token";
 		return NULL;
 	}
 	out[o++] = '.';
-	o += token_b64url_encode(mac, 32, out + o);
-	out[o] = '\0';
-	OPENSSL_cleanse(mac, sizeof(mac));
+	o += token_b64url_encode(sig, siglen, out + o);
+	OPENSSL_cleanse(sig, sizeof(sig));
 	if (o > TOKEN_MAX_LENGTH)
 	{
 		OPENSSL_cleanse(out, o);
@@ -547,8 +502,8 @@ sign_hs256(jwt_t *jwt, const TokenAccessSpec *spec, const unsigned char *key,
 		*errmsg = token_too_long;
 		return NULL;
 	}
-	if (kid && spec->kid_out)
-		memcpy(spec->kid_out, kid, TOKEN_KID_LENGTH + 1);
+	if (kid && spec->kid_out && strlen(kid) <= TOKEN_KID_MAX_LENGTH)
+		memcpy(spec->kid_out, kid, strlen(kid) + 1);
 	return out;
 }
 
@@ -624,14 +579,7 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 		*errmsg = "could not build the token's claims";
 		goto done;
 	}
-	if (spec->alg != TOKEN_ALG_HS256)
-	{
-		result = sign_asymmetric(jwt, spec, key, keylen, errmsg);
-		if (result != NULL && spec->jti_out)
-			memcpy(spec->jti_out, jti, TOKEN_UUID_LENGTH);
-		goto done;
-	}
-	result = sign_hs256(jwt, spec, key, keylen, errmsg);
+	result = sign_compact(jwt, spec, key, keylen, errmsg);
 	if (result != NULL && spec->jti_out)
 		memcpy(spec->jti_out, jti, TOKEN_UUID_LENGTH);
 
