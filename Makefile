@@ -1,7 +1,7 @@
 # extension_tokens: PGXS build
 EXTENSION = extension_tokens
 MODULE_big = extension_tokens
-OBJS = src/extension_tokens.o src/config.o src/token.o src/storage.o \
+OBJS = src/extension_tokens.o src/config.o src/token.o src/token_keys.o src/storage.o \
        src/policy.o src/worker.o src/logfilter.o \
        src/stats.o src/revoker.o src/usage.o src/uninstall.o
 DATA = $(wildcard $(EXTENSION)--*.sql)
@@ -21,7 +21,7 @@ ifneq ($(WERROR),)
 PG_CFLAGS += -Wall -Wextra -Wno-unused-parameter -Werror
 endif
 
-REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest api_keys events operations upgrade install
+REGRESS = setup issue validate refresh revoke session_end device privileges hostile attacks postgrest api_keys events operations asymmetric upgrade install
 REGRESS_OUTPUTDIR ?= tmp/regress
 REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs
@@ -104,8 +104,18 @@ FUZZ_CFLAGS = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefine
               -DLIBJWT_SONAME=\"$(or $(LIBJWT_SONAME),libjwt.so.0)\"
 
 # fuzz_token.c #includes src/token.c (see the top of fuzz/fuzz_token.c).
-fuzz/fuzz_token: fuzz/fuzz_token.c src/token.c src/token.h
-	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_token.c -o $@ -ljansson -lcrypto -ldl
+fuzz/fuzz_token: fuzz/fuzz_token.c src/token.c src/token_keys.c src/token.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_token.c src/token_keys.c -o $@ -ljansson -lcrypto -ldl
+
+# fuzz_asym.c: the ES256 and EdDSA paths (src/token_keys.c and the
+# verifier's asymmetric branch); `make fuzz-asym [FUZZ_SECONDS=600]`.
+fuzz/fuzz_asym: fuzz/fuzz_asym.c src/token.c src/token_keys.c src/token.h
+	$(FUZZ_CC) $(FUZZ_CFLAGS) fuzz/fuzz_asym.c src/token_keys.c -o $@ -ljansson -lcrypto -ldl
+
+fuzz-asym: fuzz/fuzz_asym
+	mkdir -p fuzz/corpus-asym-work fuzz/artifacts
+	./fuzz/fuzz_asym -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	    -artifact_prefix=fuzz/artifacts/ $(FUZZ_FLAGS) fuzz/corpus-asym-work fuzz/corpus
 
 fuzz: fuzz/fuzz_token
 	fuzz/run.sh $(FUZZ_SECONDS) fuzz/corpus-work $(FUZZ_FLAGS)
@@ -117,4 +127,4 @@ fuzz-smoke: fuzz/fuzz_token
 valgrind-check:
 	test/valgrind.sh
 
-.PHONY: fuzz fuzz-smoke valgrind-check
+.PHONY: fuzz fuzz-smoke fuzz-asym valgrind-check

@@ -860,3 +860,42 @@ BEGIN
     END LOOP;
 END
 $revoke_notify_expiring$;
+
+-------------------------------------------------------------------------------
+-- Asymmetric signing (ES256, EdDSA) and the public JWK Set (issue 24).
+-- extension_tokens.signing_algorithm, signing_key_file and
+-- signing_key_previous_file are server settings (src/config.c); the SQL side
+-- is the JWK Set alone.
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION extension_token_jwks()
+    RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'extension_token_jwks'
+    LANGUAGE C STABLE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_jwks() IS
+'The public keys (current and previous) that verify access tokens signed ES256 or EdDSA, as a JWK Set (RFC 7517): give it to PostgREST as jwt-secret or to any JWT library.  Never a secret: empty under HS256';
+-- Public keys are public: anyone, including PostgREST's anonymous role with
+-- a GET on /rpc/extension_token_jwks, may read them.  As above, grants that
+-- default privileges made to roles directly are taken back first, so that
+-- the one grant is PUBLIC's.
+DO $revoke_jwks$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.grantee
+          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_token_jwks()'::pg_catalog.regprocedure
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_token_jwks() FROM %I',
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_jwks$;
+GRANT EXECUTE ON FUNCTION extension_token_jwks() TO PUBLIC;
+
+-------------------------------------------------------------------------------
+-- End of the asymmetric signing section.
+-------------------------------------------------------------------------------

@@ -164,3 +164,61 @@ bench_parts(PG_FUNCTION_ARGS)
 	}
 	PG_RETURN_INT32(members);
 }
+
+/*
+ * bench.refresh_token(session uuid, seed text) RETURNS text: a refresh token
+ * of the extension's format for `session`, made from `seed` (so that pools
+ * of well-formed tokens for bulk-written sessions can be made quickly):
+ * "ext_rt_", the session id as one 128-bit number in 22 base62 digits, the
+ * first 43 hex digits of SHA-256(seed), and the checksum (the first 32 bits
+ * of SHA-256 of everything before it, in 6 base62 digits).
+ */
+static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+PG_FUNCTION_INFO_V1(bench_refresh_token);
+Datum
+bench_refresh_token(PG_FUNCTION_ARGS)
+{
+	unsigned char *id = (unsigned char *) PG_GETARG_POINTER(0);
+	text	   *seed = PG_GETARG_TEXT_PP(1);
+	char		out[7 + 22 + 43 + 6 + 1];
+	unsigned char n[16];
+	unsigned char d[32];
+	unsigned int dlen;
+	uint32		v;
+
+	memcpy(out, "ext_rt_", 7);
+	memcpy(n, id, 16);
+	for (int k = 21; k >= 0; k--)
+	{
+		unsigned int rem = 0;
+
+		for (int i = 0; i < 16; i++)
+		{
+			unsigned int cur = (rem << 8) | n[i];
+
+			n[i] = (unsigned char) (cur / 62);
+			rem = cur % 62;
+		}
+		out[7 + k] = b62[rem];
+	}
+	if (!EVP_Digest(VARDATA_ANY(seed), VARSIZE_ANY_EXHDR(seed), d, &dlen, EVP_sha256(), NULL))
+		elog(ERROR, "SHA-256 failed");
+	for (int i = 0; i < 43; i++)
+		out[29 + i] = "0123456789abcdef"[(i % 2) ? d[i / 2] & 15 : d[i / 2] >> 4];
+	if (!EVP_Digest(out, 72, d, &dlen, EVP_sha256(), NULL))
+		elog(ERROR, "SHA-256 failed");
+	v = ((uint32) d[0] << 24) | ((uint32) d[1] << 16) | ((uint32) d[2] << 8) | d[3];
+	for (int i = 5; i >= 0; i--)
+	{
+		out[72 + i] = b62[v % 62];
+		v /= 62;
+	}
+	{
+		text	   *t = palloc(VARHDRSZ + 78);
+
+		SET_VARSIZE(t, VARHDRSZ + 78);
+		memcpy(VARDATA(t), out, 78);
+		PG_RETURN_TEXT_P(t);
+	}
+}

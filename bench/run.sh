@@ -764,24 +764,12 @@ POOL_ID='\set n :n + 1
 \set id :off + (:n - 1) * :nc + :client_id + 1'
 
 say "refresh"
-q <<'SQL'
--- A refresh token as the extension makes it for session s, from a seed:
--- 'ext_rt_', the session id in 22 base62 digits, 43 base62 characters, and
--- the checksum (the first 4 bytes of the SHA-256 of the rest, in 6 base62
--- digits).
-CREATE FUNCTION bench.base62(v numeric, digits int) RETURNS text LANGUAGE sql IMMUTABLE STRICT AS $f$
-SELECT string_agg(substr('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz',
-                         (mod(trunc(v / (62::numeric ^ (digits - 1 - i))), 62))::int + 1, 1), '' ORDER BY i)
-FROM generate_series(0, digits - 1) i
-$f$;
-CREATE FUNCTION bench.refresh_token(s uuid, seed text) RETURNS text LANGUAGE sql IMMUTABLE STRICT AS $f$
-SELECT a.pb || bench.base62(('x' || encode(substr(sha256(convert_to(a.pb, 'UTF8')), 1, 4), 'hex'))::bit(32)::bigint, 6)
-FROM (SELECT 'ext_rt_'
-             || bench.base62((SELECT sum(get_byte(uuid_send(s), i)::numeric * 256::numeric ^ (15 - i))
-                                FROM generate_series(0, 15) i), 22)
-             || substr(encode(sha256(convert_to(seed, 'UTF8')), 'hex'), 1, 43) AS pb) a
-$f$;
-SQL
+# A refresh token as the extension makes it for session s, from a seed
+# (bench/parts.c): 'ext_rt_', the session id in 22 base62 digits, 43
+# characters from the seed, and the checksum (the first 4 bytes of the
+# SHA-256 of the rest, in 6 base62 digits).
+q -c "CREATE FUNCTION bench.refresh_token(s uuid, seed text) RETURNS text
+      LANGUAGE c IMMUTABLE STRICT AS '$dir/parts.so', 'bench_refresh_token'"
 # What a refresh writes beside the pair's hashes: the retry window's sealed
 # successor (its size from one real refresh) and its end.
 q -c "CREATE TABLE bench.probe AS SELECT refresh_token FROM extension_token_issue('bench probe')" \

@@ -60,6 +60,7 @@
 #include "compat.h"
 
 #include "config.h"
+#include "revoker.h"
 #include "token.h"
 
 static char *et_jwt_secret = NULL;	/* always "": see above */
@@ -96,6 +97,7 @@ static const struct config_enum_entry event_log_options[] = {
 typedef struct SecretValue
 {
 	bool		refused;		/* a file set but refused when loading */
+	int			alg;			/* signing key files: the key's TokenAlg */
 	size_t		len;
 	char		data[FLEXIBLE_ARRAY_MEMBER];
 } SecretValue;
@@ -141,6 +143,7 @@ secret_value_make(const char *data, size_t len)
 	if (v != NULL)
 	{
 		v->refused = false;
+		v->alg = TOKEN_ALG_HS256;
 		v->len = len;
 		if (len > 0)
 			memcpy(v->data, data, len);
@@ -237,12 +240,14 @@ show_previous_secret(void)
  * messages name the file and the rule it broke, never its content.
  */
 static bool
-read_secret_file(const char *setting, const char *path, char *buf, size_t *len)
+read_secret_file(const char *setting, const char *path, char *buf, size_t *len,
+				 bool is_key)
 {
 	int			fd;
 	struct stat st;
 	size_t		n = 0;
 	int			save_errno;
+	const char *what = is_key ? "key" : "secret";
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
@@ -250,7 +255,7 @@ read_secret_file(const char *setting, const char *path, char *buf, size_t *len)
 		save_errno = errno;
 		GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
 		errno = save_errno;
-		GUC_check_errmsg("%s: could not open secret file \"%s\": %m", setting, path);
+		GUC_check_errmsg("%s: could not open %s file \"%s\": %m", setting, what, path);
 		goto refused;
 	}
 	if (fstat(fd, &st) != 0)
@@ -258,13 +263,13 @@ read_secret_file(const char *setting, const char *path, char *buf, size_t *len)
 		save_errno = errno;
 		close(fd);
 		errno = save_errno;
-		GUC_check_errmsg("%s: could not stat secret file \"%s\": %m", setting, path);
+		GUC_check_errmsg("%s: could not stat %s file \"%s\": %m", setting, what, path);
 		goto refused;
 	}
 	if (!S_ISREG(st.st_mode))
 	{
 		close(fd);
-		GUC_check_errmsg("%s: secret file \"%s\" is not a regular file", setting, path);
+		GUC_check_errmsg("%s: %s file \"%s\" is not a regular file", setting, what, path);
 		goto refused;
 	}
 
@@ -276,21 +281,21 @@ read_secret_file(const char *setting, const char *path, char *buf, size_t *len)
 	if (st.st_uid != geteuid() && st.st_uid != 0)
 	{
 		close(fd);
-		GUC_check_errmsg("%s: secret file \"%s\" must be owned by the database user or root", setting, path);
+		GUC_check_errmsg("%s: %s file \"%s\" must be owned by the database user or root", setting, what, path);
 		goto refused;
 	}
 	if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
 		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))))
 	{
 		close(fd);
-		GUC_check_errmsg("%s: secret file \"%s\" has group or world access", setting, path);
+		GUC_check_errmsg("%s: %s file \"%s\" has group or world access", setting, what, path);
 		GUC_check_errdetail("The file must have permissions u=rw (0600) or less if owned by the database user, or permissions u=rw,g=r (0640) or less if owned by root.");
 		goto refused;
 	}
 	if (st.st_size > SECRET_FILE_MAX_SIZE)
 	{
 		close(fd);
-		GUC_check_errmsg("%s: secret file \"%s\" is larger than %d bytes", setting, path, SECRET_FILE_MAX_SIZE);
+		GUC_check_errmsg("%s: %s file \"%s\" is larger than %d bytes", setting, what, path, SECRET_FILE_MAX_SIZE);
 		goto refused;
 	}
 
@@ -307,7 +312,7 @@ read_secret_file(const char *setting, const char *path, char *buf, size_t *len)
 			close(fd);
 			explicit_bzero(buf, n);
 			errno = save_errno;
-			GUC_check_errmsg("%s: could not read secret file \"%s\": %m", setting, path);
+			GUC_check_errmsg("%s: could not read %s file \"%s\": %m", setting, what, path);
 			goto refused;
 		}
 		if (r == 0)
@@ -317,7 +322,7 @@ read_secret_file(const char *setting, const char *path, char *buf, size_t *len)
 		{
 			close(fd);
 			explicit_bzero(buf, n);
-			GUC_check_errmsg("%s: secret file \"%s\" is larger than %d bytes", setting, path, SECRET_FILE_MAX_SIZE);
+			GUC_check_errmsg("%s: %s file \"%s\" is larger than %d bytes", setting, what, path, SECRET_FILE_MAX_SIZE);
 			goto refused;
 		}
 	}
@@ -329,16 +334,16 @@ read_secret_file(const char *setting, const char *path, char *buf, size_t *len)
 
 	if (n == 0)
 	{
-		GUC_check_errmsg("%s: secret file \"%s\" is empty", setting, path);
+		GUC_check_errmsg("%s: %s file \"%s\" is empty", setting, what, path);
 		goto refused;
 	}
 	if (memchr(buf, '\0', n) != NULL)
 	{
 		explicit_bzero(buf, n);
-		GUC_check_errmsg("%s: secret file \"%s\" contains a NUL byte", setting, path);
+		GUC_check_errmsg("%s: %s file \"%s\" contains a NUL byte", setting, what, path);
 		goto refused;
 	}
-	if (n < TOKEN_SECRET_MIN_LENGTH)
+	if (!is_key && n < TOKEN_SECRET_MIN_LENGTH)
 	{
 		explicit_bzero(buf, n);
 		GUC_check_errmsg("%s: the secret in file \"%s\" is too short", setting, path);
@@ -353,8 +358,10 @@ refused:
 	GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
 	if (GUC_check_errhint_string == NULL)
 		GUC_check_errhint(in_config_init ?
-						  "No secret is used from this setting until the file is fixed and the configuration is reloaded." :
-						  "Nothing was changed: the secret in force, if any, stays in force.");
+						  (is_key ? "No key is used from this setting until the file is fixed and the configuration is reloaded." :
+						   "No secret is used from this setting until the file is fixed and the configuration is reloaded.") :
+						  (is_key ? "Nothing was changed: the key in force, if any, stays in force." :
+						   "Nothing was changed: the secret in force, if any, stays in force."));
 	return false;
 }
 
@@ -368,7 +375,7 @@ check_secret_file_common(int which, char **newval, void **extra)
 	SecretValue *v;
 
 	if (path != NULL && path[0] != '\0' &&
-		!read_secret_file(secret_file_setting_name[which], path, buf, &len))
+		!read_secret_file(secret_file_setting_name[which], path, buf, &len, false))
 	{
 		if (!in_config_init)
 			return false;		/* the value in force stays */
@@ -441,6 +448,122 @@ check_api_key_header(char **newval, void **extra, GucSource source)
 			return false;
 		}
 	return true;
+}
+
+/* ---------------------------------------------------------------------
+ * Asymmetric signing (ES256, EdDSA): signing_algorithm and the key files
+ *
+ * The key files follow the secret files' rules (the same reader, the same
+ * ownership and mode rules, the old key kept when a reload refuses the new
+ * file), and the check hook also parses the key: a file that holds no
+ * unencrypted P-256 or Ed25519 private key passing OpenSSL's key check is
+ * refused.  The hook cannot refuse a key of the other algorithm than
+ * signing_algorithm, as a reload may change both in either order; every
+ * function that signs or verifies refuses that combination instead (55000),
+ * naming both.
+ * ---------------------------------------------------------------------
+ */
+int			et_signing_algorithm = TOKEN_ALG_HS256;
+static char *et_signing_key_file = NULL;
+static char *et_signing_key_previous_file = NULL;
+static const SecretValue *signing_key[2] = {NULL, NULL};
+
+static const char *const signing_key_setting_name[2] = {
+	"extension_tokens.signing_key_file", "extension_tokens.signing_key_previous_file"
+};
+
+static const struct config_enum_entry signing_algorithm_options[] = {
+	{"HS256", TOKEN_ALG_HS256, false},
+	{"ES256", TOKEN_ALG_ES256, false},
+	{"EdDSA", TOKEN_ALG_EDDSA, false},
+	{NULL, 0, false}
+};
+
+static bool
+check_signing_key_common(int which, char **newval, void **extra)
+{
+	const char *path = *newval;
+	const char *setting = signing_key_setting_name[which];
+	char		buf[SECRET_FILE_MAX_SIZE + 1];
+	size_t		len = 0;
+	bool		refused = false;
+	int			alg = TOKEN_ALG_HS256;
+	SecretValue *v;
+
+	if (path != NULL && path[0] != '\0')
+	{
+		if (read_secret_file(setting, path, buf, &len, true))
+		{
+			const char *why = NULL;
+			TokenKeyPair *kp = token_keypair_load(buf, len, &why);
+
+			if (kp != NULL)
+			{
+				alg = token_keypair_alg(kp);
+				token_keypair_free(kp);
+			}
+			else
+			{
+				explicit_bzero(buf, len);
+				len = 0;
+				GUC_check_errcode(ERRCODE_INVALID_PARAMETER_VALUE);
+				GUC_check_errmsg("%s: key file \"%s\" cannot be used: %s", setting, path, why);
+				GUC_check_errhint(in_config_init ?
+								  "Generate a key with \"openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256\" (ES256) or \"openssl genpkey -algorithm ed25519\" (EdDSA); no key is used from this setting until the file is fixed and the configuration is reloaded." :
+								  "Generate a key with \"openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256\" (ES256) or \"openssl genpkey -algorithm ed25519\" (EdDSA). Nothing was changed: the key in force, if any, stays in force.");
+				refused = true;
+			}
+		}
+		else
+			refused = true;
+		if (refused)
+		{
+			if (!in_config_init)
+				return false;	/* the key in force stays */
+			ereport(WARNING,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg_internal("%s", GUC_check_errmsg_string),
+					 GUC_check_errdetail_string ?
+					 errdetail_internal("%s", GUC_check_errdetail_string) : 0,
+					 GUC_check_errhint_string ?
+					 errhint("%s", GUC_check_errhint_string) : 0));
+		}
+	}
+	v = secret_value_make(buf, len);
+	explicit_bzero(buf, len);
+	if (v == NULL)
+	{
+		GUC_check_errdetail("out of memory");
+		return false;
+	}
+	v->refused = refused;
+	v->alg = alg;
+	*extra = v;
+	return true;
+}
+
+static bool
+check_signing_key_file(char **newval, void **extra, GucSource source)
+{
+	return check_signing_key_common(SECRET_CURRENT, newval, extra);
+}
+
+static bool
+check_signing_key_previous_file(char **newval, void **extra, GucSource source)
+{
+	return check_signing_key_common(SECRET_PREVIOUS, newval, extra);
+}
+
+static void
+assign_signing_key_file(const char *newval, void *extra)
+{
+	signing_key[SECRET_CURRENT] = extra;
+}
+
+static void
+assign_signing_key_previous_file(const char *newval, void *extra)
+{
+	signing_key[SECRET_PREVIOUS] = extra;
 }
 
 void
@@ -594,7 +717,34 @@ ConfigInit(void)
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL |
 							   GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
 							   check_previous_secret_file, assign_previous_secret_file, NULL);
+
+	DefineCustomStringVariable("extension_tokens.signing_key_file",
+							   "File holding the PEM private key that signs access tokens under ES256 (P-256) or EdDSA (Ed25519); read at start and at every reload.",
+							   "The file must be owned by the server's user with mode 0600 or less, or by root with 0640 or less. Its public key is published by extension_token_jwks().",
+							   &et_signing_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
+							   check_signing_key_file, assign_signing_key_file, NULL);
+
+	DefineCustomStringVariable("extension_tokens.signing_key_previous_file",
+							   "File holding the PEM private key being retired: tokens it signed still validate, nothing new is signed with it.",
+							   "Same rules as extension_tokens.signing_key_file; the key must be of the same algorithm. Its public key stays in extension_token_jwks() while it is set.",
+							   &et_signing_key_previous_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NOT_IN_SAMPLE | GUC_NO_RESET_ALL,
+							   check_signing_key_previous_file, assign_signing_key_previous_file, NULL);
 	in_config_init = false;
+
+	DefineCustomEnumVariable("extension_tokens.signing_algorithm",
+							 "Algorithm that signs and, alone, verifies access tokens: HS256 (jwt_secret), ES256 or EdDSA (signing_key_file).",
+							 "Tokens signed under another algorithm stop validating when this changes.",
+							 &et_signing_algorithm,
+							 TOKEN_ALG_HS256,
+							 signing_algorithm_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("extension_tokens.cleanup_retention",
 							"How long expired and revoked sessions are kept before extension_tokens_cleanup() deletes them.",
@@ -708,6 +858,10 @@ ConfigRequireSecret(size_t *len)
 		config_unavailable("extension_tokens.jwt_secret_file could not be used",
 						   "The server log says why.",
 						   "Fix the file named by extension_tokens.jwt_secret_file, then reload the configuration.");
+	if (n == 0 && !RevokerAvailable())
+		config_unavailable("extension_tokens.jwt_secret is not set",
+						   "The library is not in shared_preload_libraries.",
+						   "Add extension_tokens to shared_preload_libraries, set extension_tokens.jwt_secret_file, and restart the server.");
 	if (n == 0)
 		config_unavailable("extension_tokens.jwt_secret is not set", NULL,
 						   psprintf("Put the secret (at least %d bytes) in a file readable only by the server's operating system user, set extension_tokens.jwt_secret_file to its path, then reload the configuration.",
@@ -722,6 +876,17 @@ ConfigRequireSecret(size_t *len)
 }
 
 const char *
+ConfigSecretIfAny(size_t *len)
+{
+	const SecretValue *v = effective_secret(SECRET_CURRENT);
+
+	if (v == NULL || v->len < TOKEN_SECRET_MIN_LENGTH)
+		return NULL;
+	*len = v->len;
+	return v->data;
+}
+
+const char *
 ConfigPreviousSecret(size_t *len)
 {
 	const SecretValue *v = effective_secret(SECRET_PREVIOUS);
@@ -730,6 +895,80 @@ ConfigPreviousSecret(size_t *len)
 	if (n < TOKEN_SECRET_MIN_LENGTH)
 		return NULL;
 	*len = n;
+	return v->data;
+}
+
+/*
+ * The signing key of `which` (current or previous) under an asymmetric
+ * algorithm, or NULL when none is set; raises 55000 when the file was
+ * refused, or holds a key of another algorithm than the setting's.
+ */
+static const char *
+signing_key_of(int which, size_t *len)
+{
+	const SecretValue *v = signing_key[which];
+	const char *setting = signing_key_setting_name[which];
+
+	if (v != NULL && v->refused)
+		config_unavailable(psprintf("%s could not be used", setting),
+						   "The server log says why.",
+						   psprintf("Fix the file named by %s, then reload the configuration.", setting));
+	if (v == NULL || v->len == 0)
+		return NULL;
+	if (v->alg != et_signing_algorithm)
+		config_unavailable(psprintf("%s holds a key for %s, but extension_tokens.signing_algorithm is %s",
+									setting, token_alg_name(v->alg),
+									token_alg_name(et_signing_algorithm)),
+						   "Only the configured algorithm signs and verifies; both keys must be of that algorithm.",
+						   "Set extension_tokens.signing_algorithm to the key's algorithm, or use a key of the configured one, then reload the configuration.");
+	*len = v->len;
+	return v->data;
+}
+
+const char *
+ConfigSigningKey(TokenAlg *alg, size_t *len)
+{
+	const char *key;
+
+	*alg = (TokenAlg) et_signing_algorithm;
+	if (*alg == TOKEN_ALG_HS256)
+		return ConfigRequireSecret(len);
+	key = signing_key_of(SECRET_CURRENT, len);
+	if (key == NULL)
+		config_unavailable(psprintf("extension_tokens.signing_algorithm is %s but extension_tokens.signing_key_file is not set",
+									token_alg_name(*alg)), NULL,
+						   "Put the private key (PEM) in a file readable only by the server's operating system user, set extension_tokens.signing_key_file to its path, then reload the configuration.");
+	return key;
+}
+
+const char *
+ConfigPreviousSigningKey(size_t *len)
+{
+	if (et_signing_algorithm == TOKEN_ALG_HS256)
+		return ConfigPreviousSecret(len);
+	return signing_key_of(SECRET_PREVIOUS, len);
+}
+
+void
+ConfigRequireSigning(void)
+{
+	TokenAlg	alg;
+	size_t		len;
+
+	(void) ConfigSigningKey(&alg, &len);
+	if (alg != TOKEN_ALG_HS256)
+		(void) ConfigPreviousSigningKey(&len);
+}
+
+const char *
+ConfigSigningKeyFile(int which, size_t *len)
+{
+	const SecretValue *v = signing_key[which ? SECRET_PREVIOUS : SECRET_CURRENT];
+
+	if (v == NULL || v->len == 0 || v->alg != et_signing_algorithm ||
+		et_signing_algorithm == TOKEN_ALG_HS256)
+		return NULL;
+	*len = v->len;
 	return v->data;
 }
 

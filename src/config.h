@@ -8,6 +8,8 @@
 #ifndef EXTENSION_TOKENS_CONFIG_H
 #define EXTENSION_TOKENS_CONFIG_H
 
+#include "token.h"
+
 extern char *et_jwt_issuer;
 extern char *et_jwt_audience;
 extern int	et_access_token_lifetime;	/* seconds */
@@ -28,6 +30,8 @@ extern int	et_session_max_lifetime;	/* seconds, 0 = none */
 extern int	et_session_inactivity_timeout;	/* seconds, 0 = none */
 extern char *et_postgrest_role;
 
+extern int	et_signing_algorithm;	/* a TokenAlg */
+
 /* extension_tokens.event_log */
 typedef enum EventLogLevel
 {
@@ -40,10 +44,30 @@ extern int	et_event_retention; /* seconds, 0 = forever */
 extern void ConfigInit(void);
 
 /*
+ * The key that signs under the configured algorithm (*alg): the HS256
+ * secret, or the PEM text of the ES256 / EdDSA private key; raises 55000
+ * while there is none, or when the key is of another algorithm.
+ */
+extern const char *ConfigSigningKey(TokenAlg *alg, size_t *len);
+/* The key being retired under the configured algorithm, or NULL. */
+extern const char *ConfigPreviousSigningKey(size_t *len);
+/* Raises 55000 unless the configured algorithm has a usable key. */
+extern void ConfigRequireSigning(void);
+/*
+ * The PEM text of the current (0) or previous (1) asymmetric key, or NULL:
+ * never raises (for the public JWK Set, which must answer while the service
+ * is misconfigured too).
+ */
+extern const char *ConfigSigningKeyFile(int which, size_t *len);
+
+/*
  * The signing secret (from extension_tokens.jwt_secret_file when set, else
  * extension_tokens.jwt_secret); raises 55000 while there is none.
  */
 extern const char *ConfigRequireSecret(size_t *len);
+
+/* The HS256 secret in force, or NULL: never raises. */
+extern const char *ConfigSecretIfAny(size_t *len);
 
 /* The previous secret (accepted, never used to sign), or NULL. */
 extern const char *ConfigPreviousSecret(size_t *len);

@@ -266,7 +266,8 @@ static void
 mint_access(NewPair *pair, PairTokens *out)
 {
 	size_t		keylen;
-	const char *key = ConfigRequireSecret(&keylen);
+	TokenAlg	alg;
+	const char *key = ConfigSigningKey(&alg, &keylen);
 	TokenAccessSpec spec;
 	const char *why = NULL;
 	char	   *jwt;
@@ -279,6 +280,7 @@ mint_access(NewPair *pair, PairTokens *out)
 	spec.exp = unix_seconds(pair->expires_at);
 	spec.extra_claims_json = pair->claims_json;
 	spec.extra_claims_len = pair->claims_json ? strlen(pair->claims_json) : 0;
+	spec.alg = alg;
 	spec.with_kid = true;
 	spec.role = (et_postgrest_role && et_postgrest_role[0]) ? et_postgrest_role : NULL;
 	spec.scope = scopes_text(pair->scopes);
@@ -547,10 +549,9 @@ Datum
 extension_token_issue(PG_FUNCTION_ARGS)
 {
 	NewPair		pair;
-	size_t		keylen;
 	int64		lifetime;
 
-	(void) ConfigRequireSecret(&keylen);
+	ConfigRequireSigning();
 	require_read_write("issue a token");
 	memset(&pair, 0, sizeof(pair));
 	pair.name = PG_ARGISNULL(1) ? DEFAULT_TOKEN_NAME : checked_name(PG_GETARG_TEXT_PP(1));
@@ -881,9 +882,9 @@ verify_params(TokenVerifyParams *params, TimestampTz now, bool check_times)
 {
 	size_t		keylen;
 
-	params->key = (const unsigned char *) ConfigRequireSecret(&keylen);
+	params->key = (const unsigned char *) ConfigSigningKey(&params->alg, &keylen);
 	params->keylen = keylen;
-	params->prev_key = (const unsigned char *) ConfigPreviousSecret(&keylen);
+	params->prev_key = (const unsigned char *) ConfigPreviousSigningKey(&keylen);
 	params->prev_keylen = params->prev_key ? keylen : 0;
 	params->issuer = et_jwt_issuer;
 	params->audience = et_jwt_audience;
@@ -905,7 +906,8 @@ row_end(const SessionRow *row, TimestampTz now)
 	/* a use counted in shared memory and not yet written counts (usage.c) */
 	if (row->idle_timeout_us > 0)
 		last_active = Max(last_active, UsageLastUsed(&row->session_id));
-	return PolicySessionEnd(row->revoked || RevokerPending(&row->session_id),
+	return PolicySessionEnd(row->revoked || row->revocation_pending ||
+							RevokerPending(&row->session_id),
 							row->refresh_expires_at, row->ends_at, row->idle_timeout_us,
 							last_active, now);
 }
@@ -1029,7 +1031,7 @@ extension_token_validate(PG_FUNCTION_ARGS)
 	size_t		len;
 
 	LogFilterRedactActivity();
-	(void) ConfigRequireSecret(&len);
+	ConfigRequireSigning();
 	memset(&row, 0, sizeof(row));
 	if (PG_ARGISNULL(0))
 		status = TOKEN_MISSING;
@@ -1246,7 +1248,7 @@ refresh_decide(const SessionRow *row, const unsigned char *hash, TimestampTz now
 			   const char **reason)
 {
 	*reason = NULL;
-	if (row->revoked || RevokerPending(&row->session_id))
+	if (row->revoked || row->revocation_pending || RevokerPending(&row->session_id))
 	{
 		*reason = "session_revoked";
 		return RD_REFUSE;
@@ -1437,7 +1439,7 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("p_refresh_token must not be null")));
-	(void) ConfigRequireSecret(&len);
+	ConfigRequireSigning();
 	require_read_write("refresh a token");
 	/* Reuse must revoke, whatever happens to this call: see revoker.c. */
 	if (!RevokerAvailable())
@@ -1570,12 +1572,31 @@ token_session(const char *token, size_t len, pg_uuid_t *sid)
 		TokenVerifyParams params;
 		TokenAccessClaims *claims = palloc(sizeof(TokenAccessClaims));
 		bool		ok;
+		TokenStatus status;
+		size_t		keylen;
 
 		verify_params(&params, GetCurrentTimestamp(), false);
 		/* ours whatever issuer or audience was in force when minted */
 		params.issuer = NULL;
 		params.audience = NULL;
-		ok = token_verify_access(token, len, &params, claims) == TOKEN_OK;
+		status = token_verify_access(token, len, &params, claims);
+
+		/*
+		 * And whatever algorithm signed it: after a switch from HS256 to
+		 * ES256 or EdDSA, an add-in that signs out with its last HS256 access
+		 * token must still end its session.  Only a token correctly signed
+		 * with a secret still configured counts, and it can only revoke.
+		 */
+		if (status == TOKEN_UNSUPPORTED_ALGORITHM && params.alg != TOKEN_ALG_HS256 &&
+			(params.key = (const unsigned char *) ConfigSecretIfAny(&keylen)) != NULL)
+		{
+			params.alg = TOKEN_ALG_HS256;
+			params.keylen = keylen;
+			params.prev_key = (const unsigned char *) ConfigPreviousSecret(&keylen);
+			params.prev_keylen = params.prev_key ? keylen : 0;
+			status = token_verify_access(token, len, &params, claims);
+		}
+		ok = status == TOKEN_OK;
 		if (ok)
 			memcpy(sid->data, claims->session_id, UUID_LEN);
 		pfree(claims);
@@ -1590,7 +1611,6 @@ extension_token_revoke(PG_FUNCTION_ARGS)
 {
 	text	   *token;
 	pg_uuid_t	sid;
-	size_t		keylen;
 
 	LogFilterRedactActivity();
 	require_read_write("revoke a token");
@@ -1600,7 +1620,7 @@ extension_token_revoke(PG_FUNCTION_ARGS)
 	token = PG_GETARG_TEXT_PP(0);
 	if (VARSIZE_ANY_EXHDR(token) == 0)
 		PG_RETURN_BOOL(false);
-	(void) ConfigRequireSecret(&keylen);
+	ConfigRequireSigning();
 	if (!token_session(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &sid))
 		PG_RETURN_BOOL(false);
 	PG_RETURN_BOOL(StorageRevokeSession(sid, GetCurrentTimestamp(), "revoked") > 0);
@@ -1921,10 +1941,26 @@ extension_token_stats_reset(PG_FUNCTION_ARGS)
 	PG_RETURN_TIMESTAMPTZ(since);
 }
 
+/* The RFC 7638 thumbprint of an asymmetric key (PEM), as its key id. */
+static void
+signing_key_thumbprint(const char *pem, size_t len, char out[TOKEN_KID_MAX_LENGTH + 1])
+{
+	const char *why;
+	TokenKeyPair *kp = token_keypair_load(pem, len, &why);
+
+	if (kp == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the signing key cannot be used: %s", why)));
+	memcpy(out, token_keypair_kid(kp), TOKEN_THUMBPRINT_LENGTH + 1);
+	token_keypair_free(kp);
+}
+
 /*
  * extension_tokens_signing_keys() RETURNS TABLE (key_id text, status text,
  *		live_sessions bigint), for administrators: the key ids (never the
- * secrets) of the current and the previous secret, and how many live
+ * secrets) of the current and the previous secret (under ES256 and EdDSA:
+ * the RFC 7638 thumbprints of the current and previous keys), and how many live
  * sessions' unexpired access tokens each signed; then those signed by any
  * other key ('retired'; key_id NULL for pairs made before 1.2).  A rotation
  * is done when the previous key signs no live session.
@@ -1934,8 +1970,9 @@ Datum
 extension_tokens_signing_keys(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char		kid[2][TOKEN_KID_LENGTH + 1];
+	char		kid[2][TOKEN_KID_MAX_LENGTH + 1];
 	const char *keys[2];
+	TokenAlg	alg;
 	size_t		lens[2] = {0, 0};
 	char	   *kids[64];
 	int64		counts[64];
@@ -1946,8 +1983,8 @@ extension_tokens_signing_keys(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to read the signing keys")));
-	keys[0] = ConfigRequireSecret(&lens[0]);
-	keys[1] = ConfigPreviousSecret(&lens[1]);
+	keys[0] = ConfigSigningKey(&alg, &lens[0]);
+	keys[1] = ConfigPreviousSigningKey(&lens[1]);
 	InitMaterializedSRF(fcinfo, 0);
 	n = StorageKeyCounts(GetCurrentTimestamp(), kids, counts, lengthof(kids));
 	for (int k = 0; k < 2; k++)
@@ -1958,7 +1995,10 @@ extension_tokens_signing_keys(PG_FUNCTION_ARGS)
 
 		if (keys[k] == NULL)
 			continue;
-		token_key_id((const unsigned char *) keys[k], lens[k], kid[k]);
+		if (alg == TOKEN_ALG_HS256)
+			token_key_id((const unsigned char *) keys[k], lens[k], kid[k]);
+		else
+			signing_key_thumbprint(keys[k], lens[k], kid[k]);
 		for (int i = 0; i < n; i++)
 			if (kids[i] && strcmp(kids[i], kid[k]) == 0)
 			{
@@ -1984,6 +2024,46 @@ extension_tokens_signing_keys(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * extension_token_jwks() RETURNS jsonb: the public JWK Set of the signing
+ * keys (current, then previous) under ES256 or EdDSA, for anyone (PostgREST's
+ * jwt-secret, any JWT library).  Under HS256 the set is empty: a secret is
+ * never published.  Never raises for a misconfiguration: a key that is not
+ * usable is simply not in the set.
+ */
+PG_FUNCTION_INFO_V1(extension_token_jwks);
+Datum
+extension_token_jwks(PG_FUNCTION_ARGS)
+{
+	StringInfoData buf;
+	int			n = 0;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"keys\": [");
+	for (int which = 0; which < 2; which++)
+	{
+		size_t		len;
+		const char *pem = ConfigSigningKeyFile(which, &len);
+		const char *why;
+		TokenKeyPair *kp;
+		char		jwk[TOKEN_JWK_MAX_LENGTH];
+
+		if (pem == NULL)
+			continue;
+		kp = token_keypair_load(pem, len, &why);
+		if (kp == NULL)
+			continue;
+		/* freed before anything that can raise */
+		strlcpy(jwk, token_keypair_jwk(kp), sizeof(jwk));
+		token_keypair_free(kp);
+		if (n++ > 0)
+			appendStringInfoString(&buf, ", ");
+		appendStringInfoString(&buf, jwk);
+	}
+	appendStringInfoString(&buf, "]}");
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
 
 /* ---------------------------------------------------------------------
@@ -2025,10 +2105,9 @@ extension_token_device_start(PG_FUNCTION_ARGS)
 	TimestampTz now = GetCurrentTimestamp();
 	Datum		values[5];
 	bool		nulls[5] = {false, false, false, false, false};
-	size_t		keylen;
 
 	StorageCheckVersion();
-	(void) ConfigRequireSecret(&keylen);
+	ConfigRequireSigning();
 	require_read_write("start a device authorization");
 	name = PG_ARGISNULL(0) ? DEFAULT_TOKEN_NAME : checked_name(PG_GETARG_TEXT_PP(0));
 	scopes = PG_ARGISNULL(1) ? (Datum) 0 : checked_scopes(PG_GETARG_ARRAYTYPE_P(1));
@@ -2125,12 +2204,11 @@ extension_token_device_poll(PG_FUNCTION_ARGS)
 	TimestampTz now = GetCurrentTimestamp();
 	NewPair		pair;
 	text	   *code;
-	size_t		keylen;
 	Datum		result;
 
 	LogFilterRedactActivity();
 	StorageCheckVersion();
-	(void) ConfigRequireSecret(&keylen);
+	ConfigRequireSigning();
 	require_read_write("poll a device authorization");
 	if (PG_ARGISNULL(0) ||
 		toast_raw_datum_size(PG_GETARG_DATUM(0)) - VARHDRSZ != DEVICE_CODE_LENGTH)

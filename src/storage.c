@@ -457,12 +457,17 @@ static const Statement statements[ST_COUNT] = {
 		"later AS (UPDATE @.extension_token_sessions s SET check_after = d.dead_at "
 		"  FROM due d WHERE s.session_id OPERATOR(pg_catalog.=) d.session_id "
 		"  AND d.dead_at OPERATOR(pg_catalog.>=) $1 RETURNING 1), "
-		"dt AS (DELETE FROM @.extension_tokens t USING victims v "
-		"  WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1), "
-		"dl AS (DELETE FROM @.extension_token_legacy_refresh t USING victims v "
-		"  WHERE t.session_id OPERATOR(pg_catalog.=) v.session_id RETURNING 1), "
-		"ds AS (DELETE FROM @.extension_token_sessions s USING victims v "
-		"  WHERE s.session_id OPERATOR(pg_catalog.=) v.session_id "
+		/*
+		 * "= ANY (ARRAY(...))": an index scan of each table by session id,
+		 * whatever the planner estimates; a join could hash a whole table
+		 * for every batch.
+		 */
+		"dt AS (DELETE FROM @.extension_tokens t WHERE t.session_id OPERATOR(pg_catalog.=) "
+		"  ANY (ARRAY(SELECT v.session_id FROM victims v)) RETURNING 1), "
+		"dl AS (DELETE FROM @.extension_token_legacy_refresh t WHERE t.session_id OPERATOR(pg_catalog.=) "
+		"  ANY (ARRAY(SELECT v.session_id FROM victims v)) RETURNING 1), "
+		"ds AS (DELETE FROM @.extension_token_sessions s WHERE s.session_id OPERATOR(pg_catalog.=) "
+		"  ANY (ARRAY(SELECT v.session_id FROM victims v)) "
 		"  RETURNING s.session_id, s.user_id, s.revoked_at, s.refresh_expires_at), "
 		/* a session that ran out (not revoked) leaves its session_expired event */
 		"de AS (INSERT INTO @.extension_token_events (at, event, user_id, session_id, reason) "
@@ -1171,6 +1176,14 @@ StorageLookupSession(const pg_uuid_t *session_id, bool full, SessionRow *out)
 
 	memset(out, 0, sizeof(*out));
 	storage_load();
+
+	/*
+	 * A revocation queued for the worker (revoker.c) stays pending until
+	 * its commit is visible, and then leaves the queue.  Asked before the
+	 * snapshot is taken: asked after, the row could be read from before the
+	 * commit and the queue after it, and neither would say revoked.
+	 */
+	out->revocation_pending = RevokerPending(session_id);
 	snapshot = statement_snapshot();
 	lookup_begin(&lk, TABLE_SESSIONS, F_UUID_EQ, uuid_datum(session_id),
 				 InvalidOid, (Datum) 0, snapshot);
@@ -1204,20 +1217,25 @@ StorageFindRefresh(const char *token, size_t len, const unsigned char *hash,
 	memset(row, 0, sizeof(*row));
 	storage_load();
 	key = hash_datum(hash);
-	snapshot = statement_snapshot();
 	if (len == REFRESH_TOKEN_LENGTH)
 		found = token_refresh_session(token, len, sid.data);
 	else
 	{
 		bool		isnull;
 
+		snapshot = statement_snapshot();
 		lookup_begin(&lk, TABLE_LEGACY, F_BYTEAEQ, key, InvalidOid, (Datum) 0, snapshot);
 		found = lk.found;
 		if (found)
 			memcpy(&sid, DatumGetUUIDP(slot_getattr(lk.slot, ext.lcol_session, &isnull)),
 				   sizeof(pg_uuid_t));
 		lookup_end(&lk);
+		UnregisterSnapshot(snapshot);
 	}
+	/* before the snapshot: see StorageLookupSession() */
+	if (found)
+		row->revocation_pending = RevokerPending(&sid);
+	snapshot = statement_snapshot();
 	if (found)
 	{
 		lookup_begin(&lk, TABLE_SESSIONS, F_UUID_EQ, uuid_datum(&sid),

@@ -34,6 +34,8 @@ typedef struct SessionRow
 	TimestampTz ends_at;		/* DT_NOEND for none */
 	int64		idle_timeout_us;	/* 0 for none */
 	bool		revoked;
+	bool		revocation_pending; /* queued (revoker.c) before the row was
+									 * read: revoked, whatever the row says */
 	TimestampTz last_refresh_at;	/* 0 when never */
 	TimestampTz last_refresh_error_at;	/* 0 when never */
 	/* filled with `full` only */
@@ -64,7 +66,7 @@ typedef struct NewPair
 	unsigned char access_hash[TOKEN_HASH_LENGTH];
 	unsigned char refresh_hash[TOKEN_HASH_LENGTH];
 	unsigned char access_jti[TOKEN_UUID_LENGTH];
-	char		key_id[TOKEN_KID_LENGTH + 1];
+	char		key_id[TOKEN_KID_MAX_LENGTH + 1];
 	const char *user_agent;		/* from PostgREST's request.headers, or NULL */
 	const char *ip;				/* the first x-forwarded-for, checked, or NULL */
 	bool		api_key;		/* an API key: access_hash is the key's */

@@ -1,10 +1,12 @@
 /*-------------------------------------------------------------------------
  *
  * token.c
- *	  The token core: HS256 access tokens and opaque refresh tokens.
+ *	  The token core: access tokens (HS256, ES256, EdDSA) and opaque refresh
+ *	  tokens.
  *
- * Building uses libjwt, which writes a standard compact JWS.  Verifying does
- * not: libjwt 1.10 takes the algorithm from the header case-insensitively,
+ * Building uses libjwt, which writes a standard compact JWS (under ES256
+ * and EdDSA libjwt builds the claims and OpenSSL signs: see token_keys.c).
+ * Verifying does not: libjwt 1.10 takes the algorithm from the header case-insensitively,
  * skips the signature for an empty key, compares MACs with strcmp, alloca()s
  * the token's length and checks no claim at all.  So every decision here is
  * ours, in this order (RFC 8725):
@@ -12,9 +14,13 @@
  *	1. length cap and syntax: [A-Za-z0-9_-] in three segments that are
  *	   canonical base64url, only the signature may be empty;
  *	2. header: a JSON object (duplicate keys refused) whose "alg" is exactly
- *	   "HS256", whose "typ", if present, is "JWT", and with no "crit";
- *	3. signature: exactly 32 bytes, HMAC-SHA256 over the raw
- *	   "header.payload" bytes, compared in constant time;
+ *	   the configured algorithm ("HS256", or from 1.2 "ES256" or "EdDSA"),
+ *	   whose "typ", if present, is "JWT", and with no "crit";
+ *	3. signature: under HS256 exactly 32 bytes, HMAC-SHA256 over the raw
+ *	   "header.payload" bytes, compared in constant time; under ES256 and
+ *	   EdDSA exactly 64 bytes, verified with OpenSSL by token_keys.c (low-S
+ *	   ECDSA only, canonical Ed25519) with the public key of the configured
+ *	   key file, never a key the token brings;
  *	4. claims: integers where integers are due, iss, aud, type, exp, nbf, iat.
  *
  * The database checks (the token's hash is known, unrevoked and unexpired)
@@ -347,6 +353,7 @@ static struct
 	int			(*set_alg) (jwt_t *jwt, jwt_alg_t alg, const unsigned char *key, int len);
 	int			(*add_header) (jwt_t *jwt, const char *header, const char *val);
 	char	   *(*encode_str) (jwt_t *jwt);
+	char	   *(*get_grants_json) (jwt_t *jwt, const char *grant);
 }			libjwt;
 
 static bool
@@ -368,7 +375,8 @@ load_libjwt(void)
 	libjwt.add_grant = (int (*) (jwt_t *, const char *, const char *)) dlsym(h, "jwt_add_grant");
 	libjwt.add_grant_int = (int (*) (jwt_t *, const char *, long)) dlsym(h, "jwt_add_grant_int");
 	libjwt.del_grants = (int (*) (jwt_t *, const char *)) dlsym(h, "jwt_del_grants");
-	if (!libjwt.new || !libjwt.free || !libjwt.add_grants_json ||
+	libjwt.get_grants_json = (char *(*) (jwt_t *, const char *)) dlsym(h, "jwt_get_grants_json");
+	if (!libjwt.get_grants_json || !libjwt.new || !libjwt.free || !libjwt.add_grants_json ||
 		!libjwt.set_alg || !libjwt.encode_str || !libjwt.add_header ||
 		!libjwt.add_grant || !libjwt.add_grant_int || !libjwt.del_grants)
 		return false;
@@ -391,6 +399,113 @@ static const char *const own_claims[] = {
 
 static const char *signing_key_id(const unsigned char *key, size_t keylen,
 								  char buf[TOKEN_KID_LENGTH + 1]);
+static TokenKeyPair *signing_keypair(TokenAlg alg, const unsigned char *key, size_t keylen);
+
+/*
+ * The compact JWS of the claims libjwt built in `jwt`, assembled here and
+ * signed with OpenSSL: for HS256 one HMAC-SHA256 with the secret (rather than
+ * jwt_encode_str(), which builds the header again with jansson, encodes with
+ * libb64 and sets up an HMAC context of its own: a fifth of an issue's time),
+ * for ES256 and EdDSA the key pair's signature (see token_keys.c for why).
+ * The header is {"alg":...,"typ":"JWT"} with a "kid": the secret's key id
+ * (HS256, when asked) or the RFC 7638 thumbprint of the public key.
+ */
+static char *
+sign_compact(jwt_t *jwt, const TokenAccessSpec *spec, const unsigned char *key,
+			 size_t keylen, const char **errmsg)
+{
+	TokenKeyPair *kp = NULL;
+	char		kidbuf[TOKEN_KID_LENGTH + 1];
+	const char *kid = NULL;
+	char		header[128];
+	char	   *payload;
+	size_t		hlen,
+				plen,
+				siglen,
+				total,
+				o;
+	char	   *out;
+	unsigned char sig[EVP_MAX_MD_SIZE > TOKEN_ASYM_SIG_LENGTH ? EVP_MAX_MD_SIZE : TOKEN_ASYM_SIG_LENGTH];
+	bool		signed_ok;
+
+	if (spec->alg == TOKEN_ALG_HS256)
+	{
+		siglen = 32;
+		if (spec->with_kid)
+			kid = signing_key_id(key, keylen, kidbuf);
+	}
+	else
+	{
+		kp = signing_keypair(spec->alg, key, keylen);
+		if (kp == NULL)
+		{
+			*errmsg = "the signing key is not usable for this algorithm";
+			return NULL;
+		}
+		siglen = TOKEN_ASYM_SIG_LENGTH;
+		kid = token_keypair_kid(kp);
+	}
+	if (kid)
+		snprintf(header, sizeof(header), "{\"alg\":\"%s\",\"typ\":\"JWT\",\"kid\":\"%s\"}",
+				 token_alg_name(spec->alg), kid);
+	else
+		snprintf(header, sizeof(header), "{\"alg\":\"%s\",\"typ\":\"JWT\"}",
+				 token_alg_name(spec->alg));
+	payload = libjwt.get_grants_json(jwt, NULL);
+	if (payload == NULL)
+	{
+		*errmsg = "could not build the token's claims";
+		return NULL;
+	}
+	hlen = strlen(header);
+	plen = strlen(payload);
+	total = (hlen + 2) / 3 * 4 + 1 + (plen + 2) / 3 * 4 + 1 + (siglen + 2) / 3 * 4 + 1;
+	if (total > TOKEN_MAX_LENGTH + 16)
+	{
+		free(payload);
+		*errmsg = token_too_long;
+		return NULL;
+	}
+	out = malloc(total);
+	if (out == NULL)
+	{
+		free(payload);
+		*errmsg = "out of memory";
+		return NULL;
+	}
+	o = token_b64url_encode((const unsigned char *) header, hlen, out);
+	out[o++] = '.';
+	o += token_b64url_encode((const unsigned char *) payload, plen, out + o);
+	free(payload);
+	if (kp == NULL)
+	{
+		unsigned int maclen = 0;
+
+		signed_ok = HMAC(EVP_sha256(), key, (int) keylen, (const unsigned char *) out, o,
+						 sig, &maclen) != NULL && maclen == siglen;
+	}
+	else
+		signed_ok = token_keypair_sign(kp, (const unsigned char *) out, o, sig);
+	if (!signed_ok)
+	{
+		free(out);
+		*errmsg = "could not sign the token";
+		return NULL;
+	}
+	out[o++] = '.';
+	o += token_b64url_encode(sig, siglen, out + o);
+	OPENSSL_cleanse(sig, sizeof(sig));
+	if (o > TOKEN_MAX_LENGTH)
+	{
+		OPENSSL_cleanse(out, o);
+		free(out);
+		*errmsg = token_too_long;
+		return NULL;
+	}
+	if (kid && spec->kid_out && strlen(kid) <= TOKEN_KID_MAX_LENGTH)
+		memcpy(spec->kid_out, kid, strlen(kid) + 1);
+	return out;
+}
 
 char *
 token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
@@ -464,36 +579,9 @@ token_sign_access(const TokenAccessSpec *spec, const unsigned char *key,
 		*errmsg = "could not build the token's claims";
 		goto done;
 	}
-	if (libjwt.set_alg(jwt, JWT_ALG_HS256, key, (int) keylen) != 0)
-	{
-		*errmsg = "could not build the token";
-		goto done;
-	}
-	if (spec->with_kid)
-	{
-		char		buf[TOKEN_KID_LENGTH + 1];
-		const char *kid = signing_key_id(key, keylen, buf);
-
-		if (libjwt.add_header(jwt, "kid", kid) != 0)
-		{
-			*errmsg = "could not build the token";
-			goto done;
-		}
-		if (spec->kid_out)
-			memcpy(spec->kid_out, kid, TOKEN_KID_LENGTH + 1);
-	}
-	if (spec->jti_out)
+	result = sign_compact(jwt, spec, key, keylen, errmsg);
+	if (result != NULL && spec->jti_out)
 		memcpy(spec->jti_out, jti, TOKEN_UUID_LENGTH);
-	result = libjwt.encode_str(jwt);
-	if (result == NULL)
-		*errmsg = "could not sign the token";
-	else if (strlen(result) > TOKEN_MAX_LENGTH)
-	{
-		OPENSSL_cleanse(result, strlen(result));
-		free(result);
-		result = NULL;
-		*errmsg = token_too_long;
-	}
 
 done:
 	if (jwt)
@@ -524,8 +612,11 @@ typedef struct KeyCache
 {
 	unsigned char *key;			/* malloc'd copy, or NULL */
 	size_t		keylen;
-	char		kid[TOKEN_KID_LENGTH + 1];
-	EVP_MAC_CTX *mac;			/* keyed with key, or NULL */
+	TokenAlg	alg;			/* what the key is for */
+	char		kid[TOKEN_KID_MAX_LENGTH + 1];
+	EVP_MAC_CTX *mac;			/* HS256: keyed with key, or NULL */
+	TokenKeyPair *kp;			/* ES256, EdDSA: the parsed key of that
+								 * algorithm, or NULL (unusable) */
 } KeyCache;
 
 static KeyCache key_cache[2];	/* 0: current key, 1: previous key */
@@ -553,14 +644,20 @@ key_cache_reset(KeyCache *kc)
 		free(kc->key);
 	}
 	EVP_MAC_CTX_free(kc->mac);
+	token_keypair_free(kc->kp);
 	memset(kc, 0, sizeof(*kc));
 	memset(header_memo, 0, sizeof(header_memo));
 	verify_generation++;
 }
 
-/* The cache entry for `key` in `slot`, rebuilt if the key changed. */
+/*
+ * The cache entry for `key` in `slot`, rebuilt if the key or the algorithm
+ * changed.  For ES256 and EdDSA the key is PEM text, parsed once here; a key
+ * that does not parse, or is of another algorithm, is kept as unusable (no
+ * kid, no key pair), so that it matches nothing.
+ */
 static KeyCache *
-key_cache_get(int slot, const unsigned char *key, size_t keylen)
+key_cache_get(int slot, TokenAlg alg, const unsigned char *key, size_t keylen)
 {
 	KeyCache   *kc = &key_cache[slot];
 
@@ -570,7 +667,7 @@ key_cache_get(int slot, const unsigned char *key, size_t keylen)
 			key_cache_reset(kc);
 		return NULL;
 	}
-	if (kc->key != NULL && kc->keylen == keylen &&
+	if (kc->key != NULL && kc->alg == alg && kc->keylen == keylen &&
 		CRYPTO_memcmp(kc->key, key, keylen) == 0)
 		return kc;
 	key_cache_reset(kc);
@@ -579,6 +676,21 @@ key_cache_get(int slot, const unsigned char *key, size_t keylen)
 		return NULL;
 	memcpy(kc->key, key, keylen);
 	kc->keylen = keylen;
+	kc->alg = alg;
+	if (alg != TOKEN_ALG_HS256)
+	{
+		const char *why;
+
+		kc->kp = token_keypair_load((const char *) key, keylen, &why);
+		if (kc->kp != NULL && token_keypair_alg(kc->kp) != alg)
+		{
+			token_keypair_free(kc->kp);
+			kc->kp = NULL;
+		}
+		if (kc->kp != NULL)
+			memcpy(kc->kid, token_keypair_kid(kc->kp), TOKEN_THUMBPRINT_LENGTH + 1);
+		return kc;
+	}
 	token_key_id(key, keylen, kc->kid);
 	if (hmac_mac == NULL)
 		hmac_mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
@@ -609,18 +721,29 @@ key_id_of(int slot, const TokenVerifyParams *params, char buf[TOKEN_KID_LENGTH +
 
 	if (key == NULL)
 		return NULL;
-	kc = key_cache_get(slot, key, keylen);
+	kc = key_cache_get(slot, params->alg, key, keylen);
 	if (kc != NULL)
-		return kc->kid;
+		return kc->kid[0] ? kc->kid : NULL;
+	if (params->alg != TOKEN_ALG_HS256)
+		return NULL;
 	token_key_id(key, keylen, buf);
 	return buf;
+}
+
+/* The parsed key that signs under ES256 or EdDSA, kept in its cache entry. */
+static TokenKeyPair *
+signing_keypair(TokenAlg alg, const unsigned char *key, size_t keylen)
+{
+	KeyCache   *kc = key_cache_get(0, alg, key, keylen);
+
+	return kc != NULL ? kc->kp : NULL;
 }
 
 /* The key id of the key that signs: the current key's, kept in its cache entry. */
 static const char *
 signing_key_id(const unsigned char *key, size_t keylen, char buf[TOKEN_KID_LENGTH + 1])
 {
-	KeyCache   *kc = key_cache_get(0, key, keylen);
+	KeyCache   *kc = key_cache_get(0, TOKEN_ALG_HS256, key, keylen);
 
 	if (kc != NULL)
 		return kc->kid;
@@ -659,10 +782,12 @@ parse_header(const unsigned char *json, size_t len,
 		status = TOKEN_MALFORMED;
 		goto done;
 	}
-	/* Exactly "HS256": case, "none" in any spelling and every other
-	 * algorithm are refused, whatever the signature says. */
-	if (json_string_length(alg) != 5 ||
-		memcmp(json_string_value(alg), "HS256", 5) != 0)
+	/* Exactly the configured algorithm ("HS256", "ES256" or "EdDSA"): case,
+	 * "none" in any spelling and every other algorithm are refused, whatever
+	 * the signature says. */
+	if (json_string_length(alg) != strlen(token_alg_name(params->alg)) ||
+		memcmp(json_string_value(alg), token_alg_name(params->alg),
+			   json_string_length(alg)) != 0)
 	{
 		status = TOKEN_UNSUPPORTED_ALGORITHM;
 		goto done;
@@ -692,16 +817,13 @@ parse_header(const unsigned char *json, size_t len,
 			goto done;
 		}
 		*kid_state = -1;
-		if (json_string_length(kid) == TOKEN_KID_LENGTH)
+		for (int slot = 0; slot < 2 && *kid_state < 0; slot++)
 		{
-			for (int slot = 0; slot < 2 && *kid_state < 0; slot++)
-			{
-				const char *id = key_id_of(slot, params, mine);
+			const char *id = key_id_of(slot, params, mine);
 
-				if (id != NULL &&
-					memcmp(id, json_string_value(kid), TOKEN_KID_LENGTH) == 0)
-					*kid_state = slot + 1;
-			}
+			if (id != NULL && json_string_length(kid) == strlen(id) &&
+				memcmp(id, json_string_value(kid), strlen(id)) == 0)
+				*kid_state = slot + 1;
 		}
 	}
 
@@ -718,9 +840,9 @@ check_header(const unsigned char *json, size_t len,
 	TokenStatus status;
 	static int	next_slot;
 
-	/* The keys first: a change of key forgets the memo. */
-	(void) key_cache_get(0, params->key, params->keylen);
-	(void) key_cache_get(1, params->prev_key, params->prev_keylen);
+	/* The keys first: a change of key (or algorithm) forgets the memo. */
+	(void) key_cache_get(0, params->alg, params->key, params->keylen);
+	(void) key_cache_get(1, params->alg, params->prev_key, params->prev_keylen);
 	for (int i = 0; i < 2; i++)
 		if (header_memo[i].len == len && memcmp(header_memo[i].bytes, json, len) == 0)
 		{
@@ -870,7 +992,8 @@ check_times(const TokenTimes *times, const TokenVerifyParams *params)
 
 /*
  * HMAC-SHA256 of data under the key in `slot` (0 current, 1 previous)
- * equals sig (32 bytes), in constant time.
+ * equals sig (32 bytes), in constant time; under ES256 and EdDSA, sig (64
+ * bytes) is a valid signature of data by that key's public key.
  */
 static bool
 signature_matches(int slot, const TokenVerifyParams *params, const char *data,
@@ -885,7 +1008,11 @@ signature_matches(int slot, const TokenVerifyParams *params, const char *data,
 
 	if (key == NULL || keylen < TOKEN_SECRET_MIN_LENGTH)
 		return false;
-	kc = key_cache_get(slot, key, keylen);
+	kc = key_cache_get(slot, params->alg, key, keylen);
+	if (params->alg != TOKEN_ALG_HS256)
+		return kc != NULL && kc->kp != NULL &&
+			token_keypair_verify(kc->kp, (const unsigned char *) data, datalen,
+								 sig, TOKEN_ASYM_SIG_LENGTH);
 	if (kc != NULL && kc->mac != NULL &&
 		EVP_MAC_init(kc->mac, NULL, 0, NULL) == 1 &&
 		EVP_MAC_update(kc->mac, (const unsigned char *) data, datalen) == 1 &&
@@ -948,8 +1075,8 @@ verified_sync(const TokenVerifyParams *params)
 	bool		same_issuer,
 				same_audience;
 
-	(void) key_cache_get(0, params->key, params->keylen);
-	(void) key_cache_get(1, params->prev_key, params->prev_keylen);
+	(void) key_cache_get(0, params->alg, params->key, params->keylen);
+	(void) key_cache_get(1, params->alg, params->prev_key, params->prev_keylen);
 	/* both calls, so that both copies are brought up to date */
 	same_issuer = same_setting(&verified_issuer, params->issuer);
 	same_audience = same_setting(&verified_audience, params->audience);
@@ -1107,7 +1234,8 @@ token_verify_access(const char *token, size_t len,
 	n = b64url_decode(dot2 + 1, slen, sig);
 	if (n < 0)
 		return TOKEN_MALFORMED;
-	if (n != 32 || kid_state < 0)
+	if (n != (params->alg == TOKEN_ALG_HS256 ? 32 : TOKEN_ASYM_SIG_LENGTH) ||
+		kid_state < 0)
 		return TOKEN_INVALID_SIGNATURE;
 	if (!((kid_state != 2 &&
 		   signature_matches(0, params, token, hlen + 1 + plen, sig)) ||

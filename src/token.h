@@ -2,7 +2,8 @@
  *
  * token.h
  *	  Token format and cryptography: building, parsing and verifying access
- *	  tokens (HS256 JWS) and refresh tokens (opaque, checksummed).
+ *	  tokens (JWS: HS256, ES256 or EdDSA) and refresh tokens (opaque,
+ *	  checksummed).
  *
  * Nothing declared here touches the database, allocates with palloc or
  * raises errors: every function reports through its return value, and
@@ -78,8 +79,30 @@ typedef enum TokenStatus
 /* A key id: hex of the first 8 bytes of SHA-256("extension_tokens kid:" || key). */
 #define TOKEN_KID_LENGTH		16
 
+/*
+ * The signing algorithm (extension_tokens.signing_algorithm).  Under HS256
+ * the keys below are secrets; under ES256 and EdDSA they are the PEM text of
+ * private keys (token_keys.c), and key ids are RFC 7638 thumbprints:
+ * base64url of a SHA-256, 43 characters.
+ */
+typedef enum TokenAlg
+{
+	TOKEN_ALG_HS256 = 0,
+	TOKEN_ALG_ES256,
+	TOKEN_ALG_EDDSA
+} TokenAlg;
+
+#define TOKEN_THUMBPRINT_LENGTH	43
+/* The longest key id of any algorithm. */
+#define TOKEN_KID_MAX_LENGTH	TOKEN_THUMBPRINT_LENGTH
+/* An ES256 signature (R || S) and an Ed25519 one are both 64 bytes. */
+#define TOKEN_ASYM_SIG_LENGTH	64
+/* Room for one public JWK as JSON text. */
+#define TOKEN_JWK_MAX_LENGTH	320
+
 typedef struct TokenVerifyParams
 {
+	TokenAlg	alg;			/* the one algorithm accepted */
 	const unsigned char *key;	/* the current signing key */
 	size_t		keylen;
 	const unsigned char *prev_key;	/* a key being retired, or NULL */
@@ -131,12 +154,14 @@ typedef struct TokenAccessSpec
 	int64_t		exp;
 	const char *extra_claims_json;
 	size_t		extra_claims_len;
-	bool		with_kid;		/* write the key id into the header */
+	TokenAlg	alg;			/* HS256: key is a secret; else a PEM key */
+	bool		with_kid;		/* write the key id into the header (always
+								 * written for ES256 and EdDSA) */
 	const char *role;			/* a "role" claim for PostgREST, or NULL */
 	const char *scope;			/* a "scope" claim (space-separated), or NULL */
 	/* outputs, each optional (NULL): the token's jti and key id */
 	unsigned char *jti_out;		/* TOKEN_UUID_LENGTH bytes */
-	char	   *kid_out;		/* TOKEN_KID_LENGTH + 1 bytes */
+	char	   *kid_out;		/* TOKEN_KID_MAX_LENGTH + 1 bytes */
 } TokenAccessSpec;
 
 extern const char *token_status_name(TokenStatus status);
@@ -149,6 +174,27 @@ extern bool token_sha256(const void *data, size_t len, unsigned char out[TOKEN_H
 
 extern void token_key_id(const unsigned char *key, size_t keylen,
 						 char out[TOKEN_KID_LENGTH + 1]);
+
+/*
+ * Asymmetric keys (token_keys.c).  token_keypair_load() parses a PEM private
+ * key (P-256 or Ed25519, unencrypted, passing OpenSSL's key check) and
+ * returns it malloc'ed, or NULL with a static reason in *errmsg that never
+ * quotes the key.
+ */
+typedef struct TokenKeyPair TokenKeyPair;
+
+extern const char *token_alg_name(TokenAlg alg);
+extern size_t token_b64url_encode(const unsigned char *in, size_t len, char *out);
+extern TokenKeyPair *token_keypair_load(const char *pem, size_t len, const char **errmsg);
+extern void token_keypair_free(TokenKeyPair *kp);
+extern TokenAlg token_keypair_alg(const TokenKeyPair *kp);
+extern const char *token_keypair_kid(const TokenKeyPair *kp);
+/* The public key as a JWK (kty, crv, x[, y], kid, alg, use): JSON text. */
+extern const char *token_keypair_jwk(const TokenKeyPair *kp);
+extern bool token_keypair_sign(const TokenKeyPair *kp, const unsigned char *data,
+							   size_t len, unsigned char sig[TOKEN_ASYM_SIG_LENGTH]);
+extern bool token_keypair_verify(const TokenKeyPair *kp, const unsigned char *data,
+								 size_t len, const unsigned char *sig, size_t siglen);
 
 extern const char *token_reserved_claims[];
 extern bool token_is_reserved_claim(const char *name);

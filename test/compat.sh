@@ -87,7 +87,7 @@ mount_into_root --bind /dev/pts "$root/dev/pts" || setup_failed "cannot bind /de
 # package is a setup failure here rather than a test failure later.  The
 # list is kept in the stamp: a root made for an older list is completed.
 packages="build-essential postgresql-$major postgresql-server-dev-$major postgresql-$major-cron
-libjwt-dev libjansson-dev libssl-dev libipc-run-perl python3 python3-jwt python3-psycopg2 npm
+libjwt-dev libjansson-dev libssl-dev openssl libipc-run-perl python3 python3-jwt python3-cryptography python3-psycopg2 npm
 prometheus-postgres-exporter prometheus"
 if [ "$(cat "$root/.extension_tokens-ready" 2>/dev/null)" != "$packages" ]; then
     in_root apt-get -o Acquire::Check-Valid-Until=false update -q >>"$log" 2>&1 ||

@@ -10,7 +10,7 @@ PG_MAJOR=${PG_MAJOR:-15}
 PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 ET_PACKAGES=(build-essential "postgresql-$PG_MAJOR" "postgresql-server-dev-$PG_MAJOR"
              "postgresql-$PG_MAJOR-cron" libjwt-dev libjansson-dev
-             libssl-dev libipc-run-perl python3 python3-jwt python3-psycopg2)
+             libssl-dev openssl libipc-run-perl python3 python3-jwt python3-cryptography python3-psycopg2)
 # test/exporter.sh only: the exporter that reads monitoring/queries.yaml, and
 # promtool (in Debian's prometheus package) for monitoring/alerts.yml.
 ET_MONITORING_PACKAGES=(prometheus-postgres-exporter prometheus)

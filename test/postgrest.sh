@@ -17,7 +17,12 @@
 # (attacks.test.mjs) logged in as a role whose jwt_issuer and jwt_audience
 # follow the configuration files while the others' are pinned.  Then it
 # runs `node --test test/postgrest/*.test.mjs` and ends with one line
-# "N passed, M failed".  Arguments, if any, are the test files to run instead
+# "N passed, M failed".  Then, when no arguments were given, the same cluster
+# is switched to ES256 (keys made by openssl) and three more PostgRESTs, whose
+# jwt-secret is the public JWK Set from extension_token_jwks() (no shared
+# secret), run asymmetric.es256.mjs: jose verifies our ES256 and EdDSA tokens,
+# PostgREST accepts them and refuses them once revoked, rotation with overlap.
+# Arguments, if any, are the test files to run instead
 # of all of them (e.g. test/postgrest/attacks.test.mjs); ET_POSTGREST_WORKDIR
 # names the work directory under tmp/ (default postgrest).  Run as root (or
 # as a user that may run initdb, with the Debian packages of test/lib.sh
@@ -169,7 +174,7 @@ start_postgrest() {
         echo 'db-anon-role = "anon"'
         echo 'db-pool = 4'
         echo 'db-channel-enabled = false'
-        echo "jwt-secret = \"$secret\""
+        echo "jwt-secret = \"${ET_PGRST_JWT_SECRET:-$secret}\""
         [ -z "$pre_request" ] || echo "$pre_request"
         echo 'server-host = "127.0.0.1"'
         echo "server-port = $port"
@@ -211,6 +216,57 @@ pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$dir/node-test.log" | tail -n 1)
 fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$dir/node-test.log" | tail -n 1)
 pass=${pass:-0}
 fail=${fail:-1}
+
+# Asymmetric signing, when the whole suite runs: the same cluster switched to
+# ES256 with keys made by openssl (mode 0600), and three PostgRESTs whose
+# jwt-secret is the JWK Set of key es1, of es2 and es1 (a rotation's
+# overlap), and of es2: no shared secret anywhere.  The JWK Sets are taken
+# from extension_token_jwks() under each configuration in turn; the tests
+# (asymmetric.es256.mjs, npm jose) set the configuration they need.
+if [ "$#" -eq 0 ]; then
+    say "ES256 and EdDSA: PostgREST with the JWK Set as jwt-secret, npm jose"
+    for k in es1 es2; do
+        openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/$k.pem" 2>/dev/null
+    done
+    openssl genpkey -algorithm ed25519 -out "$dir/ed1.pem" 2>/dev/null
+    chmod 600 "$dir"/*.pem
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"/*.pem
+    # (Not named PGRST_*: PostgREST reads those variables as its configuration.)
+    # jwks_for CURRENT [PREVIOUS]: configures ES256 with these key files and
+    # prints the JWK Set, escaped for a PostgREST configuration string.
+    jwks_for() {
+        local n=1 js previous="RESET extension_tokens.signing_key_previous_file"
+        if [ -n "${2:-}" ]; then
+            n=2
+            previous="SET extension_tokens.signing_key_previous_file = '$dir/$2'"
+        fi
+        psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
+ALTER SYSTEM SET extension_tokens.signing_algorithm = 'ES256';
+ALTER SYSTEM SET extension_tokens.signing_key_file = '$dir/$1';
+ALTER SYSTEM $previous;
+SELECT pg_reload_conf();
+SQL
+        for _ in $(seq 1 50); do
+            js=$(psql -X -A -t -c 'SELECT extension_token_jwks()')
+            [ "$(psql -X -A -t -c "SELECT jsonb_array_length('$js'::jsonb->'keys')")" -eq "$n" ] && break
+            sleep 0.1
+        done
+        printf '%s' "$js" | sed 's/"/\\"/g'
+    }
+    ET_PGRST_JWT_SECRET=$(jwks_for es1.pem) start_postgrest es1 ET_ES_URL1
+    ET_PGRST_JWT_SECRET=$(jwks_for es2.pem es1.pem) start_postgrest es12 ET_ES_URL12
+    ET_PGRST_JWT_SECRET=$(jwks_for es2.pem) start_postgrest es2 ET_ES_URL2
+    for n in es1 es12 es2; do
+        echo "PostgREST $n: key ids $(grep -o 'kid\\": \\"[^\\]*' "$dir/postgrest-$n.conf" | sed 's/.*"//' | tr '\n' ' ')"
+    done
+    export ET_ES_URL1 ET_ES_URL12 ET_ES_URL2 ET_KEY_DIR=$dir
+    if node --test --test-reporter=tap test/postgrest/asymmetric.es256.mjs 2>&1 | tee "$dir/node-test-asym.log"; then :; fi
+    stop_postgrest
+    apass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$dir/node-test-asym.log" | tail -n 1)
+    afail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$dir/node-test-asym.log" | tail -n 1)
+    pass=$((pass + ${apass:-0}))
+    fail=$((fail + ${afail:-1}))
+fi
 if [ "$fail" -ne 0 ]; then
     for log in "$dir"/postgrest-*.log; do echo "--- $log ---"; cat "$log"; done
 fi

@@ -11,7 +11,8 @@
 #                refresh over 1000 rounds (STRESS_ROUNDS); every token obtained
 #                in a round must be dead after it
 #   interop      test/interop.py: PyJWT verifies our tokens, ours rejects its
-#                forgeries
+#                forgeries; test/interop_asym.py the same for ES256 and EdDSA
+#                with only the public JWK Set, and key rotation
 #   tap          test/t/*.pl through test/tap.sh: crashes, a hot standby,
 #                hostile input and the server log, pg_cron, dump and restore
 #   postgrest    test/postgrest.sh: a real PostgREST 12.0.2 and supabase-js
@@ -110,6 +111,26 @@ if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     tally interop "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
 else
     tally interop 0 1
+fi
+et_stop_clusters
+
+say "interop, ES256 and EdDSA (PyJWT with only the JWK Set)"
+dir=$(et_workdir interop_asym)
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# Throwaway signing keys, made as an operator would (README), mode 0600.
+for k in es1 es2; do
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/$k.pem" 2>/dev/null
+done
+openssl genpkey -algorithm ed25519 -out "$dir/ed1.pem" 2>/dev/null
+chmod 600 "$dir"/*.pem
+[ "$(id -u)" -eq 0 ] && chown postgres: "$dir"/*.pem
+et_start_cluster "$dir" "extension_tokens.jwt_secret = '$secret'"
+if ET_KEY_DIR=$dir /usr/bin/python3 test/interop_asym.py | tee "$dir/interop_asym.log"; then :; fi
+line=$(tail -n 1 "$dir/interop_asym.log")
+if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    tally interop_asym "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+    tally interop_asym 0 1
 fi
 et_stop_clusters
 

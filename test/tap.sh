@@ -25,6 +25,9 @@
 #                   orders): no secret and no token fragment in
 #                   pg_stat_statements, the server log or auto_explain's
 #                   output; pg_stat_activity shows none after parse
+#   009_signing_key_files.pl  ES256 / EdDSA key files at start and reload:
+#                   bad files refused with the key in force kept, a refused
+#                   file at start leaves no key (55000), no key in the log
 #
 # Usage: test/tap.sh [TEST ...]     (TEST: 001_crash, t/001_crash.pl, ...)
 # Works from any directory.  As root, the clusters run as the postgres OS

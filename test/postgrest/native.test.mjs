@@ -241,6 +241,8 @@ test('extension_tokens_grant_api_roles() grants exactly the contract, takes back
     // 1.2: the add-in starts and polls a device authorization with the anon key.
     extension_token_device_start: all,
     extension_token_device_poll: all,
+    // 1.2: the public JWK Set (PUBLIC), read with a GET by anyone.
+    extension_token_jwks: all,
     extension_token_device_approve: signedIn,
     extension_token_device_deny: signedIn,
     extension_token_issue: signedIn,

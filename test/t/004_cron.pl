@@ -176,4 +176,16 @@ like($err, qr/HINT:  Add extension_tokens to shared_preload_libraries/,
 	'and how');
 $lazy->stop;
 
+# Nor any secret: the 55000 says the missing preload is (part of) the cause.
+my $bare = PostgreSQL::Test::Cluster->new('nopreload_nosecret');
+$bare->init;
+$bare->start;
+$bare->psql('postgres', 'CREATE EXTENSION extension_tokens');
+($ret, $out, $err) = $bare->psql('postgres', "SELECT extension_token_issue('u')");
+like($err, qr/DETAIL:  The library is not in shared_preload_libraries/,
+	'without preload and secret, the 55000 says the library is not preloaded');
+like($err, qr/HINT:  Add extension_tokens to shared_preload_libraries, set extension_tokens.jwt_secret_file/,
+	'and what to do');
+$bare->stop;
+
 done_testing();
