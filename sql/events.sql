@@ -62,7 +62,7 @@ SET extension_tokens.issue_rate_limit = 0;
 SELECT regress_wait_event('ev_carol', 'rate_limited') AS refresh_refusal_recorded,
        regress_wait_event('ev_bob', 'rate_limited') AS issue_refusal_recorded;
 SELECT user_id, event, session_id = :'s4' AS of_s4, reason FROM extension_token_events()
- WHERE user_id IN ('ev_bob', 'ev_carol') ORDER BY event_id;
+ WHERE user_id IN ('ev_bob', 'ev_carol') ORDER BY user_id DESC, event_id;
 
 -- an API key, a device approval
 SELECT key_id AS k1 FROM extension_token_api_key_create('ev_alice', 'ci') \gset
@@ -161,6 +161,37 @@ DELETE FROM extension_tokens WHERE session_id IN
 DELETE FROM extension_token_sessions WHERE user_id = 'ev_alice';
 SELECT events = :issued_today AS issued_today_unchanged FROM extension_token_events_daily(1)
  WHERE day = current_date AND event = 'issued';
+
+-- the other rate limits: failed device approvals beyond 10 an hour (the
+-- guard against guessing user codes), and a device code polled faster than
+-- its interval (recorded once per code: anyone may poll a code they started)
+SELECT count(*) FILTER (WHERE NOT extension_token_device_approve('BCDF-GHJK', 'ev_gina')) AS failed_approvals
+  FROM generate_series(1, 10);
+SELECT regress_try($$SELECT extension_token_device_approve('BCDF-GHJK', 'ev_gina')$$);
+SELECT regress_wait_event('ev_gina', 'rate_limited') AS approval_refusal_recorded;
+SELECT event, reason, session_id FROM extension_token_events('ev_gina') ORDER BY event_id;
+CREATE FUNCTION regress_wait_reason(p_reason text, p_n integer) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1 .. 200 LOOP
+    IF (SELECT count(*) FROM extension_token_events() e WHERE e.reason = p_reason) >= p_n THEN
+      RETURN true;
+    END IF;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+  RETURN false;
+END
+$$;
+SELECT count(*) AS poll_limited_before FROM extension_token_events() WHERE reason = 'device_poll_interval' \gset
+SELECT device_code AS dc FROM extension_token_device_start('poller') \gset
+SELECT regress_try(format('SELECT extension_token_device_poll(%L)', :'dc')) AS first_poll;
+SELECT regress_try(format('SELECT extension_token_device_poll(%L)', :'dc')) AS too_soon;
+SELECT regress_try(format('SELECT extension_token_device_poll(%L)', :'dc')) AS too_soon_again;
+SELECT regress_wait_reason('device_poll_interval', :poll_limited_before + 1) AS poll_refusal_recorded;
+SELECT pg_sleep(0.5);
+SELECT count(*) - :poll_limited_before AS poll_refusals_recorded,
+       count(*) FILTER (WHERE user_id IS NULL AND session_id IS NULL) - :poll_limited_before AS anonymous
+  FROM extension_token_events() WHERE event = 'rate_limited' AND reason = 'device_poll_interval';
+DROP FUNCTION regress_wait_reason(text, integer);
 
 DROP FUNCTION regress_wait_event(text, text, integer);
 RESET extension_tokens.issue_rate_limit;

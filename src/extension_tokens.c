@@ -481,10 +481,26 @@ text_arg(FunctionCallInfo fcinfo, int n)
 }
 
 /*
- * Refuses an issue or refresh over the user's hourly rate limit: one LOG
- * line, the rate_limited event (committed by the revoker's worker, since the
- * error rolls back this transaction), then PT429.
+ * A refusal that is a rate limit, before its error: one LOG line and the
+ * rate_limited event, committed by the revoker's worker, since the error
+ * rolls back this transaction.  reason: issue_rate_limit,
+ * refresh_rate_limit, device_approval_failures, device_poll_interval.
+ * user_id and session_id may be NULL (not known yet).
  */
+static void
+record_rate_limit(const char *reason, const char *user_id, const pg_uuid_t *session_id)
+{
+	ereport(LOG,
+			(errmsg("extension_tokens: rate limit tripped: user \"%s\", session %s, %s",
+					user_id ? user_id : "(none)",
+					session_id ? DatumGetCString(DirectFunctionCall1(uuid_out,
+																	 UUIDPGetDatum((pg_uuid_t *) session_id)))
+					: "none", reason),
+			 errhidestmt(true)));
+	RevokerRecordEvent("rate_limited", session_id, user_id, reason);
+}
+
+/* Refuses an issue or refresh over the user's hourly rate limit (PT429). */
 ET_NORETURN_BEGIN static void
 rate_limited(bool refresh, const char *user_id, const pg_uuid_t *session_id,
 			 TimestampTz now, TimestampTz retry_at)
@@ -494,16 +510,7 @@ static void
 rate_limited(bool refresh, const char *user_id, const pg_uuid_t *session_id,
 			 TimestampTz now, TimestampTz retry_at)
 {
-	const char *reason = refresh ? "refresh_rate_limit" : "issue_rate_limit";
-
-	ereport(LOG,
-			(errmsg("extension_tokens: rate limit tripped: user \"%s\", session %s, %s",
-					user_id,
-					session_id ? DatumGetCString(DirectFunctionCall1(uuid_out,
-																	 UUIDPGetDatum((pg_uuid_t *) session_id)))
-					: "none", reason),
-			 errhidestmt(true)));
-	RevokerRecordEvent("rate_limited", session_id, user_id, reason);
+	record_rate_limit(refresh ? "refresh_rate_limit" : "issue_rate_limit", user_id, session_id);
 	PolicyRateLimited(refresh, now, retry_at);
 }
 
@@ -2157,7 +2164,10 @@ device_decide(FunctionCallInfo fcinfo, bool approve)
 	PolicyRequireManageScope(approve ? "approve device authorizations" : "deny device authorizations");
 	require_read_write("decide a device authorization");
 	if (StorageDeviceFailures(user, now - USECS_PER_HOUR, &oldest) >= DEVICE_MAX_FAILURES)
+	{
+		record_rate_limit("device_approval_failures", user, NULL);
 		PolicyTooManyAttempts(now, oldest ? oldest + USECS_PER_HOUR : 0);
+	}
 	if (PG_ARGISNULL(0))
 		return false;
 	code = PG_GETARG_TEXT_PP(0);
@@ -2205,6 +2215,7 @@ extension_token_device_poll(PG_FUNCTION_ARGS)
 	NewPair		pair;
 	text	   *code;
 	Datum		result;
+	bool		first_too_soon;
 
 	LogFilterRedactActivity();
 	StorageCheckVersion();
@@ -2220,8 +2231,18 @@ extension_token_device_poll(PG_FUNCTION_ARGS)
 		device_refuse("expired_token");
 	if (strcmp(dev.status, "denied") == 0)
 		device_refuse("access_denied");
-	if (UsagePolledTooSoon(device_hash, now, dev.interval_s))
+	if (UsagePolledTooSoon(device_hash, now, dev.interval_s, &first_too_soon))
+	{
+		/*
+		 * The polling interval is a rate limit too, though RFC 8628 answers
+		 * it with a PT400: recorded once per code (the first slow_down), as
+		 * anyone may poll a code they started, as often as they like.
+		 */
+		if (first_too_soon)
+			record_rate_limit("device_poll_interval",
+							  strcmp(dev.status, "approved") == 0 ? dev.user_id : NULL, NULL);
 		device_refuse("slow_down");
+	}
 	if (strcmp(dev.status, "pending") == 0)
 		device_refuse("authorization_pending");
 

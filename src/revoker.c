@@ -87,6 +87,8 @@
 PGDLLEXPORT void extension_tokens_revoker_main(Datum main_arg);
 
 #define REVOKER_QUEUE_SIZE	1024
+/* Entries that events (rate limits) leave to revocations. */
+#define REVOKER_QUEUE_RESERVED	256
 #define REVOKER_IDLE_MS		2000
 /* How often the uses counted in shared memory are written (usage.c). */
 #define USAGE_FLUSH_MS		1000
@@ -384,7 +386,11 @@ RevokerSubmit(const pg_uuid_t *session_id, bool revoke, const char *reason,
 	RESUME_INTERRUPTS();
 }
 
-/* A new entry of its own for an event; false when the queue is full. */
+/*
+ * A new entry of its own for an event; false when the queue is full.  The
+ * last REVOKER_QUEUE_RESERVED entries are the revocations': however many
+ * refusals are recorded at once, a reuse finds room.
+ */
 static bool
 enqueue_event(const char *event, const pg_uuid_t *session_id, const char *user_id,
 			  const char *reason)
@@ -392,6 +398,8 @@ enqueue_event(const char *event, const pg_uuid_t *session_id, const char *user_i
 	RevokerEntry *e = NULL;
 	char	   *actor = GetUserNameFromId(GetUserId(), true);
 
+	if (pg_atomic_read_u32(&shared->count) >= REVOKER_QUEUE_SIZE - REVOKER_QUEUE_RESERVED)
+		return false;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < REVOKER_QUEUE_SIZE; i++)
 		if (!shared->entries[i].in_use)

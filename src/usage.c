@@ -67,6 +67,7 @@ typedef struct PollSlot
 {
 	unsigned char code_hash[8]; /* a prefix of the device code's SHA-256 */
 	TimestampTz last_poll;
+	bool		slowed;			/* a poll of it was refused as too soon */
 } PollSlot;
 
 typedef struct UsageShared
@@ -285,15 +286,18 @@ UsageFlush(Oid database, bool (*write) (const pg_uuid_t *ids, const int64 *count
  * ago; records this poll either way.  Kept in shared memory, because the
  * poll that is refused (PT400) rolls back anything it wrote; without shared
  * memory there is no such check.  The slot of the code polled longest ago is
- * reused when all are taken.
+ * reused when all are taken.  *first: this is the code's first poll refused
+ * (so that its rate_limited event is written once).
  */
 bool
-UsagePolledTooSoon(const unsigned char *code_hash, TimestampTz now, int interval_s)
+UsagePolledTooSoon(const unsigned char *code_hash, TimestampTz now, int interval_s,
+				   bool *first)
 {
 	PollSlot   *slot = NULL;
 	PollSlot   *oldest = NULL;
 	bool		too_soon = false;
 
+	*first = false;
 	if (shared == NULL)
 		return false;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
@@ -315,8 +319,12 @@ UsagePolledTooSoon(const unsigned char *code_hash, TimestampTz now, int interval
 	{
 		slot = oldest;
 		memcpy(slot->code_hash, code_hash, sizeof(slot->code_hash));
+		slot->slowed = false;
 	}
 	slot->last_poll = now;
+	*first = too_soon && !slot->slowed;
+	if (too_soon)
+		slot->slowed = true;
 	LWLockRelease(shared->lock);
 	return too_soon;
 }

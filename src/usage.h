@@ -26,8 +26,11 @@ extern int64 UsageFlush(Oid database,
 						bool (*write) (const pg_uuid_t *ids, const int64 *counts,
 									   const TimestampTz *times, int n));
 
-/* RFC 8628 slow_down: a device code polled again too soon. */
+/*
+ * RFC 8628 slow_down: a device code polled again too soon (*first: for the
+ * first time).
+ */
 extern bool UsagePolledTooSoon(const unsigned char *code_hash, TimestampTz now,
-							   int interval_s);
+							   int interval_s, bool *first);
 
 #endif							/* EXTENSION_TOKENS_USAGE_H */
