@@ -448,6 +448,7 @@ DECLARE
     owner oid;
     f record;
     r text;
+    nsp name;
 BEGIN
     SELECT e.oid, e.extowner INTO ext, owner FROM pg_catalog.pg_extension e
      WHERE e.extname OPERATOR(pg_catalog.=) 'extension_tokens';
@@ -497,10 +498,16 @@ BEGIN
             EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %I', f.fn, p_service_role);
         END IF;
     END LOOP;
+    -- The daily figures of an admin page are a view: the service role reads it.
+    SELECT n.nspname INTO nsp FROM pg_catalog.pg_namespace n, pg_catalog.pg_extension e
+     WHERE e.oid OPERATOR(pg_catalog.=) ext AND n.oid OPERATOR(pg_catalog.=) e.extnamespace;
+    EXECUTE pg_catalog.format('REVOKE ALL ON %I.extension_tokens_issued_daily FROM %I, %I, %I', nsp,
+                              p_anon, p_authenticated, p_service_role);
+    EXECUTE pg_catalog.format('GRANT SELECT ON %I.extension_tokens_issued_daily TO %I', nsp, p_service_role);
 END
 $grant$;
 COMMENT ON FUNCTION extension_tokens_grant_api_roles(text, text, text) IS
-'Grants the extension''s functions to PostgREST/Supabase roles, taking back anything else they had on them: validate, refresh, revoke and pre_request to all three; issue, list, revoke_session, revoke_user and events to the signed-in and the service role; stats, event_counts and events_daily to the service role.  Idempotent.  Name the service role in extension_tokens.admin_roles too';
+'Grants the extension''s functions to PostgREST/Supabase roles, taking back anything else they had on them: validate, refresh, revoke and pre_request to all three; issue, list, revoke_session, revoke_user and events to the signed-in and the service role; stats, event_counts, events_daily and the view extension_tokens_issued_daily to the service role.  Idempotent.  Name the service role in extension_tokens.admin_roles too';
 
 -------------------------------------------------------------------------------
 -- Privileges.  PostgreSQL grants EXECUTE on new functions to PUBLIC, and
@@ -899,3 +906,94 @@ GRANT EXECUTE ON FUNCTION extension_token_jwks() TO PUBLIC;
 -------------------------------------------------------------------------------
 -- End of the asymmetric signing section.
 -------------------------------------------------------------------------------
+
+-------------------------------------------------------------------------------
+-- Daily figures that survive the cleanup (issue 25).
+-------------------------------------------------------------------------------
+
+-- Sessions that extension_tokens_cleanup() deleted, counted by the quarter
+-- hour (UTC-aligned, so that a day in any time zone is whole quarters) in
+-- which they were created, and by kind, written by the statement that
+-- deletes them: extension_tokens_issued_daily adds them to the surviving
+-- sessions, and a day's figure never shrinks.  A few counters per quarter
+-- hour at most; kept for good.
+CREATE TABLE extension_token_issued_rollup (
+    bucket    timestamptz NOT NULL,
+    kind      text        NOT NULL,
+    sessions  bigint      NOT NULL,
+    PRIMARY KEY (bucket, kind)
+);
+COMMENT ON TABLE extension_token_issued_rollup IS
+'Sessions (kind access) and API keys (kind api_key) deleted by extension_tokens_cleanup(), counted by the quarter hour of their creation: the part of extension_tokens_issued_daily that the sessions table no longer holds';
+SELECT pg_catalog.pg_extension_config_dump('extension_token_issued_rollup', '');
+
+REVOKE ALL ON extension_token_issued_rollup FROM PUBLIC;
+DO $revoke_rollup$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.grantee
+          FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
+         WHERE c.oid OPERATOR(pg_catalog.=) 'extension_token_issued_rollup'::pg_catalog.regclass
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON extension_token_issued_rollup FROM %I',
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_rollup$;
+ALTER TABLE extension_token_issued_rollup ENABLE ROW LEVEL SECURITY;
+
+-- Issued per day: 1.1 counted the surviving sessions, so the cleanup made
+-- past days shrink.  Now the sessions it deleted are added back from the
+-- rollup, every one of the 30 days is present (0 if none), and API keys are
+-- counted apart.  Grants made on the 1.1 view are gone with it:
+-- extension_tokens_grant_api_roles() grants it to the service role again.
+DROP VIEW extension_tokens_issued_daily;
+CREATE VIEW extension_tokens_issued_daily AS
+WITH days AS (
+    SELECT d.day
+      FROM pg_catalog.generate_series(
+               pg_catalog.date_trunc('day', pg_catalog.now()) OPERATOR(pg_catalog.-) interval '29 days',
+               pg_catalog.date_trunc('day', pg_catalog.now()), interval '1 day') AS d(day)
+), issued AS (
+    SELECT pg_catalog.date_trunc('day', s.created_at) AS day, s.kind, pg_catalog.count(*) AS n
+      FROM extension_token_sessions s
+     WHERE s.created_at OPERATOR(pg_catalog.>=)
+           (pg_catalog.date_trunc('day', pg_catalog.now()) OPERATOR(pg_catalog.-) interval '29 days')
+     GROUP BY 1, 2
+    UNION ALL
+    SELECT pg_catalog.date_trunc('day', r.bucket), r.kind, r.sessions
+      FROM extension_token_issued_rollup r
+     WHERE r.bucket OPERATOR(pg_catalog.>=)
+           (pg_catalog.date_trunc('day', pg_catalog.now()) OPERATOR(pg_catalog.-) interval '29 days')
+)
+SELECT days.day,
+       CAST(COALESCE(pg_catalog.sum(i.n) FILTER (WHERE i.kind OPERATOR(pg_catalog.=) 'access'), 0)
+            AS pg_catalog.int8) AS sessions_issued,
+       CAST(COALESCE(pg_catalog.sum(i.n) FILTER (WHERE i.kind OPERATOR(pg_catalog.=) 'api_key'), 0)
+            AS pg_catalog.int8) AS api_keys_created
+  FROM days LEFT JOIN issued i ON i.day OPERATOR(pg_catalog.=) days.day
+ GROUP BY days.day
+ ORDER BY days.day;
+COMMENT ON VIEW extension_tokens_issued_daily IS
+'Sessions issued and API keys created in this database per day (the caller''s time zone) over the last 30 days, every day present (0 if none); sessions that extension_tokens_cleanup() has deleted are still counted (extension_token_issued_rollup), so a day''s figures never shrink';
+REVOKE ALL ON extension_tokens_issued_daily FROM PUBLIC;
+DO $revoke_issued_daily$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.grantee
+          FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
+         WHERE c.oid OPERATOR(pg_catalog.=) 'extension_tokens_issued_daily'::pg_catalog.regclass
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON extension_tokens_issued_daily FROM %I',
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_issued_daily$;

@@ -193,6 +193,38 @@ SELECT count(*) - :poll_limited_before AS poll_refusals_recorded,
   FROM extension_token_events() WHERE event = 'rate_limited' AND reason = 'device_poll_interval';
 DROP FUNCTION regress_wait_reason(text, integer);
 
+-- issued per day survives the cleanup: the sessions and API keys it deletes
+-- are counted in the rollup of their quarter hour; every day of 30 present
+SELECT count(*) AS days, count(DISTINCT day) AS distinct_days, min(day) = date_trunc('day', now()) - interval '29 days' AS from_29_days_ago
+  FROM extension_tokens_issued_daily;
+SELECT sessions_issued AS s_before, api_keys_created AS k_before FROM extension_tokens_issued_daily
+ WHERE day = date_trunc('day', now()) \gset
+SELECT tokens_issued_24h AS h24_before FROM extension_token_stats() \gset
+SELECT count(*) AS issued FROM extension_token_issue('ev_hank', 'gone soon');
+SELECT count(*) AS issued FROM extension_token_issue('ev_hank', 'gone too');
+SELECT count(*) AS key FROM extension_token_api_key_create('ev_hank', 'gone key');
+SELECT sessions_issued - :s_before AS sessions_added, api_keys_created - :k_before AS keys_added
+  FROM extension_tokens_issued_daily WHERE day = date_trunc('day', now());
+UPDATE extension_token_sessions SET revoked_at = now() - interval '8 days', check_after = now() - interval '8 days'
+ WHERE user_id = 'ev_hank';
+SELECT extension_tokens_cleanup() >= 3 AS cleaned;
+SELECT count(*) AS ev_hank_sessions_left FROM extension_token_sessions WHERE user_id = 'ev_hank';
+SELECT sessions_issued - :s_before AS sessions_still_counted, api_keys_created - :k_before AS keys_still_counted
+  FROM extension_tokens_issued_daily WHERE day = date_trunc('day', now());
+SELECT tokens_issued_24h - :h24_before AS issued_24h_still_counted FROM extension_token_stats();
+SELECT kind, sum(sessions) > 0 AS rolled_up,
+       bool_and(extract(epoch FROM bucket)::bigint % 900 = 0) AS quarter_hours
+  FROM extension_token_issued_rollup GROUP BY kind ORDER BY kind;
+-- a second cleanup adds nothing: the figures are counted once
+SELECT extension_tokens_cleanup() >= 0 AS cleaned_again;
+SELECT sessions_issued - :s_before AS sessions_counted_once FROM extension_tokens_issued_daily
+ WHERE day = date_trunc('day', now());
+-- extension_tokens_grant_api_roles() (postgrest.sql ran it) let the service
+-- role read the view, and no other API role
+SELECT has_table_privilege('regress_et_service', 'extension_tokens_issued_daily', 'SELECT') AS service_reads,
+       has_table_privilege('regress_et_authenticated', 'extension_tokens_issued_daily', 'SELECT') AS authenticated_reads,
+       has_table_privilege('regress_et_anon', 'extension_tokens_issued_daily', 'SELECT') AS anon_reads;
+
 DROP FUNCTION regress_wait_event(text, text, integer);
 RESET extension_tokens.issue_rate_limit;
 RESET extension_tokens.refresh_rate_limit;

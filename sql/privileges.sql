@@ -18,7 +18,9 @@ SELECT c.relname, c.relrowsecurity,
        has_table_privilege('regress_et_anon', c.oid, 'SELECT, INSERT, UPDATE, DELETE') AS anon
   FROM pg_class c
  WHERE c.relname IN ('extension_tokens', 'extension_token_sessions', 'extension_token_users',
-                     'extension_token_devices', 'extension_token_legacy_refresh')
+                     'extension_token_devices', 'extension_token_legacy_refresh',
+                     'extension_token_events', 'extension_token_issued_rollup',
+                     'extension_tokens_issued_daily')
  ORDER BY 1;
 
 -- A role with no privileges.

@@ -191,6 +191,13 @@ SELECT count(*) FILTER (WHERE session_id = '81000000-0000-4000-8000-0000000000a2
        count(*) AS legacy_rows_left
   FROM extension_token_legacy_refresh;
 
+-- 1.2 counts 1.1's sessions per day; the one the cleanup deleted stays
+-- counted, in the rollup of the quarter hour it was created in.
+SELECT sessions_issued >= 2 AS issued_in_1_1_counted FROM extension_tokens_issued_daily
+ WHERE day = date_trunc('day', now() - interval '2 days');
+SELECT kind, sessions, bucket <= now() - interval '100 days' AS at_creation
+  FROM extension_token_issued_rollup;
+
 -- The upgraded objects are exactly the fresh ones.
 CREATE TEMP TABLE upgraded_objects AS SELECT * FROM regress_ext_objects() AS o(def);
 SELECT 'only fresh' AS side, def FROM (SELECT def FROM fresh_objects EXCEPT SELECT def FROM upgraded_objects) f

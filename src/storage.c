@@ -34,6 +34,10 @@
  *							  path runs no extra statement); the events that
  *							  must outlive the caller's error (reuse, rate
  *							  limits) by the revoker's worker.
+ *	extension_token_issued_rollup
+ *							  the sessions the cleanup deleted, counted by
+ *							  the quarter hour of their creation, written by
+ *							  the statement that deletes them.
  *
  * The write path is kept to what it must write.  A refresh token carries its
  * session id, so refresh reads the session by its primary key and no index
@@ -64,6 +68,12 @@
  *		4. extension_token_events rows: only ever inserted, never locked or
  *		   updated, so writing them (in the same statement as the session's
  *		   row, or after it) cannot close a cycle.
+ *
+ * One more, apart from these paths: the cleanup (one transaction, many
+ * batches) first takes a transaction-level advisory lock, so that two
+ * cleanups never run at once, and only then session rows (SKIP LOCKED) and
+ * the rows of extension_token_issued_rollup that its batches add to, in an
+ * order no other cleanup can cross.
  *
  * A path that takes only one session row (refresh, revoke, revoke_session,
  * reuse) cannot close a cycle with one that takes several in order.
@@ -155,6 +165,7 @@ typedef enum StatementId
 	ST_EVENTS_ALL,
 	ST_EVENTS_BY_TOKEN,
 	ST_CLEANUP_EVENTS,
+	ST_CLEANUP_LOCK,
 	ST_COUNT
 } StatementId;
 
@@ -468,11 +479,23 @@ static const Statement statements[ST_COUNT] = {
 		"  ANY (ARRAY(SELECT v.session_id FROM victims v)) RETURNING 1), "
 		"ds AS (DELETE FROM @.extension_token_sessions s WHERE s.session_id OPERATOR(pg_catalog.=) "
 		"  ANY (ARRAY(SELECT v.session_id FROM victims v)) "
-		"  RETURNING s.session_id, s.user_id, s.revoked_at, s.refresh_expires_at), "
+		"  RETURNING s.session_id, s.user_id, s.revoked_at, s.refresh_expires_at, "
+		"  s.created_at, s.kind), "
 		/* a session that ran out (not revoked) leaves its session_expired event */
 		"de AS (INSERT INTO @.extension_token_events (at, event, user_id, session_id, reason) "
 		"  SELECT ds.refresh_expires_at, 'session_expired', ds.user_id, ds.session_id, "
-		"  'refresh_token_expired' FROM ds WHERE ds.revoked_at IS NULL) "
+		"  'refresh_token_expired' FROM ds WHERE ds.revoked_at IS NULL), "
+		/*
+		 * and is counted in the rollup of its creation's quarter hour, so
+		 * that the issued-per-day figures do not shrink; in bucket order, the
+		 * order in which any concurrent cleanup takes the same rows
+		 */
+		"dr AS (INSERT INTO @.extension_token_issued_rollup AS r (bucket, kind, sessions) "
+		"  SELECT pg_catalog.date_bin('15 minutes', ds.created_at, "
+		"  '2000-01-01 00:00:00+00'::pg_catalog.timestamptz), ds.kind, pg_catalog.count(*) "
+		"  FROM ds GROUP BY 1, 2 ORDER BY 1, 2 "
+		"  ON CONFLICT (bucket, kind) DO UPDATE "
+		"  SET sessions = r.sessions OPERATOR(pg_catalog.+) excluded.sessions) "
 		"SELECT (SELECT pg_catalog.count(*) FROM dt) OPERATOR(pg_catalog.+) "
 		"  (SELECT pg_catalog.count(*) FROM dl), (SELECT pg_catalog.count(*) FROM ds), "
 		"  (SELECT pg_catalog.count(*) FROM due), "
@@ -507,7 +530,11 @@ static const Statement statements[ST_COUNT] = {
 	},
 	[ST_COUNTS] = {
 		"SELECT "
-		"  pg_catalog.count(*) FILTER (WHERE s.created_at OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.-) interval '1 day')), "
+		/* with the sessions the cleanup deleted (to the quarter hour) */
+		"  pg_catalog.count(*) FILTER (WHERE s.created_at OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.-) interval '1 day')) "
+		"  OPERATOR(pg_catalog.+) (SELECT CAST(COALESCE(pg_catalog.sum(r.sessions), 0) AS pg_catalog.int8) "
+		"    FROM @.extension_token_issued_rollup r "
+		"    WHERE r.bucket OPERATOR(pg_catalog.>) ($1 OPERATOR(pg_catalog.-) interval '1 day')), "
 		"  pg_catalog.count(*) FILTER (WHERE " SESSION_STATE("s", "$1") " OPERATOR(pg_catalog.=) 'active'), "
 		"  pg_catalog.count(*) FILTER (WHERE s.revoked_at IS NOT NULL), "
 		"  pg_catalog.count(*) FILTER (WHERE " SESSION_STATE("s", "$1") " OPERATOR(pg_catalog.=) 'expired') "
@@ -615,6 +642,11 @@ static const Statement statements[ST_COUNT] = {
 		"  WHERE at OPERATOR(pg_catalog.<) $1 ORDER BY at LIMIT $2))",
 		2, {TIMESTAMPTZOID, INT4OID}
 	},
+	/* One cleanup at a time in a database (see the lock order, above). */
+	[ST_CLEANUP_LOCK] = {
+		"SELECT pg_catalog.pg_advisory_xact_lock($1)",
+		1, {INT8OID}
+	},
 	/* Live sessions whose current access token is unexpired, by signing key. */
 	[ST_KEY_COUNTS] = {
 		"SELECT s.key_id, pg_catalog.count(*) FROM @.extension_token_sessions s "
@@ -649,11 +681,13 @@ static const char *const session_columns[SC_COUNT] = {
 
 enum
 {
-	TABLE_TOKENS, TABLE_SESSIONS, TABLE_USERS, TABLE_LEGACY, TABLE_EVENTS, TABLE_COUNT
+	TABLE_TOKENS, TABLE_SESSIONS, TABLE_USERS, TABLE_LEGACY, TABLE_EVENTS,
+	TABLE_ROLLUP, TABLE_COUNT
 };
 static const char *const table_names[TABLE_COUNT] = {
 	"extension_tokens", "extension_token_sessions", "extension_token_users",
-	"extension_token_legacy_refresh", "extension_token_events"
+	"extension_token_legacy_refresh", "extension_token_events",
+	"extension_token_issued_rollup"
 };
 
 /* What this backend knows of the installed extension. */
@@ -1318,8 +1352,12 @@ StorageCleanup(TimestampTz dead_before, TimestampTz events_before, int batch_siz
 
 	values[0] = TimestampTzGetDatum(dead_before);
 	values[1] = Int32GetDatum(batch_size);
-	values[2] = TimestampTzGetDatum(DT_NOBEGIN);	/* -infinity */
 	storage_enter(&call);
+	/* "et_clean" in ASCII: the advisory lock of our cleanup */
+	values[0] = Int64GetDatum(INT64CONST(0x65745f636c65616e));
+	storage_exec(ST_CLEANUP_LOCK, values, NULL, false, -1);
+	values[0] = TimestampTzGetDatum(dead_before);
+	values[2] = TimestampTzGetDatum(DT_NOBEGIN);	/* -infinity */
 	for (;;)
 	{
 		bool		isnull;

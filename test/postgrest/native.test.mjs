@@ -269,6 +269,18 @@ test('extension_tokens_grant_api_roles() grants exactly the contract, takes back
   }
 });
 
+test('the issued-per-day view is the service role\'s admin page: 30 zero-filled days; users get 403 42501', async () => {
+  const r = await call('/extension_tokens_issued_daily', { method: 'GET', args: { order: 'day' }, token: SERVICE_KEY });
+  assert.equal(r.status, 200, show(r));
+  assert.equal(r.body.length, 30, show(r));
+  assert.ok(r.body.every((d) => Number.isInteger(d.sessions_issued) && Number.isInteger(d.api_keys_created)), show(r));
+  assert.ok(r.body[29].sessions_issued >= 1, 'today counts the sessions this suite issued');
+
+  const u = await call('/extension_tokens_issued_daily', { method: 'GET', token: userJwt(newUser()) });
+  assert.equal(u.status, 403, show(u));
+  assert.equal(u.body.code, '42501');
+});
+
 test('extension_tokens_grant_api_roles() is admin only: through PostgREST a user gets 403 42501', async () => {
   const r = await rpc('extension_tokens_grant_api_roles', {}, { token: userJwt(newUser()) });
   assert.equal(r.status, 403, show(r));
