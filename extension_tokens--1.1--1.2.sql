@@ -669,7 +669,7 @@ CREATE INDEX extension_token_events_at_idx ON extension_token_events (at);
 CREATE INDEX extension_token_events_token_idx ON extension_token_events (token_hash)
     WHERE token_hash IS NOT NULL;
 COMMENT ON TABLE extension_token_events IS
-'The audit trail: one row per issue, refresh, revocation, refresh token reuse, rate-limit refusal, API key creation and device approval, written in the transaction of the change; token_hash is the SHA-256 of the access token or API key that the event minted (or of the reused refresh token), never a token';
+'The audit trail: one row per issue, refresh, revocation, refresh token reuse, rate-limit refusal, API key creation, device approval, expired session deleted and signing key rotation, written in the transaction of the change; token_hash is the SHA-256 of the access token or API key that the event minted (or of the reused refresh token), never a token';
 COMMENT ON SEQUENCE extension_token_events_event_id_seq IS
 'The event ids of extension_token_events, in the order the events were written';
 SELECT pg_catalog.pg_extension_config_dump('extension_token_events', '');
@@ -711,7 +711,7 @@ CREATE TYPE extension_token_event AS (
     user_agent  text
 );
 COMMENT ON TYPE extension_token_event IS
-'One event of the audit trail: what happened (issued, refreshed, revoked, reuse_detected, rate_limited, api_key_created, device_approved, session_expired), to whose session, done by which role (actor), why, and from where';
+'One event of the audit trail: what happened (issued, refreshed, revoked, reuse_detected, rate_limited, api_key_created, device_approved, session_expired, secret_rotated), to whose session, done by which role (actor), why, and from where';
 
 CREATE FUNCTION extension_token_events(p_user_id text DEFAULT NULL, p_since timestamptz DEFAULT NULL)
 RETURNS SETOF extension_token_event
@@ -751,19 +751,24 @@ $revoke_event_functions$;
 -- Monitoring (monitoring/queries.yaml): the events of this database within
 -- the last p_window, by kind and reason, every kind present (zero if none),
 -- so that a rate or an alert never reads a missing series as zero traffic.
--- SECURITY DEFINER: a monitoring role reads counts, never a row.
+-- SECURITY DEFINER: a monitoring role reads counts, never a row.  The reason
+-- of secret_rotated names key ids, one value per rotation: it is left out,
+-- so that a label never takes a new value each time.
 CREATE FUNCTION extension_token_event_counts(p_window interval DEFAULT '5 minutes')
 RETURNS TABLE (event text, reason text, events bigint)
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
-    SELECT k.event, COALESCE(e.reason, ''), pg_catalog.count(e.event_id)
+    SELECT k.event, x.reason, pg_catalog.count(e.event_id)
       FROM (VALUES ('issued'), ('refreshed'), ('revoked'), ('reuse_detected'), ('rate_limited'),
-                   ('api_key_created'), ('device_approved'), ('session_expired')) AS k(event)
+                   ('api_key_created'), ('device_approved'), ('session_expired'),
+                   ('secret_rotated')) AS k(event)
       LEFT JOIN extension_token_events e
         ON e.event OPERATOR(pg_catalog.=) k.event
-       AND e.at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) p_window)
-     GROUP BY k.event, COALESCE(e.reason, '')
+       AND e.at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) p_window),
+           LATERAL (SELECT CASE WHEN k.event OPERATOR(pg_catalog.=) 'secret_rotated' THEN ''
+                                ELSE COALESCE(e.reason, '') END AS reason) AS x
+     GROUP BY k.event, x.reason
      ORDER BY 1, 2;
 END;
 COMMENT ON FUNCTION extension_token_event_counts(interval) IS
@@ -798,7 +803,8 @@ BEGIN ATOMIC
                                       OPERATOR(pg_catalog.-) pg_catalog.make_interval(days => GREATEST(p_days, 1) OPERATOR(pg_catalog.-) 1),
                                       pg_catalog.date_trunc('day', pg_catalog.now()), interval '1 day') AS d(day)
      CROSS JOIN (VALUES ('issued'), ('refreshed'), ('revoked'), ('reuse_detected'), ('rate_limited'),
-                        ('api_key_created'), ('device_approved'), ('session_expired')) AS k(event)
+                        ('api_key_created'), ('device_approved'), ('session_expired'),
+                        ('secret_rotated')) AS k(event)
       LEFT JOIN extension_token_events e
         ON e.event OPERATOR(pg_catalog.=) k.event
        AND e.at OPERATOR(pg_catalog.>=) d.day
@@ -908,7 +914,9 @@ GRANT EXECUTE ON FUNCTION extension_token_jwks() TO PUBLIC;
 -------------------------------------------------------------------------------
 
 -------------------------------------------------------------------------------
--- Daily figures that survive the cleanup (issue 25).
+-- Daily figures that survive the cleanup, and rotations of the signing keys
+-- (issue 25).  Kept last: the closing statement records the keys in force,
+-- which needs every table of 1.2.
 -------------------------------------------------------------------------------
 
 -- Sessions that extension_tokens_cleanup() deleted, counted by the quarter
@@ -997,3 +1005,70 @@ BEGIN
     END LOOP;
 END
 $revoke_issued_daily$;
+
+-- What this database last recorded of the keys in force: their public names
+-- only (the kid of the HS256 secret, a SHA-256 prefix that every token it
+-- signs carries in its header; the RFC 7638 thumbprint of the asymmetric
+-- key), never a key.  When they differ from the keys in force, a
+-- secret_rotated event is written and this row moved on, in one transaction
+-- (src/storage.c): the revoker's worker compares them in every database after
+-- each reload that changed the keys and at every server start
+-- (src/revoker.c), so a change made while the server was down is recorded
+-- too.  Not in pg_dump's data: a restored database records, from the
+-- CREATE EXTENSION on, the keys of the server it was restored into.
+CREATE TABLE extension_token_signing_state (
+    singleton    boolean     NOT NULL DEFAULT true PRIMARY KEY CHECK (singleton),
+    algorithm    text,
+    secret_id    text,
+    key_id       text,
+    recorded_at  timestamptz NOT NULL
+);
+COMMENT ON TABLE extension_token_signing_state IS
+'The signing keys this database last recorded (one row): extension_tokens.signing_algorithm, the key id of the HS256 secret (the "kid" of the tokens it signs) and the RFC 7638 thumbprint of the signing key; never a key.  A difference from the keys in force is recorded as a secret_rotated event';
+
+REVOKE ALL ON extension_token_signing_state FROM PUBLIC;
+DO $revoke_signing_state$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.grantee
+          FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
+         WHERE c.oid OPERATOR(pg_catalog.=) 'extension_token_signing_state'::pg_catalog.regclass
+           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON extension_token_signing_state FROM %I',
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_signing_state$;
+ALTER TABLE extension_token_signing_state ENABLE ROW LEVEL SECURITY;
+
+CREATE FUNCTION extension_tokens_check_signing_keys()
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'extension_tokens_check_signing_keys'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_tokens_check_signing_keys() IS
+'For administrators: compares the signing keys in force with those this database last recorded and, if they differ, writes a secret_rotated event (the key ids, never a key); true if it did.  The revoker''s worker does this in every database after each reload that changed the keys and at server start; call it where the library is not preloaded';
+REVOKE ALL ON FUNCTION extension_tokens_check_signing_keys() FROM PUBLIC;
+DO $revoke_check_keys$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.grantee
+          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_tokens_check_signing_keys()'::pg_catalog.regprocedure
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_tokens_check_signing_keys() FROM %I',
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_check_keys$;
+
+-- The keys in force now are this database's starting point: a rotation from
+-- here on is recorded, and none is invented for the keys it started with.
+SELECT extension_tokens_check_signing_keys();

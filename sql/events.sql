@@ -193,6 +193,43 @@ SELECT count(*) - :poll_limited_before AS poll_refusals_recorded,
   FROM extension_token_events() WHERE event = 'rate_limited' AND reason = 'device_poll_interval';
 DROP FUNCTION regress_wait_reason(text, integer);
 
+-- signing key rotations (secret_rotated): the worker records them after a
+-- reload (operations.sql, test/t/011_secret_rotated.pl); here the record
+-- itself, as extension_tokens_check_signing_keys() and the cleanup make it.
+-- In one transaction, so that the worker waits on the row: a record that
+-- is not the keys in force is a rotation, written once, by this role.
+SELECT secret_id = (SELECT key_id FROM extension_tokens_signing_keys() WHERE status = 'current')
+       AS state_is_the_secret_in_force, algorithm, key_id
+  FROM extension_token_signing_state;
+SELECT extension_tokens_check_signing_keys() AS nothing_changed;
+BEGIN;
+UPDATE extension_token_signing_state SET secret_id = 'feedfacefeedface';
+SELECT extension_tokens_check_signing_keys() AS rotated;
+SELECT extension_tokens_check_signing_keys() AS once;
+SELECT event, user_id, session_id, actor = current_user AS by_caller,
+       reason = format('jwt_secret %s (was feedfacefeedface)',
+                       (SELECT key_id FROM extension_tokens_signing_keys() WHERE status = 'current')) AS reason_ok
+  FROM extension_token_events WHERE event = 'secret_rotated' AND reason LIKE '%feedface%';
+ROLLBACK;
+BEGIN;
+UPDATE extension_token_signing_state SET algorithm = 'EdDSA', key_id = 'regress-old-kid';
+SELECT extension_tokens_cleanup() >= 0 AS cleanup_records_it_too;
+SELECT reason FROM extension_token_events WHERE event = 'secret_rotated' AND reason LIKE '%regress-old-kid%';
+ROLLBACK;
+-- administrators only, even with EXECUTE granted; users never see these
+-- events (no user id)
+GRANT EXECUTE ON FUNCTION extension_tokens_check_signing_keys() TO regress_et_mallory;
+SET SESSION AUTHORIZATION regress_et_mallory;
+SELECT regress_try($$SELECT extension_tokens_check_signing_keys()$$);
+RESET SESSION AUTHORIZATION;
+REVOKE EXECUTE ON FUNCTION extension_tokens_check_signing_keys() FROM regress_et_mallory;
+BEGIN;
+SET LOCAL ROLE regress_et_authenticated;
+SELECT regress_try($$SELECT extension_tokens_check_signing_keys()$$);
+SELECT set_config('request.jwt.claims', '{"sub": "ev_bob", "role": "authenticated"}', true) IS NOT NULL AS claims;
+SELECT count(*) AS rotations_seen_by_a_user FROM extension_token_events() WHERE event = 'secret_rotated';
+ROLLBACK;
+
 -- issued per day survives the cleanup: the sessions and API keys it deletes
 -- are counted in the rollup of their quarter hour; every day of 30 present
 SELECT count(*) AS days, count(DISTINCT day) AS distinct_days, min(day) = date_trunc('day', now()) - interval '29 days' AS from_29_days_ago

@@ -117,12 +117,34 @@ SELECT count(*) AS within_a_day FROM extension_token_sessions_expiring('1 day')
 
 -- Rotating the secret: the previous secret keeps its tokens valid, new
 -- tokens are signed with the new one (another kid), retiring it ends them.
+-- The revoker's worker records each rotation in this database: one
+-- secret_rotated event, the key ids (a SHA-256 prefix, the tokens' kid), no
+-- secret.
+CREATE FUNCTION regress_kid(p_secret text) RETURNS text LANGUAGE sql
+  RETURN left(encode(sha256(convert_to('extension_tokens kid:' || p_secret, 'UTF8')), 'hex'), 16);
+CREATE FUNCTION regress_wait_rotation(p_reason text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 1 .. 600 LOOP
+    IF EXISTS (SELECT 1 FROM extension_token_events
+                WHERE event = 'secret_rotated' AND reason = p_reason) THEN
+      RETURN true;
+    END IF;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+  RETURN false;
+END
+$$;
 SELECT access_token AS old_key_token FROM extension_token_issue('70000000-0000-4000-8000-000000000005') \gset
 ALTER SYSTEM SET extension_tokens.jwt_secret = 'regress-rotated-secret-abcdef0123456789abcd';
 ALTER SYSTEM SET extension_tokens.jwt_secret_previous = 'regress-secret-0123456789abcdef0123456789';
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 SHOW extension_tokens.jwt_secret_previous;
+SELECT format('jwt_secret %s (was %s)', regress_kid('regress-rotated-secret-abcdef0123456789abcd'),
+              regress_kid('regress-secret-0123456789abcdef0123456789')) AS rotation \gset
+SELECT regress_wait_rotation(:'rotation') AS rotation_recorded;
+SELECT user_id, session_id, actor, position('regress-rotated' IN reason) AS secret_in_reason
+  FROM extension_token_events WHERE event = 'secret_rotated' AND reason = :'rotation';
 SELECT access_token AS new_key_token FROM extension_token_issue('70000000-0000-4000-8000-000000000006') \gset
 SELECT (extension_token_validate(:'old_key_token')).valid AS old_key_valid,
        (extension_token_validate(:'new_key_token')).valid AS new_key_valid,
@@ -142,3 +164,15 @@ ALTER SYSTEM SET extension_tokens.jwt_secret = 'regress-secret-0123456789abcdef0
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 SELECT (extension_token_validate(:'new_key_token')).error AS rotated_back;
+SELECT format('jwt_secret %s (was %s)', regress_kid('regress-secret-0123456789abcdef0123456789'),
+              regress_kid('regress-rotated-secret-abcdef0123456789abcd')) AS rotation_back \gset
+SELECT regress_wait_rotation(:'rotation_back') AS rotation_back_recorded;
+-- retiring the previous secret rotated nothing: one event each way
+SELECT count(*) FILTER (WHERE reason = :'rotation') AS rotated,
+       count(*) FILTER (WHERE reason = :'rotation_back') AS rotated_back
+  FROM extension_token_events WHERE event = 'secret_rotated';
+SELECT secret_id = regress_kid('regress-secret-0123456789abcdef0123456789') AS state_follows,
+       algorithm, key_id
+  FROM extension_token_signing_state;
+DROP FUNCTION regress_wait_rotation(text);
+DROP FUNCTION regress_kid(text);

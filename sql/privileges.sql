@@ -20,7 +20,7 @@ SELECT c.relname, c.relrowsecurity,
  WHERE c.relname IN ('extension_tokens', 'extension_token_sessions', 'extension_token_users',
                      'extension_token_devices', 'extension_token_legacy_refresh',
                      'extension_token_events', 'extension_token_issued_rollup',
-                     'extension_tokens_issued_daily')
+                     'extension_token_signing_state', 'extension_tokens_issued_daily')
  ORDER BY 1;
 
 -- A role with no privileges.

@@ -191,8 +191,13 @@ SELECT count(*) FILTER (WHERE session_id = '81000000-0000-4000-8000-0000000000a2
        count(*) AS legacy_rows_left
   FROM extension_token_legacy_refresh;
 
--- 1.2 counts 1.1's sessions per day; the one the cleanup deleted stays
+-- 1.2 starts from the keys in force (no rotation is invented for them),
+-- and counts 1.1's sessions per day; the one the cleanup deleted stays
 -- counted, in the rollup of the quarter hour it was created in.
+SELECT secret_id = (SELECT key_id FROM extension_tokens_signing_keys() WHERE status = 'current')
+       AS keys_recorded, algorithm
+  FROM extension_token_signing_state;
+SELECT count(*) AS rotations FROM extension_token_events WHERE event = 'secret_rotated';
 SELECT sessions_issued >= 2 AS issued_in_1_1_counted FROM extension_tokens_issued_daily
  WHERE day = date_trunc('day', now() - interval '2 days');
 SELECT kind, sessions, bucket <= now() - interval '100 days' AS at_creation

@@ -899,6 +899,38 @@ ConfigPreviousSecret(size_t *len)
 }
 
 /*
+ * The key ids in force: the kid of the HS256 secret (a SHA-256 prefix, the
+ * one in the header of the tokens it signs) and the thumbprint of the
+ * asymmetric key that signs, when one does.  Never raises: a key that cannot
+ * be parsed has no id.
+ */
+void
+ConfigSigningIds(SigningIds *ids)
+{
+	size_t		len = 0;
+	const char *secret = ConfigSecretIfAny(&len);
+	const char *pem;
+
+	memset(ids, 0, sizeof(*ids));
+	strlcpy(ids->algorithm, token_alg_name((TokenAlg) et_signing_algorithm),
+			sizeof(ids->algorithm));
+	if (secret != NULL)
+		token_key_id((const unsigned char *) secret, len, ids->secret_id);
+	pem = ConfigSigningKeyFile(0, &len);
+	if (pem != NULL)
+	{
+		const char *why;
+		TokenKeyPair *kp = token_keypair_load(pem, len, &why);
+
+		if (kp != NULL)
+		{
+			strlcpy(ids->key_id, token_keypair_kid(kp), sizeof(ids->key_id));
+			token_keypair_free(kp);
+		}
+	}
+}
+
+/*
  * The signing key of `which` (current or previous) under an asymmetric
  * algorithm, or NULL when none is set; raises 55000 when the file was
  * refused, or holds a key of another algorithm than the setting's.

@@ -79,4 +79,19 @@ extern const char *ConfigPreviousSecret(size_t *len);
  */
 extern int	ConfigKnownSecrets(const char **secrets, size_t *lens, int max);
 
+/*
+ * The public names of the keys in force, never a key: what a secret_rotated
+ * event compares and records.  An empty string stands for none.
+ */
+typedef struct SigningIds
+{
+	char		algorithm[8];	/* signing_algorithm: HS256, ES256, EdDSA */
+	char		secret_id[TOKEN_KID_LENGTH + 1];	/* the HS256 secret's kid */
+	char		key_id[TOKEN_KID_MAX_LENGTH + 1];	/* the signing key's RFC
+													 * 7638 thumbprint */
+} SigningIds;
+
+/* Fills *ids (zeroed first, so that two can be compared bytewise). */
+extern void ConfigSigningIds(SigningIds *ids);
+
 #endif							/* EXTENSION_TOKENS_CONFIG_H */

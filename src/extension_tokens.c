@@ -25,6 +25,7 @@
 #include "access/htup_details.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
@@ -1798,12 +1799,65 @@ extension_token_session_state(PG_FUNCTION_ARGS)
  * ---------------------------------------------------------------------
  */
 
+/*
+ * Compares the signing keys in force with those this database last
+ * recorded, and records a secret_rotated event when they differ (one LOG
+ * line, key ids only).  A backend takes a reload between statements, the
+ * revoker's worker within a second; one busy in a long statement may not
+ * have yet.  So a rotation is recorded here only when this backend and the
+ * worker agree on the keys in force (else a reload is under way, and the
+ * sweep it starts records it); a database with no record yet (the install)
+ * starts from this backend's keys.  Without the worker, this backend's keys
+ * are the keys.
+ */
+static bool
+check_signing_keys(void)
+{
+	SigningIds	ids;
+	SigningIds	seen;
+	TimestampTz at = GetCurrentTimestamp();
+	bool		agreed = true;
+	char	   *reason;
+	char	   *actor = GetUserNameFromId(GetUserId(), false);
+
+	ConfigSigningIds(&ids);
+	if (RevokerKeysSeen(&seen, &at))
+		agreed = memcmp(&ids, &seen, sizeof(ids)) == 0;
+	if (!StorageCheckSigningKeys(ids.algorithm, ids.secret_id, ids.key_id, at, actor,
+								 agreed, false, &reason))
+		return false;
+	ereport(LOG,
+			(errmsg("extension_tokens: signing keys rotated in database \"%s\": %s",
+					get_database_name(MyDatabaseId), reason),
+			 errhidestmt(true)));
+	return true;
+}
+
+/*
+ * extension_tokens_check_signing_keys() RETURNS boolean, for administrators:
+ * true when it recorded a rotation.  The 1.2 script calls it last, so that a
+ * database starts from the keys in force when the extension was installed.
+ */
+PG_FUNCTION_INFO_V1(extension_tokens_check_signing_keys);
+Datum
+extension_tokens_check_signing_keys(PG_FUNCTION_ARGS)
+{
+	if (!PolicyCallerIsAdmin())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to record the signing keys"),
+				 errhint("Call it as a role named in extension_tokens.admin_roles.")));
+	require_read_write("record the signing keys");
+	PG_RETURN_BOOL(check_signing_keys());
+}
+
 /* extension_tokens_cleanup(p_retention interval) RETURNS bigint */
 PG_FUNCTION_INFO_V1(extension_tokens_cleanup);
 Datum
 extension_tokens_cleanup(PG_FUNCTION_ARGS)
 {
 	int64		retention = et_cleanup_retention;
+	uint64		deleted;
 
 	if (!PG_ARGISNULL(0))
 	{
@@ -1818,12 +1872,18 @@ extension_tokens_cleanup(PG_FUNCTION_ARGS)
 					 errmsg("p_retention must be a non-negative interval")));
 		retention = usecs / USECS_PER_SEC;
 	}
-	PG_RETURN_INT64((int64) StorageCleanup(GetCurrentTimestamp() - retention * USECS_PER_SEC,
-										   et_event_retention > 0
-										   ? GetCurrentTimestamp() - (int64) et_event_retention * USECS_PER_SEC
-										   : 0,
-										   et_cleanup_batch_size,
-										   et_cleanup_batch_delay));
+	deleted = StorageCleanup(GetCurrentTimestamp() - retention * USECS_PER_SEC,
+							 et_event_retention > 0
+							 ? GetCurrentTimestamp() - (int64) et_event_retention * USECS_PER_SEC
+							 : 0,
+							 et_cleanup_batch_size,
+							 et_cleanup_batch_delay);
+	/*
+	 * A rotation the revoker's worker could not record here is, now; last,
+	 * so that the record's lock is held for a moment only.
+	 */
+	(void) check_signing_keys();
+	PG_RETURN_INT64((int64) deleted);
 }
 
 /*

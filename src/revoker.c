@@ -52,6 +52,25 @@
  * The same worker writes the uses of sessions counted in shared memory
  * (usage.c), about once a second per database, after the revocations.
  *
+ * And it records rotations of the signing keys (secret_rotated events): the
+ * secret and the keys are server configuration, changed by a reload, and
+ * every database that has the extension must get its event.  The worker
+ * reloads its configuration on SIGHUP (and a new incarnation starts with the
+ * postmaster's), and compares the key ids in force (config.c: never a key)
+ * with those it saw last, kept here.  When they changed, and at the first
+ * start after the server started (a change made while it was down), it
+ * sweeps the databases: an incarnation connected to no database lists those
+ * that accept connections (templates left out) into keys_todo, a bounded
+ * list walked in oid order from keys_cursor, and each one gets a visit, after
+ * the revocations and before the uses.  A visit compares with the key ids
+ * that database last recorded (storage.c) and writes the event and the new
+ * record in one transaction, so a visit repeated, or made by a sweep that a
+ * newer change restarted, records nothing twice, and one that failed is
+ * simply made again: with a growing pause, every failure logged.  Nothing
+ * is dropped silently: a database that cannot be connected to is given up
+ * with a LOG line that says its rotation was not recorded, and the next
+ * sweep, or extension_tokens_check_signing_keys() there, records it.
+ *
  * The queue is protected by one LWLock; a reader first checks an atomic
  * count, so that an empty queue (the normal case) costs one atomic read.
  *
@@ -59,12 +78,17 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_database.h"
+#include "commands/dbcommands.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port/atomics.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -79,6 +103,7 @@
 #include "utils/uuid.h"
 #include "utils/wait_event.h"
 
+#include "config.h"
 #include "revoker.h"
 #include "storage.h"
 #include "token.h"
@@ -97,6 +122,10 @@ PGDLLEXPORT void extension_tokens_revoker_main(Datum main_arg);
 #define REVOKER_RECORD_WAIT_MS 500
 /* Connecting to a database that refuses us is given up after this many tries. */
 #define REVOKER_CONNECT_TRIES 3
+/* Databases listed at a time for a visit after the signing keys changed. */
+#define KEYS_TODO_SIZE		64
+/* The longest pause before a failed visit is made again. */
+#define KEYS_MAX_PAUSE_S	300
 
 typedef struct RevokerEntry
 {
@@ -117,6 +146,14 @@ typedef struct RevokerEntry
 	unsigned char hash[TOKEN_HASH_LENGTH];
 } RevokerEntry;
 
+/* A database to visit for the signing keys, and its failed visits. */
+typedef struct KeysTodo
+{
+	Oid			database;
+	int			failures;
+	TimestampTz not_before;
+} KeysTodo;
+
 typedef struct RevokerShared
 {
 	LWLock	   *lock;
@@ -126,6 +163,15 @@ typedef struct RevokerShared
 	Oid			last_database;	/* served last: usage is served round robin */
 	Oid			connecting_database;	/* being connected to, and how often */
 	int			connect_tries;
+	/* secret_rotated: see the header comment */
+	bool		keys_valid;		/* keys below seen by a worker */
+	SigningIds	keys;			/* the key ids in force, as a worker saw them */
+	TimestampTz keys_changed_at;	/* when a worker saw them change */
+	uint32		keys_generation;	/* counts the changes (sweeps begun) */
+	bool		keys_listing;	/* databases above keys_cursor to list */
+	Oid			keys_cursor;
+	int			keys_ntodo;
+	KeysTodo	keys_todo[KEYS_TODO_SIZE];
 	RevokerEntry entries[REVOKER_QUEUE_SIZE];
 } RevokerShared;
 
@@ -188,6 +234,24 @@ bool
 RevokerAvailable(void)
 {
 	return shared != NULL;
+}
+
+bool
+RevokerKeysSeen(SigningIds *ids, TimestampTz *changed_at)
+{
+	bool		valid;
+
+	if (shared == NULL)
+		return false;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	valid = shared->keys_valid;
+	if (valid)
+	{
+		*ids = shared->keys;
+		*changed_at = shared->keys_changed_at;
+	}
+	LWLockRelease(shared->lock);
+	return valid;
 }
 
 bool
@@ -594,7 +658,258 @@ apply_entry(const RevokerEntry *e)
 	return true;
 }
 
-/* Waits on the latch for up to `ms`; exits when the postmaster dies. */
+/* ---------------------------------------------------------------------
+ * The signing keys (secret_rotated): see the header comment
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Compares the key ids in force with those seen last; when they changed (or
+ * none was seen since the server started), a new sweep of the databases
+ * begins.
+ */
+static void
+note_keys(void)
+{
+	SigningIds	ids;
+	bool		first;
+	bool		changed;
+
+	ConfigSigningIds(&ids);
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	first = !shared->keys_valid;
+	changed = first || memcmp(&shared->keys, &ids, sizeof(ids)) != 0;
+	if (changed)
+	{
+		shared->keys = ids;
+		shared->keys_valid = true;
+		shared->keys_changed_at = GetCurrentTimestamp();
+		shared->keys_generation++;
+		shared->keys_listing = true;
+		shared->keys_cursor = InvalidOid;
+		shared->keys_ntodo = 0;
+	}
+	LWLockRelease(shared->lock);
+	if (changed && !first)
+		ereport(LOG,
+				(errmsg("extension_tokens revoker: the signing keys changed; recording secret_rotated in every database that has the extension")));
+}
+
+/*
+ * The next database due for a visit (InvalidOid: none now), and whether the
+ * databases are to be listed first (*list: the list has room, and nothing
+ * in it is due).
+ */
+static Oid
+keys_next(bool *list)
+{
+	Oid			database = InvalidOid;
+	TimestampTz now = GetCurrentTimestamp();
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	for (int i = 0; i < shared->keys_ntodo; i++)
+		if (shared->keys_todo[i].not_before <= now)
+		{
+			database = shared->keys_todo[i].database;
+			break;
+		}
+	*list = !OidIsValid(database) && shared->keys_listing &&
+		shared->keys_ntodo < KEYS_TODO_SIZE;
+	LWLockRelease(shared->lock);
+	return database;
+}
+
+/* Whether `database` is due for a visit. */
+static bool
+keys_due(Oid database)
+{
+	bool		due = false;
+	TimestampTz now = GetCurrentTimestamp();
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	for (int i = 0; i < shared->keys_ntodo; i++)
+		if (shared->keys_todo[i].database == database &&
+			shared->keys_todo[i].not_before <= now)
+			due = true;
+	LWLockRelease(shared->lock);
+	return due;
+}
+
+/*
+ * After a visit of `database` under generation `generation`: done (off the
+ * list), or failed (its pause doubled; returned, for the log line).
+ */
+static int
+keys_visited(Oid database, uint32 generation, bool ok)
+{
+	int			pause_s = 0;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < shared->keys_ntodo; i++)
+	{
+		KeysTodo   *t = &shared->keys_todo[i];
+
+		if (t->database != database)
+			continue;
+		if (ok && shared->keys_generation == generation)
+		{
+			/* a newer sweep re-lists the database: it stays for that one */
+			shared->keys_todo[i] = shared->keys_todo[--shared->keys_ntodo];
+		}
+		else if (!ok)
+		{
+			pause_s = Min(KEYS_MAX_PAUSE_S, 1 << Min(t->failures, 16));
+			t->failures++;
+			t->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														pause_s * 1000);
+		}
+		break;
+	}
+	LWLockRelease(shared->lock);
+	return pause_s;
+}
+
+/*
+ * Connected to no database: lists those above keys_cursor that accept
+ * connections and are not templates, in oid order, into the room left in
+ * keys_todo.  The listing belongs to the sweep it began in: a sweep begun
+ * meanwhile lists afresh.
+ */
+static void
+keys_list_databases(void)
+{
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+	Oid			found[KEYS_TODO_SIZE];
+	int			n = 0;
+	int			room;
+	bool		more = false;
+	Oid			cursor;
+	uint32		generation;
+	List	   *refused = NIL;	/* databases refusing connections */
+	List	   *refused_names = NIL;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	cursor = shared->keys_cursor;
+	generation = shared->keys_generation;
+	room = KEYS_TODO_SIZE - shared->keys_ntodo;
+	LWLockRelease(shared->lock);
+	if (room <= 0)
+		return;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	pgstat_report_activity(STATE_RUNNING, "extension_tokens: listing databases");
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tup = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
+		int			at;
+
+		if (db->datistemplate || db->oid <= cursor)
+			continue;
+#ifdef DATCONNLIMIT_INVALID_DB
+		if (db->datconnlimit == DATCONNLIMIT_INVALID_DB)
+			continue;			/* being dropped */
+#endif
+		if (!db->datallowconn)
+		{
+			/* said in the log, below, if within this listing's range */
+			refused = lappend_oid(refused, db->oid);
+			refused_names = lappend(refused_names, pstrdup(NameStr(db->datname)));
+			continue;
+		}
+		/* keep the `room` smallest oids, in order */
+		for (at = n; at > 0 && found[at - 1] > db->oid; at--)
+			;
+		if (at >= room)
+		{
+			more = true;
+			continue;
+		}
+		if (n == room)
+		{
+			more = true;
+			n--;
+		}
+		memmove(&found[at + 1], &found[at], (n - at) * sizeof(Oid));
+		found[at] = db->oid;
+		n++;
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	for (int i = 0; i < list_length(refused); i++)
+	{
+		Oid			oid = list_nth_oid(refused, i);
+
+		if (more && n > 0 && oid > found[n - 1])
+			continue;			/* the next listing's */
+		ereport(LOG,
+				(errmsg("extension_tokens revoker: database \"%s\" does not allow connections: a change of the signing keys is not recorded there",
+						(char *) list_nth(refused_names, i)),
+				 errhint("Once it allows connections, run SELECT extension_tokens_check_signing_keys() there (extension_tokens_cleanup() does it too).")));
+	}
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (shared->keys_generation == generation && shared->keys_cursor == cursor &&
+		shared->keys_listing)
+	{
+		for (int i = 0; i < n && shared->keys_ntodo < KEYS_TODO_SIZE; i++)
+		{
+			KeysTodo   *t = &shared->keys_todo[shared->keys_ntodo++];
+
+			t->database = found[i];
+			t->failures = 0;
+			t->not_before = 0;
+			shared->keys_cursor = found[i];
+		}
+		shared->keys_listing = more;
+	}
+	LWLockRelease(shared->lock);
+}
+
+/* A visit: the comparison, and the event if the keys changed. */
+typedef struct KeysVisit
+{
+	SigningIds	ids;
+	TimestampTz at;
+	bool		rotated;
+	char	   *reason;			/* what changed, for the log line */
+	char	   *dbname;
+} KeysVisit;
+
+static void
+keys_visit_work(void *arg)
+{
+	KeysVisit  *v = arg;
+
+	v->rotated = false;
+	if (!StorageInstalledHere())
+		return;					/* nothing to record here (or not 1.2 yet) */
+	v->rotated = StorageCheckSigningKeys(v->ids.algorithm, v->ids.secret_id,
+										 v->ids.key_id, v->at, NULL, true, true, &v->reason);
+	if (v->rotated)
+	{
+		/* for the log line after the commit, outside any transaction */
+		v->reason = MemoryContextStrdup(TopMemoryContext, v->reason);
+		v->dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	}
+}
+
+/* ---------------------------------------------------------------------
+ * The worker's rounds
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Waits on the latch for up to `ms`; exits when the postmaster dies.  A
+ * reload of the configuration is taken here, and may begin a sweep.
+ */
 static void
 worker_wait(long ms)
 {
@@ -602,31 +917,49 @@ worker_wait(long ms)
 					 ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+		note_keys();
+	}
 }
 
 /*
  * The database to serve next: that of the first queued revocation, else one
- * with uses to write (round robin after the last one served).
+ * due for a visit for the signing keys, else one with uses to write (round
+ * robin after the last one served).  *list: none of these, and the
+ * databases are to be listed for the keys first.
  */
 static Oid
-choose_database(void)
+choose_database(bool *list)
 {
 	RevokerEntry e;
 	int			index;
 	Oid			last;
+	Oid			database;
 
+	*list = false;
 	if (next_entry(InvalidOid, &e, &index))
 		return e.database;
+	database = keys_next(list);
+	if (OidIsValid(database) || *list)
+		return database;
 	LWLockAcquire(shared->lock, LW_SHARED);
 	last = shared->last_database;
 	LWLockRelease(shared->lock);
 	return UsageNextDatabase(last);
 }
 
-/* Drops everything queued for a database (it cannot be connected to). */
+/*
+ * Drops everything queued for a database (it cannot be connected to).  A
+ * visit for the keys it was due is said to be lost, in the log.
+ */
 static void
 forget_database(Oid database)
 {
+	bool		keys_lost = false;
+
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < REVOKER_QUEUE_SIZE; i++)
 		if (shared->entries[i].in_use && shared->entries[i].database == database)
@@ -634,23 +967,44 @@ forget_database(Oid database)
 			shared->entries[i].in_use = false;
 			pg_atomic_fetch_sub_u32(&shared->count, 1);
 		}
+	for (int i = 0; i < shared->keys_ntodo; i++)
+		if (shared->keys_todo[i].database == database)
+		{
+			shared->keys_todo[i] = shared->keys_todo[--shared->keys_ntodo];
+			keys_lost = true;
+			break;
+		}
 	LWLockRelease(shared->lock);
 	UsageForget(database);
+	if (keys_lost)
+		ereport(LOG,
+				(errmsg("extension_tokens revoker: a change of the signing keys is not recorded in database %u, which cannot be connected to",
+						database),
+				 errhint("Run SELECT extension_tokens_check_signing_keys() there once it accepts connections; the next reload that changes the keys, or restart, records it too.")));
 }
 
 /*
  * Unconnected: waits for work, then connects to its database (or gives the
  * database up after REVOKER_CONNECT_TRIES failed connections: it is gone or
- * refuses connections, and so holds no session to protect).
+ * refuses connections, and so holds no session to protect).  The listing of
+ * the databases for the keys is done connected to none, and then this
+ * incarnation exits: the next one visits them.
  */
 static Oid
 worker_connect(void)
 {
 	Oid			database;
 	bool		give_up = false;
+	bool		list;
 
-	while (!OidIsValid(database = choose_database()))
+	while (!OidIsValid(database = choose_database(&list)) && !list)
 		worker_wait(1000L);
+	if (list)
+	{
+		BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+		keys_list_databases();
+		proc_exit(1);
+	}
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	if (shared->connecting_database == database)
 		give_up = ++shared->connect_tries > REVOKER_CONNECT_TRIES;
@@ -676,6 +1030,42 @@ worker_connect(void)
 	shared->last_database = database;
 	LWLockRelease(shared->lock);
 	return database;
+}
+
+/*
+ * Connected: the visit for the keys, when this database is due one.  The
+ * log line follows the commit: one per rotation and database, key ids only.
+ */
+static void
+keys_visit(Oid database)
+{
+	KeysVisit	v;
+	uint32		generation;
+	int			pause_s;
+
+	if (!keys_due(database))
+		return;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	v.ids = shared->keys;
+	v.at = shared->keys_changed_at;
+	generation = shared->keys_generation;
+	LWLockRelease(shared->lock);
+	v.reason = NULL;
+	v.dbname = NULL;
+	if (in_transaction(keys_visit_work, &v, "extension_tokens: recording the signing keys",
+					   "recording a change of the signing keys failed"))
+	{
+		(void) keys_visited(database, generation, true);
+		if (v.rotated)
+			ereport(LOG,
+					(errmsg("extension_tokens: signing keys rotated in database \"%s\": %s",
+							v.dbname, v.reason)));
+		return;
+	}
+	pause_s = keys_visited(database, generation, false);
+	ereport(LOG,
+			(errmsg("extension_tokens revoker: the change of the signing keys is not recorded in database %u yet; trying again in %d s",
+					database, pause_s)));
 }
 
 /* usage.c's batch writer: one transaction; false (logged) when it failed. */
@@ -721,6 +1111,7 @@ extension_tokens_revoker_main(Datum main_arg)
 	TimestampTz idle_since;
 	TimestampTz last_flush = 0;
 
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	if (shared == NULL)
 		proc_exit(0);
@@ -730,6 +1121,8 @@ extension_tokens_revoker_main(Datum main_arg)
 	LWLockRelease(shared->lock);
 	before_shmem_exit(revoker_detach, (Datum) 0);
 
+	/* the configuration this incarnation started with: the postmaster's */
+	note_keys();
 	database = worker_connect();
 
 	/* A revocation must not give up on a lock or a statement's time. */
@@ -745,6 +1138,7 @@ extension_tokens_revoker_main(Datum main_arg)
 		int			index;
 		int			failures = 0;
 		Oid			other;
+		bool		list;
 
 		/* Revocations first, each committed before the next. */
 		while (next_entry(database, &e, &index))
@@ -758,6 +1152,12 @@ extension_tokens_revoker_main(Datum main_arg)
 				worker_wait(Min(1000L, 50L << Min(failures++, 5)));
 			idle_since = GetCurrentTimestamp();
 		}
+		/* The signing keys, when this database is due a visit. */
+		if (keys_due(database))
+		{
+			keys_visit(database);
+			idle_since = GetCurrentTimestamp();
+		}
 		/* Uses, about once per USAGE_FLUSH_MS. */
 		if (TimestampDifferenceExceeds(last_flush, GetCurrentTimestamp(), USAGE_FLUSH_MS))
 		{
@@ -767,6 +1167,9 @@ extension_tokens_revoker_main(Datum main_arg)
 		}
 		/* Work in another database: start again, unconnected. */
 		if (next_entry(InvalidOid, &e, &index))
+			proc_exit(1);
+		other = keys_next(&list);
+		if (list || (OidIsValid(other) && other != database))
 			proc_exit(1);
 		other = UsageNextDatabase(database);
 		if (OidIsValid(other) && other != database)

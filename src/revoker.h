@@ -9,12 +9,23 @@
 #ifndef EXTENSION_TOKENS_REVOKER_H
 #define EXTENSION_TOKENS_REVOKER_H
 
+#include "datatype/timestamp.h"
 #include "utils/uuid.h"
+
+#include "config.h"
 
 extern void RevokerInit(void);
 
 /* Whether the queue exists (the library was preloaded). */
 extern bool RevokerAvailable(void);
+
+/*
+ * The key ids in force as the worker saw them after its latest reload (it
+ * takes a reload within a second; a backend busy in a long statement may
+ * not have yet), and when it saw them change: false when there is no
+ * worker, or it has not looked yet.
+ */
+extern bool RevokerKeysSeen(SigningIds *ids, TimestampTz *changed_at);
 
 /*
  * Whether a revocation of this database's session is queued and not yet

@@ -38,6 +38,10 @@
  *							  the sessions the cleanup deleted, counted by
  *							  the quarter hour of their creation, written by
  *							  the statement that deletes them.
+ *	extension_token_signing_state
+ *							  one row: the key ids this database last
+ *							  recorded; a difference from those in force is
+ *							  a secret_rotated event.
  *
  * The write path is kept to what it must write.  A refresh token carries its
  * session id, so refresh reads the session by its primary key and no index
@@ -69,11 +73,15 @@
  *		   updated, so writing them (in the same statement as the session's
  *		   row, or after it) cannot close a cycle.
  *
- * One more, apart from these paths: the cleanup (one transaction, many
+ * Two more, apart from these paths: the cleanup (one transaction, many
  * batches) first takes a transaction-level advisory lock, so that two
  * cleanups never run at once, and only then session rows (SKIP LOCKED) and
  * the rows of extension_token_issued_rollup that its batches add to, in an
- * order no other cleanup can cross.
+ * order no other cleanup can cross.  extension_token_signing_state's one
+ * row is locked last, by a check of the signing keys (the cleanup's comes
+ * after its batches); the revoker's worker takes it with NOWAIT, and tries
+ * again later, so that a transaction holding it never holds up the
+ * revocations the worker commits.
  *
  * A path that takes only one session row (refresh, revoke, revoke_session,
  * reuse) cannot close a cycle with one that takes several in order.
@@ -166,6 +174,10 @@ typedef enum StatementId
 	ST_EVENTS_BY_TOKEN,
 	ST_CLEANUP_EVENTS,
 	ST_CLEANUP_LOCK,
+	ST_SIGNING_READ,
+	ST_SIGNING_READ_NOWAIT,
+	ST_SIGNING_SEED,
+	ST_SIGNING_ROTATED,
 	ST_COUNT
 } StatementId;
 
@@ -647,6 +659,31 @@ static const Statement statements[ST_COUNT] = {
 		"SELECT pg_catalog.pg_advisory_xact_lock($1)",
 		1, {INT8OID}
 	},
+	/*
+	 * The key ids this database last recorded (no row before the first
+	 * record), locked: two checks at once write one event.
+	 */
+	[ST_SIGNING_READ] = {
+		"SELECT algorithm, secret_id, key_id FROM @.extension_token_signing_state FOR UPDATE",
+		0, {InvalidOid}
+	},
+	[ST_SIGNING_READ_NOWAIT] = {
+		"SELECT algorithm, secret_id, key_id FROM @.extension_token_signing_state FOR UPDATE NOWAIT",
+		0, {InvalidOid}
+	},
+	[ST_SIGNING_SEED] = {
+		"INSERT INTO @.extension_token_signing_state (algorithm, secret_id, key_id, recorded_at) "
+		"VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+		4, {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID}
+	},
+	/* A rotation: its event ($5 the actor, $6 what changed), the row moved on. */
+	[ST_SIGNING_ROTATED] = {
+		"WITH e AS (INSERT INTO @.extension_token_events (at, event, actor, reason) "
+		"  VALUES ($4, 'secret_rotated', $5, $6)) "
+		"UPDATE @.extension_token_signing_state SET algorithm = $1, secret_id = $2, key_id = $3, "
+		"  recorded_at = $4",
+		6, {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
+	},
 	/* Live sessions whose current access token is unexpired, by signing key. */
 	[ST_KEY_COUNTS] = {
 		"SELECT s.key_id, pg_catalog.count(*) FROM @.extension_token_sessions s "
@@ -682,12 +719,12 @@ static const char *const session_columns[SC_COUNT] = {
 enum
 {
 	TABLE_TOKENS, TABLE_SESSIONS, TABLE_USERS, TABLE_LEGACY, TABLE_EVENTS,
-	TABLE_ROLLUP, TABLE_COUNT
+	TABLE_ROLLUP, TABLE_SIGNING, TABLE_COUNT
 };
 static const char *const table_names[TABLE_COUNT] = {
 	"extension_tokens", "extension_token_sessions", "extension_token_users",
 	"extension_token_legacy_refresh", "extension_token_events",
-	"extension_token_issued_rollup"
+	"extension_token_issued_rollup", "extension_token_signing_state"
 };
 
 /* What this backend knows of the installed extension. */
@@ -2038,4 +2075,122 @@ StorageEventsByToken(const unsigned char *hash, const pg_uuid_t *session_id,
 	storage_exec(ST_EVENTS_BY_TOKEN, values, nulls, true, -1);
 	events_result(rsinfo);
 	storage_leave(&call);
+}
+
+/* ---------------------------------------------------------------------
+ * Rotations of the signing keys (secret_rotated)
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * Whether the extension is installed in this database at this library's
+ * version: never raises for its absence (the revoker's worker asks this of
+ * every database it visits for the keys, with or without the extension).
+ */
+bool
+StorageInstalledHere(void)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	bool		here = false;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum(EXTENSION_NAME));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		v = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		here = !isnull && strcmp(TextDatumGetCString(v), EXTENSION_TOKENS_VERSION) == 0;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return here;
+}
+
+/* Appends "what NEW (was OLD)" when the two differ ("" reads "none"). */
+static void
+append_change(StringInfo buf, const char *what, const char *now, const char *was)
+{
+	if (strcmp(now, was) == 0)
+		return;
+	if (buf->len > 0)
+		appendStringInfoString(buf, ", ");
+	appendStringInfo(buf, "%s %s (was %s)", what, now[0] ? now : "none",
+					 was[0] ? was : "none");
+}
+
+/* A column of the current SPI row as a C string, "" for NULL. */
+static const char *
+column_text(int col)
+{
+	bool		isnull;
+	Datum		d = column(col, &isnull);
+
+	return isnull ? "" : TextDatumGetCString(d);
+}
+
+/*
+ * Compares the key ids in force (algorithm, secret_id, key_id; "" for none)
+ * with those this database last recorded.  When they differ (and
+ * `may_rotate`), writes one secret_rotated event at `at` (actor NULL: the
+ * server's configuration) whose reason says what changed, moves the record
+ * on, and returns true with *reason set; the event and the record commit or
+ * roll back together.  The first look at a database (no record yet)
+ * records the keys and no event.  `nowait`: raise rather than wait for the
+ * record's lock.
+ */
+bool
+StorageCheckSigningKeys(const char *algorithm, const char *secret_id,
+						const char *key_id, TimestampTz at, const char *actor,
+						bool may_rotate, bool nowait, char **reason)
+{
+	StorageCall call;
+	Datum		values[6];
+	char		nulls[7] = "      ";
+	StringInfoData changes;
+	bool		rotated = false;
+
+	initStringInfo(&changes);
+	values[0] = CStringGetTextDatum(algorithm);
+#define OPTIONAL(i, s) \
+	do { if ((s)[0]) values[i] = CStringGetTextDatum(s); \
+		 else { values[i] = (Datum) 0; nulls[i] = 'n'; } } while (0)
+	OPTIONAL(1, secret_id);
+	OPTIONAL(2, key_id);
+	values[3] = TimestampTzGetDatum(at);
+	storage_enter(&call);
+	storage_exec(nowait ? ST_SIGNING_READ_NOWAIT : ST_SIGNING_READ, NULL, NULL, false, 3);
+	if (SPI_processed == 0)
+		storage_exec(ST_SIGNING_SEED, values, nulls, false, -1);
+	else if (may_rotate)
+	{
+		/* `changes` was made before SPI: repalloc keeps it out of SPI's memory */
+		append_change(&changes, "signing_algorithm", algorithm, column_text(1));
+		append_change(&changes, "jwt_secret", secret_id, column_text(2));
+		append_change(&changes, "signing_key", key_id, column_text(3));
+		if (changes.len > 0)
+		{
+			if (actor)
+				values[4] = CStringGetTextDatum(actor);
+			else
+			{
+				values[4] = (Datum) 0;
+				nulls[4] = 'n';
+			}
+			values[5] = CStringGetTextDatum(changes.data);
+			storage_exec(ST_SIGNING_ROTATED, values, nulls, false, -1);
+			rotated = true;
+		}
+	}
+#undef OPTIONAL
+	storage_leave(&call);
+	*reason = rotated ? changes.data : NULL;
+	return rotated;
 }

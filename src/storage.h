@@ -157,4 +157,11 @@ extern void StorageListEvents(const char *user_id, TimestampTz since,
 extern void StorageEventsByToken(const unsigned char *hash, const pg_uuid_t *session_id,
 								 struct ReturnSetInfo *rsinfo);
 
+/* Rotations of the signing keys: secret_rotated events. */
+extern bool StorageInstalledHere(void);
+extern bool StorageCheckSigningKeys(const char *algorithm, const char *secret_id,
+									const char *key_id, TimestampTz at,
+									const char *actor, bool may_rotate,
+									bool nowait, char **reason);
+
 #endif							/* EXTENSION_TOKENS_STORAGE_H */

@@ -5,7 +5,8 @@
 # monitoring/queries.yaml against a throwaway cluster, connected as a
 # monitoring role that has only the grants the README gives; after a known
 # sequence of calls (issues, a refresh, a refresh token reused, an
-# administrator's revocation, validations), /metrics is scraped and each
+# administrator's revocation, validations, a rotation of the secret),
+# /metrics is scraped and each
 # expected metric must be there with its value.  monitoring/alerts.yml is
 # checked with promtool (Debian's prometheus package).
 # Prints "N passed, M failed" last; exit status 0 only if nothing failed.
@@ -60,8 +61,13 @@ q "SELECT extension_token_revoke_session('$s2')" >/dev/null            # adminis
 q "SELECT valid FROM extension_token_validate('$a3')" >/dev/null       # succeeded: 1
 q "SELECT valid FROM extension_token_validate('garbage')" >/dev/null   # malformed: 2
 q "SELECT valid FROM extension_token_validate('more garbage')" >/dev/null
+# a rotation of the secret: the worker records one secret_rotated event
+secret2=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+q "ALTER SYSTEM SET extension_tokens.jwt_secret = '$secret2'"
+q 'SELECT pg_reload_conf()' >/dev/null
 for _ in $(seq 100); do
-    [ "$(q "SELECT count(*) FROM extension_token_events WHERE event = 'reuse_detected'")" = 1 ] && break
+    [ "$(q "SELECT count(*) FROM extension_token_events WHERE event = 'reuse_detected'")" = 1 ] &&
+        [ "$(q "SELECT count(*) FROM extension_token_events WHERE event = 'secret_rotated'")" = 1 ] && break
     sleep 0.1
 done
 
@@ -118,6 +124,8 @@ expect 'extension_tokens_events_last_5m{event="revoked",reason="refresh_token_re
 expect 'extension_tokens_events_last_5m{event="revoked",reason="admin_revoked"}' 1
 expect 'extension_tokens_events_last_5m{event="rate_limited",reason=""}' 0
 expect 'extension_tokens_events_last_5m{event="device_approved",reason=""}' 0
+# the rotation, its reason (key ids) kept out of the label
+expect 'extension_tokens_events_last_5m{event="secret_rotated",reason=""}' 1
 # the metadata says the scope
 if grep -q '^# HELP extension_tokens_refreshes_total .*cluster-wide' "$metrics" &&
    grep -q '^# HELP extension_tokens_sessions_count .*per database' "$metrics"; then
@@ -126,5 +134,9 @@ else
     not_ok "HELP lines state the scope"
 fi
 # no token in what the exporter publishes
-if grep -qF -e "$a2" -e "$a3" -e "$r1" "$metrics"; then not_ok "a token in /metrics"; else ok "no token in /metrics"; fi
+if grep -qF -e "$a2" -e "$a3" -e "$r1" -e "$secret" -e "$secret2" "$metrics"; then
+    not_ok "a token or a secret in /metrics"
+else
+    ok "no token and no secret in /metrics"
+fi
 finish

@@ -28,6 +28,12 @@
 #   009_signing_key_files.pl  ES256 / EdDSA key files at start and reload:
 #                   bad files refused with the key in force kept, a refused
 #                   file at start leaves no key (55000), no key in the log
+#   010_events.pl   LISTEN receives the revocation and reuse payloads (none
+#                   for a rollback), one LOG line per security event
+#   011_secret_rotated.pl  a secret or signing key changed by a reload, or
+#                   while the server was down, is recorded once in every
+#                   database with the extension (secret_rotated), never the
+#                   key; a database refusing connections is named in the log
 #
 # Usage: test/tap.sh [TEST ...]     (TEST: 001_crash, t/001_crash.pl, ...)
 # Works from any directory.  As root, the clusters run as the postgres OS
