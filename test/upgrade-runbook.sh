@@ -3,7 +3,9 @@
 # written, from 1.1 to this tree: a server running 1.1 with live sessions in
 # two databases, the new files installed, the restart, the README's update
 # loop (taken from README.md itself), and then the sessions of 1.1 still
-# validate and refresh and the API roles have their grants back.  Ends with
+# validate and refresh and the API roles have their grants back; the keys in
+# force are each database's starting point, and a rotation of the secret
+# after the update is recorded in both.  Ends with
 # one line "N passed, M failed".  Not part of test/run-all.sh: it installs
 # 1.1 over the installed extension and then this tree again.
 #
@@ -91,6 +93,31 @@ for db in postgres app; do
             'extension_token_issue(text, text, interval, jsonb, text[])', 'EXECUTE') || '|' ||
             has_function_privilege('anon', 'extension_token_pre_request()', 'EXECUTE') || '|' ||
             has_function_privilege('anon', 'extension_token_issue(text, text, interval, jsonb, text[])', 'EXECUTE')")"
+    check "$db: the keys in force recorded as the starting point, no rotation invented" \
+        "HS256|$(printf 'extension_tokens kid:%s' "$secret" | sha256sum | cut -c1-16)|0" \
+        "$(psql -X -A -t -d "$db" -c "SELECT algorithm || '|' || secret_id || '|' ||
+            (SELECT count(*) FROM extension_token_events WHERE event = 'secret_rotated')
+            FROM extension_token_signing_state")"
+    check "$db: issued today counts the 1.1 session; the service role reads the view" "true|true" \
+        "$(psql -X -A -t -d "$db" -c "SELECT (sessions_issued >= 1) || '|' ||
+            has_table_privilege('service_role', 'extension_tokens_issued_daily', 'SELECT')
+            FROM extension_tokens_issued_daily WHERE day = date_trunc('day', now())")"
+done
+
+say "4. after the update, a rotation of the secret is recorded in both databases"
+new_secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+psql -X -q -c "ALTER SYSTEM SET extension_tokens.jwt_secret = '$new_secret'"
+psql -X -q -c "SELECT pg_reload_conf()" >/dev/null
+kid() { printf 'extension_tokens kid:%s' "$1" | sha256sum | cut -c1-16; }
+for db in postgres app; do
+    got=""
+    for _ in $(seq 300); do
+        got=$(psql -X -A -t -d "$db" -c "SELECT string_agg(reason, ';') FROM extension_token_events
+                                          WHERE event = 'secret_rotated'")
+        [ -n "$got" ] && break
+        sleep 0.1
+    done
+    check "$db: one secret_rotated event" "jwt_secret $(kid "$new_secret") (was $(kid "$secret"))" "$got"
 done
 
 echo "$passed passed, $failed failed"
