@@ -190,6 +190,11 @@ ALTER TYPE extension_token_session
 ALTER TYPE extension_token_pair
     ADD ATTRIBUTE scopes text[],
     ADD ATTRIBUTE revoked_sessions integer;
+-- validations_cached: of the validations counted, those whose signature and
+-- claims a backend had verified before (its verified-token cache), so that
+-- an operator sees what the cache saves on a pool's traffic.
+ALTER TYPE extension_token_statistics
+    ADD ATTRIBUTE validations_cached bigint;
 
 -------------------------------------------------------------------------------
 -- The one rule for a session's end.  Validate, refresh, list, stats and the

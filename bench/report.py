@@ -93,7 +93,10 @@ target("validate, a token seen before", "≥ 12× SQL", validate_hot)
 # 3. validate pgbench -c2
 def validate_c2():
     e2, s2, l2, p2 = f("pgb_validate_ext_c2"), f("pgb_validate_sql_c2"), f("pgb_lookup_c2"), f("pgb_lookup_parts_c2")
-    return ("validate, pgbench -M prepared -c2 -j2 (TPS)", tps(e2), tps(s2),
+    cached = f" ({m['pgb_validate_cached_pct_c2']}% answered by the verified-token cache)" \
+        if "pgb_validate_cached_pct_c2" in m else ""
+    return (f"validate, pgbench -M prepared -c2 -j2 (TPS), a random one of {int(m[f'sample_{main}']):,} "
+            f"users' tokens each{cached}", tps(e2), tps(s2),
             f"{tps(l2)} (bare index-lookup statement: the session row by its id); {tps(p2)} (that statement "
             f"also calling one C function that does only SHA-256, HMAC and the jansson parse: bench/parts.c)",
             f"ext/lookup {100 * e2 / l2:.0f}%; ext/SQL {e2 / s2:.1f}×; (lookup + parts)/lookup {100 * p2 / l2:.0f}%",
@@ -276,6 +279,15 @@ info(lambda: (f"validate an API key (ext_pat_: the session row by the key's id, 
               f"{f(f'stmt_lookup_us_{main}'):.2f}",
               f"SQL/key {f(f'stmt_sql_us_{main}') / f(f'stmt_key_us_{main}'):.1f}×; "
               f"key/access token {f(f'stmt_key_us_{main}') / f(f'stmt_ext_us_{main}'):.2f}×", "—", "—"))
+for u in sorted({int(k.rsplit("_", 1)[1]) for k in m if k.startswith("stmt_ext_mix_us_")}):
+    info(lambda u=u: (
+        f"validate, a pool's mix: {u:,} users' tokens in random order, 20,000 validations by one "
+        f"backend in its steady state ({n(main)} sessions), µs; the verified-token cache's hit rate "
+        f"(validations_cached / validations)",
+        f"{f(f'stmt_ext_mix_us_{u}'):.2f}", "",
+        f"first sight {f(f'stmt_ext_us_{main}'):.2f}; one token over and over {f('stmt_ext_hot_us'):.2f}",
+        f"hit rate {100 * f(f'mix_cached_{u}') / 20000:.1f}% (the cache: 4,096 tokens per backend)",
+        "—", "—"))
 info(lambda: ("verify only (signature, header, claims), one statement, µs", "—",
               f"{f('stmt_sql_verify_us'):.2f}",
               f"HMAC {f('prim_hmac_us'):.2f} (re-keyed {f('prim_hmac_rekey_us'):.2f})", "", "—", "—"))
@@ -395,7 +407,7 @@ if m.get("load"):
     out.append(f"- {m['load']}")
 if m.get("postgrest"):
     out.append(f"- PostgREST: {m['postgrest']}")
-out.append("- command: `" + ("BENCH_ONLY=write " if m.get("only") == "write" else "")
+out.append("- command: `" + (f"BENCH_ONLY={m['only']} " if m.get("only") in ("write", "read") else "")
            + "bench/run.sh` (see bench/README.md); SQL baseline: bench/baseline.sql")
 out.append(f"- targets met: {met} of {targets}" + (f" ({partly} partly)" if partly else "")
            + (f"; not measured in this run: " + "; ".join(f"{w} ({g})" for w, g in skipped)

@@ -116,7 +116,7 @@ verify(const char *token, size_t len, const TokenVerifyParams *p)
 	static TokenAccessClaims claims;
 	TokenStatus st = token_verify_access(token, len, p, &claims);
 
-	token_payload_free(claims.payload_json);
+	token_payload_release(&claims.parsed);
 	return st;
 }
 

@@ -23,6 +23,8 @@ name=$(basename "$work")
 log=tmp/fuzz-${name#fuzz-}.log
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:allocator_may_return_null=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+# PostgreSQL's JSON parser leaves a copy behind on a syntax error: see the file
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/fuzz/lsan.supp:print_suppressions=0}
 
 echo "fuzz_token: ${secs}s, corpus $work (+ fuzz/corpus read only), max_len $max_len, log $log"
 ./fuzz/fuzz_token -max_total_time="$secs" -max_len="$max_len" -print_final_stats=1 \

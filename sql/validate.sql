@@ -131,3 +131,35 @@ SELECT regress_try(format($$SELECT extension_token_issue('20000000-0000-4000-800
                     '{' || repeat('x', 65) || '}',
                     (SELECT array_agg('s' || i)::text FROM generate_series(1, 33) i)]) AS s;
 RESET extension_tokens.issue_rate_limit;
+
+-- The claims jsonb is built by the one parse of the payload (PostgreSQL's
+-- JSON parser): every extra claim comes back as it was issued (strings with
+-- escapes, non-ASCII, reals, integers at the int64 edges, nesting, empty
+-- containers, a reserved name nested deeper; reals that a double holds
+-- exactly, as the issuing side prints reals to 17 digits), on the first
+-- validation (the
+-- parse) and on the second (the verified-token cache's copy).
+SET extension_tokens.issue_rate_limit = 0;
+SELECT '{"s": "quote \" backslash \\ newline \n tab \t é 𝄞 \u00e9", "r": 1.5, "n": -0.375, "big": 9223372036854775807,
+         "small": -9223372036854775808, "z": 0, "t": true, "f": false, "nul": null, "a": [1, [2, [3, {"k": "v"}]], []],
+         "o": {"role": "viewer", "e": {}}}'::jsonb AS rich \gset
+SELECT access_token AS rich_token FROM extension_token_issue('20000000-0000-4000-8000-000000000007', p_claims => :'rich') \gset
+SELECT (v.claims - ARRAY['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'type', 'session_id']) = :'rich'::jsonb AS first_parse_faithful,
+       v.claims->>'sub' AS sub
+  FROM extension_token_validate(:'rich_token') v;
+SELECT (v.claims - ARRAY['iss', 'sub', 'aud', 'exp', 'iat', 'jti', 'type', 'session_id']) = :'rich'::jsonb AS cached_faithful
+  FROM extension_token_validate(:'rich_token') v;
+-- the token's own bytes, read by jsonb_in, agree with the parse
+SELECT convert_from(decode(translate(split_part(:'rich_token', '.', 2), '-_', '+/') ||
+                           repeat('=', (4 - length(split_part(:'rich_token', '.', 2)) % 4) % 4), 'base64'), 'UTF8')::jsonb
+       = (extension_token_validate(:'rich_token')).claims AS same_as_jsonb_in;
+-- validations_cached counts the validations the verified-token cache
+-- answered: a token's first validation in this backend is verified, the
+-- next two are not; a revoked token's cache hit still counts (and fails).
+SELECT access_token AS counted FROM extension_token_issue('20000000-0000-4000-8000-000000000008') \gset
+SELECT extension_token_stats_reset() IS NOT NULL AS reset;
+SELECT count(*) FILTER (WHERE (extension_token_validate(:'counted')).valid) AS valid FROM generate_series(1, 3);
+SELECT extension_token_revoke(:'counted') AS revoked;
+SELECT (extension_token_validate(:'counted')).error AS after_revoke;
+SELECT validations_succeeded, validations_failed, validations_cached FROM extension_token_stats();
+RESET extension_tokens.issue_rate_limit;

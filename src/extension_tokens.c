@@ -788,11 +788,11 @@ validation_result(FunctionCallInfo fcinfo, TokenStatus status,
 }
 
 /*
- * The claims as jsonb, built from the parse the verifier already made of
- * them (see token_payload_walk) rather than by parsing the text a second
- * time.  Falls back to jsonb_in for what that cannot carry exactly: a real
- * number (jansson keeps its value, not its digits) or a database encoding
- * other than UTF-8.
+ * The claims as jsonb, built by the verifier's one parse of the payload
+ * (token_payload.c: PostgreSQL's JSON parser), which hands each value to
+ * jsonb_build_visit() as it goes, as jsonb_in's own parse does.  In a
+ * database whose encoding is not UTF-8 the payload's text is converted and
+ * read by jsonb_in instead.
  */
 typedef struct JsonbBuild
 {
@@ -800,13 +800,33 @@ typedef struct JsonbBuild
 	JsonbValue *result;
 } JsonbBuild;
 
+/* A JSON integer of at most 18 digits (no overflow possible), as int64. */
+static bool
+small_integer(const char *str, size_t len, int64 *value)
+{
+	bool		neg = (len > 0 && str[0] == '-');
+	int64		v = 0;
+
+	if (len - neg == 0 || len - neg > 18)
+		return false;
+	for (size_t k = neg; k < len; k++)
+	{
+		if (str[k] < '0' || str[k] > '9')
+			return false;
+		v = v * 10 + (str[k] - '0');
+	}
+	*value = neg ? -v : v;
+	return true;
+}
+
 static void
 jsonb_build_visit(void *arg, TokenJsonEvent event, bool in_array,
-				  const char *str, size_t len, int64_t integer)
+				  const char *str, size_t len)
 {
 	JsonbBuild *b = arg;
 	JsonbValue	v;
 	JsonbIteratorToken seq = in_array ? WJB_ELEM : WJB_VALUE;
+	int64		i;
 
 	switch (event)
 	{
@@ -830,9 +850,16 @@ jsonb_build_visit(void *arg, TokenJsonEvent event, bool in_array,
 			v.val.string.val = (char *) str;
 			v.val.string.len = (int) len;
 			break;
-		case TJ_INTEGER:
+		case TJ_NUMBER:
+			/* the parse refused what numeric_in could not take */
 			v.type = jbvNumeric;
-			v.val.numeric = int64_to_numeric(integer);
+			if (small_integer(str, len, &i))
+				v.val.numeric = int64_to_numeric(i);
+			else
+				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,
+																	CStringGetDatum(str),
+																	ObjectIdGetDatum(InvalidOid),
+																	Int32GetDatum(-1)));
 			break;
 		case TJ_TRUE:
 		case TJ_FALSE:
@@ -846,42 +873,33 @@ jsonb_build_visit(void *arg, TokenJsonEvent event, bool in_array,
 	b->result = pushJsonbValue(&b->state, seq, &v);
 }
 
-/* Builds the claims of a verified token, and frees the kept payload. */
+/*
+ * The claims of a verified token: from the cache, from the parse's build,
+ * or (not UTF-8) from jsonb_in.  Releases the parse's strings.
+ */
 static Jsonb *
-claims_jsonb(TokenAccessClaims *claims)
+claims_jsonb(TokenAccessClaims *claims, JsonbBuild *b)
 {
-	Jsonb	   *result = NULL;
+	Jsonb	   *result;
 
 	/* Rendered before: the verified-token cache kept our jsonb. */
 	if (claims->cached_blob != NULL)
 	{
 		result = palloc(claims->cached_blob_len);
 		memcpy(result, claims->cached_blob, claims->cached_blob_len);
-		return result;
 	}
-	PG_TRY();
+	else if (b != NULL && b->result != NULL)
 	{
-		JsonbBuild	b = {NULL, NULL};
-
-		if (GetDatabaseEncoding() == PG_UTF8 &&
-			token_payload_walk(claims->payload_json, jsonb_build_visit, &b) &&
-			b.result != NULL)
-		{
-			result = JsonbValueToJsonb(b.result);
-			if (claims->has_hash)
-				token_cache_attach(claims->hash, result, VARSIZE(result));
-		}
-		else
-			result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
-														CStringGetDatum(pnstrdup(claims->payload,
-																				 claims->payload_len))));
+		result = JsonbValueToJsonb(b->result);
+		if (claims->has_hash)
+			token_cache_attach(claims->hash, result, VARSIZE(result));
 	}
-	PG_FINALLY();
-	{
-		token_payload_free(claims->payload_json);
-		claims->payload_json = NULL;
-	}
-	PG_END_TRY();
+	else
+		result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+													CStringGetDatum(pg_any_to_server(claims->payload,
+																					 (int) claims->payload_len,
+																					 PG_UTF8))));
+	token_payload_release(&claims->parsed);
 	return result;
 }
 
@@ -899,7 +917,7 @@ verify_params(TokenVerifyParams *params, TimestampTz now, bool check_times)
 	params->now = unix_seconds(now);
 	params->leeway = et_clock_skew;
 	params->check_times = check_times;
-	params->keep_payload = false;
+	params->visitor = NULL;
 	params->use_cache = false;
 }
 
@@ -986,9 +1004,12 @@ validate_token(const char *token, size_t len, SessionRow *row,
 	TokenVerifyParams params;
 	TokenStatus status;
 	unsigned char hash[TOKEN_HASH_LENGTH];
+	JsonbBuild	build = {NULL, NULL};
+	TokenJsonVisitor visitor = {jsonb_build_visit, &build};
 
 	verify_params(&params, now, true);
-	params.keep_payload = (claims_out != NULL);
+	if (claims_out != NULL && GetDatabaseEncoding() == PG_UTF8)
+		params.visitor = &visitor;
 	params.use_cache = true;
 	memset(row, 0, sizeof(*row));
 	if (token_looks_like_api_key(token, len))
@@ -999,9 +1020,10 @@ validate_token(const char *token, size_t len, SessionRow *row,
 		goto checked;
 	}
 	status = token_verify_access(token, len, &params, claims);
-	/* Before anything that can raise: the kept payload is malloc'ed. */
+	if (claims->cache_hit)
+		StatsCount(STATS_VALIDATION_CACHED);
 	if (status == TOKEN_OK && claims_out != NULL)
-		*claims_out = claims_jsonb(claims);
+		*claims_out = claims_jsonb(claims, params.visitor ? &build : NULL);
 	if (status == TOKEN_OK)
 	{
 		pg_uuid_t	sid;
@@ -1946,8 +1968,8 @@ extension_token_stats(PG_FUNCTION_ARGS)
 	StatsSnapshot snap;
 	StoredCounts counts;
 	bool		have = StatsRead(&snap);
-	Datum		values[13];
-	bool		nulls[13] = {false};
+	Datum		values[14];
+	bool		nulls[14] = {false};
 	uint64		failed = 0;
 	JsonbParseState *state = NULL;
 	JsonbValue *res;
@@ -1985,10 +2007,12 @@ extension_token_stats(PG_FUNCTION_ARGS)
 	values[10] = Int64GetDatum((int64) failed);
 	values[11] = JsonbPGetDatum(JsonbValueToJsonb(res));
 	values[12] = TimestampTzGetDatum(now);
+	values[13] = Int64GetDatum((int64) snap.events[STATS_VALIDATION_CACHED]);
 	if (!have)
 	{
 		/* without shared memory there are no counters: unknown, not zero */
 		nulls[0] = nulls[2] = nulls[7] = nulls[8] = nulls[9] = nulls[10] = nulls[11] = true;
+		nulls[13] = true;
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

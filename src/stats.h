@@ -17,6 +17,7 @@ typedef enum StatsEvent
 	STATS_ISSUED,
 	STATS_REFRESH_OK,
 	STATS_REFRESH_FAILED,
+	STATS_VALIDATION_CACHED,	/* answered by the verified-token cache */
 	STATS_EVENT_COUNT
 } StatsEvent;
 

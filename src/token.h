@@ -100,6 +100,76 @@ typedef enum TokenAlg
 /* Room for one public JWK as JSON text. */
 #define TOKEN_JWK_MAX_LENGTH	320
 
+/*
+ * The payload's parse (token_payload.c): PostgreSQL's JSON parser, one
+ * pass, each value handed to a visitor as it is parsed: the events of a
+ * depth-first walk, each value told whether it is an array element (else
+ * an object member's value, after its key).  Strings are de-escaped, valid
+ * UTF-8 without NUL, NUL-terminated; a number comes as its JSON text.
+ */
+typedef enum TokenJsonEvent
+{
+	TJ_OBJECT_START,
+	TJ_OBJECT_END,
+	TJ_ARRAY_START,
+	TJ_ARRAY_END,
+	TJ_KEY,
+	TJ_STRING,
+	TJ_NUMBER,
+	TJ_TRUE,
+	TJ_FALSE,
+	TJ_NULL
+} TokenJsonEvent;
+
+typedef void (*TokenJsonVisit) (void *arg, TokenJsonEvent event, bool in_array,
+								const char *str, size_t len);
+
+typedef struct TokenJsonVisitor
+{
+	TokenJsonVisit visit;
+	void	   *arg;
+} TokenJsonVisitor;
+
+/* As deep as jansson (the issuing side's parser) nests. */
+#define TOKEN_PAYLOAD_MAX_DEPTH 2048
+
+/*
+ * What the parse found of the registered claims at the top level: for
+ * exp, nbf and iat whether present and whether a 64-bit JSON integer; the
+ * strings (NULL when absent or not a string); for aud, whether present and
+ * whether it names the audience asked for.  The strings are among `owned`.
+ */
+typedef struct TokenPayload
+{
+	bool		has_exp,
+				has_nbf,
+				has_iat;
+	bool		exp_ok,
+				nbf_ok,
+				iat_ok;
+	int64_t		exp,
+				nbf,
+				iat;
+	const char *sub;
+	const char *session_id;
+	const char *jti;
+	const char *iss;
+	const char *type;
+	bool		has_aud;
+	bool		aud_matches;
+	void	  **owned;
+	int			n_owned;
+	int			owned_cap;
+} TokenPayload;
+
+/*
+ * Parses `len` bytes of JSON: true when it is an object within the rules
+ * at the top of token_payload.c; fills *out either way (release it).
+ */
+extern bool token_payload_parse(const char *json, size_t len, const char *audience,
+								TokenJsonVisit visit, void *arg, TokenPayload *out);
+extern void token_payload_release(TokenPayload *p);
+
 typedef struct TokenVerifyParams
 {
 	TokenAlg	alg;			/* the one algorithm accepted */
@@ -113,7 +183,13 @@ typedef struct TokenVerifyParams
 	int64_t		leeway;			/* seconds of clock skew tolerated */
 	bool		check_times;	/* false: ignore exp/nbf/iat (refresh's
 								 * p_current_token) */
-	bool		keep_payload;	/* hand the parsed payload to the caller */
+	/*
+	 * Non-NULL: every value of the payload is handed to visit(visit_arg, ...)
+	 * in the parse itself (see token_payload_parse), and on TOKEN_OK the
+	 * strings it was given stay allocated until the caller's
+	 * token_payload_release(&claims->parsed).
+	 */
+	struct TokenJsonVisitor *visitor;
 	bool		use_cache;		/* consult and fill the verified-token cache */
 } TokenVerifyParams;
 
@@ -125,19 +201,16 @@ typedef struct TokenAccessClaims
 	char		sub[TOKEN_SUB_MAX_LENGTH + 1];
 	unsigned char session_id[TOKEN_UUID_LENGTH];
 	int64_t		exp;
-	/*
-	 * With keep_payload and TOKEN_OK: the payload as parsed (a jansson
-	 * object, opaque here), for token_payload_walk(); the caller frees it
-	 * with token_payload_free().  NULL otherwise.
-	 */
-	void	   *payload_json;
+	/* With a visitor and TOKEN_OK: the strings the visitor was given. */
+	TokenPayload parsed;
 	/* With use_cache: the SHA-256 of the token (the table's key for it). */
 	bool		has_hash;
+	bool		cache_hit;		/* answered by the verified-token cache */
 	unsigned char hash[TOKEN_HASH_LENGTH];
 	/*
-	 * With keep_payload, on a cache hit: what token_cache_attach() attached
-	 * to the token, instead of payload_json.  Owned by the cache: copy it
-	 * before the next verification.
+	 * With a visitor, on a cache hit: what token_cache_attach() attached to
+	 * the token, instead of a parse.  Owned by the cache: copy it before the
+	 * next verification.
 	 */
 	const void *cached_blob;
 	size_t		cached_blob_len;
@@ -217,35 +290,6 @@ extern TokenStatus token_verify_access(const char *token, size_t len,
 									   const TokenVerifyParams *params,
 									   TokenAccessClaims *claims);
 
-/*
- * Walking a kept payload: the events of a depth-first walk of the JSON
- * value, each scalar told whether it is an array element (else an object
- * member's value, after its key).  Strings are valid UTF-8 without NUL,
- * as jansson accepts them, and are not NUL-terminated.
- */
-typedef enum TokenJsonEvent
-{
-	TJ_OBJECT_START,
-	TJ_OBJECT_END,
-	TJ_ARRAY_START,
-	TJ_ARRAY_END,
-	TJ_KEY,
-	TJ_STRING,
-	TJ_INTEGER,
-	TJ_TRUE,
-	TJ_FALSE,
-	TJ_NULL
-} TokenJsonEvent;
-
-typedef void (*TokenJsonVisit) (void *arg, TokenJsonEvent event, bool in_array,
-								const char *str, size_t len, int64_t integer);
-
-/*
- * Walks the payload; returns false, having visited nothing, when it holds
- * a real number (whose decimal text jansson does not keep).
- */
-extern bool token_payload_walk(void *payload, TokenJsonVisit visit, void *arg);
-extern void token_payload_free(void *payload);
 
 /*
  * Attaches a copy of `len` bytes to the cached verification of the token
