@@ -260,8 +260,6 @@ has_scopes(Datum scopes, ArrayType *required)
 	return true;
 }
 
-static TokenStatus session_verdict(const SessionRow *row, const char *sub, bool current,
-								   int64 exp, TimestampTz now);
 /* Signs the access token of `pair` (times and identity filled in). */
 static void
 mint_access(NewPair *pair, PairTokens *out)
@@ -741,7 +739,7 @@ validate_api_key(const char *key, size_t len, SessionRow *row, TimestampTz now)
 	StorageLookupSession(&sid, true, row);
 	if (!row->found)
 		return TOKEN_NOT_FOUND;
-	return session_verdict(row, row->user_id,
+	return PolicySessionVerdict(row, row->user_id,
 						   row->api_key &&
 						   CRYPTO_memcmp(hash, row->access_hash, TOKEN_HASH_LENGTH) == 0,
 						   0, now);
@@ -922,23 +920,6 @@ verify_params(TokenVerifyParams *params, TimestampTz now, bool check_times)
 }
 
 /*
- * The session's end as the one rule decides it (policy.c), for this row.
- */
-static SessionEnd
-row_end(const SessionRow *row, TimestampTz now)
-{
-	TimestampTz last_active = row->last_used_at ? row->last_used_at : row->created_at;
-
-	/* a use counted in shared memory and not yet written counts (usage.c) */
-	if (row->idle_timeout_us > 0)
-		last_active = Max(last_active, UsageLastUsed(&row->session_id));
-	return PolicySessionEnd(row->revoked || row->revocation_pending ||
-							RevokerPending(&row->session_id),
-							row->refresh_expires_at, row->ends_at, row->idle_timeout_us,
-							last_active, now);
-}
-
-/*
  * Records a use of a validated token's session: counted in shared memory
  * and written by the worker (usage.c), so validation never writes in the
  * caller's transaction.  Only when that cannot be done (not preloaded, or
@@ -957,34 +938,6 @@ record_use(const SessionRow *row, TimestampTz now)
 		et_last_used_interval == 0)
 		StorageTouchSession(&row->session_id, now,
 							et_last_used_interval == 0 ? now + 1 : older_than);
-}
-
-/*
- * What the session's row says of a token of ours that names it, for
- * validate and pre_request alike: `sub` and `exp` are the token's, and
- * `current` whether it is the session's current access token (by hash, or
- * by jti).  A token that is not current is one of an earlier pair (rotated
- * away, so revoked) if the session was refreshed and the token expires no
- * later than the current one; else it was never issued.
- */
-static TokenStatus
-session_verdict(const SessionRow *row, const char *sub, bool current, int64 exp,
-				TimestampTz now)
-{
-	if (!row->found || strcmp(row->user_id, sub) != 0)
-		return TOKEN_NOT_FOUND;
-	if (!current)
-		return (row->last_refresh_at != 0 && exp <= unix_seconds(row->expires_at))
-			? TOKEN_REVOKED : TOKEN_NOT_FOUND;
-	switch (row_end(row, now))
-	{
-		case SESSION_LIVE:
-			return TOKEN_OK;
-		case SESSION_REVOKED:
-			return TOKEN_REVOKED;
-		default:
-			return TOKEN_EXPIRED;
-	}
 }
 
 /*
@@ -1034,7 +987,7 @@ validate_token(const char *token, size_t len, SessionRow *row,
 			token_sha256(token, len, hash);
 		memcpy(sid.data, claims->session_id, UUID_LEN);
 		StorageLookupSession(&sid, false, row);
-		status = session_verdict(row, claims->sub,
+		status = PolicySessionVerdict(row, claims->sub,
 								 row->found && !row->api_key &&
 								 CRYPTO_memcmp(hash, row->access_hash, TOKEN_HASH_LENGTH) == 0,
 								 claims->exp, now);
@@ -1241,7 +1194,7 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
 		if (row.api_key)
 			row.found = false;
 		/* current: its jti (a pair made before 1.2 has none: exp and iat) */
-		status = session_verdict(&row, rc.sub,
+		status = PolicySessionVerdict(&row, rc.sub,
 								 row.found &&
 								 (row.has_jti
 								  ? memcmp(rc.jti, row.access_jti, TOKEN_UUID_LENGTH) == 0
@@ -1262,58 +1215,6 @@ extension_token_pre_request(PG_FUNCTION_ARGS)
  * refresh
  * ---------------------------------------------------------------------
  */
-
-/* What a presented refresh token gets, given the session's row. */
-typedef enum RefreshDecision
-{
-	RD_EXCHANGE,				/* the current refresh token: a new pair */
-	RD_RETRY,					/* exchanged within the retry window: the same
-								 * new pair again */
-	RD_REUSE,					/* exchanged before: theft, revoke the session */
-	RD_REFUSE					/* refused for `reason` */
-} RefreshDecision;
-
-static RefreshDecision
-refresh_decide(const SessionRow *row, const unsigned char *hash, TimestampTz now,
-			   const char **reason)
-{
-	*reason = NULL;
-	if (row->revoked || row->revocation_pending || RevokerPending(&row->session_id))
-	{
-		*reason = "session_revoked";
-		return RD_REFUSE;
-	}
-	if (CRYPTO_memcmp(hash, row->refresh_hash, TOKEN_HASH_LENGTH) != 0)
-	{
-		/* An exchanged token of this session (storage found it there). */
-		/*
-		 * The window is the shorter of the one in force at the exchange
-		 * (retry_until) and the one in force now: 0 is strict at once.
-		 */
-		if (row->has_retry && row->retry_box != NULL && now < row->retry_until &&
-			now < row->last_refresh_at + (int64) et_refresh_retry_window * USECS_PER_SEC &&
-			CRYPTO_memcmp(hash, row->retry_hash, TOKEN_HASH_LENGTH) == 0)
-			return RD_RETRY;
-		*reason = "refresh_token_already_used";
-		return RD_REUSE;
-	}
-	switch (row_end(row, now))
-	{
-		case SESSION_LIVE:
-			return RD_EXCHANGE;
-		case SESSION_REVOKED:
-			*reason = "session_revoked";
-			break;
-		case SESSION_REFRESH_EXPIRED:
-			*reason = "refresh_token_expired";
-			break;
-		case SESSION_LIFETIME_ENDED:
-		case SESSION_IDLE:
-			*reason = "session_expired";
-			break;
-	}
-	return RD_REFUSE;
-}
 
 /*
  * Refuses a refresh: counts it, and raises PT401.  For a known session the
@@ -1444,7 +1345,7 @@ seal_retry_box(const NewPair *pair, const PairTokens *tokens, const char *refres
  *		RETURNS extension_token_pair
  *
  * The presented token leads to its session's row (as its current refresh
- * token, or as an exchanged one), and the row decides (refresh_decide()).
+ * token, or as an exchanged one), and the row decides (PolicyRefreshDecide()).
  * An exchange is one UPDATE that requires the token to still be the row's
  * current one; when a concurrent call got there first (REFRESH_LOST), the
  * row is read again under a new snapshot and decided again: within the retry
@@ -1498,7 +1399,7 @@ extension_token_refresh(PG_FUNCTION_ARGS)
 
 		if (!StorageFindRefresh(rtoken, len, hash, &row) || attempt > 1)
 			refuse_refresh(NULL, now, "refresh_token_not_found", false);
-		switch (refresh_decide(&row, hash, now, &reason))
+		switch (PolicyRefreshDecide(&row, hash, now, &reason))
 		{
 			case RD_REFUSE:
 				refuse_refresh(&row, now, reason, false);

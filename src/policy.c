@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * policy.c
- *	  Who may act for whom, and the limits on issuing and refreshing.
+ *	  Who may act for whom, the limits on issuing and refreshing, and the
+ *	  rules that end a session and judge a token against its row.
  *
  * Identity.  A caller is an administrator when it is a superuser, has the
  * privileges of the extension's owner, or is a member of a role named in
@@ -16,6 +17,15 @@
  * Limits.  The per-user hourly rate limits and the session limit are counted
  * under the lock of the user's row (see storage.c), so concurrent issues for
  * one user are counted one after the other.
+ *
+ * Sessions.  The one rule for a session's end (PolicySessionEnd), and what
+ * a session's row says of a token presented against it: an access token
+ * (PolicySessionVerdict, for validate and pre_request) and a refresh token
+ * (PolicyRefreshDecide: exchange, the retry window's same answer, reuse, or
+ * a refusal).  A revocation queued for the revoker's worker and not yet
+ * committed counts as done everywhere here (RevokerPending), and a use
+ * counted in shared memory and not yet written counts for the idle rule
+ * (UsageLastUsed).  extension_tokens.c only reads the row and acts.
  *
  *-------------------------------------------------------------------------
  */
@@ -34,10 +44,14 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include <openssl/crypto.h>
+
 #include "config.h"
 #include "policy.h"
+#include "revoker.h"
 #include "storage.h"
 #include "token.h"
+#include "usage.h"
 
 /*
  * Claims an end user may put into his own token (extension_tokens.user_claims,
@@ -476,4 +490,116 @@ PolicyRefreshRefused(const char *reason)
 			(errcode(ERRCODE_ET_UNAUTHORIZED),
 			 errmsg("refresh token rejected"),
 			 errdetail("%s", reason)));
+}
+
+/* ---------------------------------------------------------------------
+ * A session's row against a presented token: the rules validate,
+ * pre_request and refresh apply to what storage.c read
+ * ---------------------------------------------------------------------
+ */
+
+/* Seconds since the Unix epoch, rounded down. */
+static int64
+unix_seconds_floor(TimestampTz ts)
+{
+	int64		s = ts / USECS_PER_SEC;
+
+	if (ts < 0 && ts % USECS_PER_SEC != 0)
+		s--;
+	return s + (int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY;
+}
+
+/*
+ * The session's end as the one rule decides it (policy.c), for this row.
+ */
+SessionEnd
+PolicyRowEnd(const SessionRow *row, TimestampTz now)
+{
+	TimestampTz last_active = row->last_used_at ? row->last_used_at : row->created_at;
+
+	/* a use counted in shared memory and not yet written counts (usage.c) */
+	if (row->idle_timeout_us > 0)
+		last_active = Max(last_active, UsageLastUsed(&row->session_id));
+	return PolicySessionEnd(row->revoked || row->revocation_pending ||
+							RevokerPending(&row->session_id),
+							row->refresh_expires_at, row->ends_at, row->idle_timeout_us,
+							last_active, now);
+}
+
+/*
+ * What the session's row says of a token of ours that names it, for
+ * validate and pre_request alike: `sub` and `exp` are the token's, and
+ * `current` whether it is the session's current access token (by hash, or
+ * by jti).  A token that is not current is one of an earlier pair (rotated
+ * away, so revoked) if the session was refreshed and the token expires no
+ * later than the current one; else it was never issued.
+ */
+TokenStatus
+PolicySessionVerdict(const SessionRow *row, const char *sub, bool current, int64 exp,
+					 TimestampTz now)
+{
+	if (!row->found || strcmp(row->user_id, sub) != 0)
+		return TOKEN_NOT_FOUND;
+	if (!current)
+		return (row->last_refresh_at != 0 && exp <= unix_seconds_floor(row->expires_at))
+			? TOKEN_REVOKED : TOKEN_NOT_FOUND;
+	switch (PolicyRowEnd(row, now))
+	{
+		case SESSION_LIVE:
+			return TOKEN_OK;
+		case SESSION_REVOKED:
+			return TOKEN_REVOKED;
+		default:
+			return TOKEN_EXPIRED;
+	}
+}
+
+/*
+ * What a presented refresh token gets, given the session's row (read by
+ * the session id the token carries, or found by its hash among the
+ * exchanged ones): its hash against the row's current one decides between
+ * an exchange and an exchanged token's retry or reuse.
+ */
+RefreshDecision
+PolicyRefreshDecide(const SessionRow *row, const unsigned char *hash, TimestampTz now,
+					const char **reason)
+{
+	/* storage found the row by the token; a token of no row is refused before */
+	Assert(row->found);
+	*reason = NULL;
+	if (row->revoked || row->revocation_pending || RevokerPending(&row->session_id))
+	{
+		*reason = "session_revoked";
+		return RD_REFUSE;
+	}
+	if (CRYPTO_memcmp(hash, row->refresh_hash, TOKEN_HASH_LENGTH) != 0)
+	{
+		/* An exchanged token of this session (storage found it there). */
+		/*
+		 * The window is the shorter of the one in force at the exchange
+		 * (retry_until) and the one in force now: 0 is strict at once.
+		 */
+		if (row->has_retry && row->retry_box != NULL && now < row->retry_until &&
+			now < row->last_refresh_at + (int64) et_refresh_retry_window * USECS_PER_SEC &&
+			CRYPTO_memcmp(hash, row->retry_hash, TOKEN_HASH_LENGTH) == 0)
+			return RD_RETRY;
+		*reason = "refresh_token_already_used";
+		return RD_REUSE;
+	}
+	switch (PolicyRowEnd(row, now))
+	{
+		case SESSION_LIVE:
+			return RD_EXCHANGE;
+		case SESSION_REVOKED:
+			*reason = "session_revoked";
+			break;
+		case SESSION_REFRESH_EXPIRED:
+			*reason = "refresh_token_expired";
+			break;
+		case SESSION_LIFETIME_ENDED:
+		case SESSION_IDLE:
+			*reason = "session_expired";
+			break;
+	}
+	return RD_REFUSE;
 }

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * policy.h
- *	  Who may act for whom, and the limits on issuing and refreshing.
+ *	  Who may act for whom, the limits on issuing and refreshing, and the
+ *	  rules that end a session and judge a token against its row.
  *
  *-------------------------------------------------------------------------
  */
@@ -12,6 +13,7 @@
 #include "utils/uuid.h"
 
 #include "compat.h"
+#include "storage.h"
 
 /* SQLSTATEs of the contract that PostgreSQL has no name for. */
 #define ERRCODE_ET_UNAUTHORIZED	MAKE_SQLSTATE('P','T','4','0','1')
@@ -51,5 +53,22 @@ ET_NORETURN_BEGIN extern void PolicyTooManyAttempts(TimestampTz now,
 extern int	PolicyDeviceCodeLifetime(void);
 extern const char *PolicyDeviceVerificationUri(void);
 ET_NORETURN_BEGIN extern void PolicyRefreshRefused(const char *reason) ET_NORETURN_END;
+
+/* The rules applied to a session's row (policy.c's last section). */
+extern SessionEnd PolicyRowEnd(const SessionRow *row, TimestampTz now);
+extern TokenStatus PolicySessionVerdict(const SessionRow *row, const char *sub, bool current,
+										int64 exp, TimestampTz now);
+
+typedef enum RefreshDecision
+{
+	RD_EXCHANGE,				/* the current refresh token: a new pair */
+	RD_RETRY,					/* exchanged within the retry window: the same
+								 * new pair again */
+	RD_REUSE,					/* exchanged before: theft, revoke the session */
+	RD_REFUSE					/* refused for `reason` */
+} RefreshDecision;
+
+extern RefreshDecision PolicyRefreshDecide(const SessionRow *row, const unsigned char *hash,
+										   TimestampTz now, const char **reason);
 
 #endif							/* EXTENSION_TOKENS_POLICY_H */

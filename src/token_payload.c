@@ -215,6 +215,8 @@ container_end(ParseState *st, bool is_array)
 {
 	if (st->failed)
 		SEM_DONE(st);
+	/* the parser balances what it reports, and we opened every frame */
+	Assert(st->depth > 0 && st->frames[st->depth].is_array == is_array);
 	if (!is_array)
 	{
 		int			first = st->frames[st->depth].first_key;
