@@ -107,8 +107,63 @@ et_start_cluster() {
     ET_CLUSTERS+=("$dir")
 }
 
+# et_start_pgbouncer DIR PASSWORD ROLE...: a PgBouncer in transaction
+# pooling mode on a free 127.0.0.1 port in front of the cluster started last
+# (connecting to it over its Unix socket), accepting each ROLE with PASSWORD
+# (SCRAM), ET_PGBOUNCER_POOL_SIZE (default 2) server connections per
+# database and role.  Sets ET_PGBOUNCER_PORT; et_stop_clusters stops it.
+et_pgbouncer_bin() {
+    command -v pgbouncer || echo /usr/sbin/pgbouncer
+}
+et_start_pgbouncer() {
+    local dir=$1 password=$2 role port
+    shift 2
+    port=$(et_free_port)
+    ET_PGBOUNCER_POOL_SIZE=${ET_PGBOUNCER_POOL_SIZE:-2}
+    for role in "$@"; do printf '"%s" "%s"\n' "$role" "$password"; done > "$dir/pgbouncer-users.txt"
+    cat > "$dir/pgbouncer.ini" <<INI
+[databases]
+* = host=$PGHOST port=$PGPORT
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $dir/pgbouncer-users.txt
+pool_mode = transaction
+default_pool_size = $ET_PGBOUNCER_POOL_SIZE
+max_client_conn = 1000
+ignore_startup_parameters = extra_float_digits
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
+INI
+    chmod 600 "$dir/pgbouncer-users.txt" "$dir/pgbouncer.ini"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/pgbouncer-users.txt" "$dir/pgbouncer.ini"
+    et_as_pg "$(et_pgbouncer_bin)" -d -q "$dir/pgbouncer.ini" ||
+        { cat "$dir/pgbouncer.log" 2>/dev/null; return 1; }
+    ET_PGBOUNCERS+=("$dir/pgbouncer.pid")
+    for _ in $(seq 1 100); do
+        python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' \
+            "$port" 2>/dev/null && { ET_PGBOUNCER_PORT=$port; return 0; }
+        sleep 0.1
+    done
+    echo "PgBouncer did not listen on 127.0.0.1:$port" >&2
+    cat "$dir/pgbouncer.log" >&2
+    return 1
+}
+
 et_stop_clusters() {
-    local dir
+    local dir pidfile pid
+    for pidfile in "${ET_PGBOUNCERS[@]:-}"; do
+        [ -n "$pidfile" ] && [ -f "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    done
+    ET_PGBOUNCERS=()
     for dir in "${ET_CLUSTERS[@]:-}"; do
         [ -n "$dir" ] && [ -f "$dir/data/postmaster.pid" ] &&
             et_as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
@@ -116,4 +171,5 @@ et_stop_clusters() {
     ET_CLUSTERS=()
 }
 ET_CLUSTERS=()
+ET_PGBOUNCERS=()
 trap et_stop_clusters EXIT
