@@ -41,6 +41,7 @@
 #include "config.h"
 #include "logfilter.h"
 #include "policy.h"
+#include "replication.h"
 #include "revoker.h"
 #include "usage.h"
 #include "uninstall.h"
@@ -70,6 +71,7 @@ _PG_init(void)
 	PolicyInit();
 	StorageInit();
 	RevokerInit();
+	ReplicationInit();
 	UsageInit();
 	LogFilterInit();
 	UninstallInit();

@@ -60,6 +60,7 @@
 #include "pgstat.h"
 #include "port/atomics.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -72,6 +73,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "replication.h"
 #include "revoker.h"
 #include "storage.h"
 #include "usage.h"
@@ -306,6 +308,7 @@ RevokerSubmit(const pg_uuid_t *session_id, bool revoke, const char *reason,
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   revoke ? REVOKER_WAIT_MS
 													   : REVOKER_RECORD_WAIT_MS);
+	bool		until_committed;
 
 	if (shared == NULL)
 	{
@@ -342,15 +345,26 @@ RevokerSubmit(const pg_uuid_t *session_id, bool revoke, const char *reason,
 		}
 	}
 	wake_worker();
+
+	/*
+	 * When revocations wait for synchronous standbys
+	 * (revoke_synchronous_commit), the refusal must not return before the
+	 * worker's commit has: a standby would still accept the session.  The
+	 * wait then ends, as a synchronous commit's does, only at the commit or
+	 * when this backend is cancelled or terminated.
+	 */
+	until_committed = revoke && ReplicationRevocationWaitsForStandbys();
 	while (wait && queued(session_id))
 	{
-		if (!nap_until(deadline))
+		if (until_committed ? (QueryCancelPending || ProcDiePending) : !nap_until(deadline))
 		{
 			if (revoke)
 				ereport(LOG,
 						(errmsg("extension_tokens: the revocation of a session after refresh token reuse is not committed yet; the session is refused until it is")));
 			break;
 		}
+		if (until_committed)
+			(void) nap_until(PG_INT64_MAX);
 	}
 	RESUME_INTERRUPTS();
 }
@@ -595,6 +609,8 @@ extension_tokens_revoker_main(Datum main_arg)
 	TimestampTz idle_since;
 	TimestampTz last_flush = 0;
 
+	/* Settings (revoke_synchronous_commit) follow reloads. */
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	if (shared == NULL)
 		proc_exit(0);
@@ -620,6 +636,11 @@ extension_tokens_revoker_main(Datum main_arg)
 		int			failures = 0;
 		Oid			other;
 
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
 		/* Revocations first, each committed before the next. */
 		while (next_entry(database, &e, &index))
 		{

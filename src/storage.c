@@ -105,6 +105,7 @@
 
 #include "compat.h"
 #include "config.h"
+#include "replication.h"
 #include "revoker.h"
 #include "storage.h"
 
@@ -1371,6 +1372,8 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 		*revoked_sessions = (int) Min(SPI_processed, (uint64) PG_INT32_MAX);
 	}
 	storage_leave(&call);
+	if (*revoked_sessions > 0)
+		ReplicationNoteRevocation();
 	return allowed;
 }
 
@@ -1460,6 +1463,8 @@ StorageRevokeSession(pg_uuid_t session_id, TimestampTz now, const char *reason)
 	storage_exec(ST_REVOKE_SESSION, values, NULL, false, 1);
 	n = SPI_processed;
 	storage_leave(&call);
+	if (n > 0)
+		ReplicationNoteRevocation();
 	return n;
 }
 
@@ -1485,6 +1490,8 @@ StorageRevokeUser(const char *user_id, const pg_uuid_t *except, TimestampTz now,
 	storage_exec(ST_REVOKE_USER, values, nulls, false, 1);
 	n = SPI_processed;
 	storage_leave(&call);
+	if (n > 0)
+		ReplicationNoteRevocation();
 	return n;
 }
 

@@ -28,6 +28,10 @@
 #   009_signing_key_files.pl  ES256 / EdDSA key files at start and reload:
 #                   bad files refused with the key in force kept, a refused
 #                   file at start leaves no key (55000), no key in the log
+#   010_revoke_remote_apply.pl  revoke_synchronous_commit = remote_apply
+#                   with a synchronous streaming standby: right after every
+#                   kind of revocation its validate says revoked (the lag
+#                   without the option is measured and printed)
 #
 # Usage: test/tap.sh [TEST ...]     (TEST: 001_crash, t/001_crash.pl, ...)
 # Works from any directory.  As root, the clusters run as the postgres OS
