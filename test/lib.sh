@@ -155,6 +155,56 @@ INI
     return 1
 }
 
+# et_plproxy_setup SHARDS PROXY_DB SHARD_PREFIX: in the cluster started last
+# (the extension preloaded, admin_roles = 'service_role'), the roles as
+# Supabase has them, the proxy's login roles et_proxy_<role>, SHARDS shard
+# databases SHARD_PREFIX0.. (examples/plproxy/shard.sql, shard_tag = i) and
+# the proxy database PROXY_DB (examples/plproxy/proxy.sql) over them.
+# et_plproxy_proxy PARTITIONS PROXY_DB SHARD_PREFIX makes another proxy
+# database over the first PARTITIONS shards.
+et_plproxy_setup() {
+    local shards=$1 proxy=$2 prefix=$3 i
+    psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'anon') THEN
+        CREATE ROLE anon NOLOGIN NOINHERIT;
+        CREATE ROLE authenticated NOLOGIN NOINHERIT;
+        CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'et_proxy_anon') THEN
+        CREATE ROLE et_proxy_anon LOGIN NOINHERIT IN ROLE anon;
+        CREATE ROLE et_proxy_authenticated LOGIN NOINHERIT IN ROLE authenticated;
+        CREATE ROLE et_proxy_service_role LOGIN NOINHERIT IN ROLE service_role;
+    END IF;
+END $$;
+SQL
+    for ((i = 0; i < shards; i++)); do
+        psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $prefix$i" \
+            -c "ALTER DATABASE $prefix$i SET extension_tokens.shard_tag = $i"
+        psql -X -q -v ON_ERROR_STOP=1 -d "$prefix$i" \
+            -c 'CREATE EXTENSION extension_tokens' -c 'SELECT extension_tokens_grant_api_roles()' \
+            -f "$ET_ROOT/examples/plproxy/shard.sql" >/dev/null
+    done
+    et_plproxy_proxy "$shards" "$proxy" "$prefix"
+}
+et_plproxy_proxy() {
+    local partitions=$1 proxy=$2 prefix=$3 i opts=""
+    for ((i = 0; i < partitions; i++)); do
+        opts+="${opts:+, }p$i 'dbname=$prefix$i host=$PGHOST port=$PGPORT'"
+    done
+    psql -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $proxy"
+    psql -X -q -v ON_ERROR_STOP=1 -d "$proxy" >/dev/null <<SQL
+CREATE EXTENSION plproxy;
+CREATE SERVER extension_tokens FOREIGN DATA WRAPPER plproxy OPTIONS (connection_lifetime '1800', $opts);
+CREATE USER MAPPING FOR PUBLIC SERVER extension_tokens OPTIONS (user 'et_proxy_anon');
+CREATE USER MAPPING FOR authenticated SERVER extension_tokens OPTIONS (user 'et_proxy_authenticated');
+CREATE USER MAPPING FOR service_role SERVER extension_tokens OPTIONS (user 'et_proxy_service_role');
+GRANT USAGE ON FOREIGN SERVER extension_tokens TO PUBLIC;
+\\i $ET_ROOT/examples/plproxy/proxy.sql
+SQL
+}
+
 et_stop_clusters() {
     local dir pidfile pid
     for pidfile in "${ET_PGBOUNCERS[@]:-}"; do

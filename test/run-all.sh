@@ -19,6 +19,9 @@
 #                (npm packages pinned in test/postgrest/package-lock.json)
 #   clients      test/clients.sh: the TypeScript and Python client libraries
 #                (clients/) against a real PostgREST
+#   scale        test/scale.sh --smoke: PostgREST and a psycopg2 backend through
+#                PgBouncer (transaction pooling), every function through a
+#                PL/Proxy proxy over two shards
 #
 # A stage fails when it passes fewer tests than test/expected-counts says it
 # has (a stage that ran nothing, or lost tests, cannot stay green); raise the
@@ -157,6 +160,15 @@ if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     tally clients "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
 else
     tally clients 0 1
+fi
+
+say "scaling (PgBouncer, PL/Proxy): test/scale.sh --smoke"
+if ./test/scale.sh --smoke 2>&1 | tee tmp/scale.log; then :; fi
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' tmp/scale.log | tail -n 1 || true)
+if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    tally scale "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+    tally scale 0 1
 fi
 
 say "summary"
