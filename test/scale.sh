@@ -9,11 +9,14 @@
 #               two shard databases, sessions placed by user and routed by the
 #               shard tag of their tokens, the proxy grown to four
 #   replicas    test/t/010_revoke_remote_apply.pl (revoke_synchronous_commit
-#               = remote_apply with a synchronous standby)
+#               = remote_apply with a synchronous standby), 200 rounds
+#   failover    test/failover.sh: pg_auto_failover, the primary killed under
+#               load, every acknowledged operation checked after promotion
 #
 # --smoke (test/run-all.sh): two of the PostgREST test files through
-# PgBouncer instead of all of them, and no replicas part (the TAP stage runs
-# it).  Ends with one line "N passed, M failed"; a part that ran nothing
+# PgBouncer instead of all of them, and neither the replicas part (the TAP
+# stage runs it, with 60 rounds) nor the failover (two and a half minutes
+# of setup, failover and checks).  Ends with one line "N passed, M failed"; a part that ran nothing
 # counts as failed.  It does not build or install the extension.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +55,7 @@ else
 fi
 part plproxy ./test/plproxy.sh 2
 [ -n "$smoke" ] || ET_REMOTE_APPLY_ROUNDS=${ET_REMOTE_APPLY_ROUNDS:-200} part replicas tap_counts 010_revoke_remote_apply
+[ -n "$smoke" ] || part failover ./test/failover.sh
 echo
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
