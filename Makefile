@@ -3,7 +3,7 @@ EXTENSION = extension_tokens
 MODULE_big = extension_tokens
 OBJS = src/extension_tokens.o src/config.o src/token.o src/token_payload.o src/token_keys.o src/storage.o \
        src/policy.o src/worker.o src/logfilter.o \
-       src/stats.o src/revoker.o src/usage.o src/uninstall.o
+       src/stats.o src/revoker.o src/replication.o src/usage.o src/uninstall.o
 DATA = $(wildcard $(EXTENSION)--*.sql)
 PGFILEDESC = "extension_tokens - API tokens in the database"
 

@@ -77,6 +77,7 @@ int			et_refresh_rate_limit = 10;
 int			et_last_used_interval = 300;
 int			et_refresh_retry_window = 30;
 char	   *et_admin_roles = NULL;
+int			et_shard_tag = -1;
 static char *et_jwt_secret_previous = NULL;	/* always "" */
 int			et_cleanup_retention = 7 * 86400;
 int			et_cleanup_batch_size = 1000;
@@ -809,6 +810,14 @@ ConfigInit(void)
 							   "",
 							   PGC_SUSET, 0,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.shard_tag",
+							"The shard number written into the first 16 bits of every new session id (and so into its access token, refresh token and API key), for routing by a proxy such as PL/Proxy. -1 means none.",
+							"Set it per shard database (ALTER DATABASE ... SET); sessions made before keep their ids.",
+							&et_shard_tag,
+							-1, -1, 65535,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("extension_tokens");
 }

@@ -29,6 +29,7 @@ extern int	et_cleanup_batch_delay;
 extern int	et_session_max_lifetime;	/* seconds, 0 = none */
 extern int	et_session_inactivity_timeout;	/* seconds, 0 = none */
 extern char *et_postgrest_role;
+extern int	et_shard_tag;		/* -1: none */
 
 extern int	et_signing_algorithm;	/* a TokenAlg */
 

@@ -42,6 +42,7 @@
 #include "config.h"
 #include "logfilter.h"
 #include "policy.h"
+#include "replication.h"
 #include "revoker.h"
 #include "usage.h"
 #include "uninstall.h"
@@ -71,6 +72,7 @@ _PG_init(void)
 	PolicyInit();
 	StorageInit();
 	RevokerInit();
+	ReplicationInit();
 	UsageInit();
 	LogFilterInit();
 	UninstallInit();
@@ -514,6 +516,25 @@ rate_limited(bool refresh, const char *user_id, const pg_uuid_t *session_id,
 }
 
 /*
+ * A new session id: a random version 4 UUID whose first 16 bits are
+ * extension_tokens.shard_tag when one is set, so that a proxy routes any
+ * token of the session (access, refresh, API key: each carries the id) to
+ * this shard without a lookup.  106 random bits remain.
+ */
+static bool
+new_session_id(pg_uuid_t *sid)
+{
+	if (!token_random_uuid(sid->data))
+		return false;
+	if (et_shard_tag >= 0)
+	{
+		sid->data[0] = (unsigned char) (et_shard_tag >> 8);
+		sid->data[1] = (unsigned char) (et_shard_tag & 0xff);
+	}
+	return true;
+}
+
+/*
  * Creates the session of `pair` (user, name, claims, scopes and client
  * filled in) with access tokens of `lifetime` seconds: the new row in one
  * statement with the user's rate slot, then the session limit.  Returns the
@@ -527,7 +548,7 @@ issue_session(FunctionCallInfo fcinfo, NewPair *pair, int64 lifetime)
 	TimestampTz retry_at;
 	int			revoked_sessions;
 
-	if (!token_random_uuid(pair->session_id.data))
+	if (!new_session_id(&pair->session_id))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random bytes for a session id")));
@@ -637,7 +658,7 @@ extension_token_api_key_create(PG_FUNCTION_ARGS)
 		: checked_claims(PG_GETARG_JSONB_P(4), PolicyCallerIsAdmin());
 	request_client(&pair);
 
-	if (!token_random_uuid(pair.session_id.data) ||
+	if (!new_session_id(&pair.session_id) ||
 		!token_random_uuid(pair.access_jti) ||
 		!token_random_bytes(pair.refresh_hash, TOKEN_HASH_LENGTH) ||
 		!token_make_api_key(pair.session_id.data, key))

@@ -104,6 +104,7 @@
 #include "utils/wait_event.h"
 
 #include "config.h"
+#include "replication.h"
 #include "revoker.h"
 #include "storage.h"
 #include "token.h"
@@ -401,6 +402,7 @@ RevokerSubmit(const pg_uuid_t *session_id, bool revoke, const char *reason,
 	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   revoke ? REVOKER_WAIT_MS
 													   : REVOKER_RECORD_WAIT_MS);
+	bool		until_committed;
 
 	if (shared == NULL)
 	{
@@ -437,15 +439,26 @@ RevokerSubmit(const pg_uuid_t *session_id, bool revoke, const char *reason,
 		}
 	}
 	wake_worker();
+
+	/*
+	 * When revocations wait for synchronous standbys
+	 * (revoke_synchronous_commit), the refusal must not return before the
+	 * worker's commit has: a standby would still accept the session.  The
+	 * wait then ends, as a synchronous commit's does, only at the commit or
+	 * when this backend is cancelled or terminated.
+	 */
+	until_committed = revoke && ReplicationRevocationWaitsForStandbys();
 	while (wait && queued(session_id))
 	{
-		if (!nap_until(deadline))
+		if (until_committed ? (QueryCancelPending || ProcDiePending) : !nap_until(deadline))
 		{
 			if (revoke)
 				ereport(LOG,
 						(errmsg("extension_tokens: the revocation of a session after refresh token reuse is not committed yet; the session is refused until it is")));
 			break;
 		}
+		if (until_committed)
+			(void) nap_until(PG_INT64_MAX);
 	}
 	RESUME_INTERRUPTS();
 }
@@ -1111,6 +1124,7 @@ extension_tokens_revoker_main(Datum main_arg)
 	TimestampTz idle_since;
 	TimestampTz last_flush = 0;
 
+	/* Settings follow reloads (revoke_synchronous_commit, the keys). */
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	if (shared == NULL)
@@ -1140,6 +1154,13 @@ extension_tokens_revoker_main(Datum main_arg)
 		Oid			other;
 		bool		list;
 
+		/* a reload: revoke_synchronous_commit, and the keys in force */
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			note_keys();
+		}
 		/* Revocations first, each committed before the next. */
 		while (next_entry(database, &e, &index))
 		{

@@ -136,6 +136,7 @@
 
 #include "compat.h"
 #include "config.h"
+#include "replication.h"
 #include "revoker.h"
 #include "storage.h"
 
@@ -1618,6 +1619,8 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 		notify_revoked("session_limit");
 	}
 	storage_leave(&call);
+	if (*revoked_sessions > 0)
+		ReplicationNoteRevocation();
 	return allowed;
 }
 
@@ -1711,6 +1714,8 @@ StorageRevokeSession(pg_uuid_t session_id, TimestampTz now, const char *reason)
 	n = SPI_processed;
 	notify_revoked(reason);
 	storage_leave(&call);
+	if (n > 0)
+		ReplicationNoteRevocation();
 	return n;
 }
 
@@ -1738,6 +1743,8 @@ StorageRevokeUser(const char *user_id, const pg_uuid_t *except, TimestampTz now,
 	n = SPI_processed;
 	notify_revoked(reason);
 	storage_leave(&call);
+	if (n > 0)
+		ReplicationNoteRevocation();
 	return n;
 }
 

@@ -24,7 +24,14 @@
 # PostgREST accepts them and refuses them once revoked, rotation with overlap.
 # Arguments, if any, are the test files to run instead
 # of all of them (e.g. test/postgrest/attacks.test.mjs); ET_POSTGREST_WORKDIR
-# names the work directory under tmp/ (default postgrest).  Run as root (or
+# names the work directory under tmp/ (default postgrest).
+#
+# ET_POOLER=pgbouncer (test/pgbouncer.sh sets it) puts a PgBouncer in
+# transaction pooling mode between every PostgREST and the server, with two
+# server connections per login role (default_pool_size = 2, far fewer than
+# PostgREST's clients), and the PostgRESTs run with db-prepared-statements =
+# false; then test/postgrest/pgbouncer.pool.mjs and test/pgbouncer.py (a
+# psycopg2 backend through the pooler) run after the suite.  Run as root (or
 # as a user that may run initdb, with the Debian packages of test/lib.sh
 # installed); needs Node.js 20+ and npm.
 set -euo pipefail
@@ -169,7 +176,7 @@ start_postgrest() {
     conf=$dir/postgrest-$name.conf
     log=$dir/postgrest-$name.log
     {
-        echo "db-uri = \"postgres://$user:$authpw@127.0.0.1:$PGPORT/postgres\""
+        echo "db-uri = \"postgres://$user:$authpw@127.0.0.1:$DB_PORT/postgres\""
         echo 'db-schemas = "public"'
         echo 'db-anon-role = "anon"'
         echo 'db-pool = 4'
@@ -179,13 +186,14 @@ start_postgrest() {
         echo 'server-host = "127.0.0.1"'
         echo "server-port = $port"
         echo 'log-level = "error"'
-        for line in "$@"; do echo "$line"; done
+        for line in "${pooled[@]}" "$@"; do echo "$line"; done
     } > "$conf"
     chmod 600 "$conf"
     "$PGRST_BIN" "$conf" >"$log" 2>&1 &
     pid=$!
     PGRST_PIDS+=("$pid")
     base=http://127.0.0.1:$port
+    PGRST_LAST_URL=$base
     for _ in $(seq 1 80); do
         kill -0 "$pid" 2>/dev/null || break
         if node -e 'fetch(process.argv[1]).then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$base/"; then
@@ -197,6 +205,31 @@ start_postgrest() {
     cat "$log" >&2
     return 1
 }
+
+# The pooler, when asked for: PostgREST and the drivers connect to it, it to
+# the server (over the cluster's socket, trust), two server connections per
+# database and login role.
+DB_PORT=$PGPORT
+pooled=()
+if [ "${ET_POOLER:-}" = pgbouncer ]; then
+    et_install_packages pgbouncer
+    say "PgBouncer (transaction pooling)"
+    # A login role for a backend's own pool: a member of service_role (an
+    # admin role of the extension), as a Supabase backend with that key.
+    psql -X -q -v ON_ERROR_STOP=1 -c "CREATE ROLE backend LOGIN PASSWORD '$authpw' IN ROLE service_role"
+    et_start_pgbouncer "$dir" "$authpw" authenticator authenticator_retry authenticator_attack \
+        authenticator_prepared backend
+    psql -X -q -v ON_ERROR_STOP=1 <<SQL
+CREATE ROLE authenticator_prepared LOGIN NOINHERIT PASSWORD '$authpw';
+GRANT anon, authenticated, service_role TO authenticator_prepared;
+ALTER ROLE authenticator_prepared SET extension_tokens.jwt_issuer = 'extension_tokens';
+ALTER ROLE authenticator_prepared SET extension_tokens.jwt_audience = 'extension';
+SQL
+    DB_PORT=$ET_PGBOUNCER_PORT
+    pooled=('db-prepared-statements = false')
+    "$(et_pgbouncer_bin)" --version | head -n 1
+    export ET_PGBOUNCER_PORT ET_PGBOUNCER_POOL_SIZE ET_DB_PASSWORD=$authpw
+fi
 
 say "PostgREST"
 start_postgrest main ET_POSTGREST_URL
@@ -210,12 +243,44 @@ echo "with refresh_retry_window = 30 s on $ET_POSTGREST_RETRY_URL, for the attac
 say "node --test ${tests[*]}"
 export ET_POSTGREST_URL ET_POSTGREST_AUD_URL ET_POSTGREST_RETRY_URL ET_POSTGREST_ATTACK_URL ET_JWT_SECRET=$secret ET_PRE_REQUEST=${pre_request:+1}
 if node --test --test-reporter=tap "${tests[@]}" 2>&1 | tee "$dir/node-test.log"; then :; fi
-stop_postgrest
 
 pass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$dir/node-test.log" | tail -n 1)
 fail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$dir/node-test.log" | tail -n 1)
 pass=${pass:-0}
 fail=${fail:-1}
+
+# Through the pooler: what pooling itself puts at stake (pgbouncer.pool.mjs,
+# with one more PostgREST that keeps db-prepared-statements = true, as its
+# own login role so that its pool is its own), and a backend's driver.
+if [ "${ET_POOLER:-}" = pgbouncer ]; then
+    say "pooling: PostgREST (pgbouncer.pool.mjs) and a psycopg2 backend (test/pgbouncer.py)"
+    pooled=('db-prepared-statements = true')
+    # (PgBouncer before 1.21 may keep it from ever loading its schema cache:
+    # it then answers 503, and the tests say so.)
+    if PGRST_USER=authenticator_prepared start_postgrest prepared ET_POSTGREST_PREPARED_URL 2>/dev/null; then
+        export ET_POSTGREST_PREPARED_READY=1
+    else
+        ET_POSTGREST_PREPARED_URL=$PGRST_LAST_URL
+        export ET_POSTGREST_PREPARED_READY=0
+        grep -m1 -o 'prepared statement[^}]*' "$dir/postgrest-prepared.log" | sed 's/^/PostgREST with db-prepared-statements = true did not start: /' || true
+    fi
+    ET_PGBOUNCER_VERSION=$("$(et_pgbouncer_bin)" --version | sed -n 's/^PgBouncer \([0-9.]*\).*/\1/p')
+    export ET_POSTGREST_PREPARED_URL ET_PGBOUNCER_VERSION
+    if node --test --test-reporter=tap test/postgrest/pgbouncer.pool.mjs 2>&1 | tee "$dir/node-test-pool.log"; then :; fi
+    ppass=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$dir/node-test-pool.log" | tail -n 1)
+    pfail=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$dir/node-test-pool.log" | tail -n 1)
+    pass=$((pass + ${ppass:-0}))
+    fail=$((fail + ${pfail:-1}))
+    if /usr/bin/python3 test/pgbouncer.py 2>&1 | tee "$dir/pgbouncer-py.log"; then :; fi
+    line=$(tail -n 1 "$dir/pgbouncer-py.log")
+    if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+        pass=$((pass + BASH_REMATCH[1])); fail=$((fail + BASH_REMATCH[2]))
+    else
+        fail=$((fail + 1))
+    fi
+    pooled=('db-prepared-statements = false')
+fi
+stop_postgrest
 
 # Asymmetric signing, when the whole suite runs: the same cluster switched to
 # ES256 with keys made by openssl (mode 0600), and three PostgRESTs whose

@@ -22,6 +22,9 @@
 #   exporter     test/exporter.sh: Debian's prometheus-postgres-exporter with
 #                monitoring/queries.yaml, scraped after known calls; promtool
 #                checks monitoring/alerts.yml
+#   scale        test/scale.sh --smoke: PostgREST and a psycopg2 backend through
+#                PgBouncer (transaction pooling), every function through a
+#                PL/Proxy proxy over two shards
 #
 # A stage fails when it passes fewer tests than test/expected-counts says it
 # has (a stage that ran nothing, or lost tests, cannot stay green); raise the
@@ -169,6 +172,13 @@ if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     tally exporter "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
 else
     tally exporter 0 1
+say "scaling (PgBouncer, PL/Proxy): test/scale.sh --smoke"
+if ./test/scale.sh --smoke 2>&1 | tee tmp/scale.log; then :; fi
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' tmp/scale.log | tail -n 1 || true)
+if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    tally scale "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+else
+    tally scale 0 1
 fi
 
 say "summary"

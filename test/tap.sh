@@ -34,6 +34,10 @@
 #                   while the server was down, is recorded once in every
 #                   database with the extension (secret_rotated), never the
 #                   key; a database refusing connections is named in the log
+#   012_revoke_remote_apply.pl  revoke_synchronous_commit = remote_apply
+#                   with a synchronous streaming standby: right after every
+#                   kind of revocation its validate says revoked (the lag
+#                   without the option is measured and printed)
 #
 # Usage: test/tap.sh [TEST ...]     (TEST: 001_crash, t/001_crash.pl, ...)
 # Works from any directory.  As root, the clusters run as the postgres OS
