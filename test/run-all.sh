@@ -172,6 +172,8 @@ if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
     tally exporter "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
 else
     tally exporter 0 1
+fi
+
 say "scaling (PgBouncer, PL/Proxy): test/scale.sh --smoke"
 if ./test/scale.sh --smoke 2>&1 | tee tmp/scale.log; then :; fi
 line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' tmp/scale.log | tail -n 1 || true)
