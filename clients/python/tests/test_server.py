@@ -67,7 +67,12 @@ class Refresh(unittest.TestCase):
             self.assertEqual(kind, "ok", r)
             self.assertEqual(r["sub"], sub)
             self.assertEqual(r["session_id"], pair["session_id"])
-        self.assertEqual(len([c for c in rec.calls if c["url"].endswith("/rpc/whoami")]), 20)
+        # each thread's call is refused at most once: a thread released by the
+        # barrier after the one refresh has finished (a loaded machine) sends
+        # the new token at once; at least one was refused, none twice
+        whoami = len([c for c in rec.calls if c["url"].endswith("/rpc/whoami")])
+        self.assertGreaterEqual(whoami, 11)
+        self.assertLessEqual(whoami, 20)
         self.assertEqual(len(rec.refreshes()), 1, "one refresh request")
         row = session_row(BASE, sub, pair["session_id"])
         self.assertEqual(row["refresh_count"], 1, "the server counted one refresh")
