@@ -88,7 +88,10 @@ mount_into_root --bind /dev/pts "$root/dev/pts" || setup_failed "cannot bind /de
 # list is kept in the stamp: a root made for an older list is completed.
 packages="build-essential postgresql-$major postgresql-server-dev-$major postgresql-$major-cron
 libjwt-dev libjansson-dev libssl-dev openssl libipc-run-perl python3 python3-jwt python3-cryptography python3-psycopg2 npm
-prometheus-postgres-exporter prometheus"
+prometheus-postgres-exporter prometheus pgbouncer postgresql-$major-plproxy"
+# A mirror's suite (sid above all) may carry a Release file older than its
+# Valid-Until: every apt-get of the root, the tests' own included, takes it.
+printf 'Acquire::Check-Valid-Until "false";\n' > "$root/etc/apt/apt.conf.d/99extension-tokens"
 if [ "$(cat "$root/.extension_tokens-ready" 2>/dev/null)" != "$packages" ]; then
     in_root apt-get -o Acquire::Check-Valid-Until=false update -q >>"$log" 2>&1 ||
         setup_failed "apt-get update in the $suite root failed (see $log)"
