@@ -819,25 +819,6 @@ typedef struct JsonbBuild
 	JsonbValue *result;
 } JsonbBuild;
 
-/* A JSON integer of at most 18 digits (no overflow possible), as int64. */
-static bool
-small_integer(const char *str, size_t len, int64 *value)
-{
-	bool		neg = (len > 0 && str[0] == '-');
-	int64		v = 0;
-
-	if (len - neg == 0 || len - neg > 18)
-		return false;
-	for (size_t k = neg; k < len; k++)
-	{
-		if (str[k] < '0' || str[k] > '9')
-			return false;
-		v = v * 10 + (str[k] - '0');
-	}
-	*value = neg ? -v : v;
-	return true;
-}
-
 static void
 jsonb_build_visit(void *arg, TokenJsonEvent event, bool in_array,
 				  const char *str, size_t len)
@@ -845,7 +826,7 @@ jsonb_build_visit(void *arg, TokenJsonEvent event, bool in_array,
 	JsonbBuild *b = arg;
 	JsonbValue	v;
 	JsonbIteratorToken seq = in_array ? WJB_ELEM : WJB_VALUE;
-	int64		i;
+	int64_t		i;
 
 	switch (event)
 	{
@@ -872,7 +853,7 @@ jsonb_build_visit(void *arg, TokenJsonEvent event, bool in_array,
 		case TJ_NUMBER:
 			/* the parse refused what numeric_in could not take */
 			v.type = jbvNumeric;
-			if (small_integer(str, len, &i))
+			if (token_json_integer(str, &i))
 				v.val.numeric = int64_to_numeric(i);
 			else
 				v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in,

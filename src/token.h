@@ -169,6 +169,8 @@ typedef struct TokenPayload
 extern bool token_payload_parse(const char *json, size_t len, const char *audience,
 								TokenJsonVisit visit, void *arg, TokenPayload *out);
 extern void token_payload_release(TokenPayload *p);
+/* A JSON number's text as an int64_t: false for a fraction, an exponent or beyond 64 bits. */
+extern bool token_json_integer(const char *text, int64_t *value);
 
 typedef struct TokenVerifyParams
 {

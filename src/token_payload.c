@@ -125,8 +125,8 @@ claim_of(const char *name)
  * A JSON number's text (the lexer checked its grammar) as an int64_t;
  * false for a fraction, an exponent or beyond 64 bits.
  */
-static bool
-integer_of(const char *text, int64_t *value)
+bool
+token_json_integer(const char *text, int64_t *value)
 {
 	const char *s = text;
 	bool		neg = (*s == '-');
@@ -167,7 +167,7 @@ number_acceptable(const char *text)
 	}
 	if (strchr(text, '.') != NULL)
 		return true;
-	return integer_of(text, &ignored);
+	return token_json_integer(text, &ignored);
 }
 
 /* Whether the keys of the object that starts at `first` repeat one. */
@@ -305,13 +305,13 @@ note_claim(ParseState *st, PayloadClaim claim, const char *token, JsonTokenType 
 	switch (claim)
 	{
 		case CLAIM_EXP:
-			out->exp_ok = type == JSON_TOKEN_NUMBER && integer_of(token, &out->exp);
+			out->exp_ok = type == JSON_TOKEN_NUMBER && token_json_integer(token, &out->exp);
 			return;
 		case CLAIM_NBF:
-			out->nbf_ok = type == JSON_TOKEN_NUMBER && integer_of(token, &out->nbf);
+			out->nbf_ok = type == JSON_TOKEN_NUMBER && token_json_integer(token, &out->nbf);
 			return;
 		case CLAIM_IAT:
-			out->iat_ok = type == JSON_TOKEN_NUMBER && integer_of(token, &out->iat);
+			out->iat_ok = type == JSON_TOKEN_NUMBER && token_json_integer(token, &out->iat);
 			return;
 		case CLAIM_AUD:
 			if (type == JSON_TOKEN_STRING && st->audience != NULL &&
