@@ -815,36 +815,153 @@ validation_result(FunctionCallInfo fcinfo, TokenStatus status,
  */
 typedef struct JsonbBuild
 {
-	JsonbParseState *state;
-	JsonbValue *result;
+	JsonbValue *open;			/* the containers open, innermost last */
+	int		   *caps;			/* the room in each one's pairs or elems */
+	int			depth;
+	int			open_cap;
+	JsonbValue *result;			/* the payload's object, once closed */
 } JsonbBuild;
 
+/*
+ * jsonb's order of an object's keys (as its own uniqueifyJsonbObject()
+ * sorts them): shorter first, then bytewise.
+ */
+static int
+jsonb_key_cmp(const void *a, const void *b)
+{
+	const JsonbValue *ka = &((const JsonbPair *) a)->key;
+	const JsonbValue *kb = &((const JsonbPair *) b)->key;
+
+	if (ka->val.string.len != kb->val.string.len)
+		return ka->val.string.len < kb->val.string.len ? -1 : 1;
+	return memcmp(ka->val.string.val, kb->val.string.val, ka->val.string.len);
+}
+
+static void
+jsonb_sort_pairs(JsonbValue *object)
+{
+	JsonbPair  *pairs = object->val.object.pairs;
+	int			n = object->val.object.nPairs;
+
+	/* a token's objects are small: an insertion sort, up to a point */
+	if (n > 32)
+	{
+		qsort(pairs, n, sizeof(JsonbPair), jsonb_key_cmp);
+		return;
+	}
+	for (int i = 1; i < n; i++)
+	{
+		JsonbPair	p = pairs[i];
+		int			j = i;
+
+		while (j > 0 && jsonb_key_cmp(&pairs[j - 1], &p) > 0)
+		{
+			pairs[j] = pairs[j - 1];
+			j--;
+		}
+		pairs[j] = p;
+	}
+}
+
+/* Puts a finished value where it belongs: the open container, or the result. */
+static void
+jsonb_build_place(JsonbBuild *b, const JsonbValue *v)
+{
+	JsonbValue *c;
+
+	if (b->depth == 0)
+	{
+		b->result = palloc(sizeof(JsonbValue));
+		*b->result = *v;
+		return;
+	}
+	c = &b->open[b->depth - 1];
+	if (c->type == jbvObject)
+	{
+		/* the value of the key just added (TJ_KEY) */
+		Assert(c->val.object.nPairs > 0);
+		c->val.object.pairs[c->val.object.nPairs - 1].value = *v;
+		return;
+	}
+	if (c->val.array.nElems == b->caps[b->depth - 1])
+	{
+		b->caps[b->depth - 1] *= 2;
+		c->val.array.elems = repalloc(c->val.array.elems,
+									  b->caps[b->depth - 1] * sizeof(JsonbValue));
+	}
+	c->val.array.elems[c->val.array.nElems++] = *v;
+}
+
+/*
+ * Builds the claims' JsonbValue tree as the parse goes, and sorts each
+ * object's keys as jsonb stores them; JsonbValueToJsonb() then lays it out.
+ * The parse has refused duplicate keys, so nothing is left to unify (which
+ * is what pushJsonbValue() would add, with a qsort of every object).
+ */
 static void
 jsonb_build_visit(void *arg, TokenJsonEvent event, bool in_array,
 				  const char *str, size_t len)
 {
 	JsonbBuild *b = arg;
 	JsonbValue	v;
-	JsonbIteratorToken seq = in_array ? WJB_ELEM : WJB_VALUE;
+	JsonbValue *c;
 	int64_t		i;
 
+	(void) in_array;
 	switch (event)
 	{
 		case TJ_OBJECT_START:
-			b->result = pushJsonbValue(&b->state, WJB_BEGIN_OBJECT, NULL);
+		case TJ_ARRAY_START:
+			if (b->depth == b->open_cap)
+			{
+				b->open_cap = b->open_cap ? b->open_cap * 2 : 8;
+				b->open = b->open ? repalloc(b->open, b->open_cap * sizeof(JsonbValue))
+					: palloc(b->open_cap * sizeof(JsonbValue));
+				b->caps = b->caps ? repalloc(b->caps, b->open_cap * sizeof(int))
+					: palloc(b->open_cap * sizeof(int));
+			}
+			c = &b->open[b->depth];
+			b->caps[b->depth] = 8;
+			if (event == TJ_OBJECT_START)
+			{
+				c->type = jbvObject;
+				c->val.object.nPairs = 0;
+				c->val.object.pairs = palloc(8 * sizeof(JsonbPair));
+			}
+			else
+			{
+				c->type = jbvArray;
+				c->val.array.nElems = 0;
+				c->val.array.rawScalar = false;
+				c->val.array.elems = palloc(8 * sizeof(JsonbValue));
+			}
+			b->depth++;
 			return;
 		case TJ_OBJECT_END:
-			b->result = pushJsonbValue(&b->state, WJB_END_OBJECT, NULL);
-			return;
-		case TJ_ARRAY_START:
-			b->result = pushJsonbValue(&b->state, WJB_BEGIN_ARRAY, NULL);
-			return;
 		case TJ_ARRAY_END:
-			b->result = pushJsonbValue(&b->state, WJB_END_ARRAY, NULL);
+			Assert(b->depth > 0);
+			b->depth--;
+			v = b->open[b->depth];
+			if (v.type == jbvObject)
+				jsonb_sort_pairs(&v);
+			jsonb_build_place(b, &v);
 			return;
 		case TJ_KEY:
-			seq = WJB_KEY;
-			/* FALLTHROUGH */
+			Assert(b->depth > 0 && b->open[b->depth - 1].type == jbvObject);
+			c = &b->open[b->depth - 1];
+			if (c->val.object.nPairs == b->caps[b->depth - 1])
+			{
+				b->caps[b->depth - 1] *= 2;
+				c->val.object.pairs = repalloc(c->val.object.pairs,
+											   b->caps[b->depth - 1] * sizeof(JsonbPair));
+			}
+			c->val.object.pairs[c->val.object.nPairs].key.type = jbvString;
+			c->val.object.pairs[c->val.object.nPairs].key.val.string.val = (char *) str;
+			c->val.object.pairs[c->val.object.nPairs].key.val.string.len = (int) len;
+			c->val.object.pairs[c->val.object.nPairs].order = c->val.object.nPairs;
+			c->val.object.pairs[c->val.object.nPairs].value.type = jbvNull;
+			c->val.object.nPairs++;
+			return;
 		case TJ_STRING:
 			v.type = jbvString;
 			v.val.string.val = (char *) str;
@@ -870,7 +987,7 @@ jsonb_build_visit(void *arg, TokenJsonEvent event, bool in_array,
 			v.type = jbvNull;
 			break;
 	}
-	b->result = pushJsonbValue(&b->state, seq, &v);
+	jsonb_build_place(b, &v);
 }
 
 /*
@@ -959,7 +1076,7 @@ validate_token(const char *token, size_t len, SessionRow *row,
 	TokenVerifyParams params;
 	TokenStatus status;
 	unsigned char hash[TOKEN_HASH_LENGTH];
-	JsonbBuild	build = {NULL, NULL};
+	JsonbBuild	build = {NULL, NULL, 0, 0, NULL};
 	TokenJsonVisitor visitor = {jsonb_build_visit, &build};
 
 	verify_params(&params, now, true);

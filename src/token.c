@@ -129,16 +129,18 @@ token_uuid_format(const unsigned char uuid[TOKEN_UUID_LENGTH], char out[37])
 	out[o] = '\0';
 }
 
+/* A hex digit's value plus one; 0 for anything else (a table: no branches). */
+static const unsigned char hex_values[256] = {
+	['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5,
+	['5'] = 6, ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+	['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+	['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
 static int
 hex_value(char c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	return (int) hex_values[(unsigned char) c] - 1;
 }
 
 /* Only the canonical 8-4-4-4-12 form. */
@@ -263,18 +265,27 @@ static const signed char b64url_values[256] = {
 	-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
 };
 
-static inline int
-b64url_value(unsigned char c)
-{
-	return b64url_values[c];
-}
-
 /*
  * Decodes `len` characters into `out` (room for len * 3 / 4 bytes).  Refuses
  * any character outside the alphabet, a length that no byte string encodes
  * to (len % 4 == 1), and non-zero trailing bits, so that each byte string
- * has exactly one accepted encoding.  Returns the decoded length or -1.
+ * has exactly one accepted encoding.  Returns the decoded length, or
+ * B64_BAD_CHARACTER when a character is outside the alphabet (whatever
+ * else is wrong), else B64_NOT_CANONICAL for a length or trailing bits no
+ * encoding has.
  */
+#define B64_NOT_CANONICAL	(-1)
+#define B64_BAD_CHARACTER	(-2)
+
+static long
+b64url_bad(const unsigned char *u, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (b64url_values[u[i]] < 0)
+			return B64_BAD_CHARACTER;
+	return B64_NOT_CANONICAL;
+}
+
 static long
 b64url_decode(const char *in, size_t len, unsigned char *out)
 {
@@ -285,7 +296,7 @@ b64url_decode(const char *in, size_t len, unsigned char *out)
 	uint32_t	acc;
 
 	if (len % 4 == 1)
-		return -1;
+		return b64url_bad(u, len);
 	/* Four characters, three bytes at a time; a bad one shows as a sign bit. */
 	for (size_t i = 0; i < full; i += 4)
 	{
@@ -303,7 +314,7 @@ b64url_decode(const char *in, size_t len, unsigned char *out)
 		o += 3;
 	}
 	if (bad < 0)
-		return -1;
+		return B64_BAD_CHARACTER;
 	/* Two or three characters left: one or two bytes, and zero spare bits. */
 	if (len > full)
 	{
@@ -312,17 +323,17 @@ b64url_decode(const char *in, size_t len, unsigned char *out)
 					c = len - full == 3 ? b64url_values[u[full + 2]] : 0;
 
 		if ((a | b | c) < 0)
-			return -1;
+			return B64_BAD_CHARACTER;
 		acc = ((uint32_t) a << 18) | ((uint32_t) b << 12) | ((uint32_t) c << 6);
 		out[o++] = (unsigned char) (acc >> 16);
 		if (len - full == 3)
 		{
 			if (acc & 0xff)		/* the last character's 2 spare bits */
-				return -1;
+				return B64_NOT_CANONICAL;
 			out[o++] = (unsigned char) (acc >> 8);
 		}
 		else if (acc & 0xffff)	/* the second character's 4 spare bits */
-			return -1;
+			return B64_NOT_CANONICAL;
 	}
 	return (long) o;
 }
@@ -998,9 +1009,11 @@ typedef struct VerifiedToken
 	unsigned char hash[TOKEN_HASH_LENGTH];
 	TokenTimes	times;
 	unsigned char session_id[TOKEN_UUID_LENGTH];
-	char	   *sub;			/* malloc'ed */
+	char	   *sub;			/* malloc'ed, sub_room bytes */
 	unsigned char *blob;		/* the caller's rendering of the claims */
-	size_t		blob_len;
+	size_t		blob_len;		/* 0: none yet */
+	size_t		sub_room;		/* what the allocations hold: an evicted */
+	size_t		blob_room;		/* entry's are reused, not freed */
 } VerifiedToken;
 
 static VerifiedToken verified[VERIFIED_SETS][VERIFIED_WAYS];
@@ -1053,16 +1066,32 @@ verified_find(const unsigned char *hash)
 	return NULL;
 }
 
+/* Makes *p hold at least `len` bytes (keeping an allocation that does). */
+static bool
+room_for(void **p, size_t *room, size_t len)
+{
+	void	   *more;
+	size_t		want = len < 64 ? 64 : len;
+
+	if (*p != NULL && *room >= len)
+		return true;
+	more = malloc(want);
+	if (more == NULL)
+		return false;
+	free(*p);
+	*p = more;
+	*room = want;
+	return true;
+}
+
 static void
 verified_store(const unsigned char *hash, const TokenTimes *times,
 			   const TokenAccessClaims *claims)
 {
 	VerifiedToken *set = verified_set(hash);
 	VerifiedToken *e = &set[0];
-	char	   *sub = strdup(claims->sub);
+	size_t		sub_len = strlen(claims->sub) + 1;
 
-	if (sub == NULL)
-		return;
 	/* an empty or outdated way, else the least recently used */
 	for (int w = 0; w < VERIFIED_WAYS; w++)
 	{
@@ -1074,11 +1103,11 @@ verified_store(const unsigned char *hash, const TokenTimes *times,
 		if (set[w].last_used < e->last_used)
 			e = &set[w];
 	}
-	free(e->blob);
-	free(e->sub);
-	e->blob = NULL;
+	e->generation = 0;			/* empty until it is whole */
 	e->blob_len = 0;
-	e->sub = sub;
+	if (!room_for((void **) &e->sub, &e->sub_room, sub_len))
+		return;
+	memcpy(e->sub, claims->sub, sub_len);
 	e->generation = verify_generation;
 	e->last_used = ++verified_clock;
 	memcpy(e->hash, hash, TOKEN_HASH_LENGTH);
@@ -1091,10 +1120,8 @@ token_cache_attach(const unsigned char *hash, const void *blob, size_t len)
 {
 	VerifiedToken *e = verified_find(hash);
 
-	if (e == NULL || e->blob != NULL)
-		return;
-	e->blob = malloc(len);
-	if (e->blob == NULL)
+	if (e == NULL || e->blob_len != 0 || len == 0 ||
+		!room_for((void **) &e->blob, &e->blob_room, len))
 		return;
 	memcpy(e->blob, blob, len);
 	e->blob_len = len;
@@ -1111,7 +1138,10 @@ token_verify_access(const char *token, size_t len,
 				slen;
 	unsigned char buf[TOKEN_MAX_LENGTH];
 	unsigned char sig[TOKEN_MAX_LENGTH];
-	long		n;
+	long		n,
+				hn,
+				sn,
+				pn;
 	int			kid_state;
 	TokenStatus status;
 	TokenTimes	times;
@@ -1140,18 +1170,23 @@ token_verify_access(const char *token, size_t len,
 		{
 			e->last_used = ++verified_clock;
 			claims->cache_hit = true;
-			dot1 = memchr(token, '.', len);
-			dot2 = memchr(dot1 + 1, '.', len - (size_t) (dot1 + 1 - token));
-			n = b64url_decode(dot1 + 1, (size_t) (dot2 - dot1 - 1),
-							  (unsigned char *) claims->payload);
-			claims->payload_len = (size_t) n;
+			/* the payload's text, unless the cached jsonb is all that is asked */
+			claims->payload_len = 0;
+			if (params->visitor == NULL || e->blob_len == 0)
+			{
+				dot1 = memchr(token, '.', len);
+				dot2 = memchr(dot1 + 1, '.', len - (size_t) (dot1 + 1 - token));
+				n = b64url_decode(dot1 + 1, (size_t) (dot2 - dot1 - 1),
+								  (unsigned char *) claims->payload);
+				claims->payload_len = (size_t) n;
+			}
 			memcpy(claims->session_id, e->session_id, TOKEN_UUID_LENGTH);
 			strcpy(claims->sub, e->sub);	/* stored from a claims->sub */
 			claims->exp = e->times.exp;
 			status = check_times(&e->times, params);
 			if (status == TOKEN_OK && params->visitor != NULL)
 			{
-				if (e->blob != NULL)
+				if (e->blob_len != 0)
 				{
 					claims->cached_blob = e->blob;
 					claims->cached_blob_len = e->blob_len;
@@ -1171,28 +1206,27 @@ token_verify_access(const char *token, size_t len,
 		}
 	}
 
-	/* 1. Syntax: exactly two dots, every other byte base64url. */
-	for (size_t i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) token[i];
-
-		if (c == '.')
-		{
-			if (dot1 == NULL)
-				dot1 = token + i;
-			else if (dot2 == NULL)
-				dot2 = token + i;
-			else
-				return TOKEN_MALFORMED;
-		}
-		else if (b64url_value(c) < 0)
-			return TOKEN_MALFORMED;
-	}
-	if (dot1 == NULL || dot2 == NULL)
+	/*
+	 * 1. Syntax: exactly two dots, every other byte base64url.  The three
+	 * parts are decoded here at once (a third dot, like any byte outside the
+	 * alphabet, fails its part's decode); what else a decode refuses is
+	 * reported at its step below, as before.  Nothing decoded is believed
+	 * before the signature is checked.
+	 */
+	dot1 = memchr(token, '.', len);
+	if (dot1 == NULL)
+		return TOKEN_MALFORMED;
+	dot2 = memchr(dot1 + 1, '.', len - (size_t) (dot1 + 1 - token));
+	if (dot2 == NULL)
 		return TOKEN_MALFORMED;
 	hlen = (size_t) (dot1 - token);
 	plen = (size_t) (dot2 - dot1 - 1);
 	slen = len - (size_t) (dot2 - token) - 1;
+	hn = b64url_decode(token, hlen, buf);
+	sn = b64url_decode(dot2 + 1, slen, sig);
+	pn = b64url_decode(dot1 + 1, plen, (unsigned char *) claims->payload);
+	if (hn == B64_BAD_CHARACTER || sn == B64_BAD_CHARACTER || pn == B64_BAD_CHARACTER)
+		return TOKEN_MALFORMED;
 	/*
 	 * An empty signature is let through to the header check, so that the
 	 * classic unsigned token ({"alg":"none"}, "h.p.") is reported as the
@@ -1202,10 +1236,9 @@ token_verify_access(const char *token, size_t len,
 		return TOKEN_MALFORMED;
 
 	/* 2. Header. */
-	n = b64url_decode(token, hlen, buf);
-	if (n <= 0)
+	if (hn <= 0)
 		return TOKEN_MALFORMED;
-	status = check_header(buf, (size_t) n, params, &kid_state);
+	status = check_header(buf, (size_t) hn, params, &kid_state);
 	if (status != TOKEN_OK)
 		return status;
 
@@ -1215,10 +1248,9 @@ token_verify_access(const char *token, size_t len,
 	 * the current key and then the previous one.  An unknown kid matches no
 	 * key.
 	 */
-	n = b64url_decode(dot2 + 1, slen, sig);
-	if (n < 0)
+	if (sn < 0)
 		return TOKEN_MALFORMED;
-	if (n != (params->alg == TOKEN_ALG_HS256 ? 32 : TOKEN_ASYM_SIG_LENGTH) ||
+	if (sn != (params->alg == TOKEN_ALG_HS256 ? 32 : TOKEN_ASYM_SIG_LENGTH) ||
 		kid_state < 0)
 		return TOKEN_INVALID_SIGNATURE;
 	if (!((kid_state != 2 &&
@@ -1228,10 +1260,9 @@ token_verify_access(const char *token, size_t len,
 		return TOKEN_INVALID_SIGNATURE;
 
 	/* 4. Claims. */
-	n = b64url_decode(dot1 + 1, plen, (unsigned char *) claims->payload);
-	if (n <= 0)
+	if (pn <= 0)
 		return TOKEN_MALFORMED;
-	claims->payload_len = (size_t) n;
+	claims->payload_len = (size_t) pn;
 	if (!token_payload_parse(claims->payload, claims->payload_len, params->audience,
 							 params->visitor ? params->visitor->visit : NULL,
 							 params->visitor ? params->visitor->arg : NULL,

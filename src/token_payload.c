@@ -56,6 +56,13 @@ typedef enum PayloadClaim
 	CLAIM_AUD
 } PayloadClaim;
 
+/* A key of an object open, with its length (compared first). */
+typedef struct ParsedKey
+{
+	const char *name;
+	size_t		len;
+} ParsedKey;
+
 /* An object being parsed: where its keys start in ParseState.keys. */
 typedef struct Frame
 {
@@ -75,9 +82,10 @@ typedef struct ParseState
 	PayloadClaim field;			/* the top-level member being parsed */
 	bool		in_aud_array;	/* inside the top-level "aud" array */
 	/* the keys of the objects open, for the duplicate check */
-	const char **keys;
+	ParsedKey  *keys;			/* keys_inline, until more are needed */
 	int			nkeys;
 	int			keys_cap;
+	ParsedKey	keys_inline[32];
 } ParseState;
 
 /* Keeps `p` until token_payload_release(). */
@@ -176,7 +184,8 @@ keys_repeat(ParseState *st, int first)
 {
 	for (int i = first; i < st->nkeys; i++)
 		for (int j = i + 1; j < st->nkeys; j++)
-			if (strcmp(st->keys[i], st->keys[j]) == 0)
+			if (st->keys[i].len == st->keys[j].len &&
+				memcmp(st->keys[i].name, st->keys[j].name, st->keys[i].len) == 0)
 				return true;
 	return false;
 }
@@ -265,19 +274,27 @@ static SEM_RESULT
 field_start(void *state, char *fname, bool isnull)
 {
 	ParseState *st = state;
+	size_t		len;
 
 	(void) isnull;
 	if (fname != NULL)
 		own(st->out, fname);
 	if (st->failed)
 		SEM_DONE(st);
+	len = strlen(fname);
 	if (st->nkeys == st->keys_cap)
 	{
-		st->keys_cap = st->keys_cap ? st->keys_cap * 2 : 32;
-		st->keys = st->keys ? repalloc(st->keys, st->keys_cap * sizeof(char *))
-			: palloc(st->keys_cap * sizeof(char *));
+		ParsedKey  *more = palloc(st->keys_cap * 2 * sizeof(ParsedKey));
+
+		memcpy(more, st->keys, st->nkeys * sizeof(ParsedKey));
+		if (st->keys != st->keys_inline)
+			pfree(st->keys);
+		st->keys = more;
+		st->keys_cap *= 2;
 	}
-	st->keys[st->nkeys++] = fname;
+	st->keys[st->nkeys].name = fname;
+	st->keys[st->nkeys].len = len;
+	st->nkeys++;
 	if (st->depth == 1)
 	{
 		st->field = claim_of(fname);
@@ -291,7 +308,7 @@ field_start(void *state, char *fname, bool isnull)
 			st->out->has_iat = true;
 	}
 	if (st->visit)
-		st->visit(st->arg, TJ_KEY, false, fname, strlen(fname));
+		st->visit(st->arg, TJ_KEY, false, fname, len);
 	SEM_DONE(st);
 }
 
@@ -403,11 +420,18 @@ token_payload_parse(const char *json, size_t len, const char *audience,
 		pg_encoding_verifymbstr(PG_UTF8, json, (int) len) != (int) len)
 		return false;
 
-	memset(&st, 0, sizeof(st));
+	/* not the whole of st: its frames are written before they are read */
 	st.out = out;
 	st.audience = audience;
 	st.visit = visit;
 	st.arg = arg;
+	st.failed = false;
+	st.depth = 0;
+	st.field = CLAIM_NONE;
+	st.in_aud_array = false;
+	st.keys = st.keys_inline;
+	st.nkeys = 0;
+	st.keys_cap = lengthof(st.keys_inline);
 	memset(&sem, 0, sizeof(sem));
 	sem.semstate = &st;
 	sem.object_start = object_start;
@@ -431,7 +455,7 @@ token_payload_parse(const char *json, size_t len, const char *audience,
 	}
 	pfree(lex);
 #endif
-	if (st.keys != NULL)
+	if (st.keys != st.keys_inline)
 		pfree(st.keys);
 	return result == JSON_SUCCESS && !st.failed;
 }
