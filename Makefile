@@ -3,7 +3,7 @@ EXTENSION = extension_tokens
 MODULE_big = extension_tokens
 OBJS = src/extension_tokens.o src/config.o src/token.o src/token_payload.o src/token_keys.o src/storage.o \
        src/policy.o src/worker.o src/logfilter.o \
-       src/stats.o src/revoker.o src/replication.o src/usage.o src/uninstall.o
+       src/stats.o src/revoker.o src/replication.o src/usage.o src/uninstall.o src/verdict.o
 DATA = $(wildcard $(EXTENSION)--*.sql)
 PGFILEDESC = "extension_tokens - API tokens in the database"
 
@@ -27,7 +27,7 @@ REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs
 # them after REGRESS, in their own database; output under REGRESS_OUTPUTDIR.
 ISOLATION = refresh_race revoke_validate session_limit api_key_limit rate_limit cleanup_refresh lock_order_revoke lock_order_refresh \
-            revoke_refresh revoke_user_refresh revoke_session_refresh session_limit_refresh reuse_refresh
+            revoke_refresh revoke_user_refresh revoke_session_refresh session_limit_refresh reuse_refresh kept_verdict
 ISOLATION_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)/isolation
 
 # No JIT bitcode: nothing to inline here, and no clang needed to build.

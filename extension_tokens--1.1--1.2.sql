@@ -193,8 +193,12 @@ ALTER TYPE extension_token_pair
 -- validations_cached: of the validations counted, those whose signature and
 -- claims a backend had verified before (its verified-token cache), so that
 -- an operator sees what the cache saves on a pool's traffic.
+-- validations_session_cached: of those, the ones that also skipped reading
+-- the session's row (a verdict kept by the backend, see
+-- extension_tokens.session_verdicts).
 ALTER TYPE extension_token_statistics
-    ADD ATTRIBUTE validations_cached bigint;
+    ADD ATTRIBUTE validations_cached bigint,
+    ADD ATTRIBUTE validations_session_cached bigint;
 
 -------------------------------------------------------------------------------
 -- The one rule for a session's end.  Validate, refresh, list, stats and the
@@ -1077,3 +1081,45 @@ $revoke_check_keys$;
 -- The keys in force now are this database's starting point: a rotation from
 -- here on is recorded, and none is invented for the keys it started with.
 SELECT extension_tokens_check_signing_keys();
+
+-------------------------------------------------------------------------------
+-- Session verdicts (verdict.c): a backend may validate a token it has
+-- validated before without reading its session's row while no change to
+-- that session has committed since.  These triggers note which sessions a
+-- transaction updates or deletes (and a TRUNCATE: all of them) so that its
+-- commit can tell every backend; they change nothing.  ENABLE ALWAYS: they
+-- fire under session_replication_role = replica and in logical
+-- replication's apply workers too.  The library checks that they are
+-- present and enabled, and reads the row every time when they are not.
+CREATE FUNCTION extension_token_session_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'extension_token_session_changed'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION extension_token_session_changed() IS
+'Internal: the trigger on extension_token_sessions that notes which sessions a transaction changes, so that validations skipping the session''s row (extension_tokens.session_verdicts) stop at its commit';
+REVOKE ALL ON FUNCTION extension_token_session_changed() FROM PUBLIC;
+DO $revoke_session_changed$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT DISTINCT a.grantee
+          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
+         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_token_session_changed()'::pg_catalog.regprocedure
+           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_token_session_changed() FROM %I',
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_session_changed$;
+CREATE TRIGGER extension_token_session_changed
+    BEFORE UPDATE OR DELETE ON extension_token_sessions
+    FOR EACH ROW EXECUTE FUNCTION extension_token_session_changed();
+CREATE TRIGGER extension_token_sessions_truncated
+    BEFORE TRUNCATE ON extension_token_sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION extension_token_session_changed();
+ALTER TABLE extension_token_sessions
+    ENABLE ALWAYS TRIGGER extension_token_session_changed,
+    ENABLE ALWAYS TRIGGER extension_token_sessions_truncated;

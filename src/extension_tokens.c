@@ -45,6 +45,7 @@
 #include "replication.h"
 #include "revoker.h"
 #include "usage.h"
+#include "verdict.h"
 #include "uninstall.h"
 #include "stats.h"
 #include "storage.h"
@@ -76,6 +77,7 @@ _PG_init(void)
 	UsageInit();
 	LogFilterInit();
 	UninstallInit();
+	VerdictInit();
 }
 
 static int64
@@ -1105,11 +1107,22 @@ validate_token(const char *token, size_t len, SessionRow *row,
 		else
 			token_sha256(token, len, hash);
 		memcpy(sid.data, claims->session_id, UUID_LEN);
-		StorageLookupSession(&sid, false, row);
-		status = PolicySessionVerdict(row, claims->sub,
-								 row->found && !row->api_key &&
-								 CRYPTO_memcmp(hash, row->access_hash, TOKEN_HASH_LENGTH) == 0,
-								 claims->exp, now);
+		if (VerdictRecall(claims->cached_note, claims->cached_note_len, &sid,
+						  claims->sub, now, row))
+			StatsCount(STATS_VALIDATION_KEPT);
+		else
+		{
+			VerdictEpochs epochs;
+			bool		keep = claims->has_hash && VerdictReadEpochs(&sid, &epochs);
+
+			StorageLookupSession(&sid, false, row);
+			status = PolicySessionVerdict(row, claims->sub,
+										  row->found && !row->api_key &&
+										  CRYPTO_memcmp(hash, row->access_hash, TOKEN_HASH_LENGTH) == 0,
+										  claims->exp, now);
+			if (status == TOKEN_OK && keep)
+				VerdictRemember(hash, row, &epochs);
+		}
 	}
 checked:
 	/* last, after every other check passed */
@@ -1988,8 +2001,8 @@ extension_token_stats(PG_FUNCTION_ARGS)
 	StatsSnapshot snap;
 	StoredCounts counts;
 	bool		have = StatsRead(&snap);
-	Datum		values[14];
-	bool		nulls[14] = {false};
+	Datum		values[15];
+	bool		nulls[15] = {false};
 	uint64		failed = 0;
 	JsonbParseState *state = NULL;
 	JsonbValue *res;
@@ -2028,11 +2041,12 @@ extension_token_stats(PG_FUNCTION_ARGS)
 	values[11] = JsonbPGetDatum(JsonbValueToJsonb(res));
 	values[12] = TimestampTzGetDatum(now);
 	values[13] = Int64GetDatum((int64) snap.events[STATS_VALIDATION_CACHED]);
+	values[14] = Int64GetDatum((int64) snap.events[STATS_VALIDATION_KEPT]);
 	if (!have)
 	{
 		/* without shared memory there are no counters: unknown, not zero */
 		nulls[0] = nulls[2] = nulls[7] = nulls[8] = nulls[9] = nulls[10] = nulls[11] = true;
-		nulls[13] = true;
+		nulls[13] = nulls[14] = true;
 	}
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

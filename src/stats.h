@@ -18,6 +18,7 @@ typedef enum StatsEvent
 	STATS_REFRESH_OK,
 	STATS_REFRESH_FAILED,
 	STATS_VALIDATION_CACHED,	/* answered by the verified-token cache */
+	STATS_VALIDATION_KEPT,		/* and by a session verdict kept (verdict.c) */
 	STATS_EVENT_COUNT
 } StatsEvent;
 

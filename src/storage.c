@@ -115,6 +115,8 @@
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "catalog/pg_trigger.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -738,6 +740,7 @@ static struct
 	AttrNumber	scol[SC_COUNT]; /* extension_token_sessions columns */
 	AttrNumber	lcol_session;	/* extension_token_legacy_refresh.session_id */
 	char	   *qschema;		/* quoted schema name, in TopMemoryContext */
+	bool		guarded;		/* the sessions table's triggers for verdict.c */
 	SPIPlanPtr	plans[ST_COUNT];
 }			ext;
 
@@ -850,6 +853,42 @@ storage_find_tables(void)
 	ext.lcol_session = storage_column(TABLE_LEGACY, "session_id");
 }
 
+/*
+ * Whether extension_token_sessions has the triggers that note its changes
+ * for verdict.c, enabled always and for every column: BEFORE UPDATE OR
+ * DELETE FOR EACH ROW and BEFORE TRUNCATE, calling our
+ * extension_token_session_changed().  Disabling or dropping one changes
+ * the table's relcache entry, and so brings this check round again.
+ */
+static bool
+storage_find_guard(void)
+{
+	Relation	rel = table_open(ext.tables[TABLE_SESSIONS], AccessShareLock);
+	TriggerDesc *td = rel->trigdesc;
+	bool		rows = false;
+	bool		truncate = false;
+
+	for (int i = 0; td != NULL && i < td->numtriggers; i++)
+	{
+		Trigger    *t = &td->triggers[i];
+		char	   *fname;
+
+		if (t->tgenabled != TRIGGER_FIRES_ALWAYS || t->tgqual != NULL ||
+			t->tgnattr != 0 || get_func_namespace(t->tgfoid) != ext.schema)
+			continue;
+		fname = get_func_name(t->tgfoid);
+		if (fname == NULL || strcmp(fname, "extension_token_session_changed") != 0)
+			continue;
+		if (TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_BEFORE(t->tgtype) &&
+			TRIGGER_FOR_UPDATE(t->tgtype) && TRIGGER_FOR_DELETE(t->tgtype))
+			rows = true;
+		if (!TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_TRUNCATE(t->tgtype))
+			truncate = true;
+	}
+	table_close(rel, AccessShareLock);
+	return rows && truncate;
+}
+
 static void
 storage_load(void)
 {
@@ -858,9 +897,17 @@ storage_load(void)
 	storage_forget();
 	storage_find_extension(true);
 	storage_find_tables();
+	ext.guarded = storage_find_guard();
 	ext.qschema = MemoryContextStrdup(TopMemoryContext,
 									  quote_identifier(get_namespace_name(ext.schema)));
 	ext.valid = true;
+}
+
+bool
+StorageSessionsGuarded(void)
+{
+	storage_load();
+	return ext.guarded;
 }
 
 /* Raises unless the installed extension is of this library's version. */

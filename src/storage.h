@@ -77,6 +77,8 @@ extern void StorageCheckVersion(void);
 extern Oid	StorageExtensionOwner(void);
 extern Oid	StorageExtensionSchema(void);
 
+/* Whether the sessions table's changes are noted for verdict.c. */
+extern bool StorageSessionsGuarded(void);
 extern void StorageLookupSession(const pg_uuid_t *session_id, bool full, SessionRow *out);
 extern bool StorageFindRefresh(const char *token, size_t len,
 							   const unsigned char *hash, SessionRow *row);

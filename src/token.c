@@ -1012,8 +1012,11 @@ typedef struct VerifiedToken
 	char	   *sub;			/* malloc'ed, sub_room bytes */
 	unsigned char *blob;		/* the caller's rendering of the claims */
 	size_t		blob_len;		/* 0: none yet */
+	unsigned char *note;		/* the caller's note of it (token_cache_note) */
+	size_t		note_len;		/* 0: none */
 	size_t		sub_room;		/* what the allocations hold: an evicted */
 	size_t		blob_room;		/* entry's are reused, not freed */
+	size_t		note_room;
 } VerifiedToken;
 
 static VerifiedToken verified[VERIFIED_SETS][VERIFIED_WAYS];
@@ -1105,6 +1108,7 @@ verified_store(const unsigned char *hash, const TokenTimes *times,
 	}
 	e->generation = 0;			/* empty until it is whole */
 	e->blob_len = 0;
+	e->note_len = 0;
 	if (!room_for((void **) &e->sub, &e->sub_room, sub_len))
 		return;
 	memcpy(e->sub, claims->sub, sub_len);
@@ -1125,6 +1129,20 @@ token_cache_attach(const unsigned char *hash, const void *blob, size_t len)
 		return;
 	memcpy(e->blob, blob, len);
 	e->blob_len = len;
+}
+
+void
+token_cache_note(const unsigned char *hash, const void *note, size_t len)
+{
+	VerifiedToken *e = verified_find(hash);
+
+	if (e == NULL)
+		return;
+	e->note_len = 0;
+	if (len == 0 || !room_for((void **) &e->note, &e->note_room, len))
+		return;
+	memcpy(e->note, note, len);
+	e->note_len = len;
 }
 
 TokenStatus
@@ -1149,6 +1167,8 @@ token_verify_access(const char *token, size_t len,
 	memset(&claims->parsed, 0, sizeof(claims->parsed));
 	claims->cached_blob = NULL;
 	claims->cached_blob_len = 0;
+	claims->cached_note = NULL;
+	claims->cached_note_len = 0;
 	claims->has_hash = false;
 	claims->cache_hit = false;
 	if (token == NULL || len == 0)
@@ -1170,6 +1190,11 @@ token_verify_access(const char *token, size_t len,
 		{
 			e->last_used = ++verified_clock;
 			claims->cache_hit = true;
+			if (e->note_len != 0)
+			{
+				claims->cached_note = e->note;
+				claims->cached_note_len = e->note_len;
+			}
 			/* the payload's text, unless the cached jsonb is all that is asked */
 			claims->payload_len = 0;
 			if (params->visitor == NULL || e->blob_len == 0)

@@ -216,6 +216,13 @@ typedef struct TokenAccessClaims
 	 */
 	const void *cached_blob;
 	size_t		cached_blob_len;
+	/*
+	 * On a cache hit: what token_cache_note() noted of the token (the
+	 * server's verdict of its session, see verdict.c), or NULL.  Owned by
+	 * the cache, which lets the caller update it in place.
+	 */
+	void	   *cached_note;
+	size_t		cached_note_len;
 } TokenAccessClaims;
 
 /* What an access token says; the extra claims are a JSON object or NULL. */
@@ -298,6 +305,11 @@ extern TokenStatus token_verify_access(const char *token, size_t len,
  * whose SHA-256 this is (if it is cached and has nothing attached yet); a
  * later hit hands them back in TokenAccessClaims.cached_blob.
  */
+/*
+ * Notes `len` bytes with the token whose SHA-256 is `hash` if the cache
+ * holds it (replacing an earlier note), handed back as cached_note.
+ */
+extern void token_cache_note(const unsigned char *hash, const void *note, size_t len);
 extern void token_cache_attach(const unsigned char *hash, const void *blob, size_t len);
 
 /*

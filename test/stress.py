@@ -366,14 +366,25 @@ PREP_REVOKE_SESSION = "PREPARE et_revoke_session AS SELECT extension_token_revok
 PREP_ISSUE = "PREPARE et_issue AS SELECT * FROM extension_token_issue($1)"
 
 
-def issue(setup, rnd):
-    """The round's first pair, or None (counted as an error)."""
+def issue(setup, rnd, chk):
+    """The round's first pair, or None (counted as an error).  The checking
+    connection validates its access token twice first, so that it holds the
+    session's verdict (1.2: a backend validating a token it has validated
+    before does not read the session's row while no change to the session
+    has committed): the checks after the race then attack that verdict."""
     try:
         row = setup.run("SELECT * FROM extension_token_issue(%s)", (rnd.user,))[0]
     except Failure as exc:
         rnd.unexpected("setup issue", exc)
         return None
     rnd.add_pair(row)
+    try:
+        for _ in (1, 2):
+            if not chk.run("SELECT valid FROM extension_token_validate(%s)",
+                           (row["access_token"],))[0]["valid"]:
+                rnd.errors.append("a fresh access token does not validate")
+    except Failure as exc:
+        rnd.unexpected("validate before the race", exc)
     return row
 
 
@@ -397,7 +408,7 @@ def revocation_round(rnd, revoke_out, refresh_out, revoke_name):
 
 
 def play_revoke(setup, chk, a, b, rnd):
-    pair = issue(setup, rnd)
+    pair = issue(setup, rnd, chk)
     if pair is None:
         return
     rv, rf = race([(a, "EXECUTE et_revoke(%s)", (pair["access_token"],)),
@@ -407,7 +418,7 @@ def play_revoke(setup, chk, a, b, rnd):
 
 
 def play_revoke_user(setup, chk, a, b, rnd):
-    pair = issue(setup, rnd)
+    pair = issue(setup, rnd, chk)
     if pair is None:
         return
     rv, rf = race([(a, "EXECUTE et_revoke_user(%s)", (rnd.user,)),
@@ -417,7 +428,7 @@ def play_revoke_user(setup, chk, a, b, rnd):
 
 
 def play_revoke_session(setup, chk, a, b, rnd):
-    pair = issue(setup, rnd)
+    pair = issue(setup, rnd, chk)
     if pair is None:
         return
     rv, rf = race([(a, "EXECUTE et_revoke_session(%s)", (str(pair["session_id"]),)),
@@ -427,7 +438,7 @@ def play_revoke_session(setup, chk, a, b, rnd):
 
 
 def play_session_limit(setup, chk, a, b, rnd):
-    pair = issue(setup, rnd)
+    pair = issue(setup, rnd, chk)
     if pair is None:
         return
     iss, rf = race([(a, "EXECUTE et_issue(%s)", (rnd.user,)),
@@ -444,7 +455,7 @@ def play_session_limit(setup, chk, a, b, rnd):
 
 
 def play_reuse(setup, chk, a, b, rnd):
-    pair = issue(setup, rnd)
+    pair = issue(setup, rnd, chk)
     if pair is None:
         return
     try:
@@ -470,7 +481,7 @@ def play_reuse(setup, chk, a, b, rnd):
 
 
 def play_double_refresh(setup, chk, a, b, rnd):
-    pair = issue(setup, rnd)
+    pair = issue(setup, rnd, chk)
     if pair is None:
         return
     r1, r2 = race([(a, "EXECUTE et_refresh(%s)", (pair["refresh_token"],)),
@@ -489,7 +500,7 @@ def play_retry_window(setup, chk, a, b, rnd):
     """Two windows refresh with the same token at once, retry window on: both
     must get the same pair (one successor), which works, while the first
     pair is done."""
-    pair = issue(setup, rnd)
+    pair = issue(setup, rnd, chk)
     if pair is None:
         return
     r1, r2 = race([(a, "EXECUTE et_refresh(%s)", (pair["refresh_token"],)),
@@ -648,8 +659,36 @@ def main():
             failed += 1
         else:
             passed += 1
+    kept = kept_verdicts()
+    if kept is not None:
+        # The checks above attack kept verdicts only if validation used them.
+        print(f"kept verdicts: {kept} validations answered without reading the session's row",
+              flush=True)
+        if kept > 0:
+            passed += 1
+        else:
+            print("kept verdicts: none used: the races did not reach the path they attack",
+                  flush=True)
+            failed += 1
     print(f"{passed} passed, {failed} failed", flush=True)
     return 0 if failed == 0 else 1
+
+
+def kept_verdicts():
+    """validations_session_cached, or None where this version has no such
+    counter (or the library is not preloaded: no counters)."""
+    admin = Client()
+    try:
+        has = admin.run("SELECT count(*) AS n FROM pg_attribute "
+                        "WHERE attrelid = 'extension_token_statistics'::regclass "
+                        "AND attname = 'validations_session_cached'")[0]["n"]
+        if not has:
+            return None
+        row = admin.run("SELECT counters_available, validations_session_cached AS n "
+                        "FROM extension_token_stats()")[0]
+        return row["n"] if row["counters_available"] else None
+    finally:
+        admin.close()
 
 
 if __name__ == "__main__":
