@@ -45,6 +45,12 @@
 #include "usage.h"
 
 #define USAGE_MAX_ENTRIES	65536
+/*
+ * The table's partitions, each under a lock of its own, so that backends
+ * counting uses of different sessions do not queue on one lock (a power of
+ * 2, as dynahash's partitioned tables require).
+ */
+#define USAGE_PARTITIONS	16
 /* Sessions written per statement of a flush. */
 #define USAGE_BATCH		2000
 
@@ -72,7 +78,8 @@ typedef struct PollSlot
 
 typedef struct UsageShared
 {
-	LWLock	   *lock;
+	LWLock	   *lock;			/* the polls' */
+	LWLock	   *partition_locks[USAGE_PARTITIONS];
 	PollSlot	polls[POLL_SLOTS];
 } UsageShared;
 
@@ -88,7 +95,7 @@ usage_shmem_request(void)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(UsageShared)) +
 						   hash_estimate_size(USAGE_MAX_ENTRIES, sizeof(UsageEntry)));
-	RequestNamedLWLockTranche("extension_tokens usage", 1);
+	RequestNamedLWLockTranche("extension_tokens usage", 1 + USAGE_PARTITIONS);
 }
 
 static void
@@ -103,15 +110,20 @@ usage_shmem_startup(void)
 	shared = ShmemInitStruct("extension_tokens usage", sizeof(UsageShared), &found);
 	if (!found)
 	{
+		LWLockPadded *locks = GetNamedLWLockTranche("extension_tokens usage");
+
 		memset(shared, 0, sizeof(UsageShared));
-		shared->lock = &(GetNamedLWLockTranche("extension_tokens usage"))->lock;
+		shared->lock = &locks[0].lock;
+		for (int i = 0; i < USAGE_PARTITIONS; i++)
+			shared->partition_locks[i] = &locks[1 + i].lock;
 	}
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(UsageKey);
 	info.entrysize = sizeof(UsageEntry);
+	info.num_partitions = USAGE_PARTITIONS;
 	usage_hash = ShmemInitHash("extension_tokens usage table",
 							   USAGE_MAX_ENTRIES, USAGE_MAX_ENTRIES,
-							   &info, HASH_ELEM | HASH_BLOBS);
+							   &info, HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -126,12 +138,35 @@ UsageInit(void)
 	shmem_startup_hook = usage_shmem_startup;
 }
 
-static void
+/* The key, and its hash code (whose low bits choose the partition). */
+static uint32
 usage_key(UsageKey *key, Oid database, const pg_uuid_t *session_id)
 {
 	memset(key, 0, sizeof(*key));
 	key->database = database;
 	key->session_id = *session_id;
+	return get_hash_value(usage_hash, key);
+}
+
+static LWLock *
+partition_lock(uint32 hashcode)
+{
+	return shared->partition_locks[hashcode % USAGE_PARTITIONS];
+}
+
+/* Every partition, for a walk through the whole table. */
+static void
+lock_all(LWLockMode mode)
+{
+	for (int i = 0; i < USAGE_PARTITIONS; i++)
+		LWLockAcquire(shared->partition_locks[i], mode);
+}
+
+static void
+unlock_all(void)
+{
+	for (int i = USAGE_PARTITIONS - 1; i >= 0; i--)
+		LWLockRelease(shared->partition_locks[i]);
 }
 
 /* Adds `count` uses at `at`; false when there is no table or it is full. */
@@ -141,12 +176,13 @@ usage_add(Oid database, const pg_uuid_t *session_id, int64 count, TimestampTz at
 	UsageKey	key;
 	UsageEntry *e;
 	bool		found;
+	uint32		hashcode;
 
 	if (shared == NULL)
 		return false;
-	usage_key(&key, database, session_id);
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	e = hash_search(usage_hash, &key, HASH_ENTER_NULL, &found);
+	hashcode = usage_key(&key, database, session_id);
+	LWLockAcquire(partition_lock(hashcode), LW_EXCLUSIVE);
+	e = hash_search_with_hash_value(usage_hash, &key, hashcode, HASH_ENTER_NULL, &found);
 	if (e != NULL)
 	{
 		if (!found)
@@ -158,7 +194,7 @@ usage_add(Oid database, const pg_uuid_t *session_id, int64 count, TimestampTz at
 		if (at > e->last_used)
 			e->last_used = at;
 	}
-	LWLockRelease(shared->lock);
+	LWLockRelease(partition_lock(hashcode));
 	return e != NULL;
 }
 
@@ -174,15 +210,16 @@ UsageLastUsed(const pg_uuid_t *session_id)
 	UsageKey	key;
 	UsageEntry *e;
 	TimestampTz at = 0;
+	uint32		hashcode;
 
 	if (shared == NULL)
 		return 0;
-	usage_key(&key, MyDatabaseId, session_id);
-	LWLockAcquire(shared->lock, LW_SHARED);
-	e = hash_search(usage_hash, &key, HASH_FIND, NULL);
+	hashcode = usage_key(&key, MyDatabaseId, session_id);
+	LWLockAcquire(partition_lock(hashcode), LW_SHARED);
+	e = hash_search_with_hash_value(usage_hash, &key, hashcode, HASH_FIND, NULL);
 	if (e != NULL)
 		at = e->last_used;
-	LWLockRelease(shared->lock);
+	LWLockRelease(partition_lock(hashcode));
 	return at;
 }
 
@@ -196,7 +233,7 @@ UsageNextDatabase(Oid after)
 
 	if (shared == NULL)
 		return InvalidOid;
-	LWLockAcquire(shared->lock, LW_SHARED);
+	lock_all(LW_SHARED);
 	hash_seq_init(&seq, usage_hash);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
@@ -207,7 +244,7 @@ UsageNextDatabase(Oid after)
 			(!OidIsValid(next) || e->key.database < next))
 			next = e->key.database;
 	}
-	LWLockRelease(shared->lock);
+	unlock_all();
 	return OidIsValid(next) ? next : first;
 }
 
@@ -219,12 +256,12 @@ UsageForget(Oid database)
 
 	if (shared == NULL)
 		return;
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	lock_all(LW_EXCLUSIVE);
 	hash_seq_init(&seq, usage_hash);
 	while ((e = hash_seq_search(&seq)) != NULL)
 		if (e->key.database == database)
 			(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
-	LWLockRelease(shared->lock);
+	unlock_all();
 }
 
 /*
@@ -248,7 +285,7 @@ UsageFlush(Oid database, bool (*write) (const pg_uuid_t *ids, const int64 *count
 		UsageEntry *e;
 		int			n = 0;
 
-		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		lock_all(LW_EXCLUSIVE);
 		hash_seq_init(&seq, usage_hash);
 		while (n < USAGE_BATCH && (e = hash_seq_search(&seq)) != NULL)
 		{
@@ -262,7 +299,7 @@ UsageFlush(Oid database, bool (*write) (const pg_uuid_t *ids, const int64 *count
 		}
 		if (n == USAGE_BATCH)
 			hash_seq_term(&seq);
-		LWLockRelease(shared->lock);
+		unlock_all();
 		if (n == 0)
 			break;
 		if (!write(ids, counts, times, n))
