@@ -1113,7 +1113,12 @@ validate_token(const char *token, size_t len, SessionRow *row,
 		else
 		{
 			VerdictEpochs epochs;
-			bool		keep = claims->has_hash && VerdictReadEpochs(&sid, &epochs);
+
+			/*
+			 * Kept from a token's second sight on: a token seen once (most
+			 * of a cold cache) does not pay for keeping what it never uses.
+			 */
+			bool		keep = claims->cache_hit && VerdictReadEpochs(&sid, &epochs);
 
 			StorageLookupSession(&sid, false, row);
 			status = PolicySessionVerdict(row, claims->sub,

@@ -54,6 +54,7 @@
 #include "access/parallel.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -264,7 +265,23 @@ note_session(Relation rel, HeapTuple tuple)
 	Datum		d;
 	int			slot;
 
-	att = SPI_fnumber(RelationGetDescr(rel), "session_id");
+	/* looked up once per relation (the table is rebuilt only by DDL) */
+	static Oid	att_rel = InvalidOid;
+	static int	att_no = 0;
+
+	if (RelationGetRelid(rel) != att_rel || att_no <= 0 ||
+		att_no > RelationGetDescr(rel)->natts ||
+		strcmp(NameStr(TupleDescAttr(RelationGetDescr(rel), att_no - 1)->attname),
+			   "session_id") != 0 ||
+		TupleDescAttr(RelationGetDescr(rel), att_no - 1)->atttypid != UUIDOID)
+	{
+		att_no = SPI_fnumber(RelationGetDescr(rel), "session_id");
+		att_rel = RelationGetRelid(rel);
+		if (att_no <= 0 ||
+			TupleDescAttr(RelationGetDescr(rel), att_no - 1)->atttypid != UUIDOID)
+			att_no = 0;			/* noted as a change of every session */
+	}
+	att = att_no;
 	d = att > 0 ? heap_getattr(tuple, att, RelationGetDescr(rel), &isnull) : (Datum) 0;
 	if (att <= 0 || isnull)
 	{

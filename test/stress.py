@@ -368,10 +368,11 @@ PREP_ISSUE = "PREPARE et_issue AS SELECT * FROM extension_token_issue($1)"
 
 def issue(setup, rnd, chk):
     """The round's first pair, or None (counted as an error).  The checking
-    connection validates its access token twice first, so that it holds the
-    session's verdict (1.2: a backend validating a token it has validated
-    before does not read the session's row while no change to the session
-    has committed): the checks after the race then attack that verdict."""
+    connection validates its access token three times first, so that it
+    holds the session's verdict and has used it (1.2: from its second
+    validation of a token on, a backend keeps the session's verdict and does
+    not read the row while no change to the session has committed): the
+    checks after the race then attack that verdict."""
     try:
         row = setup.run("SELECT * FROM extension_token_issue(%s)", (rnd.user,))[0]
     except Failure as exc:
@@ -379,7 +380,7 @@ def issue(setup, rnd, chk):
         return None
     rnd.add_pair(row)
     try:
-        for _ in (1, 2):
+        for _ in (1, 2, 3):
             if not chk.run("SELECT valid FROM extension_token_validate(%s)",
                            (row["access_token"],))[0]["valid"]:
                 rnd.errors.append("a fresh access token does not validate")
