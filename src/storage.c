@@ -2,9 +2,9 @@
  *
  * storage.c
  *	  The extension's tables: sessions (the truth), exchanged refresh
- *	  tokens, users' rate logs.
+ *	  tokens, users' rate logs, device authorizations, the audit trail.
  *
- * Four tables live in the extension's schema:
+ * Eight tables live in the extension's schema:
  *
  *	extension_token_sessions  one row per session, and the only truth about
  *							  it: the SHA-256 of its current access token and
@@ -27,6 +27,10 @@
  *	extension_token_legacy_refresh
  *							  the hashes of refresh tokens made before 1.2,
  *							  which do not carry their session id, with it.
+ *	extension_token_devices	  one row per device authorization (RFC 8628)
+ *							  until the cleanup deletes it: the SHA-256 of
+ *							  its device code and of its user code, and
+ *							  whether and by whom it was approved.
  *	extension_token_events	  the audit trail, insert only: written by the
  *							  statement that makes the change it records, as
  *							  a data-modifying CTE of it (so a change and its
@@ -48,7 +52,8 @@
  * on the refresh token's hash exists.  A refresh changes no indexed column of
  * the session's row (cleanup's index is on check_after, which only issue,
  * revocation and cleanup move), so it is a HOT update.  Without limits
- * neither issue nor refresh touches the user's row.
+ * neither issue nor refresh touches the user's row (the creation of an API
+ * key always does: a user's keys are counted under its lock).
  *
  * Privileges: the SQL functions run as their caller, who has no rights on
  * these tables.  Every statement here runs as the extension's owner, switched
@@ -63,8 +68,9 @@
  * Concurrency.  There is one lock order, and every path keeps it:
  *
  *		1. the user's row in extension_token_users (issue and refresh, only
- *		   with a rate limit or, for issue, a session limit; taken by the
- *		   rate slot's INSERT ... ON CONFLICT DO UPDATE);
+ *		   with a rate limit or, for issue, a session limit, and always for
+ *		   an API key; taken by the rate slot's INSERT ... ON CONFLICT DO
+ *		   UPDATE);
  *		2. session rows, several always in session_id order (revoke_user and
  *		   the session limit lock their victims with ORDER BY session_id
  *		   FOR NO KEY UPDATE before updating them);
@@ -1645,10 +1651,12 @@ cleanup_pause(int delay_ms, TimestampTz batch_start)
 }
 
 /*
- * Deletes, batch by batch, the sessions (and their exchanged tokens) that
- * were revoked or ran out before `dead_before`, then users with nothing
- * left, pausing delay_ms between batches.  Returns the rows deleted from all
- * three tables.
+ * Deletes, batch by batch, the sessions (with their exchanged tokens and
+ * legacy refresh hashes) that were revoked or ran out before `dead_before`,
+ * then users with nothing left, device authorizations that ran out before
+ * `dead_before`, and events older than `events_before` (0: none), pausing
+ * delay_ms between batches.  Returns the rows deleted from all of these
+ * tables.
  */
 uint64
 StorageCleanup(TimestampTz dead_before, TimestampTz events_before, int batch_size,
