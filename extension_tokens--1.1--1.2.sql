@@ -7,6 +7,53 @@
 \echo Use "ALTER EXTENSION extension_tokens UPDATE TO '1.2'" to load this file. \quit
 
 -------------------------------------------------------------------------------
+-- Default privileges (ALTER DEFAULT PRIVILEGES) may grant the tables and
+-- functions this script creates to other roles as they are created: Supabase
+-- grants everything new in public to its API roles.  This helper takes back
+-- every grant that the ACL of one object (p_kind 'TABLE', which includes
+-- views and sequences, or 'FUNCTION') gives to a role other than its owner;
+-- it is called once per object, after that object's REVOKE ... FROM PUBLIC
+-- where it has one.  What PUBLIC has is left alone: each object's own
+-- REVOKE ... FROM PUBLIC, or GRANT ... TO PUBLIC, says what PUBLIC gets.  It
+-- is dropped again at the end of this script.
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION extension_tokens_revoke_role_grants(p_kind text, p_object text)
+RETURNS void
+LANGUAGE plpgsql
+AS $revoke_role_grants$
+DECLARE
+    target text;
+    acl pg_catalog.aclitem[];
+    obj_owner oid;
+    r record;
+BEGIN
+    IF p_kind OPERATOR(pg_catalog.=) 'FUNCTION' THEN
+        SELECT pg_catalog.format('FUNCTION %s', p.oid::pg_catalog.regprocedure), p.proacl, p.proowner
+          INTO target, acl, obj_owner
+          FROM pg_catalog.pg_proc p
+         WHERE p.oid OPERATOR(pg_catalog.=) p_object::pg_catalog.regprocedure;
+    ELSIF p_kind OPERATOR(pg_catalog.=) 'TABLE' THEN
+        SELECT pg_catalog.format('TABLE %s', c.oid::pg_catalog.regclass), c.relacl, c.relowner
+          INTO target, acl, obj_owner
+          FROM pg_catalog.pg_class c
+         WHERE c.oid OPERATOR(pg_catalog.=) p_object::pg_catalog.regclass;
+    ELSE
+        RAISE EXCEPTION 'extension_tokens_revoke_role_grants: unknown kind %', p_kind;
+    END IF;
+    FOR r IN
+        SELECT DISTINCT a.grantee
+          FROM pg_catalog.aclexplode(acl) a
+         WHERE a.grantee OPERATOR(pg_catalog.<>) obj_owner
+           AND a.grantee OPERATOR(pg_catalog.<>) 0
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', target,
+                                  pg_catalog.pg_get_userbyid(r.grantee));
+    END LOOP;
+END
+$revoke_role_grants$;
+
+-------------------------------------------------------------------------------
 -- What depends on the columns and signatures that change goes first; each is
 -- created again below.
 -------------------------------------------------------------------------------
@@ -306,25 +353,8 @@ SELECT pg_catalog.pg_extension_config_dump('extension_token_devices', '');
 -- privileges granted (Supabase grants new tables in public to its API roles),
 -- and row level security with no policy behind that.
 REVOKE ALL ON extension_token_devices, extension_token_legacy_refresh FROM PUBLIC;
-DO $revoke$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT c.oid::pg_catalog.regclass AS tab, a.grantee
-          FROM pg_catalog.pg_class c,
-               LATERAL pg_catalog.aclexplode(c.relacl) a
-         WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
-                   'extension_token_devices'::pg_catalog.regclass,
-                   'extension_token_legacy_refresh'::pg_catalog.regclass])
-           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', r.tab,
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke$;
+SELECT extension_tokens_revoke_role_grants('TABLE', 'extension_token_devices');
+SELECT extension_tokens_revoke_role_grants('TABLE', 'extension_token_legacy_refresh');
 ALTER TABLE extension_token_devices ENABLE ROW LEVEL SECURITY;
 ALTER TABLE extension_token_legacy_refresh ENABLE ROW LEVEL SECURITY;
 
@@ -538,44 +568,23 @@ REVOKE ALL ON FUNCTION extension_token_device_deny(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_api_key_create(text, text, text[], interval, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_api_key_list(text) FROM PUBLIC;
 REVOKE ALL ON extension_token_sessions_admin FROM PUBLIC;
-DO $revoke$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT pg_catalog.format('FUNCTION %s', p.oid::pg_catalog.regprocedure) AS obj, a.grantee
-          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-         WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
-                   'extension_token_issue(text, text, interval, jsonb, text[])'::pg_catalog.regprocedure,
-                   'extension_token_validate(text, text[])'::pg_catalog.regprocedure,
-                   'revoke_user_extension_tokens(text, uuid)'::pg_catalog.regprocedure,
-                   'extension_token_revoke_session(uuid)'::pg_catalog.regprocedure,
-                   'extension_token_list(text)'::pg_catalog.regprocedure,
-                   'extension_token_sessions_expiring(interval)'::pg_catalog.regprocedure,
-                   'extension_tokens_grant_api_roles(text, text, text)'::pg_catalog.regprocedure,
-                   'extension_token_session_state(timestamptz, timestamptz, timestamptz, interval, timestamptz, timestamptz)'::pg_catalog.regprocedure,
-                   'extension_tokens_signing_keys()'::pg_catalog.regprocedure,
-                   'extension_token_device_start(text, text[])'::pg_catalog.regprocedure,
-                   'extension_token_device_approve(text, text)'::pg_catalog.regprocedure,
-                   'extension_token_device_deny(text)'::pg_catalog.regprocedure,
-                   'extension_token_device_poll(text)'::pg_catalog.regprocedure,
-                   'extension_token_api_key_create(text, text, text[], interval, jsonb)'::pg_catalog.regprocedure,
-                   'extension_token_api_key_list(text)'::pg_catalog.regprocedure])
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-        UNION
-        SELECT DISTINCT pg_catalog.format('TABLE %s', c.oid::pg_catalog.regclass), a.grantee
-          FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
-         WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY['extension_token_sessions_admin'::pg_catalog.regclass,
-                                                     'extension_token_devices'::pg_catalog.regclass])
-           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', r.obj,
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke$;
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_issue(text, text, interval, jsonb, text[])');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_validate(text, text[])');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'revoke_user_extension_tokens(text, uuid)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_revoke_session(uuid)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_list(text)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_sessions_expiring(interval)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_tokens_grant_api_roles(text, text, text)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_session_state(timestamptz, timestamptz, timestamptz, interval, timestamptz, timestamptz)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_tokens_signing_keys()');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_device_start(text, text[])');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_device_approve(text, text)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_device_deny(text)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_device_poll(text)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_api_key_create(text, text, text[], interval, jsonb)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_api_key_list(text)');
+SELECT extension_tokens_revoke_role_grants('TABLE', 'extension_token_sessions_admin');
+SELECT extension_tokens_revoke_role_grants('TABLE', 'extension_token_devices');
 -- The token is the credential (RFC 7009): an add-in signs itself out with
 -- the anon key.
 GRANT EXECUTE ON FUNCTION extension_token_revoke(text) TO PUBLIC;
@@ -603,22 +612,7 @@ COMMENT ON FUNCTION extension_tokens_drop_jobs() IS
 -- Nobody calls it but the event trigger: not PUBLIC, and not the API roles
 -- that default privileges may have granted it to (Supabase's).
 REVOKE ALL ON FUNCTION extension_tokens_drop_jobs() FROM PUBLIC;
-DO $revoke_drop_jobs$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS obj, a.grantee
-          FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
-         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_tokens_drop_jobs()'::pg_catalog.regprocedure
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s', r.obj,
-                                  CASE WHEN r.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
-                                       ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(r.grantee)) END);
-    END LOOP;
-END
-$revoke_drop_jobs$;
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_tokens_drop_jobs()');
 
 CREATE EVENT TRIGGER extension_tokens_drop_jobs ON ddl_command_start
     WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA', 'DROP OWNED')
@@ -687,25 +681,8 @@ SELECT pg_catalog.pg_extension_config_dump('extension_token_events_event_id_seq'
 -- As for the other tables: nobody but the owner, whatever default privileges
 -- granted, and row level security with no policy behind that.
 REVOKE ALL ON extension_token_events, extension_token_events_event_id_seq FROM PUBLIC;
-DO $revoke_events$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT c.oid::pg_catalog.regclass AS tab, a.grantee
-          FROM pg_catalog.pg_class c,
-               LATERAL pg_catalog.aclexplode(c.relacl) a
-         WHERE c.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
-                   'extension_token_events'::pg_catalog.regclass,
-                   'extension_token_events_event_id_seq'::pg_catalog.regclass])
-           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM %I', r.tab,
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_events$;
+SELECT extension_tokens_revoke_role_grants('TABLE', 'extension_token_events');
+SELECT extension_tokens_revoke_role_grants('TABLE', 'extension_token_events_event_id_seq');
 ALTER TABLE extension_token_events ENABLE ROW LEVEL SECURITY;
 
 CREATE TYPE extension_token_event AS (
@@ -738,24 +715,8 @@ COMMENT ON FUNCTION extension_token_events_by_token(text) IS
 
 REVOKE ALL ON FUNCTION extension_token_events(text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION extension_token_events_by_token(text) FROM PUBLIC;
-DO $revoke_event_functions$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT p.oid::pg_catalog.regprocedure AS fn, a.grantee
-          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-         WHERE p.oid OPERATOR(pg_catalog.=) ANY (ARRAY[
-                   'extension_token_events(text, timestamptz)'::pg_catalog.regprocedure,
-                   'extension_token_events_by_token(text)'::pg_catalog.regprocedure])
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %I', r.fn,
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_event_functions$;
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_events(text, timestamptz)');
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_events_by_token(text)');
 
 -- Monitoring (monitoring/queries.yaml): the events of this database within
 -- the last p_window, by kind and reason, every kind present (zero if none),
@@ -783,22 +744,7 @@ END;
 COMMENT ON FUNCTION extension_token_event_counts(interval) IS
 'Events of this database within the last p_window, by kind and reason (every kind present, zero if none): for monitoring; grant it and extension_token_stats() to a monitoring role';
 REVOKE ALL ON FUNCTION extension_token_event_counts(interval) FROM PUBLIC;
-DO $revoke_event_counts$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT a.grantee
-          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_token_event_counts(interval)'::pg_catalog.regprocedure
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_token_event_counts(interval) FROM %I',
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_event_counts$;
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_event_counts(interval)');
 
 -- Daily figures that survive the cleanup of sessions (events are kept for
 -- event_retention): every day of the last p_days and every kind, zero-filled.
@@ -824,22 +770,7 @@ END;
 COMMENT ON FUNCTION extension_token_events_daily(integer) IS
 'Events of this database per day (the caller''s time zone) over the last p_days, by kind, every day and kind present (zero if none); from the events, so the figures survive the cleanup of sessions for extension_tokens.event_retention';
 REVOKE ALL ON FUNCTION extension_token_events_daily(integer) FROM PUBLIC;
-DO $revoke_events_daily$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT a.grantee
-          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_token_events_daily(integer)'::pg_catalog.regprocedure
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_token_events_daily(integer) FROM %I',
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_events_daily$;
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_events_daily(integer)');
 
 -- "Expiring soon": NOTIFY extension_tokens for every live session and API
 -- key whose end (refresh expiry or lifetime) falls within p_within, once:
@@ -866,22 +797,7 @@ END;
 COMMENT ON FUNCTION extension_tokens_notify_expiring(interval, interval) IS
 'NOTIFY extension_tokens (event expiring, kind, session_id, user_id, expires_at; never a token) for each live session and API key whose end entered the last p_within during the last p_every; schedule it every p_every with pg_cron.  Returns how many were notified';
 REVOKE ALL ON FUNCTION extension_tokens_notify_expiring(interval, interval) FROM PUBLIC;
-DO $revoke_notify_expiring$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT a.grantee
-          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_tokens_notify_expiring(interval, interval)'::pg_catalog.regprocedure
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_tokens_notify_expiring(interval, interval) FROM %I',
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_notify_expiring$;
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_tokens_notify_expiring(interval, interval)');
 
 -------------------------------------------------------------------------------
 -- Asymmetric signing (ES256, EdDSA) and the public JWK Set (issue 24).
@@ -900,22 +816,7 @@ COMMENT ON FUNCTION extension_token_jwks() IS
 -- a GET on /rpc/extension_token_jwks, may read them.  As above, grants that
 -- default privileges made to roles directly are taken back first, so that
 -- the one grant is PUBLIC's.
-DO $revoke_jwks$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT a.grantee
-          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_token_jwks()'::pg_catalog.regprocedure
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_token_jwks() FROM %I',
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_jwks$;
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_jwks()');
 GRANT EXECUTE ON FUNCTION extension_token_jwks() TO PUBLIC;
 
 -------------------------------------------------------------------------------
@@ -945,22 +846,7 @@ COMMENT ON TABLE extension_token_issued_rollup IS
 SELECT pg_catalog.pg_extension_config_dump('extension_token_issued_rollup', '');
 
 REVOKE ALL ON extension_token_issued_rollup FROM PUBLIC;
-DO $revoke_rollup$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT a.grantee
-          FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
-         WHERE c.oid OPERATOR(pg_catalog.=) 'extension_token_issued_rollup'::pg_catalog.regclass
-           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON extension_token_issued_rollup FROM %I',
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_rollup$;
+SELECT extension_tokens_revoke_role_grants('TABLE', 'extension_token_issued_rollup');
 ALTER TABLE extension_token_issued_rollup ENABLE ROW LEVEL SECURITY;
 
 -- Issued per day: 1.1 counted the surviving sessions, so the cleanup made
@@ -998,22 +884,7 @@ SELECT days.day,
 COMMENT ON VIEW extension_tokens_issued_daily IS
 'Sessions issued and API keys created in this database per day (the caller''s time zone) over the last 30 days, every day present (0 if none); sessions that extension_tokens_cleanup() has deleted are still counted (extension_token_issued_rollup), so a day''s figures never shrink';
 REVOKE ALL ON extension_tokens_issued_daily FROM PUBLIC;
-DO $revoke_issued_daily$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT a.grantee
-          FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
-         WHERE c.oid OPERATOR(pg_catalog.=) 'extension_tokens_issued_daily'::pg_catalog.regclass
-           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON extension_tokens_issued_daily FROM %I',
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_issued_daily$;
+SELECT extension_tokens_revoke_role_grants('TABLE', 'extension_tokens_issued_daily');
 
 -- What this database last recorded of the keys in force: their public names
 -- only (the kid of the HS256 secret, a SHA-256 prefix that every token it
@@ -1036,22 +907,7 @@ COMMENT ON TABLE extension_token_signing_state IS
 'The signing keys this database last recorded (one row): extension_tokens.signing_algorithm, the key id of the HS256 secret (the "kid" of the tokens it signs) and the RFC 7638 thumbprint of the signing key; never a key.  A difference from the keys in force is recorded as a secret_rotated event';
 
 REVOKE ALL ON extension_token_signing_state FROM PUBLIC;
-DO $revoke_signing_state$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT a.grantee
-          FROM pg_catalog.pg_class c, LATERAL pg_catalog.aclexplode(c.relacl) a
-         WHERE c.oid OPERATOR(pg_catalog.=) 'extension_token_signing_state'::pg_catalog.regclass
-           AND a.grantee OPERATOR(pg_catalog.<>) c.relowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON extension_token_signing_state FROM %I',
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_signing_state$;
+SELECT extension_tokens_revoke_role_grants('TABLE', 'extension_token_signing_state');
 ALTER TABLE extension_token_signing_state ENABLE ROW LEVEL SECURITY;
 
 CREATE FUNCTION extension_tokens_check_signing_keys()
@@ -1061,22 +917,7 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION extension_tokens_check_signing_keys() IS
 'For administrators: compares the signing keys in force with those this database last recorded and, if they differ, writes a secret_rotated event (the key ids, never a key); true if it did.  The revoker''s worker does this in every database after each reload that changed the keys and at server start; call it where the library is not preloaded';
 REVOKE ALL ON FUNCTION extension_tokens_check_signing_keys() FROM PUBLIC;
-DO $revoke_check_keys$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT a.grantee
-          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_tokens_check_signing_keys()'::pg_catalog.regprocedure
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_tokens_check_signing_keys() FROM %I',
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_check_keys$;
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_tokens_check_signing_keys()');
 
 -- The keys in force now are this database's starting point: a rotation from
 -- here on is recorded, and none is invented for the keys it started with.
@@ -1098,22 +939,7 @@ LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION extension_token_session_changed() IS
 'Internal: the trigger on extension_token_sessions that notes which sessions a transaction changes, so that validations skipping the session''s row (extension_tokens.session_verdicts) stop at its commit';
 REVOKE ALL ON FUNCTION extension_token_session_changed() FROM PUBLIC;
-DO $revoke_session_changed$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN
-        SELECT DISTINCT a.grantee
-          FROM pg_catalog.pg_proc p, LATERAL pg_catalog.aclexplode(p.proacl) a
-         WHERE p.oid OPERATOR(pg_catalog.=) 'extension_token_session_changed()'::pg_catalog.regprocedure
-           AND a.grantee OPERATOR(pg_catalog.<>) p.proowner
-           AND a.grantee OPERATOR(pg_catalog.<>) 0
-    LOOP
-        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION extension_token_session_changed() FROM %I',
-                                  pg_catalog.pg_get_userbyid(r.grantee));
-    END LOOP;
-END
-$revoke_session_changed$;
+SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_session_changed()');
 CREATE TRIGGER extension_token_session_changed
     BEFORE UPDATE OR DELETE ON extension_token_sessions
     FOR EACH ROW EXECUTE FUNCTION extension_token_session_changed();
@@ -1123,3 +949,6 @@ CREATE TRIGGER extension_token_sessions_truncated
 ALTER TABLE extension_token_sessions
     ENABLE ALWAYS TRIGGER extension_token_session_changed,
     ENABLE ALWAYS TRIGGER extension_token_sessions_truncated;
+
+-- The helper of the top of this script has done its work.
+DROP FUNCTION extension_tokens_revoke_role_grants(text, text);

@@ -1947,8 +1947,10 @@ extension_tokens_cleanup(PG_FUNCTION_ARGS)
 }
 
 /*
- * extension_tokens_cleanup_schedule(p_schedule text) RETURNS text
- * extension_tokens_cleanup_unschedule() RETURNS text
+ * What extension_tokens_cleanup_schedule(p_schedule text, p_quiet boolean)
+ * and extension_tokens_cleanup_unschedule() return (text): the job
+ * scheduled or removed, through a worker in the cron database.  A failure
+ * raises, or with `raise` false (p_quiet) is a WARNING and "not scheduled".
  */
 static Datum
 cron_call(bool unschedule, const char *schedule, bool raise)

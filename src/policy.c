@@ -278,7 +278,7 @@ PolicyRequireManageScope(const char *action)
 }
 
 /*
- * A user id (SPEC 1.2): a non-empty string of at most 255 bytes without
+ * A user id (from 1.2 on): a non-empty string of at most 255 bytes without
  * control characters, so that any identity provider's `sub` fits (uuids,
  * Clerk's "user_2...", Auth0's "auth0|...", integers as text).
  */

@@ -2,9 +2,9 @@
  *
  * storage.c
  *	  The extension's tables: sessions (the truth), exchanged refresh
- *	  tokens, users' rate logs.
+ *	  tokens, users' rate logs, device authorizations, the audit trail.
  *
- * Four tables live in the extension's schema:
+ * Eight tables live in the extension's schema:
  *
  *	extension_token_sessions  one row per session, and the only truth about
  *							  it: the SHA-256 of its current access token and
@@ -27,6 +27,10 @@
  *	extension_token_legacy_refresh
  *							  the hashes of refresh tokens made before 1.2,
  *							  which do not carry their session id, with it.
+ *	extension_token_devices	  one row per device authorization (RFC 8628)
+ *							  until the cleanup deletes it: the SHA-256 of
+ *							  its device code and of its user code, and
+ *							  whether and by whom it was approved.
  *	extension_token_events	  the audit trail, insert only: written by the
  *							  statement that makes the change it records, as
  *							  a data-modifying CTE of it (so a change and its
@@ -48,7 +52,8 @@
  * on the refresh token's hash exists.  A refresh changes no indexed column of
  * the session's row (cleanup's index is on check_after, which only issue,
  * revocation and cleanup move), so it is a HOT update.  Without limits
- * neither issue nor refresh touches the user's row.
+ * neither issue nor refresh touches the user's row (the creation of an API
+ * key always does: a user's keys are counted under its lock).
  *
  * Privileges: the SQL functions run as their caller, who has no rights on
  * these tables.  Every statement here runs as the extension's owner, switched
@@ -63,8 +68,9 @@
  * Concurrency.  There is one lock order, and every path keeps it:
  *
  *		1. the user's row in extension_token_users (issue and refresh, only
- *		   with a rate limit or, for issue, a session limit; taken by the
- *		   rate slot's INSERT ... ON CONFLICT DO UPDATE);
+ *		   with a rate limit or, for issue, a session limit, and always for
+ *		   an API key; taken by the rate slot's INSERT ... ON CONFLICT DO
+ *		   UPDATE);
  *		2. session rows, several always in session_id order (revoke_user and
  *		   the session limit lock their victims with ORDER BY session_id
  *		   FOR NO KEY UPDATE before updating them);
@@ -350,9 +356,227 @@ enum
 	"WITH " REFRESH_UPDATE("", "") \
 	"SELECT true, NULL::pg_catalog.timestamptz, EXISTS (SELECT 1 FROM c)"
 
+/*
+ * The other statements' parameters and result columns, by name.  A
+ * parameter's value is its position in the SQL ($1 is 1), a column's its
+ * position in the result (1 is the first, as SPI_getbinval counts): values[]
+ * is filled through the first, the result read through the second, and
+ * storage_exec() is given the count of the second, which it checks against
+ * the result's width (NO_RESULT: the statement returns no rows).
+ */
+#define NO_RESULT 0
+
+/* Issue's and refresh's result: the rate slot's answer first. */
+enum
+{
+	RATE_OK = 1, RATE_OLDEST, IC_NCOLS = RATE_OLDEST
+};
+enum
+{
+	RC_EXCHANGED = RATE_OLDEST + 1, RC_NCOLS = RC_EXCHANGED
+};
+
+/* ST_TOUCH */
+enum
+{
+	TP_SESSION = 1, TP_NOW, TP_OLDER_THAN, TP_COUNT = TP_OLDER_THAN
+};
+
+/*
+ * The revocations (REVOKE_VICTIMS and REVOKE_EVENTS take $2 the time and $3
+ * the reason in each), and their result: one row per session revoked.
+ */
+enum
+{
+	OLP_USER = 1, OLP_AT, OLP_REASON, OLP_KEEP, OLP_NEW_SESSION, OLP_ACTOR,
+	OLP_COUNT = OLP_ACTOR
+};
+enum
+{
+	RSP_SESSION = 1, RSP_AT, RSP_REASON, RSP_ACTOR, RSP_COUNT = RSP_ACTOR
+};
+enum
+{
+	RUP_USER = 1, RUP_AT, RUP_REASON, RUP_EXCEPT, RUP_ACTOR, RUP_COUNT = RUP_ACTOR
+};
+enum
+{
+	RVC_SESSION = 1, RVC_USER, RVC_NCOLS = RVC_USER
+};
+
+/* ST_COUNT_KEYS */
+enum
+{
+	CKP_USER = 1, CKP_NOW, CKP_COUNT = CKP_NOW
+};
+enum
+{
+	CKC_LIVE = 1, CKC_NCOLS = CKC_LIVE
+};
+
+/* ST_LIST; its columns are those of the type extension_token_session. */
+enum
+{
+	SLP_USER = 1, SLP_NOW, SLP_COUNT = SLP_NOW
+};
+enum
+{
+	SLC_SESSION = 1, SLC_USER, SLC_NAME, SLC_STATUS, SLC_CREATED, SLC_LAST_USED,
+	SLC_EXPIRES, SLC_REFRESH_EXPIRES, SLC_REVOKED, SLC_REFRESH_COUNT,
+	SLC_LAST_REFRESH, SLC_REVOKED_REASON, SLC_ERROR, SLC_ERROR_AT, SLC_USER_AGENT,
+	SLC_IP, SLC_SCOPES, SLC_USE_COUNT, SLC_KIND, SLC_NCOLS = SLC_KIND
+};
+
+/* ST_RECORD_REFRESH_ERROR */
+enum
+{
+	REP_SESSION = 1, REP_AT, REP_ERROR, REP_COUNT = REP_ERROR
+};
+
+/* ST_RATE_UNDO */
+enum
+{
+	UNP_USER = 1, UNP_ENTRY, UNP_COUNT = UNP_ENTRY
+};
+
+/*
+ * The cleanup's batches: $1 the time before which rows are done with, $2
+ * the batch size (the devices and events statements take only these two),
+ * $3 where the last batch ended.
+ */
+enum
+{
+	CBP_BEFORE = 1, CBP_BATCH, CBP_AFTER, CBP_COUNT = CBP_AFTER
+};
+enum
+{
+	CSC_TOKENS = 1, CSC_SESSIONS, CSC_LOOKED_AT, CSC_LAST, CSC_NCOLS = CSC_LAST
+};
+enum
+{
+	CUC_USERS = 1, CUC_LAST, CUC_NCOLS = CUC_LAST
+};
+/* ST_CLEANUP_LOCK: the lock's key; its one column is void. */
+enum
+{
+	CLP_KEY = 1, CLP_COUNT = CLP_KEY
+};
+enum
+{
+	CLC_LOCKED = 1, CLC_NCOLS = CLC_LOCKED
+};
+
+/* ST_COUNTS */
+enum
+{
+	CNP_NOW = 1, CNP_COUNT = CNP_NOW
+};
+enum
+{
+	CNC_ISSUED_24H = 1, CNC_ACTIVE, CNC_REVOKED, CNC_EXPIRED, CNC_NCOLS = CNC_EXPIRED
+};
+
+/* ST_KEY_COUNTS */
+enum
+{
+	KCP_NOW = 1, KCP_COUNT = KCP_NOW
+};
+enum
+{
+	KCC_KEY_ID = 1, KCC_SESSIONS, KCC_NCOLS = KCC_SESSIONS
+};
+
+/* ST_ADD_USE: three arrays, element i of each for one session. */
+enum
+{
+	AUP_SESSIONS = 1, AUP_USES, AUP_LAST_USED, AUP_COUNT = AUP_LAST_USED
+};
+
+/* The device authorization's statements. */
+enum
+{
+	DSP_DEVICE = 1, DSP_USER_CODE, DSP_NAME, DSP_SCOPES, DSP_NOW, DSP_EXPIRES,
+	DSP_INTERVAL, DSP_COUNT = DSP_INTERVAL
+};
+enum
+{
+	DFP_USER = 1, DFP_SINCE, DFP_COUNT = DFP_SINCE
+};
+enum
+{
+	DFC_FAILURES = 1, DFC_OLDEST, DFC_NCOLS = DFC_OLDEST
+};
+enum
+{
+	DDP_USER_CODE = 1, DDP_USER, DDP_NOW, DDP_STATUS, DDP_ACTOR, DDP_COUNT = DDP_ACTOR
+};
+enum
+{
+	DDC_DECIDED = 1, DDC_NCOLS = DDC_DECIDED
+};
+enum
+{
+	DLP_USER = 1, DLP_NOW, DLP_HOUR_AGO, DLP_COUNT = DLP_HOUR_AGO
+};
+enum
+{
+	DPP_DEVICE = 1, DPP_COUNT = DPP_DEVICE
+};
+enum
+{
+	DPC_STATUS = 1, DPC_EXPIRES, DPC_USER, DPC_NAME, DPC_SCOPES, DPC_INTERVAL,
+	DPC_NCOLS = DPC_INTERVAL
+};
+enum
+{
+	DCP_DEVICE = 1, DCP_SESSION, DCP_COUNT = DCP_SESSION
+};
+
+/*
+ * The audit trail's statements; those that read it return the columns of
+ * the type extension_token_event (EVENT_COLUMNS).
+ */
+enum
+{
+	EVP_AT = 1, EVP_EVENT, EVP_USER, EVP_SESSION, EVP_ACTOR, EVP_REASON,
+	EVP_HASH, EVP_COUNT = EVP_HASH
+};
+enum
+{
+	EUP_USER = 1, EUP_SINCE, EUP_COUNT = EUP_SINCE
+};
+enum
+{
+	EAP_SINCE = 1, EAP_COUNT = EAP_SINCE
+};
+enum
+{
+	ETP_HASH = 1, ETP_SESSION, ETP_COUNT = ETP_SESSION
+};
+enum
+{
+	EC_ID = 1, EC_AT, EC_EVENT, EC_USER, EC_SESSION, EC_ACTOR, EC_REASON, EC_IP,
+	EC_USER_AGENT, EC_NCOLS = EC_USER_AGENT
+};
+
+/*
+ * The record of the signing keys: the seed takes the first four
+ * parameters, a rotation all six; the reads return the record's key ids.
+ */
+enum
+{
+	SKP_ALGORITHM = 1, SKP_SECRET_ID, SKP_KEY_ID, SKP_AT, SKP_ACTOR, SKP_CHANGES,
+	SKP_COUNT = SKP_CHANGES
+};
+enum
+{
+	SKC_ALGORITHM = 1, SKC_SECRET_ID, SKC_KEY_ID, SKC_NCOLS = SKC_KEY_ID
+};
+
 static const Statement statements[ST_COUNT] = {
 	/*
-	 * Last use, at most once per interval.  SKIP LOCKED: validation never
+	 * Last use, at most once per interval (TP_*: $1 the session, $2 now, $3
+	 * the last use it must be older than).  SKIP LOCKED: validation never
 	 * waits for a lock (a refresh or revocation holding the row writes it
 	 * anyway, or ends the session).
 	 */
@@ -363,7 +587,7 @@ static const Statement statements[ST_COUNT] = {
 		"      AND (last_used_at IS NULL OR last_used_at OPERATOR(pg_catalog.<) $3) "
 		"      FOR NO KEY UPDATE SKIP LOCKED) l "
 		"WHERE s.session_id OPERATOR(pg_catalog.=) l.session_id",
-		3, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+		TP_COUNT, {UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 	},
 	[ST_ISSUE] = {
 		ISSUE_STATEMENT(RATE_SLOT("issue_log", "$2", "$6", "$11", "$12")),
@@ -384,9 +608,10 @@ static const Statement statements[ST_COUNT] = {
 	},
 	/*
 	 * With max_sessions_per_user, after an issue: the user's other live
-	 * sessions beyond the newest $4 ($5 is the new one).  A statement of its
-	 * own, run after the issue statement has waited for the user's row: its
-	 * snapshot then sees the sessions that the transactions waited for have
+	 * sessions beyond the newest $4 ($5 is the new one; OLP_*: $1 the user,
+	 * $2 now, $3 the reason, $6 the actor).  A statement of its own, run
+	 * after the issue statement has waited for the user's row: its snapshot
+	 * then sees the sessions that the transactions waited for have
 	 * committed, which a CTE of the issue statement would not.  The newest
 	 * are chosen without a lock; only the victims are locked, in session_id
 	 * order.
@@ -400,14 +625,14 @@ static const Statement statements[ST_COUNT] = {
 									 "AND " SESSION_STATE("o", "$2") " OPERATOR(pg_catalog.=) 'active' "
 									 "ORDER BY o.created_at DESC, o.session_id DESC OFFSET $4))"),
 					  "$6"),
-		6, {TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, UUIDOID, TEXTOID}
+		OLP_COUNT, {TEXTOID, TIMESTAMPTZOID, TEXTOID, INT4OID, UUIDOID, TEXTOID}
 	},
-	/* The user's live API keys ($1 the user, $2 now). */
+	/* The user's live API keys (CKP_*: $1 the user, $2 now; CKC_*). */
 	[ST_COUNT_KEYS] = {
 		"SELECT pg_catalog.count(*) FROM @.extension_token_sessions o "
 		"WHERE o.user_id OPERATOR(pg_catalog.=) $1 AND o.kind OPERATOR(pg_catalog.=) 'api_key' "
 		"AND " SESSION_STATE("o", "$2") " OPERATOR(pg_catalog.=) 'active'",
-		2, {TEXTOID, TIMESTAMPTZOID}
+		CKP_COUNT, {TEXTOID, TIMESTAMPTZOID}
 	},
 	[ST_REFRESH] = {
 		REFRESH_STATEMENT(RATE_SLOT("refresh_log", "$2", "$4", "$9", "$10")),
@@ -417,22 +642,29 @@ static const Statement statements[ST_COUNT] = {
 		REFRESH_BARE_STATEMENT,
 		RP_COUNT, {REFRESH_TYPES}
 	},
+	/* RSP_*: $1 the session, $2 now, $3 the reason, $4 the actor. */
 	[ST_REVOKE_SESSION] = {
 		REVOKE_EVENTS("UPDATE @.extension_token_sessions SET revoked_at = $2, revoked_reason = $3, "
 					  "  retry_box = NULL, check_after = LEAST(check_after, $2) "
 					  "WHERE session_id OPERATOR(pg_catalog.=) $1 AND revoked_at IS NULL "
 					  "RETURNING session_id, user_id", "$4"),
-		4, {UUIDOID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
+		RSP_COUNT, {UUIDOID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
 	},
-	/* Every live session of user $1 but $4 (NULL: none spared). */
+	/*
+	 * Every live session of user $1 but $4 (NULL: none spared; RUP_*: $2
+	 * now, $3 the reason, $5 the actor).
+	 */
 	[ST_REVOKE_USER] = {
 		REVOKE_EVENTS(REVOKE_VICTIMS("v.user_id OPERATOR(pg_catalog.=) $1 "
 									 "AND v.session_id IS DISTINCT FROM $4 "
 									 "AND " SESSION_STATE("v", "$2") " OPERATOR(pg_catalog.=) 'active'"),
 					  "$5"),
-		5, {TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID}
+		RUP_COUNT, {TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID}
 	},
-	/* The columns of extension_token_session, in its order. */
+	/*
+	 * The columns of extension_token_session, in its order (SLC_*), of user
+	 * $1's sessions at $2 (SLP_*).
+	 */
 	[ST_LIST] = {
 		"SELECT s.session_id, s.user_id, s.name, " SESSION_STATE("s", "$2") ", "
 		"  s.created_at, s.last_used_at, s.expires_at, s.refresh_expires_at, s.revoked_at, "
@@ -440,36 +672,38 @@ static const Statement statements[ST_COUNT] = {
 		"  s.last_refresh_error_at, s.user_agent, s.ip, s.scopes, s.use_count, s.kind "
 		"FROM @.extension_token_sessions s WHERE s.user_id OPERATOR(pg_catalog.=) $1 "
 		"ORDER BY s.created_at DESC, s.session_id DESC",
-		2, {TEXTOID, TIMESTAMPTZOID}
+		SLP_COUNT, {TEXTOID, TIMESTAMPTZOID}
 	},
+	/* REP_*: $1 the session, $2 now, $3 the error. */
 	[ST_RECORD_REFRESH_ERROR] = {
 		"UPDATE @.extension_token_sessions SET last_refresh_error = $3, "
 		"last_refresh_error_at = $2 WHERE session_id OPERATOR(pg_catalog.=) $1",
-		3, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
+		REP_COUNT, {UUIDOID, TIMESTAMPTZOID, TEXTOID}
 	},
 	/*
 	 * A refresh that lost its exchange gives back the rate slot it took
-	 * (its entry $2), so that a call answered from the retry window costs
-	 * nothing.
+	 * (UNP_*: $1 the user, $2 its entry), so that a call answered from the
+	 * retry window costs nothing.
 	 */
 	[ST_RATE_UNDO] = {
 		"UPDATE @.extension_token_users SET refresh_log = "
 		"pg_catalog.array_remove(refresh_log, $2) WHERE user_id OPERATOR(pg_catalog.=) $1",
-		2, {TEXTOID, TIMESTAMPTZOID}
+		UNP_COUNT, {TEXTOID, TIMESTAMPTZOID}
 	},
 	/*
-	 * One batch of sessions due for a look (check_after before $1): those
-	 * that died (revoked, or past their refresh expiry) before $1 are
-	 * deleted with their exchanged tokens (one that ran out rather than being
-	 * revoked leaves a session_expired event, dated at its refresh expiry); those a refresh kept alive get
-	 * check_after moved on to their present expiry.  SKIP LOCKED: a session
-	 * someone is touching right now is left for the next run.  The batches
-	 * walk the index upwards from $3, where the last one ended (the third
-	 * column): the rows a batch deleted stay in the index until the
-	 * transaction ends, and starting from the bottom every time would visit
-	 * them all again, making a large backlog quadratic.  Columns: exchanged
-	 * tokens deleted, sessions deleted, sessions looked at, the last
-	 * check_after.
+	 * One batch of at most $2 sessions due for a look (check_after before
+	 * $1; CBP_*): those that died (revoked, or past their refresh expiry)
+	 * before $1 are deleted with their exchanged tokens and legacy refresh
+	 * hashes (one that ran out rather than being revoked leaves a
+	 * session_expired event, dated at its refresh expiry); those a refresh
+	 * kept alive get check_after moved on to their present expiry.  SKIP
+	 * LOCKED: a session someone is touching right now is left for the next
+	 * run.  The batches walk the index upwards from $3, where the last one
+	 * ended (the last column): the rows a batch deleted stay in the index
+	 * until the transaction ends, and starting from the bottom every time
+	 * would visit them all again, making a large backlog quadratic.  Columns
+	 * (CSC_*): exchanged tokens and legacy refresh hashes deleted, sessions
+	 * deleted, sessions looked at, the last check_after.
 	 */
 	[ST_CLEANUP_SESSIONS] = {
 		"WITH due AS (SELECT session_id, check_after, "
@@ -515,11 +749,12 @@ static const Statement statements[ST_COUNT] = {
 		"  (SELECT pg_catalog.count(*) FROM dl), (SELECT pg_catalog.count(*) FROM ds), "
 		"  (SELECT pg_catalog.count(*) FROM due), "
 		"  (SELECT pg_catalog.max(check_after) FROM due)",
-		3, {TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID}
+		CBP_COUNT, {TIMESTAMPTZOID, INT4OID, TIMESTAMPTZOID}
 	},
 	/*
-	 * Users with no session left and nothing in their rate-limit logs, in
-	 * user_id order from $3 (where the last batch ended, as above).
+	 * At most $2 users with no session left and nothing in their rate-limit
+	 * logs after $1, in user_id order from $3 (where the last batch ended, as
+	 * above; CBP_*).  Columns (CUC_*): users deleted, the last user_id.
 	 */
 	[ST_CLEANUP_USERS] = {
 		"WITH d AS (DELETE FROM @.extension_token_users u USING ("
@@ -534,15 +769,19 @@ static const Statement statements[ST_COUNT] = {
 		"  WHERE u.user_id OPERATOR(pg_catalog.=) v.user_id RETURNING u.user_id) "
 		"SELECT (SELECT pg_catalog.count(*) FROM d), "
 		"  (SELECT d.user_id FROM d ORDER BY d.user_id DESC LIMIT 1)",
-		3, {TIMESTAMPTZOID, INT4OID, TEXTOID}
+		CBP_COUNT, {TIMESTAMPTZOID, INT4OID, TEXTOID}
 	},
-	/* Device authorizations that ran out before $1, in batches of $2. */
+	/* Device authorizations that ran out before $1, in batches of $2 (CBP_*). */
 	[ST_CLEANUP_DEVICES] = {
 		"DELETE FROM @.extension_token_devices WHERE device_hash OPERATOR(pg_catalog.=) ANY (ARRAY("
 		"  SELECT device_hash FROM @.extension_token_devices "
 		"  WHERE expires_at OPERATOR(pg_catalog.<) $1 LIMIT $2 FOR UPDATE SKIP LOCKED))",
-		2, {TIMESTAMPTZOID, INT4OID}
+		CBP_BATCH, {TIMESTAMPTZOID, INT4OID}
 	},
+	/*
+	 * The figures of extension_token_stats() at $1 (CNP_NOW).  Columns
+	 * (CNC_*): issued in the last day, active, revoked, expired.
+	 */
 	[ST_COUNTS] = {
 		"SELECT "
 		/* with the sessions the cleanup deleted (to the quarter hour) */
@@ -554,11 +793,12 @@ static const Statement statements[ST_COUNT] = {
 		"  pg_catalog.count(*) FILTER (WHERE s.revoked_at IS NOT NULL), "
 		"  pg_catalog.count(*) FILTER (WHERE " SESSION_STATE("s", "$1") " OPERATOR(pg_catalog.=) 'expired') "
 		"FROM @.extension_token_sessions s",
-		1, {TIMESTAMPTZOID}
+		CNP_COUNT, {TIMESTAMPTZOID}
 	},
 	/*
-	 * Uses counted in shared memory (usage.c), written in a batch: the rows
-	 * locked in session_id order first (the lock order), then moved on.
+	 * Uses counted in shared memory (usage.c), written in a batch (AUP_*: $1
+	 * the sessions, $2 their uses, $3 their last use): the rows locked in
+	 * session_id order first (the lock order), then moved on.
 	 */
 	[ST_ADD_USE] = {
 		"WITH v AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
@@ -571,24 +811,31 @@ static const Statement statements[ST_COUNT] = {
 		"  last_used_at = GREATEST(s.last_used_at, v.t) "
 		"FROM v, l WHERE s.session_id OPERATOR(pg_catalog.=) v.id "
 		"AND l.session_id OPERATOR(pg_catalog.=) v.id",
-		3, {UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}
+		AUP_COUNT, {UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}
 	},
-	/* Device authorization (RFC 8628): see StorageDevice*() below. */
+	/*
+	 * Device authorization (RFC 8628): see StorageDevice*() below.  A new
+	 * one (DSP_*, in the order of the columns).
+	 */
 	[ST_DEVICE_START] = {
 		"INSERT INTO @.extension_token_devices (device_hash, user_code_hash, name, scopes, "
 		"  created_at, expires_at, poll_interval) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-		7, {BYTEAOID, BYTEAOID, TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
+		DSP_COUNT, {BYTEAOID, BYTEAOID, TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
 	},
-	/* the user's failed approvals since $2 */
+	/* user $1's failed approvals since $2 (DFP_*): how many, the oldest (DFC_*) */
 	[ST_DEVICE_FAILURES] = {
 		"SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(u.device_log) AS l(t) "
 		"        WHERE l.t OPERATOR(pg_catalog.>) $2), "
 		"  (SELECT pg_catalog.min(l.t) FROM pg_catalog.unnest(u.device_log) AS l(t) "
 		"   WHERE l.t OPERATOR(pg_catalog.>) $2) "
 		"FROM @.extension_token_users u WHERE u.user_id OPERATOR(pg_catalog.=) $1",
-		2, {TEXTOID, TIMESTAMPTZOID}
+		DFP_COUNT, {TEXTOID, TIMESTAMPTZOID}
 	},
-	/* approve ($4 'approved', user $2) or deny ($4 'denied') a pending code */
+	/*
+	 * approve ($4 'approved', user $2) or deny ($4 'denied') the pending
+	 * code of user code hash $1 at $3, by actor $5 (DDP_*); a row (DDC_*)
+	 * when it was pending
+	 */
 	[ST_DEVICE_DECIDE] = {
 		"WITH d AS (UPDATE @.extension_token_devices SET status = $4, user_id = $2, decided_at = $3 "
 		"WHERE user_code_hash OPERATOR(pg_catalog.=) $1 "
@@ -597,48 +844,57 @@ static const Statement statements[ST_COUNT] = {
 		"e AS (INSERT INTO @.extension_token_events (at, event, user_id, actor) "
 		"  SELECT $3, 'device_approved', $2, $5 FROM d WHERE $4 OPERATOR(pg_catalog.=) 'approved') "
 		"SELECT 1 FROM d",
-		5, {BYTEAOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
+		DDP_COUNT, {BYTEAOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
 	},
-	/* a failed approval, logged on the user's row ($3: an hour before $2) */
+	/* a failed approval at $2, logged on user $1's row ($3: an hour before $2; DLP_*) */
 	[ST_DEVICE_FAILED] = {
 		"INSERT INTO @.extension_token_users AS u (user_id, device_log) VALUES ($1, ARRAY[$2]) "
 		"ON CONFLICT (user_id) DO UPDATE SET device_log = ARRAY("
 		"  SELECT l.t FROM pg_catalog.unnest(u.device_log) AS l(t) "
 		"  WHERE l.t OPERATOR(pg_catalog.>) $3 ORDER BY l.t) OPERATOR(pg_catalog.||) $2",
-		3, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+		DLP_COUNT, {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
 	},
+	/* the row of device code hash $1 (DPP_*), locked (DPC_*) */
 	[ST_DEVICE_POLL] = {
 		"SELECT status, expires_at, user_id, name, scopes, poll_interval "
 		"FROM @.extension_token_devices WHERE device_hash OPERATOR(pg_catalog.=) $1 FOR UPDATE",
-		1, {BYTEAOID}
+		DPP_COUNT, {BYTEAOID}
 	},
+	/* an approved code $1 used up by the issue of session $2 (DCP_*) */
 	[ST_DEVICE_CONSUME] = {
 		"UPDATE @.extension_token_devices SET status = 'consumed', session_id = $2 "
 		"WHERE device_hash OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'approved'",
-		2, {BYTEAOID, UUIDOID}
+		DCP_COUNT, {BYTEAOID, UUIDOID}
 	},
-	/* An event committed by the revoker's worker (reuse, rate limits). */
+	/*
+	 * An event committed by the revoker's worker (reuse, rate limits; EVP_*,
+	 * in the order of the columns).
+	 */
 	[ST_RECORD_EVENT] = {
 		"INSERT INTO @.extension_token_events (at, event, user_id, session_id, actor, reason, token_hash) "
 		"VALUES ($1, $2, $3, $4, $5, $6, $7)",
-		7, {TIMESTAMPTZOID, TEXTOID, TEXTOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID}
+		EVP_COUNT, {TIMESTAMPTZOID, TEXTOID, TEXTOID, UUIDOID, TEXTOID, TEXTOID, BYTEAOID}
 	},
-	/* The columns of extension_token_event, in its order. */
+	/*
+	 * The columns of extension_token_event, in its order (EC_*): the events
+	 * of user $1 at or after $2 (EUP_*), of everyone at or after $1 (EAP_*).
+	 */
 #define EVENT_COLUMNS "e.event_id, e.at, e.event, e.user_id, e.session_id, e.actor, e.reason, e.ip, e.user_agent "
 	[ST_EVENTS_USER] = {
 		"SELECT " EVENT_COLUMNS "FROM @.extension_token_events e "
 		"WHERE e.user_id OPERATOR(pg_catalog.=) $1 AND e.at OPERATOR(pg_catalog.>=) $2 "
 		"ORDER BY e.event_id",
-		2, {TEXTOID, TIMESTAMPTZOID}
+		EUP_COUNT, {TEXTOID, TIMESTAMPTZOID}
 	},
 	[ST_EVENTS_ALL] = {
 		"SELECT " EVENT_COLUMNS "FROM @.extension_token_events e "
 		"WHERE e.at OPERATOR(pg_catalog.>=) $1 ORDER BY e.event_id",
-		1, {TIMESTAMPTZOID}
+		EAP_COUNT, {TIMESTAMPTZOID}
 	},
 	/*
 	 * Incident lookup: the events of the session(s) that minted a token of
-	 * SHA-256 $1, or of session $2, found through the (user_id, at) index.
+	 * SHA-256 $1, or of session $2 (ETP_*), found through the (user_id, at)
+	 * index.
 	 */
 	[ST_EVENTS_BY_TOKEN] = {
 		"WITH k AS (SELECT x.user_id, x.session_id FROM @.extension_token_events x "
@@ -648,23 +904,26 @@ static const Statement statements[ST_COUNT] = {
 		"SELECT " EVENT_COLUMNS "FROM @.extension_token_events e, k "
 		"WHERE e.user_id OPERATOR(pg_catalog.=) k.user_id "
 		"AND e.session_id OPERATOR(pg_catalog.=) k.session_id ORDER BY e.event_id",
-		2, {BYTEAOID, UUIDOID}
+		ETP_COUNT, {BYTEAOID, UUIDOID}
 	},
-	/* Events older than $1, in batches of $2. */
+	/* Events older than $1, in batches of $2 (CBP_*). */
 	[ST_CLEANUP_EVENTS] = {
 		"DELETE FROM @.extension_token_events WHERE event_id OPERATOR(pg_catalog.=) ANY (ARRAY("
 		"  SELECT event_id FROM @.extension_token_events "
 		"  WHERE at OPERATOR(pg_catalog.<) $1 ORDER BY at LIMIT $2))",
-		2, {TIMESTAMPTZOID, INT4OID}
-	},
-	/* One cleanup at a time in a database (see the lock order, above). */
-	[ST_CLEANUP_LOCK] = {
-		"SELECT pg_catalog.pg_advisory_xact_lock($1)",
-		1, {INT8OID}
+		CBP_BATCH, {TIMESTAMPTZOID, INT4OID}
 	},
 	/*
-	 * The key ids this database last recorded (no row before the first
-	 * record), locked: two checks at once write one event.
+	 * One cleanup at a time in a database (see the lock order, above): the
+	 * advisory lock of key $1 (CLP_KEY).
+	 */
+	[ST_CLEANUP_LOCK] = {
+		"SELECT pg_catalog.pg_advisory_xact_lock($1)",
+		CLP_COUNT, {INT8OID}
+	},
+	/*
+	 * The key ids this database last recorded (SKC_*; no row before the
+	 * first record), locked: two checks at once write one event.
 	 */
 	[ST_SIGNING_READ] = {
 		"SELECT algorithm, secret_id, key_id FROM @.extension_token_signing_state FOR UPDATE",
@@ -674,26 +933,33 @@ static const Statement statements[ST_COUNT] = {
 		"SELECT algorithm, secret_id, key_id FROM @.extension_token_signing_state FOR UPDATE NOWAIT",
 		0, {InvalidOid}
 	},
+	/* The first record (SKP_*: $1 to $3 the key ids, $4 now). */
 	[ST_SIGNING_SEED] = {
 		"INSERT INTO @.extension_token_signing_state (algorithm, secret_id, key_id, recorded_at) "
 		"VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-		4, {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID}
+		SKP_AT, {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID}
 	},
-	/* A rotation: its event ($5 the actor, $6 what changed), the row moved on. */
+	/*
+	 * A rotation: its event ($5 the actor, $6 what changed), the row moved
+	 * on (SKP_*, as the seed's and these two).
+	 */
 	[ST_SIGNING_ROTATED] = {
 		"WITH e AS (INSERT INTO @.extension_token_events (at, event, actor, reason) "
 		"  VALUES ($4, 'secret_rotated', $5, $6)) "
 		"UPDATE @.extension_token_signing_state SET algorithm = $1, secret_id = $2, key_id = $3, "
 		"  recorded_at = $4",
-		6, {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
+		SKP_COUNT, {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, TEXTOID}
 	},
-	/* Live sessions whose current access token is unexpired, by signing key. */
+	/*
+	 * Live sessions whose current access token is unexpired at $1 (KCP_NOW),
+	 * by signing key (KCC_*).
+	 */
 	[ST_KEY_COUNTS] = {
 		"SELECT s.key_id, pg_catalog.count(*) FROM @.extension_token_sessions s "
 		"WHERE " SESSION_STATE("s", "$1") " OPERATOR(pg_catalog.=) 'active' "
 		"AND s.kind OPERATOR(pg_catalog.=) 'access' "
 		"AND s.expires_at OPERATOR(pg_catalog.>) $1 GROUP BY s.key_id ORDER BY 1",
-		1, {TIMESTAMPTZOID}
+		KCP_COUNT, {TIMESTAMPTZOID}
 	},
 };
 
@@ -991,21 +1257,30 @@ storage_leave(StorageCall *call)
 	SetUserIdAndSecContext(call->save_user, call->save_sec);
 }
 
-/* Runs statement `id`; checks that it returned `ncols` columns (or any, -1). */
+/*
+ * Runs statement `id` and checks that its result has `ncols` columns: the
+ * count of its result columns' enum, or NO_RESULT for a statement that
+ * returns no rows.  Its columns are then read by those names.
+ */
 static int
 storage_exec(StatementId id, Datum *values, const char *nulls, bool read_only,
 			 int ncols)
 {
 	int			rc = SPI_execute_plan(storage_plan(id), values, nulls, read_only, 0);
+	int			natts;
 
 	if (rc < 0)
 		elog(ERROR, "extension_tokens: statement %d failed: %s",
 			 (int) id, SPI_result_code_string(rc));
-	if (ncols >= 0 && SPI_tuptable != NULL && SPI_tuptable->tupdesc->natts != ncols)
+	natts = SPI_tuptable != NULL ? SPI_tuptable->tupdesc->natts : NO_RESULT;
+	if (natts != ncols)
 		elog(ERROR, "extension_tokens: statement %d returned %d columns, not %d",
-			 (int) id, SPI_tuptable->tupdesc->natts, ncols);
+			 (int) id, natts, ncols);
 	return rc;
 }
+
+/* Parameter `pos` ($pos: a parameter enum's name) in values[] or nulls[]. */
+#define ARG(array, pos) ((array)[(pos) - 1])
 
 static Datum
 hash_datum(const unsigned char *hash)
@@ -1045,7 +1320,7 @@ seconds_interval(int64 seconds)
 	return IntervalPGetDatum(iv);
 }
 
-/* Column `col` (1-based) of the first result row. */
+/* Column `col` (1-based: a result enum's name) of the first result row. */
 static Datum
 column(int col, bool *isnull)
 {
@@ -1112,12 +1387,13 @@ notify_revoked(const char *reason)
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
-		Datum		sid = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		sid = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+										RVC_SESSION, &isnull);
 		Datum		user;
 
 		if (isnull)
 			continue;
-		user = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull);
+		user = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, RVC_USER, &isnull);
 		StorageNotify("revoked", DatumGetUUIDP(sid), isnull ? NULL : TextDatumGetCString(user),
 					  reason);
 	}
@@ -1385,13 +1661,13 @@ void
 StorageRecordRefreshError(pg_uuid_t session_id, TimestampTz now, const char *error)
 {
 	StorageCall call;
-	Datum		values[3];
+	Datum		values[REP_COUNT];
 
-	values[0] = uuid_datum(&session_id);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = CStringGetTextDatum(error);
+	ARG(values, REP_SESSION) = uuid_datum(&session_id);
+	ARG(values, REP_AT) = TimestampTzGetDatum(now);
+	ARG(values, REP_ERROR) = CStringGetTextDatum(error);
 	storage_enter(&call);
-	storage_exec(ST_RECORD_REFRESH_ERROR, values, NULL, false, -1);
+	storage_exec(ST_RECORD_REFRESH_ERROR, values, NULL, false, NO_RESULT);
 	storage_leave(&call);
 }
 
@@ -1422,27 +1698,29 @@ cleanup_pause(int delay_ms, TimestampTz batch_start)
 }
 
 /*
- * Deletes, batch by batch, the sessions (and their exchanged tokens) that
- * were revoked or ran out before `dead_before`, then users with nothing
- * left, pausing delay_ms between batches.  Returns the rows deleted from all
- * three tables.
+ * Deletes, batch by batch, the sessions (with their exchanged tokens and
+ * legacy refresh hashes) that were revoked or ran out before `dead_before`,
+ * then users with nothing left, device authorizations that ran out before
+ * `dead_before`, and events older than `events_before` (0: none), pausing
+ * delay_ms between batches.  Returns the rows deleted from all of these
+ * tables.
  */
 uint64
 StorageCleanup(TimestampTz dead_before, TimestampTz events_before, int batch_size,
 			   int delay_ms)
 {
 	StorageCall call;
-	Datum		values[3];
+	Datum		lock[CLP_COUNT];
+	Datum		values[CBP_COUNT];
 	uint64		total = 0;
 
-	values[0] = TimestampTzGetDatum(dead_before);
-	values[1] = Int32GetDatum(batch_size);
-	storage_enter(&call);
 	/* "et_clean" in ASCII: the advisory lock of our cleanup */
-	values[0] = Int64GetDatum(INT64CONST(0x65745f636c65616e));
-	storage_exec(ST_CLEANUP_LOCK, values, NULL, false, -1);
-	values[0] = TimestampTzGetDatum(dead_before);
-	values[2] = TimestampTzGetDatum(DT_NOBEGIN);	/* -infinity */
+	ARG(lock, CLP_KEY) = Int64GetDatum(INT64CONST(0x65745f636c65616e));
+	ARG(values, CBP_BATCH) = Int32GetDatum(batch_size);
+	storage_enter(&call);
+	storage_exec(ST_CLEANUP_LOCK, lock, NULL, false, CLC_NCOLS);
+	ARG(values, CBP_BEFORE) = TimestampTzGetDatum(dead_before);
+	ARG(values, CBP_AFTER) = TimestampTzGetDatum(DT_NOBEGIN);	/* -infinity */
 	for (;;)
 	{
 		bool		isnull;
@@ -1453,19 +1731,20 @@ StorageCleanup(TimestampTz dead_before, TimestampTz events_before, int batch_siz
 		TimestampTz start = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
-		storage_exec(ST_CLEANUP_SESSIONS, values, NULL, false, 4);
-		tokens = DatumGetInt64(column(1, &isnull));
-		sessions = DatumGetInt64(column(2, &isnull));
-		looked_at = DatumGetInt64(column(3, &isnull));
-		last = column(4, &isnull);
+		storage_exec(ST_CLEANUP_SESSIONS, values, NULL, false, CSC_NCOLS);
+		tokens = DatumGetInt64(column(CSC_TOKENS, &isnull));
+		sessions = DatumGetInt64(column(CSC_SESSIONS, &isnull));
+		looked_at = DatumGetInt64(column(CSC_LOOKED_AT, &isnull));
+		last = column(CSC_LAST, &isnull);
 		total += tokens + sessions;
 		if (looked_at < batch_size || isnull)
 			break;
-		values[2] = last;
+		ARG(values, CBP_AFTER) = last;
 		cleanup_pause(delay_ms, start);
 	}
-	values[0] = TimestampTzGetDatum(GetCurrentTimestamp() - USECS_PER_HOUR);
-	values[2] = CStringGetTextDatum("");	/* sorts before every user id */
+	/* rate-limit logs are done with after an hour */
+	ARG(values, CBP_BEFORE) = TimestampTzGetDatum(GetCurrentTimestamp() - USECS_PER_HOUR);
+	ARG(values, CBP_AFTER) = CStringGetTextDatum("");	/* sorts before every user id */
 	for (;;)
 	{
 		bool		isnull;
@@ -1474,37 +1753,37 @@ StorageCleanup(TimestampTz dead_before, TimestampTz events_before, int batch_siz
 		TimestampTz start = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
-		storage_exec(ST_CLEANUP_USERS, values, NULL, false, 2);
-		users = DatumGetInt64(column(1, &isnull));
-		last = column(2, &isnull);
+		storage_exec(ST_CLEANUP_USERS, values, NULL, false, CUC_NCOLS);
+		users = DatumGetInt64(column(CUC_USERS, &isnull));
+		last = column(CUC_LAST, &isnull);
 		total += users;
 		if (users < batch_size || isnull)
 			break;
 		/* copied out of SPI's memory, which the next statement frees */
-		values[2] = PointerGetDatum(DatumGetTextPCopy(last));
+		ARG(values, CBP_AFTER) = PointerGetDatum(DatumGetTextPCopy(last));
 		cleanup_pause(delay_ms, start);
 	}
 	/* device authorizations past their lifetime and the retention */
-	values[0] = TimestampTzGetDatum(dead_before);
+	ARG(values, CBP_BEFORE) = TimestampTzGetDatum(dead_before);
 	for (;;)
 	{
 		TimestampTz start = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
-		storage_exec(ST_CLEANUP_DEVICES, values, NULL, false, -1);
+		storage_exec(ST_CLEANUP_DEVICES, values, NULL, false, NO_RESULT);
 		total += SPI_processed;
 		if (SPI_processed < (uint64) batch_size)
 			break;
 		cleanup_pause(delay_ms, start);
 	}
 	/* events past extension_tokens.event_retention (0: none) */
-	values[0] = TimestampTzGetDatum(events_before);
+	ARG(values, CBP_BEFORE) = TimestampTzGetDatum(events_before);
 	for (; events_before != 0;)
 	{
 		TimestampTz start = GetCurrentTimestamp();
 
 		CHECK_FOR_INTERRUPTS();
-		storage_exec(ST_CLEANUP_EVENTS, values, NULL, false, -1);
+		storage_exec(ST_CLEANUP_EVENTS, values, NULL, false, NO_RESULT);
 		total += SPI_processed;
 		if (SPI_processed < (uint64) batch_size)
 			break;
@@ -1518,16 +1797,16 @@ void
 StorageCounts(TimestampTz now, StoredCounts *out)
 {
 	StorageCall call;
-	Datum		values[1];
+	Datum		values[CNP_COUNT];
 	bool		isnull;
 
-	values[0] = TimestampTzGetDatum(now);
+	ARG(values, CNP_NOW) = TimestampTzGetDatum(now);
 	storage_enter(&call);
-	storage_exec(ST_COUNTS, values, NULL, true, 4);
-	out->issued_24h = DatumGetInt64(column(1, &isnull));
-	out->sessions_active = DatumGetInt64(column(2, &isnull));
-	out->sessions_revoked = DatumGetInt64(column(3, &isnull));
-	out->sessions_expired = DatumGetInt64(column(4, &isnull));
+	storage_exec(ST_COUNTS, values, NULL, true, CNC_NCOLS);
+	out->issued_24h = DatumGetInt64(column(CNC_ISSUED_24H, &isnull));
+	out->sessions_active = DatumGetInt64(column(CNC_ACTIVE, &isnull));
+	out->sessions_revoked = DatumGetInt64(column(CNC_REVOKED, &isnull));
+	out->sessions_expired = DatumGetInt64(column(CNC_EXPIRED, &isnull));
 	storage_leave(&call);
 }
 
@@ -1535,17 +1814,17 @@ void
 StorageTouchSession(const pg_uuid_t *session_id, TimestampTz now, TimestampTz older_than)
 {
 	StorageCall call;
-	Datum		values[3];
+	Datum		values[TP_COUNT];
 
-	values[0] = uuid_datum(session_id);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = TimestampTzGetDatum(older_than);
+	ARG(values, TP_SESSION) = uuid_datum(session_id);
+	ARG(values, TP_NOW) = TimestampTzGetDatum(now);
+	ARG(values, TP_OLDER_THAN) = TimestampTzGetDatum(older_than);
 	storage_enter(&call);
-	storage_exec(ST_TOUCH, values, NULL, false, -1);
+	storage_exec(ST_TOUCH, values, NULL, false, NO_RESULT);
 	storage_leave(&call);
 }
 
-/* The rate slot's answer, the first two columns of issue and refresh. */
+/* The rate slot's answer, the first columns of issue and refresh (RATE_*). */
 static bool
 rate_answer(TimestampTz *retry_at)
 {
@@ -1554,8 +1833,8 @@ rate_answer(TimestampTz *retry_at)
 
 	if (SPI_processed != 1)
 		elog(ERROR, "extension_tokens: rate limit row missing");
-	allowed = DatumGetBool(column(1, &isnull)) && !isnull;
-	*retry_at = column_ts(2);
+	allowed = DatumGetBool(column(RATE_OK, &isnull)) && !isnull;
+	*retry_at = column_ts(RATE_OLDEST);
 	if (*retry_at != 0)
 		*retry_at += USECS_PER_HOUR;
 	return allowed;
@@ -1579,59 +1858,60 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 
 	memset(nulls, ' ', IP_COUNT);
 	nulls[IP_COUNT] = '\0';
-#define SET(pos, v) (values[(pos) - 1] = (v))
-	SET(IP_SESSION, uuid_datum(&pair->session_id));
-	SET(IP_USER, CStringGetTextDatum(pair->user_id));
-	SET(IP_NAME, CStringGetTextDatum(pair->name));
-	SET(IP_CLAIMS, (Datum) 0);
+	ARG(values, IP_SESSION) = uuid_datum(&pair->session_id);
+	ARG(values, IP_USER) = CStringGetTextDatum(pair->user_id);
+	ARG(values, IP_NAME) = CStringGetTextDatum(pair->name);
+	ARG(values, IP_CLAIMS) = (Datum) 0;
 	if (pair->claims_json)
-		SET(IP_CLAIMS, DirectFunctionCall1(jsonb_in, CStringGetDatum(pair->claims_json)));
+		ARG(values, IP_CLAIMS) = DirectFunctionCall1(jsonb_in,
+													 CStringGetDatum(pair->claims_json));
 	else
-		nulls[IP_CLAIMS - 1] = 'n';
-	SET(IP_LIFETIME, seconds_interval(pair->access_lifetime));
-	SET(IP_NOW, TimestampTzGetDatum(pair->created_at));
-	SET(IP_ACCESS_EXPIRES, TimestampTzGetDatum(pair->expires_at));
-	SET(IP_REFRESH_EXPIRES, TimestampTzGetDatum(pair->refresh_expires_at));
-	SET(IP_ACCESS_HASH, hash_datum(pair->access_hash));
-	SET(IP_REFRESH_HASH, hash_datum(pair->refresh_hash));
-	SET(IP_HOUR_AGO, TimestampTzGetDatum(pair->created_at - USECS_PER_HOUR));
-	SET(IP_LIMIT, Int32GetDatum(rate_limit));
-	SET(IP_ENDS_AT, TimestampTzGetDatum(pair->ends_at));
-	SET(IP_IDLE_TIMEOUT, (Datum) 0);
+		ARG(nulls, IP_CLAIMS) = 'n';
+	ARG(values, IP_LIFETIME) = seconds_interval(pair->access_lifetime);
+	ARG(values, IP_NOW) = TimestampTzGetDatum(pair->created_at);
+	ARG(values, IP_ACCESS_EXPIRES) = TimestampTzGetDatum(pair->expires_at);
+	ARG(values, IP_REFRESH_EXPIRES) = TimestampTzGetDatum(pair->refresh_expires_at);
+	ARG(values, IP_ACCESS_HASH) = hash_datum(pair->access_hash);
+	ARG(values, IP_REFRESH_HASH) = hash_datum(pair->refresh_hash);
+	ARG(values, IP_HOUR_AGO) = TimestampTzGetDatum(pair->created_at - USECS_PER_HOUR);
+	ARG(values, IP_LIMIT) = Int32GetDatum(rate_limit);
+	ARG(values, IP_ENDS_AT) = TimestampTzGetDatum(pair->ends_at);
+	ARG(values, IP_IDLE_TIMEOUT) = (Datum) 0;
 	if (pair->idle_timeout > 0)
-		SET(IP_IDLE_TIMEOUT, seconds_interval(pair->idle_timeout));
+		ARG(values, IP_IDLE_TIMEOUT) = seconds_interval(pair->idle_timeout);
 	else
-		nulls[IP_IDLE_TIMEOUT - 1] = 'n';
-	SET(IP_ACCESS_JTI, uuid_datum((const pg_uuid_t *) pair->access_jti));
-	SET(IP_KEY_ID, CStringGetTextDatum(pair->key_id));
+		ARG(nulls, IP_IDLE_TIMEOUT) = 'n';
+	ARG(values, IP_ACCESS_JTI) = uuid_datum((const pg_uuid_t *) pair->access_jti);
+	ARG(values, IP_KEY_ID) = CStringGetTextDatum(pair->key_id);
 	if (pair->key_id[0] == '\0')
-		nulls[IP_KEY_ID - 1] = 'n';	/* an API key: nothing signed */
-	SET(IP_SCOPES, pair->scopes);
+		ARG(nulls, IP_KEY_ID) = 'n';	/* an API key: nothing signed */
+	ARG(values, IP_SCOPES) = pair->scopes;
 	if (pair->scopes == (Datum) 0)
-		nulls[IP_SCOPES - 1] = 'n';
-	SET(IP_USER_AGENT, pair->user_agent ? CStringGetTextDatum(pair->user_agent) : (Datum) 0);
+		ARG(nulls, IP_SCOPES) = 'n';
+	ARG(values, IP_USER_AGENT) = pair->user_agent ?
+		CStringGetTextDatum(pair->user_agent) : (Datum) 0;
 	if (pair->user_agent == NULL)
-		nulls[IP_USER_AGENT - 1] = 'n';
-	SET(IP_IP, pair->ip ? CStringGetTextDatum(pair->ip) : (Datum) 0);
+		ARG(nulls, IP_USER_AGENT) = 'n';
+	ARG(values, IP_IP) = pair->ip ? CStringGetTextDatum(pair->ip) : (Datum) 0;
 	if (pair->ip == NULL)
-		nulls[IP_IP - 1] = 'n';
-	SET(IP_KIND, CStringGetTextDatum(pair->api_key ? "api_key" : "access"));
-	SET(IP_LOG, BoolGetDatum(pair->api_key || et_event_log == EVENT_LOG_ALL));
-	SET(IP_ACTOR, actor_datum());
-#undef SET
+		ARG(nulls, IP_IP) = 'n';
+	ARG(values, IP_KIND) = CStringGetTextDatum(pair->api_key ? "api_key" : "access");
+	ARG(values, IP_LOG) = BoolGetDatum(pair->api_key || et_event_log == EVENT_LOG_ALL);
+	ARG(values, IP_ACTOR) = actor_datum();
 
 	*revoked_sessions = 0;
 	storage_enter(&call);
 	if (rate_limit <= 0 && max_sessions <= 0 && !pair->api_key)
 	{
-		storage_exec(ST_ISSUE_BARE, values, nulls, false, -1);
+		storage_exec(ST_ISSUE_BARE, values, nulls, false, NO_RESULT);
 		Assert(SPI_processed == 1);
 		allowed = true;
 		*retry_at = 0;
 	}
 	else
 	{
-		storage_exec(rate_limit > 0 ? ST_ISSUE : ST_ISSUE_NO_LIMIT, values, nulls, false, 2);
+		storage_exec(rate_limit > 0 ? ST_ISSUE : ST_ISSUE_NO_LIMIT, values, nulls, false,
+					 IC_NCOLS);
 		allowed = rate_answer(retry_at);
 	}
 	if (allowed && pair->api_key)
@@ -1642,26 +1922,26 @@ StorageIssue(const NewPair *pair, int rate_limit, int max_sessions,
 		 * new one.  Counted after the statement above waited for the user's
 		 * row: its snapshot sees every key created before.
 		 */
-		Datum		count[2];
+		Datum		count[CKP_COUNT];
 		bool		isnull;
 
-		count[0] = CStringGetTextDatum(pair->user_id);
-		count[1] = TimestampTzGetDatum(pair->created_at);
-		storage_exec(ST_COUNT_KEYS, count, NULL, false, 1);
-		if (max_sessions > 0 && DatumGetInt64(column(1, &isnull)) > max_sessions)
+		ARG(count, CKP_USER) = ARG(values, IP_USER);
+		ARG(count, CKP_NOW) = ARG(values, IP_NOW);
+		storage_exec(ST_COUNT_KEYS, count, NULL, false, CKC_NCOLS);
+		if (max_sessions > 0 && DatumGetInt64(column(CKC_LIVE, &isnull)) > max_sessions)
 			*revoked_sessions = -1;
 	}
 	else if (allowed && max_sessions > 0)
 	{
-		Datum		limit[6];
+		Datum		limit[OLP_COUNT];
 
-		limit[0] = CStringGetTextDatum(pair->user_id);
-		limit[1] = TimestampTzGetDatum(pair->created_at);
-		limit[2] = CStringGetTextDatum("session_limit");
-		limit[3] = Int32GetDatum(max_sessions - 1);
-		limit[4] = uuid_datum(&pair->session_id);
-		limit[5] = values[IP_ACTOR - 1];
-		storage_exec(ST_REVOKE_OVER_LIMIT, limit, NULL, false, 2);
+		ARG(limit, OLP_USER) = ARG(values, IP_USER);
+		ARG(limit, OLP_AT) = ARG(values, IP_NOW);
+		ARG(limit, OLP_REASON) = CStringGetTextDatum("session_limit");
+		ARG(limit, OLP_KEEP) = Int32GetDatum(max_sessions - 1);
+		ARG(limit, OLP_NEW_SESSION) = ARG(values, IP_SESSION);
+		ARG(limit, OLP_ACTOR) = ARG(values, IP_ACTOR);
+		storage_exec(ST_REVOKE_OVER_LIMIT, limit, NULL, false, RVC_NCOLS);
 		*revoked_sessions = (int) Min(SPI_processed, (uint64) PG_INT32_MAX);
 		notify_revoked("session_limit");
 	}
@@ -1693,52 +1973,51 @@ StorageRefresh(const unsigned char *hash, const NewPair *pair, int rate_limit,
 
 	memset(nulls, ' ', RP_COUNT);
 	nulls[RP_COUNT] = '\0';
-#define SET(pos, v) (values[(pos) - 1] = (v))
-	SET(RP_SESSION, uuid_datum(&pair->session_id));
-	SET(RP_USER, CStringGetTextDatum(pair->user_id));
-	SET(RP_OLD_HASH, hash_datum(hash));
-	SET(RP_NOW, TimestampTzGetDatum(pair->created_at));
-	SET(RP_ACCESS_EXPIRES, TimestampTzGetDatum(pair->expires_at));
-	SET(RP_REFRESH_EXPIRES, TimestampTzGetDatum(pair->refresh_expires_at));
-	SET(RP_ACCESS_HASH, hash_datum(pair->access_hash));
-	SET(RP_REFRESH_HASH, hash_datum(pair->refresh_hash));
-	SET(RP_HOUR_AGO, TimestampTzGetDatum(pair->created_at - USECS_PER_HOUR));
-	SET(RP_LIMIT, Int32GetDatum(rate_limit));
-	SET(RP_RETRY_UNTIL, TimestampTzGetDatum(retry_until));
-	SET(RP_RETRY_BOX, (Datum) 0);
+	ARG(values, RP_SESSION) = uuid_datum(&pair->session_id);
+	ARG(values, RP_USER) = CStringGetTextDatum(pair->user_id);
+	ARG(values, RP_OLD_HASH) = hash_datum(hash);
+	ARG(values, RP_NOW) = TimestampTzGetDatum(pair->created_at);
+	ARG(values, RP_ACCESS_EXPIRES) = TimestampTzGetDatum(pair->expires_at);
+	ARG(values, RP_REFRESH_EXPIRES) = TimestampTzGetDatum(pair->refresh_expires_at);
+	ARG(values, RP_ACCESS_HASH) = hash_datum(pair->access_hash);
+	ARG(values, RP_REFRESH_HASH) = hash_datum(pair->refresh_hash);
+	ARG(values, RP_HOUR_AGO) = TimestampTzGetDatum(pair->created_at - USECS_PER_HOUR);
+	ARG(values, RP_LIMIT) = Int32GetDatum(rate_limit);
+	ARG(values, RP_RETRY_UNTIL) = TimestampTzGetDatum(retry_until);
+	ARG(values, RP_RETRY_BOX) = (Datum) 0;
 	if (box)
-		SET(RP_RETRY_BOX, bytes_datum(box, box_len));
+		ARG(values, RP_RETRY_BOX) = bytes_datum(box, box_len);
 	else
-		nulls[RP_RETRY_BOX - 1] = 'n';
-	SET(RP_ACCESS_JTI, uuid_datum((const pg_uuid_t *) pair->access_jti));
-	SET(RP_KEY_ID, CStringGetTextDatum(pair->key_id));
-	SET(RP_USER_AGENT, pair->user_agent ? CStringGetTextDatum(pair->user_agent) : (Datum) 0);
+		ARG(nulls, RP_RETRY_BOX) = 'n';
+	ARG(values, RP_ACCESS_JTI) = uuid_datum((const pg_uuid_t *) pair->access_jti);
+	ARG(values, RP_KEY_ID) = CStringGetTextDatum(pair->key_id);
+	ARG(values, RP_USER_AGENT) = pair->user_agent ?
+		CStringGetTextDatum(pair->user_agent) : (Datum) 0;
 	if (pair->user_agent == NULL)
-		nulls[RP_USER_AGENT - 1] = 'n';
-	SET(RP_IP, pair->ip ? CStringGetTextDatum(pair->ip) : (Datum) 0);
+		ARG(nulls, RP_USER_AGENT) = 'n';
+	ARG(values, RP_IP) = pair->ip ? CStringGetTextDatum(pair->ip) : (Datum) 0;
 	if (pair->ip == NULL)
-		nulls[RP_IP - 1] = 'n';
-	SET(RP_LOG, BoolGetDatum(et_event_log == EVENT_LOG_ALL));
-	SET(RP_ACTOR, actor_datum());
-#undef SET
+		ARG(nulls, RP_IP) = 'n';
+	ARG(values, RP_LOG) = BoolGetDatum(et_event_log == EVENT_LOG_ALL);
+	ARG(values, RP_ACTOR) = actor_datum();
 
 	storage_enter(&call);
 	storage_exec(rate_limit > 0 ? ST_REFRESH : ST_REFRESH_NO_LIMIT, values, nulls,
-				 false, 3);
+				 false, RC_NCOLS);
 	if (!rate_answer(retry_at))
 		outcome = REFRESH_RATE_LIMITED;
-	else if (DatumGetBool(column(3, &isnull)) && !isnull)
+	else if (DatumGetBool(column(RC_EXCHANGED, &isnull)) && !isnull)
 		outcome = REFRESH_DONE;
 	else
 	{
 		outcome = REFRESH_LOST;
 		if (rate_limit > 0)
 		{
-			Datum		undo[2];
+			Datum		undo[UNP_COUNT];
 
-			undo[0] = values[RP_USER - 1];
-			undo[1] = values[RP_NOW - 1];
-			storage_exec(ST_RATE_UNDO, undo, NULL, false, -1);
+			ARG(undo, UNP_USER) = ARG(values, RP_USER);
+			ARG(undo, UNP_ENTRY) = ARG(values, RP_NOW);
+			storage_exec(ST_RATE_UNDO, undo, NULL, false, NO_RESULT);
 		}
 	}
 	storage_leave(&call);
@@ -1749,15 +2028,15 @@ uint64
 StorageRevokeSession(pg_uuid_t session_id, TimestampTz now, const char *reason)
 {
 	StorageCall call;
-	Datum		values[4];
+	Datum		values[RSP_COUNT];
 	uint64		n;
 
-	values[0] = uuid_datum(&session_id);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = CStringGetTextDatum(reason);
-	values[3] = actor_datum();
+	ARG(values, RSP_SESSION) = uuid_datum(&session_id);
+	ARG(values, RSP_AT) = TimestampTzGetDatum(now);
+	ARG(values, RSP_REASON) = CStringGetTextDatum(reason);
+	ARG(values, RSP_ACTOR) = actor_datum();
 	storage_enter(&call);
-	storage_exec(ST_REVOKE_SESSION, values, NULL, false, 2);
+	storage_exec(ST_REVOKE_SESSION, values, NULL, false, RVC_NCOLS);
 	n = SPI_processed;
 	notify_revoked(reason);
 	storage_leave(&call);
@@ -1772,21 +2051,22 @@ StorageRevokeUser(const char *user_id, const pg_uuid_t *except, TimestampTz now,
 				  const char *reason)
 {
 	StorageCall call;
-	Datum		values[5];
-	char		nulls[6] = "     ";
+	Datum		values[RUP_COUNT];
+	char		nulls[RUP_COUNT];
 	uint64		n;
 
-	values[4] = actor_datum();
-	values[0] = CStringGetTextDatum(user_id);
-	values[1] = TimestampTzGetDatum(now);
-	values[2] = CStringGetTextDatum(reason);
-	values[3] = (Datum) 0;
+	memset(nulls, ' ', sizeof(nulls));
+	ARG(values, RUP_ACTOR) = actor_datum();
+	ARG(values, RUP_USER) = CStringGetTextDatum(user_id);
+	ARG(values, RUP_AT) = TimestampTzGetDatum(now);
+	ARG(values, RUP_REASON) = CStringGetTextDatum(reason);
+	ARG(values, RUP_EXCEPT) = (Datum) 0;
 	if (except)
-		values[3] = uuid_datum(except);
+		ARG(values, RUP_EXCEPT) = uuid_datum(except);
 	else
-		nulls[3] = 'n';
+		ARG(nulls, RUP_EXCEPT) = 'n';
 	storage_enter(&call);
-	storage_exec(ST_REVOKE_USER, values, nulls, false, 2);
+	storage_exec(ST_REVOKE_USER, values, nulls, false, RVC_NCOLS);
 	n = SPI_processed;
 	notify_revoked(reason);
 	storage_leave(&call);
@@ -1795,38 +2075,41 @@ StorageRevokeUser(const char *user_id, const pg_uuid_t *except, TimestampTz now,
 	return n;
 }
 
-/* Fills a materialized SRF result with the user's sessions. */
+/*
+ * Fills a materialized SRF result, of the type extension_token_session,
+ * with the user's sessions.
+ */
 void
 StorageListSessions(const char *user_id, TimestampTz now, ReturnSetInfo *rsinfo)
 {
 	StorageCall call;
-	Datum		values[2];
-	int			natts = rsinfo->setDesc->natts;
+	Datum		values[SLP_COUNT];
 
-	values[0] = CStringGetTextDatum(user_id);
-	values[1] = TimestampTzGetDatum(now);
+	if (rsinfo->setDesc->natts != SLC_NCOLS)
+		elog(ERROR, "extension_tokens: extension_token_session has %d columns, not %d",
+			 rsinfo->setDesc->natts, SLC_NCOLS);
+	ARG(values, SLP_USER) = CStringGetTextDatum(user_id);
+	ARG(values, SLP_NOW) = TimestampTzGetDatum(now);
 	storage_enter(&call);
-	storage_exec(ST_LIST, values, NULL, true, natts);
+	storage_exec(ST_LIST, values, NULL, true, SLC_NCOLS);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		Datum	   *row = palloc(natts * sizeof(Datum));
-		bool	   *isnull = palloc(natts * sizeof(bool));
+		Datum		row[SLC_NCOLS];
+		bool		isnull[SLC_NCOLS];
 		MemoryContext old;
 
-		for (int c = 0; c < natts; c++)
+		for (int c = 0; c < SLC_NCOLS; c++)
 			row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 								   c + 1, &isnull[c]);
 		/* a revocation queued but not yet committed counts (revoker.c) */
-		if (!isnull[0] && !isnull[3] &&
-			RevokerPending(DatumGetUUIDP(row[0])) &&
-			strcmp(TextDatumGetCString(row[3]), "active") == 0)
-			row[3] = CStringGetTextDatum("revoked");
+		if (!isnull[SLC_SESSION - 1] && !isnull[SLC_STATUS - 1] &&
+			RevokerPending(DatumGetUUIDP(row[SLC_SESSION - 1])) &&
+			strcmp(TextDatumGetCString(row[SLC_STATUS - 1]), "active") == 0)
+			row[SLC_STATUS - 1] = CStringGetTextDatum("revoked");
 		/* tuplestore_putvalues copies the values into the store. */
 		old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
 		MemoryContextSwitchTo(old);
-		pfree(row);
-		pfree(isnull);
 	}
 	storage_leave(&call);
 }
@@ -1841,23 +2124,24 @@ int
 StorageKeyCounts(TimestampTz now, char **kids, int64 *counts, int max)
 {
 	StorageCall call;
-	Datum		values[1];
+	Datum		values[KCP_COUNT];
 	MemoryContext caller = CurrentMemoryContext;
 	int			n = 0;
 
-	values[0] = TimestampTzGetDatum(now);
+	ARG(values, KCP_NOW) = TimestampTzGetDatum(now);
 	storage_enter(&call);
-	storage_exec(ST_KEY_COUNTS, values, NULL, true, 2);
+	storage_exec(ST_KEY_COUNTS, values, NULL, true, KCC_NCOLS);
 	for (uint64 i = 0; i < SPI_processed && n < max; i++, n++)
 	{
 		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+									  KCC_KEY_ID, &isnull);
 		MemoryContext old = MemoryContextSwitchTo(caller);
 
 		kids[n] = isnull ? NULL : TextDatumGetCString(d);
 		MemoryContextSwitchTo(old);
 		counts[n] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-												SPI_tuptable->tupdesc, 2, &isnull));
+												SPI_tuptable->tupdesc, KCC_SESSIONS, &isnull));
 	}
 	storage_leave(&call);
 	return n;
@@ -1868,7 +2152,7 @@ void
 StorageAddUse(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *times, int n)
 {
 	StorageCall call;
-	Datum		values[3];
+	Datum		values[AUP_COUNT];
 	Datum	   *a = palloc(n * sizeof(Datum));
 	Datum	   *b = palloc(n * sizeof(Datum));
 	Datum	   *c = palloc(n * sizeof(Datum));
@@ -1879,11 +2163,14 @@ StorageAddUse(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *time
 		b[i] = Int64GetDatum(counts[i]);
 		c[i] = TimestampTzGetDatum(times[i]);
 	}
-	values[0] = PointerGetDatum(construct_array(a, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	values[1] = PointerGetDatum(construct_array(b, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	values[2] = PointerGetDatum(construct_array(c, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ARG(values, AUP_SESSIONS) =
+		PointerGetDatum(construct_array(a, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	ARG(values, AUP_USES) =
+		PointerGetDatum(construct_array(b, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	ARG(values, AUP_LAST_USED) =
+		PointerGetDatum(construct_array(c, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	storage_enter(&call);
-	storage_exec(ST_ADD_USE, values, NULL, false, -1);
+	storage_exec(ST_ADD_USE, values, NULL, false, NO_RESULT);
 	storage_leave(&call);
 }
 
@@ -1898,20 +2185,21 @@ StorageDeviceStart(const unsigned char *device_hash, const unsigned char *user_c
 				   int interval_s)
 {
 	StorageCall call;
-	Datum		values[7];
-	char		nulls[8] = "       ";
+	Datum		values[DSP_COUNT];
+	char		nulls[DSP_COUNT];
 
-	values[0] = hash_datum(device_hash);
-	values[1] = hash_datum(user_code_hash);
-	values[2] = CStringGetTextDatum(name);
-	values[3] = scopes;
+	memset(nulls, ' ', sizeof(nulls));
+	ARG(values, DSP_DEVICE) = hash_datum(device_hash);
+	ARG(values, DSP_USER_CODE) = hash_datum(user_code_hash);
+	ARG(values, DSP_NAME) = CStringGetTextDatum(name);
+	ARG(values, DSP_SCOPES) = scopes;
 	if (scopes == (Datum) 0)
-		nulls[3] = 'n';
-	values[4] = TimestampTzGetDatum(now);
-	values[5] = TimestampTzGetDatum(expires_at);
-	values[6] = Int32GetDatum(interval_s);
+		ARG(nulls, DSP_SCOPES) = 'n';
+	ARG(values, DSP_NOW) = TimestampTzGetDatum(now);
+	ARG(values, DSP_EXPIRES) = TimestampTzGetDatum(expires_at);
+	ARG(values, DSP_INTERVAL) = Int32GetDatum(interval_s);
 	storage_enter(&call);
-	storage_exec(ST_DEVICE_START, values, nulls, false, -1);
+	storage_exec(ST_DEVICE_START, values, nulls, false, NO_RESULT);
 	storage_leave(&call);
 }
 
@@ -1920,20 +2208,20 @@ int64
 StorageDeviceFailures(const char *user_id, TimestampTz since, TimestampTz *oldest)
 {
 	StorageCall call;
-	Datum		values[2];
+	Datum		values[DFP_COUNT];
 	int64		n = 0;
 
-	values[0] = CStringGetTextDatum(user_id);
-	values[1] = TimestampTzGetDatum(since);
+	ARG(values, DFP_USER) = CStringGetTextDatum(user_id);
+	ARG(values, DFP_SINCE) = TimestampTzGetDatum(since);
 	*oldest = 0;
 	storage_enter(&call);
-	storage_exec(ST_DEVICE_FAILURES, values, NULL, true, 2);
+	storage_exec(ST_DEVICE_FAILURES, values, NULL, true, DFC_NCOLS);
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
 
-		n = DatumGetInt64(column(1, &isnull));
-		*oldest = column_ts(2);
+		n = DatumGetInt64(column(DFC_FAILURES, &isnull));
+		*oldest = column_ts(DFC_OLDEST);
 	}
 	storage_leave(&call);
 	return n;
@@ -1948,28 +2236,29 @@ StorageDeviceDecide(const unsigned char *user_code_hash, const char *user_id,
 					bool approve, TimestampTz now)
 {
 	StorageCall call;
-	Datum		values[5];
-	char		nulls[6] = "     ";
+	Datum		values[DDP_COUNT];
+	char		nulls[DDP_COUNT];
 	bool		done;
 
-	values[4] = actor_datum();
-	values[0] = hash_datum(user_code_hash);
-	values[1] = approve ? CStringGetTextDatum(user_id) : (Datum) 0;
+	memset(nulls, ' ', sizeof(nulls));
+	ARG(values, DDP_ACTOR) = actor_datum();
+	ARG(values, DDP_USER_CODE) = hash_datum(user_code_hash);
+	ARG(values, DDP_USER) = approve ? CStringGetTextDatum(user_id) : (Datum) 0;
 	if (!approve)
-		nulls[1] = 'n';
-	values[2] = TimestampTzGetDatum(now);
-	values[3] = CStringGetTextDatum(approve ? "approved" : "denied");
+		ARG(nulls, DDP_USER) = 'n';
+	ARG(values, DDP_NOW) = TimestampTzGetDatum(now);
+	ARG(values, DDP_STATUS) = CStringGetTextDatum(approve ? "approved" : "denied");
 	storage_enter(&call);
-	storage_exec(ST_DEVICE_DECIDE, values, nulls, false, 1);
+	storage_exec(ST_DEVICE_DECIDE, values, nulls, false, DDC_NCOLS);
 	done = SPI_processed == 1;
 	if (!done)
 	{
-		Datum		failed[3];
+		Datum		failed[DLP_COUNT];
 
-		failed[0] = CStringGetTextDatum(user_id);
-		failed[1] = TimestampTzGetDatum(now);
-		failed[2] = TimestampTzGetDatum(now - USECS_PER_HOUR);
-		storage_exec(ST_DEVICE_FAILED, failed, NULL, false, -1);
+		ARG(failed, DLP_USER) = CStringGetTextDatum(user_id);
+		ARG(failed, DLP_NOW) = TimestampTzGetDatum(now);
+		ARG(failed, DLP_HOUR_AGO) = TimestampTzGetDatum(now - USECS_PER_HOUR);
+		storage_exec(ST_DEVICE_FAILED, failed, NULL, false, NO_RESULT);
 	}
 	storage_leave(&call);
 	return done;
@@ -1980,14 +2269,14 @@ bool
 StorageDevicePoll(const unsigned char *device_hash, StoredDevice *out)
 {
 	StorageCall call;
-	Datum		values[1];
+	Datum		values[DPP_COUNT];
 	bool		found;
 	MemoryContext caller = CurrentMemoryContext;
 
 	memset(out, 0, sizeof(*out));
-	values[0] = hash_datum(device_hash);
+	ARG(values, DPP_DEVICE) = hash_datum(device_hash);
 	storage_enter(&call);
-	storage_exec(ST_DEVICE_POLL, values, NULL, false, 6);
+	storage_exec(ST_DEVICE_POLL, values, NULL, false, DPC_NCOLS);
 	found = SPI_processed == 1;
 	if (found)
 	{
@@ -1995,14 +2284,14 @@ StorageDevicePoll(const unsigned char *device_hash, StoredDevice *out)
 		Datum		d;
 		MemoryContext old = MemoryContextSwitchTo(caller);
 
-		out->status = TextDatumGetCString(column(1, &isnull));
-		out->expires_at = column_ts(2);
-		d = column(3, &isnull);
+		out->status = TextDatumGetCString(column(DPC_STATUS, &isnull));
+		out->expires_at = column_ts(DPC_EXPIRES);
+		d = column(DPC_USER, &isnull);
 		out->user_id = isnull ? NULL : TextDatumGetCString(d);
-		out->name = TextDatumGetCString(column(4, &isnull));
-		d = column(5, &isnull);
+		out->name = TextDatumGetCString(column(DPC_NAME, &isnull));
+		d = column(DPC_SCOPES, &isnull);
 		out->scopes = isnull ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(d));
-		out->interval_s = DatumGetInt32(column(6, &isnull));
+		out->interval_s = DatumGetInt32(column(DPC_INTERVAL, &isnull));
 		MemoryContextSwitchTo(old);
 	}
 	storage_leave(&call);
@@ -2013,12 +2302,12 @@ void
 StorageDeviceConsume(const unsigned char *device_hash, const pg_uuid_t *session_id)
 {
 	StorageCall call;
-	Datum		values[2];
+	Datum		values[DCP_COUNT];
 
-	values[0] = hash_datum(device_hash);
-	values[1] = uuid_datum(session_id);
+	ARG(values, DCP_DEVICE) = hash_datum(device_hash);
+	ARG(values, DCP_SESSION) = uuid_datum(session_id);
 	storage_enter(&call);
-	storage_exec(ST_DEVICE_CONSUME, values, NULL, false, -1);
+	storage_exec(ST_DEVICE_CONSUME, values, NULL, false, NO_RESULT);
 	if (SPI_processed != 1)
 		elog(ERROR, "extension_tokens: device authorization not consumed");
 	storage_leave(&call);
@@ -2040,48 +2329,55 @@ StorageRecordEvent(TimestampTz at, const char *event, const char *user_id,
 				   const unsigned char *hash)
 {
 	StorageCall call;
-	Datum		values[7];
-	char		nulls[8] = "       ";
+	Datum		values[EVP_COUNT];
+	char		nulls[EVP_COUNT];
 
-	values[0] = TimestampTzGetDatum(at);
-	values[1] = CStringGetTextDatum(event);
-#define OPTIONAL(i, cond, v) \
-	do { if (cond) values[i] = (v); else { values[i] = (Datum) 0; nulls[i] = 'n'; } } while (0)
-	OPTIONAL(2, user_id != NULL, CStringGetTextDatum(user_id));
-	OPTIONAL(3, session_id != NULL, uuid_datum(session_id));
-	OPTIONAL(4, actor != NULL, CStringGetTextDatum(actor));
-	OPTIONAL(5, reason != NULL, CStringGetTextDatum(reason));
-	OPTIONAL(6, hash != NULL, hash_datum(hash));
+	memset(nulls, ' ', sizeof(nulls));
+	ARG(values, EVP_AT) = TimestampTzGetDatum(at);
+	ARG(values, EVP_EVENT) = CStringGetTextDatum(event);
+#define OPTIONAL(pos, cond, v) \
+	do { if (cond) ARG(values, pos) = (v); \
+		 else { ARG(values, pos) = (Datum) 0; ARG(nulls, pos) = 'n'; } } while (0)
+	OPTIONAL(EVP_USER, user_id != NULL, CStringGetTextDatum(user_id));
+	OPTIONAL(EVP_SESSION, session_id != NULL, uuid_datum(session_id));
+	OPTIONAL(EVP_ACTOR, actor != NULL, CStringGetTextDatum(actor));
+	OPTIONAL(EVP_REASON, reason != NULL, CStringGetTextDatum(reason));
+	OPTIONAL(EVP_HASH, hash != NULL, hash_datum(hash));
 #undef OPTIONAL
 	storage_enter(&call);
-	storage_exec(ST_RECORD_EVENT, values, nulls, false, -1);
+	storage_exec(ST_RECORD_EVENT, values, nulls, false, NO_RESULT);
 	storage_leave(&call);
 }
 
-/* The result of an events statement into a materialized SRF result. */
+/*
+ * The rows of an events statement (EC_*) into a materialized SRF result of
+ * the type extension_token_event.
+ */
 static void
 events_result(ReturnSetInfo *rsinfo)
 {
-	int			natts = rsinfo->setDesc->natts;
-
-	if (SPI_tuptable->tupdesc->natts != natts)
-		elog(ERROR, "extension_tokens: extension_token_event has %d columns, not %d",
-			 natts, SPI_tuptable->tupdesc->natts);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		Datum	   *row = palloc(natts * sizeof(Datum));
-		bool	   *isnull = palloc(natts * sizeof(bool));
+		Datum		row[EC_NCOLS];
+		bool		isnull[EC_NCOLS];
 		MemoryContext old;
 
-		for (int c = 0; c < natts; c++)
+		for (int c = 0; c < EC_NCOLS; c++)
 			row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 								   c + 1, &isnull[c]);
 		old = MemoryContextSwitchTo(rsinfo->econtext->ecxt_per_query_memory);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
 		MemoryContextSwitchTo(old);
-		pfree(row);
-		pfree(isnull);
 	}
+}
+
+/* Raises unless the SRF result is of the type extension_token_event. */
+static void
+events_check_result_type(ReturnSetInfo *rsinfo)
+{
+	if (rsinfo->setDesc->natts != EC_NCOLS)
+		elog(ERROR, "extension_tokens: extension_token_event has %d columns, not %d",
+			 rsinfo->setDesc->natts, EC_NCOLS);
 }
 
 /* The events of user_id (NULL: of everyone) at or after `since`. */
@@ -2089,19 +2385,23 @@ void
 StorageListEvents(const char *user_id, TimestampTz since, ReturnSetInfo *rsinfo)
 {
 	StorageCall call;
-	Datum		values[2];
 
+	events_check_result_type(rsinfo);
 	storage_enter(&call);
 	if (user_id)
 	{
-		values[0] = CStringGetTextDatum(user_id);
-		values[1] = TimestampTzGetDatum(since);
-		storage_exec(ST_EVENTS_USER, values, NULL, true, -1);
+		Datum		values[EUP_COUNT];
+
+		ARG(values, EUP_USER) = CStringGetTextDatum(user_id);
+		ARG(values, EUP_SINCE) = TimestampTzGetDatum(since);
+		storage_exec(ST_EVENTS_USER, values, NULL, true, EC_NCOLS);
 	}
 	else
 	{
-		values[0] = TimestampTzGetDatum(since);
-		storage_exec(ST_EVENTS_ALL, values, NULL, true, -1);
+		Datum		values[EAP_COUNT];
+
+		ARG(values, EAP_SINCE) = TimestampTzGetDatum(since);
+		storage_exec(ST_EVENTS_ALL, values, NULL, true, EC_NCOLS);
 	}
 	events_result(rsinfo);
 	storage_leave(&call);
@@ -2116,17 +2416,19 @@ StorageEventsByToken(const unsigned char *hash, const pg_uuid_t *session_id,
 					 ReturnSetInfo *rsinfo)
 {
 	StorageCall call;
-	Datum		values[2];
-	char		nulls[3] = "  ";
+	Datum		values[ETP_COUNT];
+	char		nulls[ETP_COUNT];
 
-	values[0] = hash_datum(hash);
-	values[1] = (Datum) 0;
+	events_check_result_type(rsinfo);
+	memset(nulls, ' ', sizeof(nulls));
+	ARG(values, ETP_HASH) = hash_datum(hash);
+	ARG(values, ETP_SESSION) = (Datum) 0;
 	if (session_id)
-		values[1] = uuid_datum(session_id);
+		ARG(values, ETP_SESSION) = uuid_datum(session_id);
 	else
-		nulls[1] = 'n';
+		ARG(nulls, ETP_SESSION) = 'n';
 	storage_enter(&call);
-	storage_exec(ST_EVENTS_BY_TOKEN, values, nulls, true, -1);
+	storage_exec(ST_EVENTS_BY_TOKEN, values, nulls, true, EC_NCOLS);
 	events_result(rsinfo);
 	storage_leave(&call);
 }
@@ -2206,40 +2508,42 @@ StorageCheckSigningKeys(const char *algorithm, const char *secret_id,
 						bool may_rotate, bool nowait, char **reason)
 {
 	StorageCall call;
-	Datum		values[6];
-	char		nulls[7] = "      ";
+	Datum		values[SKP_COUNT];
+	char		nulls[SKP_COUNT];
 	StringInfoData changes;
 	bool		rotated = false;
 
 	initStringInfo(&changes);
-	values[0] = CStringGetTextDatum(algorithm);
-#define OPTIONAL(i, s) \
-	do { if ((s)[0]) values[i] = CStringGetTextDatum(s); \
-		 else { values[i] = (Datum) 0; nulls[i] = 'n'; } } while (0)
-	OPTIONAL(1, secret_id);
-	OPTIONAL(2, key_id);
-	values[3] = TimestampTzGetDatum(at);
+	memset(nulls, ' ', sizeof(nulls));
+	ARG(values, SKP_ALGORITHM) = CStringGetTextDatum(algorithm);
+#define OPTIONAL(pos, s) \
+	do { if ((s)[0]) ARG(values, pos) = CStringGetTextDatum(s); \
+		 else { ARG(values, pos) = (Datum) 0; ARG(nulls, pos) = 'n'; } } while (0)
+	OPTIONAL(SKP_SECRET_ID, secret_id);
+	OPTIONAL(SKP_KEY_ID, key_id);
+	ARG(values, SKP_AT) = TimestampTzGetDatum(at);
 	storage_enter(&call);
-	storage_exec(nowait ? ST_SIGNING_READ_NOWAIT : ST_SIGNING_READ, NULL, NULL, false, 3);
+	storage_exec(nowait ? ST_SIGNING_READ_NOWAIT : ST_SIGNING_READ, NULL, NULL, false,
+				 SKC_NCOLS);
 	if (SPI_processed == 0)
-		storage_exec(ST_SIGNING_SEED, values, nulls, false, -1);
+		storage_exec(ST_SIGNING_SEED, values, nulls, false, NO_RESULT);
 	else if (may_rotate)
 	{
 		/* `changes` was made before SPI: repalloc keeps it out of SPI's memory */
-		append_change(&changes, "signing_algorithm", algorithm, column_text(1));
-		append_change(&changes, "jwt_secret", secret_id, column_text(2));
-		append_change(&changes, "signing_key", key_id, column_text(3));
+		append_change(&changes, "signing_algorithm", algorithm, column_text(SKC_ALGORITHM));
+		append_change(&changes, "jwt_secret", secret_id, column_text(SKC_SECRET_ID));
+		append_change(&changes, "signing_key", key_id, column_text(SKC_KEY_ID));
 		if (changes.len > 0)
 		{
 			if (actor)
-				values[4] = CStringGetTextDatum(actor);
+				ARG(values, SKP_ACTOR) = CStringGetTextDatum(actor);
 			else
 			{
-				values[4] = (Datum) 0;
-				nulls[4] = 'n';
+				ARG(values, SKP_ACTOR) = (Datum) 0;
+				ARG(nulls, SKP_ACTOR) = 'n';
 			}
-			values[5] = CStringGetTextDatum(changes.data);
-			storage_exec(ST_SIGNING_ROTATED, values, nulls, false, -1);
+			ARG(values, SKP_CHANGES) = CStringGetTextDatum(changes.data);
+			storage_exec(ST_SIGNING_ROTATED, values, nulls, false, NO_RESULT);
 			rotated = true;
 		}
 	}

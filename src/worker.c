@@ -174,28 +174,128 @@ WorkerCronRemoveDropped(const char *database, int64 *jobs, char **message)
 	return cron_request(true, true, database, NULL, jobs, message);
 }
 
-/*
- * In the cron database: create (or update) or remove this database's two
- * jobs: the cleanup, and the trimming of those jobs' run history.
- */
-void
-extension_tokens_cron_worker_main(Datum main_arg)
+/* The names in cron.job of a database's two jobs. */
+typedef struct CronJobNames
 {
-	dsm_segment *seg;
+	char		cleanup[NAMEDATALEN + 32];
+	char		history[NAMEDATALEN + 32];
+} CronJobNames;
+
+/*
+ * The worker's start: attaches to the request (*seg) and connects to the
+ * cron database that it names.
+ */
+static CronRequest *
+cron_worker_attach(Datum main_arg, dsm_segment **seg)
+{
 	CronRequest *req;
-	char		cleanup_job[NAMEDATALEN + 32];
-	char		history_job[NAMEDATALEN + 32];
-	StringInfoData command;
 
 	BackgroundWorkerUnblockSignals();
-	seg = dsm_attach(DatumGetUInt32(main_arg));
-	if (seg == NULL)
+	*seg = dsm_attach(DatumGetUInt32(main_arg));
+	if (*seg == NULL)
 		ereport(ERROR, (errmsg("extension_tokens: could not attach to the request")));
-	req = (CronRequest *) dsm_segment_address(seg);
+	req = (CronRequest *) dsm_segment_address(*seg);
 	BackgroundWorkerInitializeConnection(req->cron_database, NULL, 0);
+	return req;
+}
 
-	snprintf(cleanup_job, sizeof(cleanup_job), "extension_tokens_cleanup:%s", req->database);
-	snprintf(history_job, sizeof(history_job), "extension_tokens_history:%s", req->database);
+/* Whether pg_cron is installed in this (the cron) database. */
+static bool
+cron_installed(void)
+{
+	int			rc;
+
+	rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron'",
+					 true, 1);
+	return rc == SPI_OK_SELECT && SPI_processed == 1;
+}
+
+/* Runs a call of pg_cron's with nargs text arguments; raises if it failed. */
+static void
+cron_call(const char *sql, int nargs, Datum *args)
+{
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	int			rc;
+
+	Assert(nargs <= lengthof(types));
+	rc = SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "pg_cron call failed: %s", SPI_result_code_string(rc));
+}
+
+/* Removes the database's jobs; returns how many there were. */
+static int64
+cron_unschedule(const CronJobNames *names)
+{
+	Datum		args[2];
+	bool		isnull;
+
+	args[0] = CStringGetTextDatum(names->cleanup);
+	args[1] = CStringGetTextDatum(names->history);
+	cron_call("SELECT pg_catalog.count(cron.unschedule(jobid)) "
+			  "FROM cron.job WHERE jobname OPERATOR(pg_catalog.=) ANY (ARRAY[$1, $2])",
+			  2, args);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									   &isnull));
+}
+
+/*
+ * Creates (or updates) the database's two jobs: the cleanup, run in the
+ * database by the extension's owner on the request's schedule, and the
+ * trimming of both jobs' run history, run in the cron database.  Returns how
+ * many jobs it scheduled.
+ */
+static int64
+cron_schedule(const CronRequest *req, const CronJobNames *names)
+{
+	Datum		args[5];
+	StringInfoData command;
+
+	initStringInfo(&command);
+	appendStringInfo(&command, "SELECT %s.extension_tokens_cleanup()",
+					 quote_identifier(req->schema));
+	args[0] = CStringGetTextDatum(names->cleanup);
+	args[1] = CStringGetTextDatum(req->schedule);
+	args[2] = CStringGetTextDatum(command.data);
+	args[3] = CStringGetTextDatum(req->database);
+	args[4] = CStringGetTextDatum(req->username);
+	cron_call("SELECT cron.schedule_in_database($1, $2, $3, $4, $5)", 5, args);
+
+	/* pg_cron's own history of these jobs: a week is enough. */
+	args[0] = CStringGetTextDatum(names->history);
+	args[1] = CStringGetTextDatum("23 3 * * *");
+	args[2] = CStringGetTextDatum(psprintf(
+		"DELETE FROM cron.job_run_details d USING cron.job j "
+		"WHERE d.jobid OPERATOR(pg_catalog.=) j.jobid "
+		"AND j.jobname OPERATOR(pg_catalog.=) ANY (ARRAY[%s, %s]) "
+		"AND d.end_time OPERATOR(pg_catalog.<) "
+		"(pg_catalog.now() OPERATOR(pg_catalog.-) interval '7 days')",
+		quote_literal_cstr(names->cleanup), quote_literal_cstr(names->history)));
+	args[3] = CStringGetTextDatum(req->cron_database);
+	cron_call("SELECT cron.schedule_in_database($1, $2, $3, $4, $5)", 5, args);
+	return 2;
+}
+
+/* The outcome, for the backend that waits for the worker (cron_request()). */
+static void
+cron_report(CronRequest *req, bool ok, const char *message)
+{
+	req->ok = ok;
+	strlcpy(req->message, message, sizeof(req->message));
+}
+
+/*
+ * The request, in one transaction of the cron database: this database's
+ * jobs removed or scheduled, and the outcome reported.  An error rolls the
+ * transaction back and its message is the outcome.
+ */
+static void
+cron_run_request(CronRequest *req)
+{
+	CronJobNames names;
+
+	snprintf(names.cleanup, sizeof(names.cleanup), "extension_tokens_cleanup:%s", req->database);
+	snprintf(names.history, sizeof(names.history), "extension_tokens_history:%s", req->database);
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -204,77 +304,25 @@ extension_tokens_cron_worker_main(Datum main_arg)
 
 	PG_TRY();
 	{
-		Datum		args[6];
-		Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-		int			rc;
-
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		rc = SPI_execute("SELECT 1 FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'pg_cron'",
-						 true, 1);
-		if ((rc != SPI_OK_SELECT || SPI_processed != 1) && req->unschedule && req->missing_ok)
+		if (!cron_installed())
 		{
-			/* No pg_cron here: no job to remove.  Answer one row of 0. */
-			rc = SPI_execute("SELECT 0::pg_catalog.int8", true, 1);
+			if (!(req->unschedule && req->missing_ok))
+				ereport(ERROR,
+						(errmsg("the pg_cron extension is not installed in database \"%s\"",
+								req->cron_database)));
+			/* No pg_cron here: no job to remove. */
+			req->jobs = 0;
 		}
-		else if (rc != SPI_OK_SELECT || SPI_processed != 1)
-			ereport(ERROR,
-					(errmsg("the pg_cron extension is not installed in database \"%s\"",
-							req->cron_database)));
 		else if (req->unschedule)
-		{
-			args[0] = CStringGetTextDatum(cleanup_job);
-			args[1] = CStringGetTextDatum(history_job);
-			rc = SPI_execute_with_args("SELECT pg_catalog.count(cron.unschedule(jobid)) "
-									   "FROM cron.job WHERE jobname OPERATOR(pg_catalog.=) ANY (ARRAY[$1, $2])",
-									   2, types, args, NULL, false, 0);
-		}
+			req->jobs = cron_unschedule(&names);
 		else
-		{
-			initStringInfo(&command);
-			appendStringInfo(&command, "SELECT %s.extension_tokens_cleanup()",
-							 quote_identifier(req->schema));
-			args[0] = CStringGetTextDatum(cleanup_job);
-			args[1] = CStringGetTextDatum(req->schedule);
-			args[2] = CStringGetTextDatum(command.data);
-			args[3] = CStringGetTextDatum(req->database);
-			args[4] = CStringGetTextDatum(req->username);
-			rc = SPI_execute_with_args("SELECT cron.schedule_in_database($1, $2, $3, $4, $5)",
-									   5, types, args, NULL, false, 0);
-			if (rc == SPI_OK_SELECT)
-			{
-				/* pg_cron's own history of these jobs: a week is enough. */
-				args[0] = CStringGetTextDatum(history_job);
-				args[1] = CStringGetTextDatum("23 3 * * *");
-				args[2] = CStringGetTextDatum(psprintf(
-					"DELETE FROM cron.job_run_details d USING cron.job j "
-					"WHERE d.jobid OPERATOR(pg_catalog.=) j.jobid "
-					"AND j.jobname OPERATOR(pg_catalog.=) ANY (ARRAY[%s, %s]) "
-					"AND d.end_time OPERATOR(pg_catalog.<) "
-					"(pg_catalog.now() OPERATOR(pg_catalog.-) interval '7 days')",
-					quote_literal_cstr(cleanup_job), quote_literal_cstr(history_job)));
-				args[3] = CStringGetTextDatum(req->cron_database);
-				rc = SPI_execute_with_args("SELECT cron.schedule_in_database($1, $2, $3, $4, $5)",
-										   5, types, args, NULL, false, 0);
-			}
-		}
-		if (rc != SPI_OK_SELECT)
-			elog(ERROR, "pg_cron call failed: %s", SPI_result_code_string(rc));
-		if (req->unschedule)
-		{
-			bool		isnull;
-
-			req->jobs = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-													SPI_tuptable->tupdesc, 1, &isnull));
-		}
-		else
-			req->jobs = 2;
+			req->jobs = cron_schedule(req, &names);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
-		req->ok = true;
-		snprintf(req->message, sizeof(req->message), "%s",
-				 req->unschedule ? "unscheduled" : "scheduled");
+		cron_report(req, true, req->unschedule ? "unscheduled" : "scheduled");
 	}
 	PG_CATCH();
 	{
@@ -284,10 +332,22 @@ extension_tokens_cron_worker_main(Datum main_arg)
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		req->ok = false;
-		strlcpy(req->message, edata->message, sizeof(req->message));
+		cron_report(req, false, edata->message);
 	}
 	PG_END_TRY();
+}
+
+/*
+ * In the cron database: create (or update) or remove this database's two
+ * jobs: the cleanup, and the trimming of those jobs' run history.
+ */
+void
+extension_tokens_cron_worker_main(Datum main_arg)
+{
+	dsm_segment *seg;
+	CronRequest *req = cron_worker_attach(main_arg, &seg);
+
+	cron_run_request(req);
 	req->done = true;
 	pgstat_report_activity(STATE_IDLE, NULL);
 	dsm_detach(seg);
