@@ -43,6 +43,9 @@ checked on the shards directly, as a superuser:
                    to postgrest_role with the key's claims, refused once
                    revoked; duplicate identities, unreadable headers and forged
                    session claims refused; foreign claims left alone
+  client           the request's user-agent and x-forwarded-for reach the shard:
+                   issue, refresh, API key creation and the device poll record
+                   the session's user_agent and ip
   postgrest        a real PostgREST in front of the proxy database, with
                    db-pre-request = public.extension_token_pre_request: bearer
                    and API key requests accepted, refused with 401 on the next
@@ -704,6 +707,55 @@ def postgrest():
     st, _ = http("POST", "/rpc/device_find", {"p_user_code": d["user_code"]},
                  {"Content-Profile": "extension_tokens_proxy"})
     assert st in (404, 406), st
+
+
+
+def in_request(role, claims, headers, sql, args=()):
+    """One statement in a request's transaction: PostgREST's role, claims and headers."""
+    with proxy.cursor() as cur:
+        cur.execute("BEGIN")
+        try:
+            cur.execute("SELECT set_config('request.jwt.claims', %s, true), set_config('request.headers', %s, true), "
+                        "set_config('role', %s, true)", (claims, headers, role))
+            cur.execute(sql, args)
+            row = cur.fetchone()
+            cur.execute("COMMIT")
+            return row
+        except psycopg2.Error as e:
+            cur.execute("ROLLBACK")
+            raise Refused(e) from None
+
+
+@check("the request's user agent and ip reach the shard: issue, refresh, API key creation and the device poll "
+       "through the proxy record them, as on one server",
+       covers=["extension_token_issue", "extension_token_refresh", "extension_token_api_key_create",
+               "extension_token_device_poll"])
+def client():
+    zoe = f"client-{RUN}"
+    claims = json.dumps({"sub": zoe, "role": "authenticated"})
+
+    def headers(ua, ip):
+        return json.dumps({"user-agent": ua, "x-forwarded-for": f"{ip}, 10.0.0.1", "authorization": "Bearer x"})
+
+    def seen(session):
+        return on_shard(shard_of_user(zoe), "SELECT user_agent, host(ip) FROM extension_token_sessions "
+                                            "WHERE session_id = %s", (session,))[0]
+    p = in_request("authenticated", claims, headers("addin/1.0", "203.0.113.7"),
+                   "SELECT access_token, refresh_token, session_id::text FROM extension_token_issue()")
+    assert seen(p[2]) == ("addin/1.0", "203.0.113.7"), seen(p[2])
+    in_request("anon", "", headers("addin/1.1", "203.0.113.8"),
+               "SELECT session_id FROM extension_token_refresh(%s)", (p[1],))
+    assert seen(p[2]) == ("addin/1.1", "203.0.113.8"), seen(p[2])
+    k = in_request("authenticated", claims, headers("ci/2.0", "198.51.100.1"),
+                   "SELECT key_id::text FROM extension_token_api_key_create()")
+    assert seen(k[0]) == ("ci/2.0", "198.51.100.1"), seen(k[0])
+    d = device_start()
+    assert call("SELECT extension_token_device_approve(%s, %s)", (d["user_code"], zoe), role="service_role")[0]
+    pair = in_request("anon", "", headers("device/3.0", "192.0.2.9"), POLL, (d["code"],))
+    assert seen(pair[2]) == ("device/3.0", "192.0.2.9"), seen(pair[2])
+    # no request headers (a backend's call): none recorded
+    q = call("SELECT session_id::text FROM extension_token_issue(%s)", (zoe,), role="service_role")
+    assert seen(q[0]) == (None, None), seen(q[0])
 
 
 @check("the proxy grows to twice the partitions: every token issued before still validates, refreshes and revokes")

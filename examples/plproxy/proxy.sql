@@ -149,6 +149,21 @@ EXCEPTION WHEN others THEN
     RETURN 0;
 END $$;
 
+-- What the shards get of PostgREST's request headers: the user-agent and
+-- x-forwarded-for, from which the extension records a session's user_agent
+-- and ip at issue, refresh and the device poll (no token, no cookie).
+CREATE FUNCTION extension_tokens_proxy.client()
+RETURNS text LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    h jsonb;
+BEGIN
+    h := nullif(current_setting('request.headers', true), '')::jsonb;
+    RETURN pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'user-agent', h -> 'user-agent', 'x-forwarded-for', h -> 'x-forwarded-for'))::text;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END $$;
+
 -- A shard's error as the shard raised it: PL/Proxy prefixes the message with
 -- the function and partition and the detail and hint with "Remote ...: ",
 -- but clients read the detail (PT401's reason) and the hint (PT429's retry).
@@ -177,11 +192,12 @@ END $$;
 -------------------------------------------------------------------------------
 
 CREATE FUNCTION extension_tokens_proxy.issue(p_shard integer, p_jwt_claims text, p_user_id text,
-    p_name text, p_lifetime interval, p_claims jsonb, p_scopes text[])
+    p_name text, p_lifetime interval, p_claims jsonb, p_scopes text[], p_client text)
 RETURNS SETOF public.extension_token_pair LANGUAGE plproxy AS $$
     CLUSTER 'extension_tokens';
     RUN ON p_shard;
-    SELECT * FROM extension_tokens_shard.issue(p_jwt_claims, p_user_id, p_name, p_lifetime, p_claims, p_scopes);
+    SELECT * FROM extension_tokens_shard.issue(p_jwt_claims, p_user_id, p_name, p_lifetime, p_claims, p_scopes,
+                                               p_client);
 $$;
 
 CREATE FUNCTION extension_tokens_proxy.list(p_shard integer, p_jwt_claims text, p_user_id text)
@@ -207,12 +223,12 @@ RETURNS SETOF boolean LANGUAGE plproxy AS $$
 $$;
 
 CREATE FUNCTION extension_tokens_proxy.api_key_create(p_shard integer, p_jwt_claims text, p_user_id text,
-    p_name text, p_scopes text[], p_expires_in interval, p_claims jsonb)
+    p_name text, p_scopes text[], p_expires_in interval, p_claims jsonb, p_client text)
 RETURNS SETOF public.extension_token_api_key LANGUAGE plproxy AS $$
     CLUSTER 'extension_tokens';
     RUN ON p_shard;
     SELECT * FROM extension_tokens_shard.api_key_create(p_jwt_claims, p_user_id, p_name, p_scopes,
-                                                        p_expires_in, p_claims);
+                                                        p_expires_in, p_claims, p_client);
 $$;
 
 CREATE FUNCTION extension_tokens_proxy.api_key_list(p_shard integer, p_jwt_claims text, p_user_id text)
@@ -318,18 +334,18 @@ RETURNS SETOF boolean LANGUAGE plproxy AS $$
     SELECT extension_tokens_shard.device_decide(p_jwt_claims, p_approve, p_user_code, p_user_id);
 $$;
 
-CREATE FUNCTION extension_tokens_proxy.device_poll_all(p_device_code text)
+CREATE FUNCTION extension_tokens_proxy.device_poll_all(p_device_code text, p_client text)
 RETURNS SETOF extension_tokens_proxy.poll_answer LANGUAGE plproxy AS $$
     CLUSTER 'extension_tokens';
     RUN ON ALL;
-    SELECT * FROM extension_tokens_shard.device_poll(p_device_code);
+    SELECT * FROM extension_tokens_shard.device_poll(p_device_code, p_client);
 $$;
 
-CREATE FUNCTION extension_tokens_proxy.device_poll_one(p_shard integer, p_device_code text)
+CREATE FUNCTION extension_tokens_proxy.device_poll_one(p_shard integer, p_device_code text, p_client text)
 RETURNS SETOF extension_tokens_proxy.poll_answer LANGUAGE plproxy AS $$
     CLUSTER 'extension_tokens';
     RUN ON p_shard;
-    SELECT * FROM extension_tokens_shard.device_poll(p_device_code);
+    SELECT * FROM extension_tokens_shard.device_poll(p_device_code, p_client);
 $$;
 
 -- Moves the pending authorization of a user code to partition p_shard (the
@@ -402,11 +418,11 @@ RETURNS public.extension_token_validation LANGUAGE plproxy AS $$
     RUN ON extension_tokens_proxy.token_shard(p_token);
 $$;
 
-CREATE FUNCTION extension_tokens_proxy.refresh(p_refresh_token text, p_current_token text)
+CREATE FUNCTION extension_tokens_proxy.refresh(p_refresh_token text, p_current_token text, p_client text)
 RETURNS SETOF public.extension_token_pair LANGUAGE plproxy AS $$
     CLUSTER 'extension_tokens';
     RUN ON extension_tokens_proxy.token_shard(p_refresh_token);
-    SELECT * FROM public.extension_token_refresh(p_refresh_token, p_current_token);
+    SELECT * FROM extension_tokens_shard.refresh(p_client, p_refresh_token, p_current_token);
 $$;
 
 CREATE FUNCTION public.extension_token_refresh(p_refresh_token text, p_current_token text DEFAULT NULL)
@@ -415,7 +431,8 @@ DECLARE
     r public.extension_token_pair;
     st text; msg text; det text; hnt text;
 BEGIN
-    SELECT * FROM extension_tokens_proxy.refresh(p_refresh_token, p_current_token) INTO STRICT r;
+    SELECT * FROM extension_tokens_proxy.refresh(p_refresh_token, p_current_token, extension_tokens_proxy.client())
+      INTO STRICT r;
     RETURN r;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
@@ -443,7 +460,8 @@ DECLARE
     st text; msg text; det text; hnt text;
 BEGIN
     SELECT * FROM extension_tokens_proxy.issue(extension_tokens_proxy.user_shard(p_user_id),
-        current_setting('request.jwt.claims', true), p_user_id, p_name, p_lifetime, p_claims, p_scopes) INTO STRICT r;
+        current_setting('request.jwt.claims', true), p_user_id, p_name, p_lifetime, p_claims, p_scopes,
+        extension_tokens_proxy.client()) INTO STRICT r;
     RETURN r;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
@@ -502,7 +520,8 @@ DECLARE
     st text; msg text; det text; hnt text;
 BEGIN
     SELECT * FROM extension_tokens_proxy.api_key_create(extension_tokens_proxy.user_shard(p_user_id),
-        current_setting('request.jwt.claims', true), p_user_id, p_name, p_scopes, p_expires_in, p_claims) INTO STRICT r;
+        current_setting('request.jwt.claims', true), p_user_id, p_name, p_scopes, p_expires_in, p_claims,
+        extension_tokens_proxy.client()) INTO STRICT r;
     RETURN r;
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, det = PG_EXCEPTION_DETAIL, hnt = PG_EXCEPTION_HINT;
@@ -686,9 +705,11 @@ DECLARE
     st text; msg text; det text; hnt text;
 BEGIN
     IF octet_length(p_device_code) = 50 THEN
-        answers := ARRAY(SELECT x FROM extension_tokens_proxy.device_poll_all(p_device_code) x);
+        answers := ARRAY(SELECT x FROM extension_tokens_proxy.device_poll_all(p_device_code,
+                                                                             extension_tokens_proxy.client()) x);
     ELSE
-        answers := ARRAY(SELECT x FROM extension_tokens_proxy.device_poll_one(0, p_device_code) x);
+        answers := ARRAY(SELECT x FROM extension_tokens_proxy.device_poll_one(0, p_device_code,
+                                                                             extension_tokens_proxy.client()) x);
     END IF;
     FOREACH a IN ARRAY answers LOOP
         rank := CASE WHEN a.error_state IS NULL THEN 6
@@ -723,7 +744,7 @@ END $$;
 -------------------------------------------------------------------------------
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA extension_tokens_proxy FROM PUBLIC;
 -- (refresh and reraise serve the anonymous refresh)
-GRANT EXECUTE ON FUNCTION extension_tokens_proxy.refresh(text, text),
+GRANT EXECUTE ON FUNCTION extension_tokens_proxy.refresh(text, text, text), extension_tokens_proxy.client(),
     extension_tokens_proxy.reraise(text, text, text, text) TO PUBLIC;
 REVOKE ALL ON FUNCTION public.extension_token_issue(text, text, interval, jsonb, text[]),
     public.extension_token_list(text), public.revoke_user_extension_tokens(text, uuid),
@@ -736,10 +757,10 @@ GRANT EXECUTE ON FUNCTION extension_tokens_proxy.session_shard(uuid), extension_
     extension_tokens_proxy.token_shard(text), extension_tokens_proxy.user_shard(text)
     TO PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    extension_tokens_proxy.issue(integer, text, text, text, interval, jsonb, text[]),
+    extension_tokens_proxy.issue(integer, text, text, text, interval, jsonb, text[], text),
     extension_tokens_proxy.list(integer, text, text), extension_tokens_proxy.revoke_user(integer, text, text, uuid),
     extension_tokens_proxy.revoke_session(integer, text, uuid),
-    extension_tokens_proxy.api_key_create(integer, text, text, text, text[], interval, jsonb),
+    extension_tokens_proxy.api_key_create(integer, text, text, text, text[], interval, jsonb, text),
     extension_tokens_proxy.api_key_list(integer, text, text),
     public.extension_token_issue(text, text, interval, jsonb, text[]),
     public.extension_token_list(text), public.revoke_user_extension_tokens(text, uuid),
@@ -753,8 +774,8 @@ GRANT EXECUTE ON FUNCTION extension_tokens_proxy.stats(), extension_tokens_proxy
 -- everyone (the device code is the credential)
 GRANT EXECUTE ON FUNCTION extension_tokens_proxy.pre_request(integer, text, text),
     extension_tokens_proxy.device_start(text, text[]), extension_tokens_proxy.device_find(text),
-    extension_tokens_proxy.device_withdraw(text), extension_tokens_proxy.device_poll_all(text),
-    extension_tokens_proxy.device_poll_one(integer, text) TO PUBLIC;
+    extension_tokens_proxy.device_withdraw(text), extension_tokens_proxy.device_poll_all(text, text),
+    extension_tokens_proxy.device_poll_one(integer, text, text) TO PUBLIC;
 -- approving, denying and the audit trail: the signed-in and the service role
 REVOKE ALL ON FUNCTION public.extension_token_device_approve(text, text), public.extension_token_device_deny(text),
     public.extension_token_events(text, timestamptz), public.extension_token_events_by_token(text) FROM PUBLIC;

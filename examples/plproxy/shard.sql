@@ -17,8 +17,8 @@
 -- the proxy saw them (request.jwt.claims), then call the extension's own
 -- function: its rules of who may act for whom apply on the shard unchanged
 -- (claims are believed only for a NOLOGIN role, reached through SET ROLE by
--- a member).  Token-routed functions (validate, refresh, revoke) are called
--- directly: the token is the credential.
+-- a member).  Token-routed functions (validate, revoke) are called directly,
+-- refresh with the request's client only: the token is the credential.
 --
 -- Run it as the extension's owner: the functions that move device
 -- authorizations between shards and the administrators' stats and cleanup
@@ -42,10 +42,20 @@ BEGIN
     PERFORM pg_catalog.set_config('role', substr(session_user::text, 10), true);
 END $$;
 
+-- The client of PostgREST's request, for the session's user_agent and ip:
+-- the user-agent and x-forwarded-for of the proxy's request.headers (no
+-- other header comes here), as the extension reads them at issue, refresh
+-- and the device poll.
+CREATE FUNCTION extension_tokens_shard.client(p_client text)
+RETURNS void LANGUAGE sql
+AS $$ SELECT pg_catalog.set_config('request.headers', coalesce(p_client, ''), true) $$;
+
 CREATE FUNCTION extension_tokens_shard.issue(p_jwt_claims text, p_user_id text, p_name text,
-                                             p_lifetime interval, p_claims jsonb, p_scopes text[])
+                                             p_lifetime interval, p_claims jsonb, p_scopes text[],
+                                             p_client text)
 RETURNS SETOF public.extension_token_pair LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM extension_tokens_shard.client(p_client);     -- (before act_as: then its role has no rights here)
     PERFORM extension_tokens_shard.act_as(p_jwt_claims);
     RETURN QUERY SELECT * FROM public.extension_token_issue(p_user_id, p_name, p_lifetime, p_claims, p_scopes);
 END $$;
@@ -74,9 +84,10 @@ END $$;
 
 CREATE FUNCTION extension_tokens_shard.api_key_create(p_jwt_claims text, p_user_id text,
                                                       p_name text, p_scopes text[], p_expires_in interval,
-                                                      p_claims jsonb)
+                                                      p_claims jsonb, p_client text)
 RETURNS SETOF public.extension_token_api_key LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM extension_tokens_shard.client(p_client);     -- (before act_as: then its role has no rights here)
     PERFORM extension_tokens_shard.act_as(p_jwt_claims);
     RETURN QUERY SELECT * FROM public.extension_token_api_key_create(p_user_id, p_name, p_scopes,
                                                                       p_expires_in, p_claims);
@@ -87,6 +98,15 @@ RETURNS SETOF public.extension_token_session LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM extension_tokens_shard.act_as(p_jwt_claims);
     RETURN QUERY SELECT * FROM public.extension_token_api_key_list(p_user_id);
+END $$;
+
+-- Refresh: the refresh token is the credential (no role of the caller's),
+-- with the request's client.
+CREATE FUNCTION extension_tokens_shard.refresh(p_client text, p_refresh_token text, p_current_token text)
+RETURNS SETOF public.extension_token_pair LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM extension_tokens_shard.client(p_client);
+    RETURN QUERY SELECT * FROM public.extension_token_refresh(p_refresh_token, p_current_token);
 END $$;
 
 -- Administration: only the administrators' login (et_proxy_service_role)
@@ -324,13 +344,14 @@ CREATE TYPE extension_tokens_shard.poll_answer AS (
     expires_at timestamptz, refresh_expires_at timestamptz, session_id uuid, scopes text[],
     revoked_sessions integer, error_state text, error_message text, error_detail text, error_hint text);
 
-CREATE FUNCTION extension_tokens_shard.device_poll(p_device_code text)
+CREATE FUNCTION extension_tokens_shard.device_poll(p_device_code text, p_client text)
 RETURNS SETOF extension_tokens_shard.poll_answer LANGUAGE plpgsql AS $$
 DECLARE
     p public.extension_token_pair;
     answer extension_tokens_shard.poll_answer;
     st text; msg text; det text; hnt text;
 BEGIN
+    PERFORM extension_tokens_shard.client(p_client);
     BEGIN
         p := public.extension_token_device_poll(p_device_code);
         answer := ROW(p.access_token, p.refresh_token, p.token_type, p.expires_in, p.expires_at,
@@ -351,15 +372,17 @@ END $$;
 REVOKE ALL ON SCHEMA extension_tokens_shard FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA extension_tokens_shard FROM PUBLIC;
 GRANT USAGE ON SCHEMA extension_tokens_shard TO et_proxy_anon, et_proxy_authenticated, et_proxy_service_role;
-GRANT EXECUTE ON FUNCTION extension_tokens_shard.act_as(text), extension_tokens_shard.issue(text, text, text, interval, jsonb, text[]),
+GRANT EXECUTE ON FUNCTION extension_tokens_shard.act_as(text), extension_tokens_shard.client(text),
+    extension_tokens_shard.issue(text, text, text, interval, jsonb, text[], text),
+    extension_tokens_shard.refresh(text, text, text),
     extension_tokens_shard.list(text, text), extension_tokens_shard.revoke_user(text, text, uuid),
     extension_tokens_shard.revoke_session(text, uuid),
-    extension_tokens_shard.api_key_create(text, text, text, text[], interval, jsonb),
+    extension_tokens_shard.api_key_create(text, text, text, text[], interval, jsonb, text),
     extension_tokens_shard.api_key_list(text, text),
     extension_tokens_shard.events(text, text, timestamptz),
     extension_tokens_shard.pre_request(text, text),
     extension_tokens_shard.device_find(text), extension_tokens_shard.device_withdraw(text),
-    extension_tokens_shard.device_poll(text)
+    extension_tokens_shard.device_poll(text, text)
     TO et_proxy_anon, et_proxy_authenticated, et_proxy_service_role;
 -- approving and denying: the signed-in and the service role
 GRANT EXECUTE ON FUNCTION extension_tokens_shard.device_claim(text),
