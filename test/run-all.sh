@@ -23,8 +23,9 @@
 #                monitoring/queries.yaml, scraped after known calls; promtool
 #                checks monitoring/alerts.yml
 #   scale        test/scale.sh --smoke: PostgREST and a psycopg2 backend through
-#                PgBouncer (transaction pooling), every function through a
-#                PL/Proxy proxy over two shards
+#                PgBouncer (transaction pooling), every public function through
+#                a PL/Proxy proxy over two shards (and a PostgREST in front of
+#                it), and the pg_auto_failover failover under a short load
 #
 # A stage fails when it passes fewer tests than test/expected-counts says it
 # has (a stage that ran nothing, or lost tests, cannot stay green); raise the
@@ -174,7 +175,7 @@ else
     tally exporter 0 1
 fi
 
-say "scaling (PgBouncer, PL/Proxy): test/scale.sh --smoke"
+say "scaling (PgBouncer, PL/Proxy, failover): test/scale.sh --smoke"
 if ./test/scale.sh --smoke 2>&1 | tee tmp/scale.log; then :; fi
 line=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' tmp/scale.log | tail -n 1 || true)
 if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
