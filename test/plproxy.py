@@ -172,6 +172,7 @@ PER_SHARD = {
     "extension_tokens_cleanup_schedule": "each shard's own pg_cron schedule",
     "extension_tokens_cleanup_unschedule": "each shard's own pg_cron schedule",
     "extension_tokens_drop_jobs": "the event trigger of DROP EXTENSION on each shard",
+    "extension_token_session_changed": "the trigger on each shard's sessions table (kept verdicts)",
     "extension_tokens_grant_api_roles": "set-up of each shard (examples/plproxy/shard.sql's prerequisites)",
 }
 COVERED = {}
