@@ -928,7 +928,8 @@ SELECT extension_tokens_check_signing_keys();
 -- validated before without reading its session's row while no change to
 -- that session has committed since.  These triggers note which sessions a
 -- transaction updates or deletes (and a TRUNCATE: all of them) so that its
--- commit can tell every backend; they change nothing.  ENABLE ALWAYS: they
+-- commit can tell every backend; they change nothing.  AFTER, not BEFORE:
+-- a BEFORE row trigger makes every UPDATE and DELETE lock its row first.  ENABLE ALWAYS: they
 -- fire under session_replication_role = replica and in logical
 -- replication's apply workers too.  The library checks that they are
 -- present and enabled, and reads the row every time when they are not.
@@ -941,7 +942,7 @@ COMMENT ON FUNCTION extension_token_session_changed() IS
 REVOKE ALL ON FUNCTION extension_token_session_changed() FROM PUBLIC;
 SELECT extension_tokens_revoke_role_grants('FUNCTION', 'extension_token_session_changed()');
 CREATE TRIGGER extension_token_session_changed
-    BEFORE UPDATE OR DELETE ON extension_token_sessions
+    AFTER UPDATE OR DELETE ON extension_token_sessions
     FOR EACH ROW EXECUTE FUNCTION extension_token_session_changed();
 CREATE TRIGGER extension_token_sessions_truncated
     BEFORE TRUNCATE ON extension_token_sessions

@@ -1121,7 +1121,7 @@ storage_find_tables(void)
 
 /*
  * Whether extension_token_sessions has the triggers that note its changes
- * for verdict.c, enabled always and for every column: BEFORE UPDATE OR
+ * for verdict.c, enabled always and for every column: AFTER UPDATE OR
  * DELETE FOR EACH ROW and BEFORE TRUNCATE, calling our
  * extension_token_session_changed().  Disabling or dropping one changes
  * the table's relcache entry, and so brings this check round again.
@@ -1145,7 +1145,7 @@ storage_find_guard(void)
 		fname = get_func_name(t->tgfoid);
 		if (fname == NULL || strcmp(fname, "extension_token_session_changed") != 0)
 			continue;
-		if (TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_BEFORE(t->tgtype) &&
+		if (TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_AFTER(t->tgtype) &&
 			TRIGGER_FOR_UPDATE(t->tgtype) && TRIGGER_FOR_DELETE(t->tgtype))
 			rows = true;
 		if (!TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_TRUNCATE(t->tgtype))

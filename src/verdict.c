@@ -18,7 +18,7 @@
  *	  that truncated the table, ran DDL or COMMIT PREPARED.
  *
  * Which sessions a transaction changed is noted by a trigger on
- * extension_token_sessions (BEFORE UPDATE OR DELETE FOR EACH ROW, and
+ * extension_token_sessions (AFTER UPDATE OR DELETE FOR EACH ROW, and
  * BEFORE TRUNCATE), ENABLE ALWAYS so that it fires under
  * session_replication_role = replica and in logical replication's apply
  * workers too, and by a ProcessUtility hook for everything else.  The
@@ -294,9 +294,10 @@ note_session(Relation rel, HeapTuple tuple)
 }
 
 /*
- * extension_token_session_changed() RETURNS trigger: BEFORE UPDATE OR
+ * extension_token_session_changed() RETURNS trigger: AFTER UPDATE OR
  * DELETE FOR EACH ROW, and BEFORE TRUNCATE, on extension_token_sessions.
- * Notes what the transaction changes; changes nothing.
+ * Notes what the transaction changes (before its commit: an AFTER row
+ * trigger fires at the end of its statement); changes nothing.
  */
 PG_FUNCTION_INFO_V1(extension_token_session_changed);
 Datum
@@ -315,11 +316,8 @@ extension_token_session_changed(PG_FUNCTION_ARGS)
 	}
 	note_session(td->tg_relation, td->tg_trigtuple);
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-	{
 		note_session(td->tg_relation, td->tg_newtuple);
-		return PointerGetDatum(td->tg_newtuple);
-	}
-	return PointerGetDatum(td->tg_trigtuple);
+	return PointerGetDatum(NULL);	/* an AFTER trigger's result is ignored */
 }
 
 bool
