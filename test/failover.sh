@@ -23,6 +23,9 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ET_ROOT"
+# pg_autoctl reads libpq's variables: one left by a stage before (test/run-all.sh
+# runs this after others) would point its monitor at another server's socket.
+unset PGHOST PGHOSTADDR PGPORT PGDATABASE PGUSER PGSERVICE PGOPTIONS
 smoke=
 if [ "${1:-}" = --smoke ]; then
     smoke=1

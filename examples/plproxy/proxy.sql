@@ -70,7 +70,7 @@ CREATE TYPE public.extension_token_statistics AS (
     tokens_issued_24h bigint, sessions_active bigint, sessions_revoked bigint,
     sessions_expired bigint, refreshes_succeeded bigint, refreshes_failed bigint,
     validations_succeeded bigint, validations_failed bigint, validations_failed_by_error jsonb,
-    measured_at timestamptz, validations_cached bigint);
+    measured_at timestamptz, validations_cached bigint, validations_session_cached bigint);
 CREATE TYPE public.extension_token_api_key AS (
     api_key text, key_id uuid, name text, scopes text[], expires_at timestamptz);
 CREATE TYPE public.extension_token_device AS (
@@ -554,7 +554,8 @@ RETURNS public.extension_token_statistics LANGUAGE sql VOLATILE AS $$
            (SELECT coalesce(jsonb_object_agg(e.k, e.n), '{}') FROM (
                 SELECT x.key AS k, sum(x.value::bigint) AS n
                   FROM s t, jsonb_each_text(t.validations_failed_by_error) x GROUP BY x.key) e),
-           max(s.measured_at), sum(s.validations_cached)::bigint
+           max(s.measured_at), sum(s.validations_cached)::bigint,
+           sum(s.validations_session_cached)::bigint
       FROM s
 $$;
 
