@@ -1066,9 +1066,9 @@ record_use(const SessionRow *row, TimestampTz now)
  * then the session's row, read by the session id that the signature vouches
  * for: the token must be the session's current access token (its hash is
  * the row's access_hash: a correctly signed token that was never issued is
- * not found), and the session must not have ended.  Counts the outcome and
- * records the use (at most once per last_used_interval, never in a read-only
- * transaction).
+ * not found), and the session must not have ended.  A token seen before
+ * may be answered from its session's kept verdict instead of the row
+ * (verdict.c).  Counts the outcome and records the use (see record_use()).
  */
 static TokenStatus
 validate_token(const char *token, size_t len, SessionRow *row,

@@ -186,8 +186,8 @@ typedef struct TokenVerifyParams
 	bool		check_times;	/* false: ignore exp/nbf/iat (refresh's
 								 * p_current_token) */
 	/*
-	 * Non-NULL: every value of the payload is handed to visit(visit_arg, ...)
-	 * in the parse itself (see token_payload_parse), and on TOKEN_OK the
+	 * Non-NULL: every value of the payload is handed to
+	 * visitor->visit(visitor->arg, ...) in the parse itself (see token_payload_parse), and on TOKEN_OK the
 	 * strings it was given stay allocated until the caller's
 	 * token_payload_release(&claims->parsed).
 	 */
