@@ -320,8 +320,9 @@ extension_token_session_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);	/* an AFTER trigger's result is ignored */
 }
 
-bool
-VerdictReadEpochs(const pg_uuid_t *session_id, VerdictEpochs *out)
+/* The epochs of `session_id`, when a verdict may be kept or used here at all. */
+static bool
+read_epochs(const pg_uuid_t *session_id, VerdictEpochs *out)
 {
 	if (shared == NULL || !et_session_verdicts || changed_all || changed_some ||
 		IsParallelWorker() || IsolationUsesXactSnapshot() || RecoveryInProgress() ||
@@ -329,7 +330,15 @@ VerdictReadEpochs(const pg_uuid_t *session_id, VerdictEpochs *out)
 		return false;
 	out->all = pg_atomic_read_u64(&shared->all);
 	out->slot = pg_atomic_read_u64(&shared->slots[slot_of(session_id)]);
-	/* read before whatever snapshot comes next */
+	return true;
+}
+
+bool
+VerdictReadEpochs(const pg_uuid_t *session_id, VerdictEpochs *out)
+{
+	if (!read_epochs(session_id, out))
+		return false;
+	/* read before the snapshot that reads the row (a recall takes none) */
 	pg_memory_barrier();
 	return true;
 }
@@ -374,7 +383,7 @@ VerdictRecall(void *note, size_t len, const pg_uuid_t *session_id,
 
 	if (note == NULL || len < MAXALIGN(sizeof(KeptVerdict)) ||
 		memcmp(&v->session_id, session_id, sizeof(pg_uuid_t)) != 0 ||
-		!VerdictReadEpochs(session_id, &epochs) ||
+		!read_epochs(session_id, &epochs) ||
 		epochs.all != v->epochs.all || epochs.slot != v->epochs.slot ||
 		RevokerPending(session_id) ||
 		PolicySessionEnd(false, v->refresh_expires_at, v->ends_at, v->idle_timeout_us,
