@@ -75,6 +75,7 @@ char	   *et_api_key_header = NULL;
 int			et_issue_rate_limit = 5;
 int			et_refresh_rate_limit = 10;
 int			et_last_used_interval = 300;
+int			et_token_cache_size = TOKEN_CACHE_DEFAULT_ENTRIES;
 int			et_refresh_retry_window = 30;
 char	   *et_admin_roles = NULL;
 int			et_shard_tag = -1;
@@ -200,6 +201,12 @@ static bool
 check_previous_secret(char **newval, void **extra, GucSource source)
 {
 	return check_secret_common(SECRET_PREVIOUS, newval, extra);
+}
+
+static void
+assign_token_cache_size(int newval, void *extra)
+{
+	token_cache_resize((size_t) newval);
 }
 
 static void
@@ -818,6 +825,14 @@ ConfigInit(void)
 							-1, -1, 65535,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("extension_tokens.token_cache_size",
+							"Tokens each backend keeps verified, so that a token seen again skips its signature check and parse.",
+							"About 0.5 kB of the backend's memory per token held, allocated as tokens are seen; 0 turns the cache off (and with it kept session verdicts). A change empties the cache.",
+							&et_token_cache_size,
+							TOKEN_CACHE_DEFAULT_ENTRIES, 0, 1048576,
+							PGC_SUSET, 0,
+							NULL, assign_token_cache_size, NULL);
 
 	MarkGUCPrefixReserved("extension_tokens");
 }

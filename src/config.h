@@ -21,6 +21,7 @@ extern char *et_api_key_header;
 extern int	et_issue_rate_limit;
 extern int	et_refresh_rate_limit;
 extern int	et_last_used_interval;	/* seconds */
+extern int	et_token_cache_size;	/* tokens per backend */
 extern int	et_refresh_retry_window;	/* seconds */
 extern char *et_admin_roles;
 extern int	et_cleanup_retention;	/* seconds */

@@ -992,13 +992,15 @@ signature_matches(int slot, const TokenVerifyParams *params, const char *data,
  * entry, which a hit hands back instead of a parse of the payload.
  *
  * Sized for a pool: a backend of PostgREST's pool sees the tokens of every
- * user in turn, so the cache holds VERIFIED_SETS x VERIFIED_WAYS tokens
- * (4,096), each set's least recently used one giving way; bench/ measures
- * the hit rate with many users over a pool.  Memory per process: about
- * 120 bytes an entry, plus the sub and the attached claims of the tokens
- * cached (malloc'ed: a few hundred bytes each), about 2 MB when full.
+ * user in turn, so the cache holds token_cache_entries tokens (the setting
+ * extension_tokens.token_cache_size, TOKEN_CACHE_DEFAULT_ENTRIES unless
+ * told), in sets of VERIFIED_WAYS, each set's least recently used one
+ * giving way; bench/ measures the hit rate with many users over a pool.
+ * The table is allocated at its first use and freed when the size changes.
+ * Memory per process: about 150 bytes an entry for the table, plus the sub,
+ * the attached claims and the note of each token cached (malloc'ed: a few
+ * hundred bytes), about 0.5 kB per token cached in all.
  */
-#define VERIFIED_SETS 1024
 #define VERIFIED_WAYS 4
 #define VERIFIED_MAX_PAYLOAD 1024
 
@@ -1019,7 +1021,9 @@ typedef struct VerifiedToken
 	size_t		note_room;
 } VerifiedToken;
 
-static VerifiedToken verified[VERIFIED_SETS][VERIFIED_WAYS];
+static VerifiedToken *verified;	/* verified_sets x VERIFIED_WAYS, or NULL */
+static size_t verified_sets;	/* of the table allocated */
+static size_t token_cache_entries = TOKEN_CACHE_DEFAULT_ENTRIES;
 static uint64_t verified_clock;
 static char *verified_issuer;	/* malloc'd copies of the settings cached under */
 static char *verified_audience;
@@ -1050,10 +1054,49 @@ verified_sync(const TokenVerifyParams *params)
 		verify_generation++;
 }
 
+/* Frees the table and everything its entries hold. */
+static void
+verified_free(void)
+{
+	if (verified == NULL)
+		return;
+	for (size_t i = 0; i < verified_sets * VERIFIED_WAYS; i++)
+	{
+		free(verified[i].sub);
+		free(verified[i].blob);
+		free(verified[i].note);
+	}
+	free(verified);
+	verified = NULL;
+	verified_sets = 0;
+}
+
+void
+token_cache_resize(size_t entries)
+{
+	if (entries == token_cache_entries)
+		return;
+	verified_free();
+	token_cache_entries = entries;
+}
+
+/* The set of the token whose SHA-256 this is; NULL: no cache (size 0, or no memory). */
 static VerifiedToken *
 verified_set(const unsigned char *hash)
 {
-	return verified[(((unsigned) hash[0] << 8) | hash[1]) % VERIFIED_SETS];
+	uint32_t	h;
+
+	if (verified == NULL)
+	{
+		size_t		sets = (token_cache_entries + VERIFIED_WAYS - 1) / VERIFIED_WAYS;
+
+		if (sets == 0 || (verified = calloc(sets * VERIFIED_WAYS, sizeof(VerifiedToken))) == NULL)
+			return NULL;
+		verified_sets = sets;
+	}
+	h = ((uint32_t) hash[0] << 24) | ((uint32_t) hash[1] << 16) |
+		((uint32_t) hash[2] << 8) | hash[3];
+	return &verified[(h % verified_sets) * VERIFIED_WAYS];
 }
 
 /* The live entry of the token whose SHA-256 this is, or NULL. */
@@ -1062,6 +1105,8 @@ verified_find(const unsigned char *hash)
 {
 	VerifiedToken *set = verified_set(hash);
 
+	if (set == NULL)
+		return NULL;
 	for (int w = 0; w < VERIFIED_WAYS; w++)
 		if (set[w].generation == verify_generation &&
 			memcmp(set[w].hash, hash, TOKEN_HASH_LENGTH) == 0)
@@ -1092,9 +1137,12 @@ verified_store(const unsigned char *hash, const TokenTimes *times,
 			   const TokenAccessClaims *claims)
 {
 	VerifiedToken *set = verified_set(hash);
-	VerifiedToken *e = &set[0];
+	VerifiedToken *e;
 	size_t		sub_len = strlen(claims->sub) + 1;
 
+	if (set == NULL)
+		return;
+	e = &set[0];
 	/* an empty or outdated way, else the least recently used */
 	for (int w = 0; w < VERIFIED_WAYS; w++)
 	{

@@ -301,16 +301,23 @@ extern TokenStatus token_verify_access(const char *token, size_t len,
 
 
 /*
- * Attaches a copy of `len` bytes to the cached verification of the token
- * whose SHA-256 this is (if it is cached and has nothing attached yet); a
- * later hit hands them back in TokenAccessClaims.cached_blob.
- */
-/*
  * Notes `len` bytes with the token whose SHA-256 is `hash` if the cache
  * holds it (replacing an earlier note), handed back as cached_note.
  */
 extern void token_cache_note(const unsigned char *hash, const void *note, size_t len);
+/*
+ * Attaches a copy of `len` bytes to the cached verification of the token
+ * whose SHA-256 this is (if it is cached and has nothing attached yet); a
+ * later hit hands them back in TokenAccessClaims.cached_blob.
+ */
 extern void token_cache_attach(const unsigned char *hash, const void *blob, size_t len);
+
+/*
+ * The verified-token cache's size in tokens per process (0: no cache);
+ * a change empties it.
+ */
+#define TOKEN_CACHE_DEFAULT_ENTRIES 32768
+extern void token_cache_resize(size_t entries);
 
 /*
  * The retry window's sealed successor: AES-256-GCM under a key derived from

@@ -67,6 +67,7 @@
 #include "storage/shmem.h"
 #include "tcop/utility.h"
 #include "utils/array.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/rel.h"
 
@@ -294,10 +295,58 @@ note_session(Relation rel, HeapTuple tuple)
 }
 
 /*
+ * Whether an UPDATE of a session's row recorded uses and nothing else: only
+ * use_count changed, and last_used_at moved forward (what usage.c's batch
+ * writer does, every flush, to every session in use).  No kept verdict can
+ * be wrong after that: it keeps the earlier last use as a lower bound, and
+ * what the idle rule cannot decide with it goes back to the row.  Compared
+ * byte for byte, so a column that changed only in its representation counts
+ * as changed; a last_used_at set where it was NULL counts as changed too.
+ */
+static bool
+records_use_only(Relation rel, HeapTuple oldtup, HeapTuple newtup)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		bool		old_null,
+					new_null;
+		Datum		old_value,
+					new_value;
+
+		if (att->attisdropped)
+			continue;
+		old_value = heap_getattr(oldtup, i + 1, desc, &old_null);
+		new_value = heap_getattr(newtup, i + 1, desc, &new_null);
+		if (strcmp(NameStr(att->attname), "use_count") == 0)
+			continue;
+		if (old_null || new_null)
+		{
+			if (old_null != new_null)
+				return false;
+			continue;
+		}
+		if (strcmp(NameStr(att->attname), "last_used_at") == 0 &&
+			att->atttypid == TIMESTAMPTZOID)
+		{
+			if (DatumGetTimestampTz(new_value) < DatumGetTimestampTz(old_value))
+				return false;
+			continue;
+		}
+		if (!datumIsEqual(old_value, new_value, att->attbyval, att->attlen))
+			return false;
+	}
+	return true;
+}
+
+/*
  * extension_token_session_changed() RETURNS trigger: AFTER UPDATE OR
  * DELETE FOR EACH ROW, and BEFORE TRUNCATE, on extension_token_sessions.
  * Notes what the transaction changes (before its commit: an AFTER row
- * trigger fires at the end of its statement); changes nothing.
+ * trigger fires at the end of its statement), but for an UPDATE that only
+ * recorded uses (records_use_only); changes nothing.
  */
 PG_FUNCTION_INFO_V1(extension_token_session_changed);
 Datum
@@ -314,6 +363,9 @@ extension_token_session_changed(PG_FUNCTION_ARGS)
 		changed_all = true;
 		return PointerGetDatum(NULL);
 	}
+	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event) &&
+		records_use_only(td->tg_relation, td->tg_trigtuple, td->tg_newtuple))
+		return PointerGetDatum(NULL);
 	note_session(td->tg_relation, td->tg_trigtuple);
 	if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
 		note_session(td->tg_relation, td->tg_newtuple);
