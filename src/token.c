@@ -994,8 +994,9 @@ signature_matches(int slot, const TokenVerifyParams *params, const char *data,
  * Sized for a pool: a backend of PostgREST's pool sees the tokens of every
  * user in turn, so the cache holds token_cache_entries tokens (the setting
  * extension_tokens.token_cache_size, TOKEN_CACHE_DEFAULT_ENTRIES unless
- * told), in sets of VERIFIED_WAYS, each set's least recently used one
- * giving way; bench/ measures the hit rate with many users over a pool.
+ * told), in sets of VERIFIED_WAYS; a token may be kept in either of two
+ * sets, and the least recently used of their ways gives way to it; bench/
+ * measures the hit rate with many users over a pool.
  * The table is allocated at its first use and freed when the size changes.
  * Memory per process: about 150 bytes an entry for the table, plus the sub,
  * the attached claims and the note of each token cached (malloc'ed: a few
@@ -1080,37 +1081,47 @@ token_cache_resize(size_t entries)
 	token_cache_entries = entries;
 }
 
-/* The set of the token whose SHA-256 this is; NULL: no cache (size 0, or no memory). */
-static VerifiedToken *
-verified_set(const unsigned char *hash)
+/*
+ * The two sets the token whose SHA-256 this is may be kept in (from two
+ * independent parts of the hash: with two choices, a set overflows far
+ * less often than with one), or false: no cache (size 0, or no memory).
+ */
+static bool
+verified_sets_of(const unsigned char *hash, VerifiedToken **a, VerifiedToken **b)
 {
-	uint32_t	h;
+	uint32_t	h1,
+				h2;
 
 	if (verified == NULL)
 	{
 		size_t		sets = (token_cache_entries + VERIFIED_WAYS - 1) / VERIFIED_WAYS;
 
 		if (sets == 0 || (verified = calloc(sets * VERIFIED_WAYS, sizeof(VerifiedToken))) == NULL)
-			return NULL;
+			return false;
 		verified_sets = sets;
 	}
-	h = ((uint32_t) hash[0] << 24) | ((uint32_t) hash[1] << 16) |
+	h1 = ((uint32_t) hash[0] << 24) | ((uint32_t) hash[1] << 16) |
 		((uint32_t) hash[2] << 8) | hash[3];
-	return &verified[(h % verified_sets) * VERIFIED_WAYS];
+	h2 = ((uint32_t) hash[4] << 24) | ((uint32_t) hash[5] << 16) |
+		((uint32_t) hash[6] << 8) | hash[7];
+	*a = &verified[(h1 % verified_sets) * VERIFIED_WAYS];
+	*b = &verified[(h2 % verified_sets) * VERIFIED_WAYS];
+	return true;
 }
 
 /* The live entry of the token whose SHA-256 this is, or NULL. */
 static VerifiedToken *
 verified_find(const unsigned char *hash)
 {
-	VerifiedToken *set = verified_set(hash);
+	VerifiedToken *sets[2];
 
-	if (set == NULL)
+	if (!verified_sets_of(hash, &sets[0], &sets[1]))
 		return NULL;
-	for (int w = 0; w < VERIFIED_WAYS; w++)
-		if (set[w].generation == verify_generation &&
-			memcmp(set[w].hash, hash, TOKEN_HASH_LENGTH) == 0)
-			return &set[w];
+	for (int i = 0; i < 2; i++)
+		for (int w = 0; w < VERIFIED_WAYS; w++)
+			if (sets[i][w].generation == verify_generation &&
+				memcmp(sets[i][w].hash, hash, TOKEN_HASH_LENGTH) == 0)
+				return &sets[i][w];
 	return NULL;
 }
 
@@ -1136,24 +1147,24 @@ static void
 verified_store(const unsigned char *hash, const TokenTimes *times,
 			   const TokenAccessClaims *claims)
 {
-	VerifiedToken *set = verified_set(hash);
-	VerifiedToken *e;
+	VerifiedToken *sets[2];
+	VerifiedToken *e = NULL;
 	size_t		sub_len = strlen(claims->sub) + 1;
 
-	if (set == NULL)
+	if (!verified_sets_of(hash, &sets[0], &sets[1]))
 		return;
-	e = &set[0];
-	/* an empty or outdated way, else the least recently used */
-	for (int w = 0; w < VERIFIED_WAYS; w++)
-	{
-		if (set[w].generation != verify_generation)
+	/* an empty or outdated way of either set, else the least recently used */
+	for (int i = 0; i < 2 && (e == NULL || e->generation == verify_generation); i++)
+		for (int w = 0; w < VERIFIED_WAYS; w++)
 		{
-			e = &set[w];
-			break;
+			if (sets[i][w].generation != verify_generation)
+			{
+				e = &sets[i][w];
+				break;
+			}
+			if (e == NULL || sets[i][w].last_used < e->last_used)
+				e = &sets[i][w];
 		}
-		if (set[w].last_used < e->last_used)
-			e = &set[w];
-	}
 	e->generation = 0;			/* empty until it is whole */
 	e->blob_len = 0;
 	e->note_len = 0;
