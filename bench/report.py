@@ -240,17 +240,32 @@ target("cleanup under load", "≥ 70% of unloaded", cleanup)
 
 
 # 12. PostgREST
-def postgrest():
-    he, hs, hn = f("http_ext_rps"), f("http_sql_rps"), f("http_noop_rps")
-    ha, hsh = f("http_noop_arg_rps"), f("http_noop_shape_rps")
-    return ("PostgREST 12.0.2, GET /rpc/… with wrk -t1 -c8 (req/s; POST not measured)", tps(he), tps(hs),
+def postgrest_method(prefix):
+    """GET (prefix "http_") or POST ("http_post_"): the cells and the two ratios."""
+    he, hs, hn = f(f"{prefix}ext_rps"), f(f"{prefix}sql_rps"), f(f"{prefix}noop_rps")
+    ha, hsh = f(f"{prefix}noop_arg_rps"), f(f"{prefix}noop_shape_rps")
+    return (he, hs,
             f"{tps(hn)} (plain no-op rpc returning true); {tps(ha)} (no-op taking validate's argument, "
             f"returning true); {tps(hsh)} (no-op with validate's signature: its argument and result type)",
             f"ext/same-shape no-op {100 * he / hsh:.0f}%; ext/plain no-op {100 * he / hn:.0f}%; "
             f"SQL/plain no-op {100 * hs / hn:.0f}%; argument-only no-op/plain {100 * ha / hn:.0f}%; "
             f"same-shape no-op/plain {100 * hsh / hn:.0f}%",
+            he / hsh, he / hn)
+
+
+def postgrest():
+    get = postgrest_method("http_")
+    post = postgrest_method("http_post_") if "http_post_ext_rps" in m else None
+    cells = [f"GET: {tps(get[0])}", f"GET: {tps(get[1])}", f"GET: {get[2]}", f"GET: {get[3]}"]
+    checks = [("≥ 95% same-shape, GET", get[4] >= 0.95), ("≥ 90% plain, GET", get[5] >= 0.9)]
+    if post:
+        cells = [f"{c}; POST: {v}" for c, v in zip(cells, (tps(post[0]), tps(post[1]), post[2], post[3]))]
+        checks += [("≥ 95% same-shape, POST", post[4] >= 0.95), ("≥ 90% plain, POST", post[5] >= 0.9)]
+    return (f"PostgREST 12.0.2, GET and POST /rpc/… with wrk -t1 -c8 (req/s"
+            f"{'' if post else '; POST not measured'})",
+            *cells,
             "≥ 95% of the no-op with validate's signature; ≥ 90% of the plain no-op",
-            each(("≥ 95% same-shape", he / hsh >= 0.95), ("≥ 90% plain", he / hn >= 0.9)))
+            each(*checks))
 
 
 target("PostgREST", "≥ 95% / ≥ 90% of no-ops", postgrest)
@@ -376,6 +391,13 @@ def summary():
                  f"{100 * f('http_ext_rps') / f('http_noop_rps'):.0f}% of a no-op rpc, "
                  f"{100 * f('http_ext_rps') / f('http_noop_shape_rps'):.0f}% of a no-op of validate's shape: "
                  f"PostgREST's own cost"))
+    if "http_post_ext_rps" in m:
+        row(lambda: ("validate through PostgREST, POST", f"{tps(f('http_post_ext_rps'))} req/s",
+                     f"{tps(f('http_post_sql_rps'))} req/s",
+                     f"{f('http_post_ext_rps') / f('http_post_sql_rps'):.2f}×",
+                     f"{100 * f('http_post_ext_rps') / f('http_post_noop_rps'):.0f}% of a no-op rpc, "
+                     f"{100 * f('http_post_ext_rps') / f('http_post_noop_shape_rps'):.0f}% of a no-op of "
+                     f"validate's shape: PostgREST's own cost"))
     row(lambda: ("issue (one statement)", us(f("stmt_issue_ext_us")), us(f("stmt_issue_sql_us")),
                  f"{f('stmt_issue_sql_us') / f('stmt_issue_ext_us'):.2f}×",
                  f"its one write, the session row, takes {f('stmt_issue_floor_us'):.1f} µs by itself"))

@@ -1104,6 +1104,23 @@ make_lua() {   # make_lua FILE PATH_PREFIX: a wrk script over the tokens
         echo "request = function() i = i % #paths + 1; return wrk.format('GET', paths[i]) end"
     } > "$1"
 }
+make_post_lua() {   # make_post_lua FILE FUNCTION: a wrk script POSTing the tokens as JSON
+    {
+        echo "local bodies = {"
+        q -c "SELECT '  [[' || json_build_object('p_token', access)::text || ']],' FROM bench.tok WHERE id <= $ht ORDER BY id"
+        echo "}"
+        echo "local headers = { ['Content-Type'] = 'application/json' }"
+        echo "local i = 0"
+        echo "request = function() i = i % #bodies + 1; return wrk.format('POST', '/rpc/$2', headers, bodies[i]) end"
+    } > "$1"
+}
+cat > "$dir/post_noop.lua" <<'LUA'
+local headers = { ['Content-Type'] = 'application/json' }
+request = function() return wrk.format('POST', '/rpc/bench_noop', headers, '{}') end
+LUA
+for fn in extension_token_validate bench_sql_validate bench_noop_arg bench_noop_shape; do
+    make_post_lua "$dir/post_$fn.lua" "$fn"
+done
 make_lua "$dir/validate_ext.lua" "/rpc/extension_token_validate?p_token="
 make_lua "$dir/validate_sql.lua" "/rpc/bench_sql_validate?p_token="
 make_lua "$dir/noop_arg.lua" "/rpc/bench_noop_arg?p_token="
@@ -1157,6 +1174,30 @@ metric http_noop_arg_rps "$H_noop_arg"
 metric http_noop_shape_rps "$H_noop_shape"
 metric http_ext_rps "$H_validate_ext"
 metric http_sql_rps "$H_validate_sql"
+# the same over POST (a JSON body, as supabase-js's rpc() sends it)
+check_post() {   # check_post FUNCTION BODY EXPECTED_SUBSTRING
+    local body code
+    body=$(curl -s -w '\n%{http_code}' -H 'Content-Type: application/json' -d "$2" "$base/rpc/$1")
+    code=${body##*$'\n'}; body=${body%$'\n'*}
+    echo "POST /rpc/$1: $code $body" | cut -c1-300 >> "$RAW/http-check.txt"
+    [ "$code" = 200 ] || fail "POST /rpc/$1 answered $code: $body"
+    [[ "$body" == *"$3"* ]] || fail "POST /rpc/$1 answered $body"
+}
+check_post bench_noop '{}' true
+check_post extension_token_validate "{\"p_token\": \"$tok1\"}" '"valid":true'
+check_post bench_noop_shape "{\"p_token\": \"$tok1\"}" '"valid":true'
+check_post bench_sql_validate "{\"p_token\": \"$tok1\"}" true
+touch_sample
+wrk_rounds post_noop "$dir/post_noop.lua" "$base/" \
+           post_noop_arg "$dir/post_bench_noop_arg.lua" "$base/" \
+           post_noop_shape "$dir/post_bench_noop_shape.lua" "$base/" \
+           post_validate_ext "$dir/post_extension_token_validate.lua" "$base/" \
+           post_validate_sql "$dir/post_bench_sql_validate.lua" "$base/"
+metric http_post_noop_rps "$H_post_noop"
+metric http_post_noop_arg_rps "$H_post_noop_arg"
+metric http_post_noop_shape_rps "$H_post_noop_shape"
+metric http_post_ext_rps "$H_post_validate_ext"
+metric http_post_sql_rps "$H_post_validate_sql"
 # PostgREST stays up (idle) for the profile's HTTP section at the end.
 fi   # cleanup and PostgREST: the read paths
 
