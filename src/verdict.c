@@ -307,38 +307,33 @@ static bool
 records_use_only(Relation rel, HeapTuple oldtup, HeapTuple newtup)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
+	Datum	   *old_values = palloc(desc->natts * sizeof(Datum));
+	Datum	   *new_values = palloc(desc->natts * sizeof(Datum));
+	bool	   *old_nulls = palloc(desc->natts * sizeof(bool));
+	bool	   *new_nulls = palloc(desc->natts * sizeof(bool));
+	bool		use_only = true;
 
-	for (int i = 0; i < desc->natts; i++)
+	heap_deform_tuple(oldtup, desc, old_values, old_nulls);
+	heap_deform_tuple(newtup, desc, new_values, new_nulls);
+	for (int i = 0; i < desc->natts && use_only; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
-		bool		old_null,
-					new_null;
-		Datum		old_value,
-					new_value;
 
-		if (att->attisdropped)
+		if (att->attisdropped || strcmp(NameStr(att->attname), "use_count") == 0)
 			continue;
-		old_value = heap_getattr(oldtup, i + 1, desc, &old_null);
-		new_value = heap_getattr(newtup, i + 1, desc, &new_null);
-		if (strcmp(NameStr(att->attname), "use_count") == 0)
-			continue;
-		if (old_null || new_null)
-		{
-			if (old_null != new_null)
-				return false;
-			continue;
-		}
-		if (strcmp(NameStr(att->attname), "last_used_at") == 0 &&
-			att->atttypid == TIMESTAMPTZOID)
-		{
-			if (DatumGetTimestampTz(new_value) < DatumGetTimestampTz(old_value))
-				return false;
-			continue;
-		}
-		if (!datumIsEqual(old_value, new_value, att->attbyval, att->attlen))
-			return false;
+		if (old_nulls[i] || new_nulls[i])
+			use_only = old_nulls[i] && new_nulls[i];
+		else if (strcmp(NameStr(att->attname), "last_used_at") == 0 &&
+				 att->atttypid == TIMESTAMPTZOID)
+			use_only = DatumGetTimestampTz(new_values[i]) >= DatumGetTimestampTz(old_values[i]);
+		else
+			use_only = datumIsEqual(old_values[i], new_values[i], att->attbyval, att->attlen);
 	}
-	return true;
+	pfree(old_values);
+	pfree(new_values);
+	pfree(old_nulls);
+	pfree(new_nulls);
+	return use_only;
 }
 
 /*
