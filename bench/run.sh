@@ -641,11 +641,13 @@ say "issue"
 # The floor's writes for one pair, the user's id given as $1 (an expression):
 # what extension_token_issue writes in 1.2 without a rate limit or a
 # session limit (as configured here): the session's row with the two hashes
-# (random 32-byte values: no signing, no hashing).  With a limit, issue also
-# upserts the user's row (timed apart below: floor_issue_user).
+# (random 32-byte values: no signing, no hashing) and its audit event
+# ("issued", which event_log = all, the default, writes in the same
+# statement).  With a limit, issue also upserts the user's row (timed apart
+# below: floor_issue_user).
 RND32="uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())"
 issue_floor_sql() {
-    echo "INSERT INTO extension_token_sessions (session_id, user_id, name, claims, access_lifetime, created_at, last_used_at, expires_at, refresh_expires_at, check_after, access_hash, refresh_hash, ends_at, idle_timeout) VALUES (gen_random_uuid(), $1, 'Extension Token', NULL, '30 days', now(), now(), now() + interval '30 days', now() + interval '90 days', now() + interval '90 days', $RND32, $RND32, 'infinity', NULL);"
+    echo "WITH n AS (SELECT gen_random_uuid() AS id, $RND32 AS ah), e AS (INSERT INTO extension_token_events (at, event, user_id, session_id, actor, token_hash) SELECT now(), 'issued', $1, n.id, current_user, n.ah FROM n) INSERT INTO extension_token_sessions (session_id, user_id, name, claims, access_lifetime, created_at, last_used_at, expires_at, refresh_expires_at, check_after, access_hash, refresh_hash, ends_at, idle_timeout) SELECT n.id, $1, 'Extension Token', NULL, '30 days', now(), now(), now() + interval '30 days', now() + interval '90 days', now() + interval '90 days', n.ah, $RND32, 'infinity', NULL FROM n;"
 }
 stmt_issue_ext="SELECT count(*) FROM (SELECT gen_random_uuid()::text AS u FROM generate_series(1, $ISSUES)) g, LATERAL extension_token_issue(g.u) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
 stmt_issue_sql="SELECT count(*) FROM (SELECT gen_random_uuid()::text AS u FROM generate_series(1, $ISSUES)) g, LATERAL bench.sql_issue(g.u, $sql_secret) p WHERE p.access_token IS NOT NULL AND p.refresh_token IS NOT NULL"
@@ -669,7 +671,9 @@ CREATE FUNCTION bench.floor_issue_set(n int) RETURNS bigint LANGUAGE plpgsql AS 
 BEGIN
 WITH f AS MATERIALIZED (SELECT gen_random_uuid() AS s, gen_random_uuid()::text AS u, now() AS t,
          $RND32 AS a, $RND32 AS r
-       FROM generate_series(1, n))
+       FROM generate_series(1, n)),
+     e AS (INSERT INTO extension_token_events (at, event, user_id, session_id, actor, token_hash)
+           SELECT f.t, 'issued', f.u, f.s, current_user, f.a FROM f)
 INSERT INTO extension_token_sessions (session_id, user_id, name, claims, access_lifetime, created_at,
                                       last_used_at, expires_at, refresh_expires_at, check_after,
                                       access_hash, refresh_hash, ends_at, idle_timeout)
@@ -833,10 +837,11 @@ s_refresh_sql=$(script refresh_sql "$POOL_ID" \
 # bench.$1: what extension_token_refresh writes in 1.2 without a rate limit:
 # the session's row moved on to the new pair (one UPDATE, with the retry
 # window's sealed successor: random bytes of the size the extension
-# writes), and the exchanged token recorded with its successor.  With a
+# writes), the exchanged token recorded with its successor, and the audit
+# event ("refreshed", written by default in the same statement).  With a
 # rate limit, refresh also upserts the user's row (floor_refresh_user).
 refresh_floor_sql() {
-    echo "WITH f AS (SELECT session_id, user_id, rhash FROM bench.$1 WHERE id = $2), nh AS (SELECT $RND32 AS na, $RND32 AS nr), s AS (UPDATE extension_token_sessions x SET refresh_count = x.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days', access_hash = nh.na, refresh_hash = nh.nr, retry_hash = f.rhash, retry_until = now() + interval '$RETRY seconds', retry_box = gen_random_bytes($BOX) FROM f, nh WHERE x.session_id = f.session_id AND x.refresh_hash = f.rhash AND x.revoked_at IS NULL AND x.refresh_expires_at > now() RETURNING x.session_id) INSERT INTO extension_tokens (session_id, token_hash, used_at, replaced_by) SELECT s.session_id, f.rhash, now(), nh.nr FROM s, f, nh;"
+    echo "WITH f AS (SELECT session_id, user_id, rhash FROM bench.$1 WHERE id = $2), nh AS (SELECT $RND32 AS na, $RND32 AS nr), s AS (UPDATE extension_token_sessions x SET refresh_count = x.refresh_count + 1, last_refresh_at = now(), last_used_at = now(), expires_at = now() + interval '30 days', refresh_expires_at = now() + interval '90 days', access_hash = nh.na, refresh_hash = nh.nr, retry_hash = f.rhash, retry_until = now() + interval '$RETRY seconds', retry_box = gen_random_bytes($BOX) FROM f, nh WHERE x.session_id = f.session_id AND x.refresh_hash = f.rhash AND x.revoked_at IS NULL AND x.refresh_expires_at > now() RETURNING x.session_id), ev AS (INSERT INTO extension_token_events (at, event, user_id, session_id, actor, token_hash) SELECT now(), 'refreshed', f.user_id, s.session_id, current_user, nh.na FROM s, f, nh) INSERT INTO extension_tokens (session_id, token_hash, used_at, replaced_by) SELECT s.session_id, f.rhash, now(), nh.nr FROM s, f, nh;"
 }
 s_refresh_floor=$(script refresh_floor "$POOL_ID" "$(refresh_floor_sql fpool :id)")
 used_rpool="SELECT count(*), coalesce(max(p.id), :off) FROM bench.rpool p JOIN extension_tokens t ON t.session_id = p.session_id AND t.token_hash = p.rhash WHERE p.id > :off"
