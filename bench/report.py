@@ -304,7 +304,9 @@ for u in sorted({int(k.rsplit("_", 1)[1]) for k in m if k.startswith("stmt_ext_m
         f"(validations_cached / validations)",
         f"{f(f'stmt_ext_mix_us_{u}'):.2f}", "",
         f"first sight {f(f'stmt_ext_us_{main}'):.2f}; one token over and over {f('stmt_ext_hot_us'):.2f}",
-        f"hit rate {100 * f(f'mix_cached_{u}') / 20000:.1f}% (the cache: {int(f('token_cache_size')):,} tokens per backend)",
+        f"hit rate {100 * f(f'mix_cached_{u}') / 20000:.1f}% (the cache: {int(f('token_cache_size')):,} tokens per backend)"
+        + (f"; {100 * f(f'mix_kept_{u}') / 20000:.1f}% also with a kept session verdict (the row not read)"
+           if f"mix_kept_{u}" in m else ""),
         "—", "—"))
 info(lambda: ("verify only (signature, header, claims), one statement, µs", "—",
               f"{f('stmt_sql_verify_us'):.2f}",

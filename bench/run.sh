@@ -488,10 +488,11 @@ for u in $MIX_USERS; do
     metric "stmt_ext_mix_us_$u" "$R"
     # and the hit rate counted: the statement once more in a backend that ran
     # it once, between a reset of the counters and their reading
-    read -r cached total < <(q -F ' ' -c "$(stmt_mix "$u")" -c "SELECT extension_token_stats_reset()" \
-        -c "$(stmt_mix "$u")" -c "SELECT validations_cached, validations_succeeded + validations_failed FROM extension_token_stats()" | tail -n 1)
+    read -r cached kept total < <(q -F ' ' -c "$(stmt_mix "$u")" -c "SELECT extension_token_stats_reset()" \
+        -c "$(stmt_mix "$u")" -c "SELECT validations_cached, validations_session_cached, validations_succeeded + validations_failed FROM extension_token_stats()" | tail -n 1)
     [ "$total" = 20000 ] || fail "the mix of $u users counted $total validations, not 20000"
     metric "mix_cached_$u" "$cached"
+    metric "mix_kept_$u" "$kept"
 done
 q -c "SELECT extension_token_stats_reset()" >/dev/null
 time_stmt "sql sign" "$(stmt_sign "$k")" "$V"; metric stmt_sql_sign_us "$R"
@@ -1131,13 +1132,15 @@ make_lua "$dir/validate_sql.lua" "/rpc/bench_sql_validate?p_token="
 make_lua "$dir/noop_arg.lua" "/rpc/bench_noop_arg?p_token="
 make_lua "$dir/noop_shape.lua" "/rpc/bench_noop_shape?p_token="
 tok1=$(q -c "SELECT access FROM bench.tok WHERE id = 1")
-check_http() {   # check_http PATH EXPECTED_SUBSTRING
-    local code body
-    body=$(curl -s -w '\n%{http_code}' "$base$1")
+check_http() {   # check_http PATH EXPECTED_SUBSTRING [JSON_BODY: POSTed]
+    local code body method=GET
+    local -a post=()
+    [ $# -lt 3 ] || { method=POST; post=(-H 'Content-Type: application/json' -d "$3"); }
+    body=$(curl -s -w '\n%{http_code}' "${post[@]}" "$base$1")
     code=${body##*$'\n'}; body=${body%$'\n'*}
-    echo "GET ${1%%p_token=*}...: $code $body" | cut -c1-300 >> "$RAW/http-check.txt"
-    [ "$code" = 200 ] || fail "GET ${1%%\?*} answered $code: $body"
-    [[ "$body" == *"$2"* ]] || fail "GET ${1%%\?*} answered $body"
+    echo "$method ${1%%p_token=*}...: $code $body" | cut -c1-300 >> "$RAW/http-check.txt"
+    [ "$code" = 200 ] || fail "$method ${1%%\?*} answered $code: $body"
+    [[ "$body" == *"$2"* ]] || fail "$method ${1%%\?*} answered $body"
 }
 check_http "/rpc/bench_noop" "true"
 check_http "/rpc/bench_noop_arg?p_token=$tok1" "true"
@@ -1180,18 +1183,10 @@ metric http_noop_shape_rps "$H_noop_shape"
 metric http_ext_rps "$H_validate_ext"
 metric http_sql_rps "$H_validate_sql"
 # the same over POST (a JSON body, as supabase-js's rpc() sends it)
-check_post() {   # check_post FUNCTION BODY EXPECTED_SUBSTRING
-    local body code
-    body=$(curl -s -w '\n%{http_code}' -H 'Content-Type: application/json' -d "$2" "$base/rpc/$1")
-    code=${body##*$'\n'}; body=${body%$'\n'*}
-    echo "POST /rpc/$1: $code $body" | cut -c1-300 >> "$RAW/http-check.txt"
-    [ "$code" = 200 ] || fail "POST /rpc/$1 answered $code: $body"
-    [[ "$body" == *"$3"* ]] || fail "POST /rpc/$1 answered $body"
-}
-check_post bench_noop '{}' true
-check_post extension_token_validate "{\"p_token\": \"$tok1\"}" '"valid":true'
-check_post bench_noop_shape "{\"p_token\": \"$tok1\"}" '"valid":true'
-check_post bench_sql_validate "{\"p_token\": \"$tok1\"}" true
+check_http /rpc/bench_noop true '{}'
+check_http /rpc/extension_token_validate '"valid":true' "{\"p_token\": \"$tok1\"}"
+check_http /rpc/bench_noop_shape '"valid":true' "{\"p_token\": \"$tok1\"}"
+check_http /rpc/bench_sql_validate true "{\"p_token\": \"$tok1\"}"
 touch_sample
 wrk_rounds post_noop "$dir/post_noop.lua" "$base/" \
            post_noop_arg "$dir/post_bench_noop_arg.lua" "$base/" \

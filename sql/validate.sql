@@ -163,8 +163,8 @@ SELECT extension_token_revoke(:'counted') AS revoked;
 SELECT (extension_token_validate(:'counted')).error AS after_revoke;
 SELECT validations_succeeded, validations_failed, validations_cached FROM extension_token_stats();
 -- extension_tokens.token_cache_size: 0 turns the cache off (no validation
--- answered from it); a change empties it (the first validation after
--- turning it on again is verified); only a superuser may set it.
+-- answered from it); a change empties it (the token cached at size 8 is
+-- verified again at size 16); only a superuser may set it.
 SELECT access_token AS sized FROM extension_token_issue('20000000-0000-4000-8000-000000000009') \gset
 SELECT count(*) FILTER (WHERE (extension_token_validate(:'sized')).valid) AS valid_before FROM generate_series(1, 2);
 SELECT extension_token_stats_reset() IS NOT NULL AS reset;
@@ -173,6 +173,9 @@ SELECT count(*) FILTER (WHERE (extension_token_validate(:'sized')).valid) AS val
 SELECT validations_succeeded, validations_cached FROM extension_token_stats();
 SET extension_tokens.token_cache_size = 8;
 SELECT count(*) FILTER (WHERE (extension_token_validate(:'sized')).valid) AS valid_cached FROM generate_series(1, 3);
+SELECT validations_succeeded, validations_cached FROM extension_token_stats();
+SET extension_tokens.token_cache_size = 16;
+SELECT count(*) FILTER (WHERE (extension_token_validate(:'sized')).valid) AS valid_resized FROM generate_series(1, 2);
 SELECT validations_succeeded, validations_cached FROM extension_token_stats();
 RESET extension_tokens.token_cache_size;
 SHOW extension_tokens.token_cache_size;
