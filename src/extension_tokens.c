@@ -1010,7 +1010,8 @@ claims_jsonb(TokenAccessClaims *claims, JsonbBuild *b)
 	else if (b != NULL && b->result != NULL)
 	{
 		result = JsonbValueToJsonb(b->result);
-		if (claims->has_hash)
+		/* from a token's second sight: see token_cache_attach() */
+		if (claims->has_hash && claims->cache_hit)
 			token_cache_attach(claims->hash, result, VARSIZE(result));
 	}
 	else

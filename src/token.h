@@ -308,7 +308,8 @@ extern void token_cache_note(const unsigned char *hash, const void *note, size_t
 /*
  * Attaches a copy of `len` bytes to the cached verification of the token
  * whose SHA-256 this is (if it is cached and has nothing attached yet); a
- * later hit hands them back in TokenAccessClaims.cached_blob.
+ * later hit hands them back in TokenAccessClaims.cached_blob.  (The backend
+ * attaches on a hit that had nothing attached: see claims_jsonb().)
  */
 extern void token_cache_attach(const unsigned char *hash, const void *blob, size_t len);
 
