@@ -157,12 +157,14 @@ token_json_integer(const char *text, int64_t *value)
 	return true;
 }
 
-/* What jansson refused and a jsonb must not meet: see the top. */
+/*
+ * What jansson refused and a jsonb must not meet (see the top), for a number
+ * that is not an integer of 64 bits.
+ */
 static bool
 number_acceptable(const char *text)
 {
 	const char *e = strpbrk(text, "eE");
-	int64_t		ignored;
 
 	if (e != NULL)
 	{
@@ -173,9 +175,8 @@ number_acceptable(const char *text)
 			e++;
 		return strlen(e) <= 3;	/* |exponent| < 1000 */
 	}
-	if (strchr(text, '.') != NULL)
-		return true;
-	return token_json_integer(text, &ignored);
+	/* a fraction; else an integer beyond 64 bits */
+	return strchr(text, '.') != NULL;
 }
 
 /* Whether the keys of the object that starts at `first` repeat one. */
@@ -185,6 +186,7 @@ keys_repeat(ParseState *st, int first)
 	for (int i = first; i < st->nkeys; i++)
 		for (int j = i + 1; j < st->nkeys; j++)
 			if (st->keys[i].len == st->keys[j].len &&
+				st->keys[i].name[0] == st->keys[j].name[0] &&	/* "" too: NUL */
 				memcmp(st->keys[i].name, st->keys[j].name, st->keys[i].len) == 0)
 				return true;
 	return false;
@@ -312,9 +314,13 @@ field_start(void *state, char *fname, bool isnull)
 	SEM_DONE(st);
 }
 
-/* A scalar that is the value of top-level member `claim`. */
+/*
+ * A scalar that is the value of top-level member `claim`; `is_int` says
+ * whether it is a number that is an integer of 64 bits, `ival`.
+ */
 static void
-note_claim(ParseState *st, PayloadClaim claim, const char *token, JsonTokenType type)
+note_claim(ParseState *st, PayloadClaim claim, const char *token, JsonTokenType type,
+		   bool is_int, int64_t ival)
 {
 	TokenPayload *out = st->out;
 	const char **str = NULL;
@@ -322,13 +328,16 @@ note_claim(ParseState *st, PayloadClaim claim, const char *token, JsonTokenType 
 	switch (claim)
 	{
 		case CLAIM_EXP:
-			out->exp_ok = type == JSON_TOKEN_NUMBER && token_json_integer(token, &out->exp);
+			if ((out->exp_ok = is_int))
+				out->exp = ival;
 			return;
 		case CLAIM_NBF:
-			out->nbf_ok = type == JSON_TOKEN_NUMBER && token_json_integer(token, &out->nbf);
+			if ((out->nbf_ok = is_int))
+				out->nbf = ival;
 			return;
 		case CLAIM_IAT:
-			out->iat_ok = type == JSON_TOKEN_NUMBER && token_json_integer(token, &out->iat);
+			if ((out->iat_ok = is_int))
+				out->iat = ival;
 			return;
 		case CLAIM_AUD:
 			if (type == JSON_TOKEN_STRING && st->audience != NULL &&
@@ -361,6 +370,8 @@ scalar(void *state, char *token, JsonTokenType type)
 {
 	ParseState *st = state;
 	TokenJsonEvent event;
+	bool		is_int = false;
+	int64_t		ival = 0;
 
 	if (token != NULL)
 		own(st->out, token);
@@ -377,7 +388,8 @@ scalar(void *state, char *token, JsonTokenType type)
 			event = TJ_STRING;
 			break;
 		case JSON_TOKEN_NUMBER:
-			if (!number_acceptable(token))
+			is_int = token_json_integer(token, &ival);
+			if (!is_int && !number_acceptable(token))
 			{
 				st->failed = true;
 				SEM_DONE(st);
@@ -395,9 +407,9 @@ scalar(void *state, char *token, JsonTokenType type)
 			break;
 	}
 	if (st->depth == 1)
-		note_claim(st, st->field, token, type);
+		note_claim(st, st->field, token, type, is_int, ival);
 	else if (st->depth == 2 && st->in_aud_array)
-		note_claim(st, CLAIM_AUD, token, type);
+		note_claim(st, CLAIM_AUD, token, type, is_int, ival);
 	if (st->visit)
 		st->visit(st->arg, event, in_array(st), token, strlen(token));
 	SEM_DONE(st);
