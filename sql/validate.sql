@@ -138,7 +138,9 @@ RESET extension_tokens.issue_rate_limit;
 -- containers, a reserved name nested deeper; reals that a double holds
 -- exactly, as the issuing side prints reals to 17 digits), on the first
 -- validation (the parse), on the second (a cache hit, parsed again, its
--- jsonb then kept with the cache's entry) and on the third (that copy).
+-- jsonb then kept with the cache's entry) and on the third (answered from
+-- that copy: which of the two a hit used is not visible from SQL; the
+-- fuzzer, fuzz/fuzz_token.c's check_cache, checks it).
 SET extension_tokens.issue_rate_limit = 0;
 SELECT '{"s": "quote \" backslash \\ newline \n tab \t é 𝄞 \u00e9", "r": 1.5, "n": -0.375, "big": 9223372036854775807,
          "small": -9223372036854775808, "z": 0, "t": true, "f": false, "nul": null, "a": [1, [2, [3, {"k": "v"}]], []],

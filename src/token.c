@@ -1013,14 +1013,18 @@ signature_matches(int slot, const TokenVerifyParams *params, const char *data,
 /*
  * What a lookup reads of each way, apart from the entries: a set's four
  * ways in one cache line.  A miss, which every first sight of a token is,
- * reads that line for each of its two sets and no entry; an entry is read
- * only when its tag (bytes 8 to 15 of the hash, 0 meaning empty) matches.
+ * reads that line for each of its two sets and no entry (but asks for the
+ * one it would store into: see verified_find()); an entry is read only when
+ * its tag (bytes 8 to 11 of the hash, 0 meaning empty) matches, and matches
+ * only if its whole hash does.
  */
 typedef struct VerifiedWay
 {
-	uint64_t	tag;			/* 0: empty */
-	uint32_t	generation;		/* verify_generation's low bits when stored */
+	uint32_t	tag;			/* 0: empty */
 	uint32_t	last_used;		/* verified_clock then, for the LRU choice */
+	uint64_t	generation;		/* verify_generation when stored: all of it,
+								 * so that no count of changes brings an
+								 * outdated entry back */
 } VerifiedWay;
 
 typedef struct VerifiedToken
@@ -1100,9 +1104,6 @@ token_cache_resize(size_t entries)
 	token_cache_entries = entries;
 }
 
-/* The current generation as the ways note it. */
-#define VERIFIED_GENERATION ((uint32_t) verify_generation)
-
 /*
  * The first ways of the two sets the token whose SHA-256 this is may be kept
  * in (from two independent parts of the hash: with two choices, a set
@@ -1110,7 +1111,7 @@ token_cache_resize(size_t entries)
  * (size 0, or no memory).  The table is allocated at its first use.
  */
 static bool
-verified_sets_of(const unsigned char *hash, size_t *a, size_t *b, uint64_t *tag)
+verified_sets_of(const unsigned char *hash, size_t *a, size_t *b, uint32_t *tag)
 {
 	uint32_t	h1,
 				h2;
@@ -1162,7 +1163,7 @@ verified_victim(size_t a, size_t b)
 			uint32_t	age = verified_clock - verified_ways[w].last_used;
 
 			if (verified_ways[w].tag == 0 ||
-				verified_ways[w].generation != VERIFIED_GENERATION)
+				verified_ways[w].generation != verify_generation)
 				return w;
 			if (age > best_age)
 			{
@@ -1182,7 +1183,7 @@ static ssize_t
 verified_find(const unsigned char *hash)
 {
 	size_t		sets[2];
-	uint64_t	tag;
+	uint32_t	tag;
 	size_t		victim;
 
 	if (!verified_sets_of(hash, &sets[0], &sets[1], &tag))
@@ -1190,7 +1191,7 @@ verified_find(const unsigned char *hash)
 	for (int i = 0; i < 2; i++)
 		for (size_t w = sets[i]; w < sets[i] + VERIFIED_WAYS; w++)
 			if (verified_ways[w].tag == tag &&
-				verified_ways[w].generation == VERIFIED_GENERATION &&
+				verified_ways[w].generation == verify_generation &&
 				memcmp(verified[w].hash, hash, TOKEN_HASH_LENGTH) == 0)
 				return (ssize_t) w;
 #ifdef __GNUC__
@@ -1226,7 +1227,7 @@ verified_store(const unsigned char *hash, const TokenTimes *times,
 			   const TokenAccessClaims *claims)
 {
 	size_t		sets[2];
-	uint64_t	tag;
+	uint32_t	tag;
 	size_t		best;
 	VerifiedToken *e;
 	size_t		sub_len = strlen(claims->sub) + 1;
@@ -1244,7 +1245,7 @@ verified_store(const unsigned char *hash, const TokenTimes *times,
 	memcpy(e->hash, hash, TOKEN_HASH_LENGTH);
 	e->times = *times;
 	memcpy(e->session_id, claims->session_id, TOKEN_UUID_LENGTH);
-	verified_ways[best].generation = VERIFIED_GENERATION;
+	verified_ways[best].generation = verify_generation;
 	verified_ways[best].last_used = ++verified_clock;
 	verified_ways[best].tag = tag;
 }
