@@ -1010,7 +1010,7 @@ claims_jsonb(TokenAccessClaims *claims, JsonbBuild *b)
 	else if (b != NULL && b->result != NULL)
 	{
 		result = JsonbValueToJsonb(b->result);
-		/* from a token's second sight: see token_cache_attach() */
+		/* kept from a token's first hit: a token seen once pays no copy */
 		if (claims->has_hash && claims->cache_hit)
 			token_cache_attach(claims->hash, result, VARSIZE(result));
 	}
