@@ -1013,9 +1013,8 @@ signature_matches(int slot, const TokenVerifyParams *params, const char *data,
 /*
  * What a lookup reads of each way, apart from the entries: a set's four
  * ways in one cache line.  A miss, which every first sight of a token is,
- * reads that line for each of its two sets and no entry (but asks for the
- * one it would store into: see verified_find()); an entry is read only when
- * its tag (bytes 8 to 11 of the hash, 0 meaning empty) matches, and matches
+ * reads that line for each of its two sets and no entry; an entry is read
+ * only when its tag (bytes 8 to 11 of the hash, 0 meaning empty) matches, and matches
  * only if its whole hash does.
  */
 typedef struct VerifiedWay
@@ -1174,17 +1173,12 @@ verified_victim(size_t a, size_t b)
 	return best;
 }
 
-/*
- * The way of the live entry of the token whose SHA-256 this is, or -1.  A
- * miss asks the processor to fetch the entry that verified_store() would
- * write, so that the verification in between hides the wait for memory.
- */
+/* The way of the live entry of the token whose SHA-256 this is, or -1. */
 static ssize_t
 verified_find(const unsigned char *hash)
 {
 	size_t		sets[2];
 	uint32_t	tag;
-	size_t		victim;
 
 	if (!verified_sets_of(hash, &sets[0], &sets[1], &tag))
 		return -1;
@@ -1194,13 +1188,6 @@ verified_find(const unsigned char *hash)
 				verified_ways[w].generation == verify_generation &&
 				memcmp(verified[w].hash, hash, TOKEN_HASH_LENGTH) == 0)
 				return (ssize_t) w;
-#ifdef __GNUC__
-	victim = verified_victim(sets[0], sets[1]);
-	for (size_t off = 0; off < sizeof(VerifiedToken); off += 64)
-		__builtin_prefetch((const char *) &verified[victim] + off, 1);
-#else
-	(void) victim;
-#endif
 	return -1;
 }
 
