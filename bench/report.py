@@ -60,21 +60,51 @@ def target(what, goal, build):
 main, lo, hi = m["main_size"], m["min_size"], m["max_size"]
 
 
+def median(xs):
+    xs = sorted(xs)
+    h = len(xs) // 2
+    return xs[h] if len(xs) % 2 else (xs[h - 1] + xs[h]) / 2
+
+
+def paired(num, den):
+    """num/den per round (the two were timed in the same round, one after the other), from
+    the *_rounds_* metrics: (median, min, max, rounds), or None when the run has no rounds."""
+    if num not in m or den not in m:
+        return None
+    a, b = [float(x) for x in m[num].split()], [float(x) for x in m[den].split()]
+    if len(a) != len(b) or not a:
+        return None
+    r = [x / y for x, y in zip(a, b)]
+    return median(r), min(r), max(r), len(r)
+
+
 # 1. validate in one statement, cold
 def validate_cold():
     ext, sql, lk = f(f"stmt_ext_us_{main}"), f(f"stmt_sql_us_{main}"), f(f"stmt_lookup_us_{main}")
     sha, hmac = f("prim_sha256_us"), f("prim_hmac_us")
     jp = f("prim_jansson_parse_us")
     p0, pm = f(f"stmt_parts0_us_{main}"), f(f"stmt_parts_us_{main}")
+    # judged by the ratios paired by round when the run has them (each round times the
+    # statements one after the other, so a slow spell of the machine weighs on both),
+    # else by the ratio of the medians
+    rp = paired(f"stmt_ext_rounds_{main}", f"stmt_parts0_rounds_{main}")
+    rs = paired(f"stmt_sql_rounds_{main}", f"stmt_ext_rounds_{main}")
+    to_parts, to_sql = (rp[0] if rp else ext / p0), (rs[0] if rs else sql / ext)
+    rounds = ""
+    if rp and rs:
+        under = sum(1 for x, y in zip(m[f"stmt_ext_rounds_{main}"].split(),
+                                      m[f"stmt_parts0_rounds_{main}"].split()) if float(x) / float(y) <= 1.5)
+        rounds = (f"; paired by round ({rp[3]} round{'s' if rp[3] != 1 else ''}, medians): SQL/ext {rs[0]:.1f}× ({rs[1]:.1f}–{rs[2]:.1f}), "
+                  f"ext/(lookup + SHA-256 + HMAC) {rp[0]:.2f}× ({rp[1]:.2f}–{rp[2]:.2f}; {under} of {rp[3]} ≤ 1.5×)")
     return (f"validate, cold (distinct tokens), one SQL statement, {n(main)} sessions, µs per token",
             f"{ext:.2f}", f"{sql:.2f}",
             f"lookup + SHA-256 + HMAC measured in the same statement shape (the session row by its id, "
             f"bench/parts.c without the parse): {p0:.2f}; with the jansson parse of the payload: {pm:.2f}; "
             f"in C: lookup {lk:.2f} + SHA-256 {sha:.2f} + HMAC {hmac:.2f} + parse {jp:.2f}",
-            f"SQL/ext {sql / ext:.1f}×; ext/(lookup + SHA-256 + HMAC) {ext / p0:.2f}×; "
-            f"ext/(those + parse) {ext / pm:.2f}×",
-            "≥ 6× faster than SQL; ≤ 1.5× lookup + SHA-256 + HMAC",
-            each(("≥ 6× SQL", sql / ext >= 6), ("≤ 1.5× parts", ext / p0 <= 1.5)))
+            f"of the medians: SQL/ext {sql / ext:.1f}×; ext/(lookup + SHA-256 + HMAC) {ext / p0:.2f}×; "
+            f"ext/(those + parse) {ext / pm:.2f}×{rounds}",
+            "≥ 6× faster than SQL; ≤ 1.5× lookup + SHA-256 + HMAC" + (" (judged paired by round)" if rp else ""),
+            each(("≥ 6× SQL", to_sql >= 6), ("≤ 1.5× parts", to_parts <= 1.5)))
 
 
 target("validate, cold, one SQL statement", "≥ 6× SQL; ≤ 1.5× parts", validate_cold)
