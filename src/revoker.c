@@ -997,9 +997,10 @@ forget_database(Oid database)
 }
 
 /*
- * Unconnected: waits for work, then connects to its database (or gives the
- * database up after REVOKER_CONNECT_TRIES failed connections: it is gone or
- * refuses connections, and so holds no session to protect).  The listing of
+ * Unconnected: waits for work, then connects to its database, even one that
+ * refuses new connections (or gives the database up after
+ * REVOKER_CONNECT_TRIES failed connections: it is gone, or left invalid by
+ * an interrupted DROP DATABASE, and so holds no session to protect).  The listing of
  * the databases for the keys is done connected to none, and then this
  * incarnation exits: the next one visits them.
  */
@@ -1035,7 +1036,13 @@ worker_connect(void)
 						database)));
 		proc_exit(1);
 	}
-	BackgroundWorkerInitializeConnectionByOid(database, BOOTSTRAP_SUPERUSERID, 0);
+	/*
+	 * A database that refuses connections (ALTER DATABASE ... ALLOW_CONNECTIONS
+	 * false) may still have backends connected since before, which count on
+	 * the queue's revocations being committed.
+	 */
+	BackgroundWorkerInitializeConnectionByOid(database, BOOTSTRAP_SUPERUSERID,
+											  BGWORKER_BYPASS_ALLOWCONN);
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	shared->connecting_database = InvalidOid;
 	shared->connect_tries = 0;

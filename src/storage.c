@@ -1010,10 +1010,18 @@ static struct
 	SPIPlanPtr	plans[ST_COUNT];
 }			ext;
 
+/*
+ * Relcache invalidations seen, of any relation: a load that saw this change
+ * while it ran (an invalidation accepted by a lookup of its own) is made
+ * again, so that none is lost to it (storage_load).
+ */
+static uint64 storage_invalidations = 0;
+
 /* Drop what we know when one of our tables changes or goes away. */
 static void
 storage_relcache_callback(Datum arg, Oid relid)
 {
+	storage_invalidations++;
 	if (!ext.valid)
 		return;
 	if (relid == InvalidOid)
@@ -1130,7 +1138,12 @@ static bool
 storage_find_guard(void)
 {
 	Relation	rel = table_open(ext.tables[TABLE_SESSIONS], AccessShareLock);
-	TriggerDesc *td = rel->trigdesc;
+
+	/*
+	 * A copy: the lookups below may accept invalidations, and a rebuild of
+	 * the table's relcache entry would free the entry's own list.
+	 */
+	TriggerDesc *td = rel->trigdesc ? CopyTriggerDesc(rel->trigdesc) : NULL;
 	bool		rows = false;
 	bool		truncate = false;
 
@@ -1151,22 +1164,45 @@ storage_find_guard(void)
 		if (!TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_TRUNCATE(t->tgtype))
 			truncate = true;
 	}
+	if (td != NULL)
+		FreeTriggerDesc(td);
 	table_close(rel, AccessShareLock);
 	return rows && truncate;
 }
 
+/*
+ * Loads what this backend knows of the extension, again while an
+ * invalidation arrived during the load (which could have been about a
+ * definition it had already read); after three tries that all saw one, it
+ * keeps what it read but counts the triggers as absent (no verdicts: the
+ * safe side) and loads again at the next call.
+ */
 static void
 storage_load(void)
 {
 	if (ext.valid)
 		return;
-	storage_forget();
-	storage_find_extension(true);
-	storage_find_tables();
-	ext.guarded = storage_find_guard();
-	ext.qschema = MemoryContextStrdup(TopMemoryContext,
-									  quote_identifier(get_namespace_name(ext.schema)));
-	ext.valid = true;
+	for (int tries = 1;; tries++)
+	{
+		uint64		seen = storage_invalidations;
+
+		storage_forget();
+		storage_find_extension(true);
+		storage_find_tables();
+		ext.guarded = storage_find_guard();
+		ext.qschema = MemoryContextStrdup(TopMemoryContext,
+										  quote_identifier(get_namespace_name(ext.schema)));
+		if (storage_invalidations == seen)
+		{
+			ext.valid = true;
+			return;
+		}
+		if (tries == 3)
+		{
+			ext.guarded = false;
+			return;
+		}
+	}
 }
 
 bool

@@ -14,10 +14,11 @@
  * a count and the latest time.  The static background worker (revoker.c)
  * writes each database's entries in batches, about once a second, in a
  * transaction of its own, adding the counts to use_count and moving
- * last_used_at forward; an entry leaves the table only when its write has
- * committed (a failed write puts the counts back).  Validation reads the
- * pending time too (UsageLastUsed()), so the inactivity rule sees a use at
- * once, before it is written.
+ * last_used_at forward; an entry stays in the table while its write is in
+ * progress and loses the counts written only once the write has committed
+ * (a failed write leaves them).  Validation reads the pending time too
+ * (UsageLastUsed()), so the inactivity rule sees a use at once, before it
+ * is written, and while it is being written.
  *
  * What can be lost: a crash (or an immediate shutdown) loses the counts of
  * at most the last flush interval, never a revocation.  When the table is
@@ -65,6 +66,7 @@ typedef struct UsageEntry
 	UsageKey	key;
 	int64		count;
 	TimestampTz last_used;
+	uint64		flush;			/* the last flush that took it to write */
 } UsageEntry;
 
 /* Device authorization polls (RFC 8628 slow_down): the last poll of a code. */
@@ -80,6 +82,7 @@ typedef struct UsageShared
 {
 	LWLock	   *lock;			/* the polls' */
 	LWLock	   *partition_locks[USAGE_PARTITIONS];
+	uint64		flushes;		/* UsageFlush calls (under all partitions) */
 	PollSlot	polls[POLL_SLOTS];
 } UsageShared;
 
@@ -189,6 +192,7 @@ usage_add(Oid database, const pg_uuid_t *session_id, int64 count, TimestampTz at
 		{
 			e->count = 0;
 			e->last_used = 0;
+			e->flush = 0;
 		}
 		e->count += count;
 		if (at > e->last_used)
@@ -265,10 +269,35 @@ UsageForget(Oid database)
 }
 
 /*
+ * After a batch's write: when it committed, the counts it wrote come off the
+ * entries the flush took; when it failed, they stay for the next flush.  An
+ * entry left with no count stays, with its time, until the next flush, for
+ * a reader whose snapshot was taken before the write committed.
+ */
+static void
+usage_settle(Oid database, uint64 flush, const pg_uuid_t *ids, const int64 *counts,
+			 int n, bool committed)
+{
+	for (int i = 0; i < n && committed; i++)
+	{
+		UsageKey	key;
+		UsageEntry *e;
+		uint32		hashcode = usage_key(&key, database, &ids[i]);
+
+		LWLockAcquire(partition_lock(hashcode), LW_EXCLUSIVE);
+		e = hash_search_with_hash_value(usage_hash, &key, hashcode, HASH_FIND, NULL);
+		if (e != NULL && e->flush == flush)
+			e->count -= counts[i];
+		LWLockRelease(partition_lock(hashcode));
+	}
+}
+
+/*
  * Writes `database`'s pending uses, in batches, each in a transaction of the
- * caller's making (the worker's).  An entry is taken out of the table before
- * its batch is written, and put back (merged with what arrived meanwhile)
- * if the write fails.  Returns the sessions written.
+ * caller's making (the worker's).  The entries stay in the table while their
+ * batch is written, so that the inactivity rule still sees those uses (the
+ * row shows them only once the write commits), and each is taken once per
+ * flush.  Returns the sessions written.
  */
 int64
 UsageFlush(Oid database, bool (*write) (const pg_uuid_t *ids, const int64 *counts,
@@ -278,36 +307,44 @@ UsageFlush(Oid database, bool (*write) (const pg_uuid_t *ids, const int64 *count
 	pg_uuid_t  *ids = palloc(USAGE_BATCH * sizeof(pg_uuid_t));
 	int64	   *counts = palloc(USAGE_BATCH * sizeof(int64));
 	TimestampTz *times = palloc(USAGE_BATCH * sizeof(TimestampTz));
+	uint64		flush = 0;
 
 	for (;;)
 	{
 		HASH_SEQ_STATUS seq;
 		UsageEntry *e;
 		int			n = 0;
+		bool		committed;
 
 		lock_all(LW_EXCLUSIVE);
+		if (flush == 0)
+			flush = ++shared->flushes;
 		hash_seq_init(&seq, usage_hash);
 		while (n < USAGE_BATCH && (e = hash_seq_search(&seq)) != NULL)
 		{
-			if (e->key.database != database)
+			if (e->key.database != database || e->flush == flush)
 				continue;
+			if (e->count == 0)
+			{
+				/* written by an earlier flush, kept a flush longer (below) */
+				(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
+				continue;
+			}
+			e->flush = flush;
 			ids[n] = e->key.session_id;
 			counts[n] = e->count;
 			times[n] = e->last_used;
 			n++;
-			(void) hash_search(usage_hash, &e->key, HASH_REMOVE, NULL);
 		}
 		if (n == USAGE_BATCH)
 			hash_seq_term(&seq);
 		unlock_all();
 		if (n == 0)
 			break;
-		if (!write(ids, counts, times, n))
-		{
-			for (int i = 0; i < n; i++)
-				(void) usage_add(database, &ids[i], counts[i], times[i]);
+		committed = write(ids, counts, times, n);
+		usage_settle(database, flush, ids, counts, n, committed);
+		if (!committed)
 			break;
-		}
 		written += n;
 		if (n < USAGE_BATCH)
 			break;

@@ -15,7 +15,10 @@
  *	  taken from its id), advanced after the commit of every transaction
  *	  that updated or deleted a row of a session of that slot;
  *	- one for all sessions, advanced after the commit of a transaction
- *	  that truncated the table, ran DDL or COMMIT PREPARED.
+ *	  that truncated the table, ran DDL or COMMIT PREPARED (and, where
+ *	  prepared transactions are enabled, of every transaction of logical
+ *	  replication's apply worker, which commits prepared ones unseen), and
+ *	  after DDL a second time, once its invalidation messages are sent.
  *
  * Which sessions a transaction changed is noted by a trigger on
  * extension_token_sessions (AFTER UPDATE OR DELETE FOR EACH ROW, and
@@ -53,6 +56,7 @@
 #include "access/htup_details.h"
 #include "access/parallel.h"
 #include "access/xact.h"
+#include "access/twophase.h"
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -62,6 +66,7 @@
 #include "nodes/parsenodes.h"
 #include "port/atomics.h"
 #include "port/pg_bitutils.h"
+#include "replication/logicalworker.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -69,7 +74,9 @@
 #include "utils/array.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 
 #include "policy.h"
 #include "revoker.h"
@@ -143,6 +150,9 @@ verdict_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
+/* DDL committed: advance `all` again once its invalidations are sent */
+static bool advance_after_invalidations = false;
+
 static void
 forget_changes(void)
 {
@@ -164,8 +174,20 @@ verdict_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			/*
+			 * Logical replication's apply worker commits a prepared
+			 * transaction (a subscription with two_phase) without a
+			 * statement this hook sees, in a transaction of its own that
+			 * changed nothing: every commit of an apply worker counts as a
+			 * change of every session where prepared transactions can be.
+			 */
+			if (max_prepared_xacts > 0 && IsLogicalWorker())
+				changed_all = true;
 			if (shared != NULL && changed_all)
+			{
 				pg_atomic_fetch_add_u64(&shared->all, 1);
+				advance_after_invalidations = true;
+			}
 			else if (shared != NULL && changed_some)
 			{
 				for (int w = 0; w < VERDICT_SLOTS / 64; w++)
@@ -179,10 +201,31 @@ verdict_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 			/* a prepared transaction's changes: see COMMIT PREPARED below */
 			forget_changes();
+			advance_after_invalidations = false;
 			break;
 		default:
 			break;
 	}
+}
+
+/*
+ * After the commit callback, a transaction's invalidation messages are sent
+ * (AtEOXact_Inval), then its locks released, then this runs for each of
+ * its resource owners.  A verdict kept between the commit callback and the
+ * messages may have been kept by a backend that had not yet seen the
+ * definition this DDL committed (ALTER TABLE ... DISABLE TRIGGER, say):
+ * advancing `all` once more makes it unusable.  See VerdictReadEpochs.
+ */
+static void
+verdict_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel,
+						 void *arg)
+{
+	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel ||
+		!advance_after_invalidations)
+		return;
+	if (isCommit && shared != NULL)
+		pg_atomic_fetch_add_u64(&shared->all, 1);
+	advance_after_invalidations = false;
 }
 
 /* Statements that change no session row and no table definition. */
@@ -248,6 +291,7 @@ VerdictInit(void)
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 	RegisterXactCallback(verdict_xact_callback, NULL);
+	RegisterResourceReleaseCallback(verdict_release_callback, NULL);
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = verdict_ProcessUtility;
 	if (!process_shared_preload_libraries_in_progress)
@@ -380,14 +424,29 @@ read_epochs(const pg_uuid_t *session_id, VerdictEpochs *out)
 	return true;
 }
 
+/*
+ * The epochs a verdict about to be read from the row would be kept under,
+ * when one may be kept.  Read before the snapshot that reads the row (a
+ * recall takes none), and before the check that the triggers are in place:
+ * that check reads what this backend has cached of the table's definition,
+ * which in an open transaction stays as it was until invalidation messages
+ * are accepted (nothing else here takes a new lock).  They are accepted
+ * after the epochs were read; DDL advances the epochs once more after its
+ * messages were sent (verdict_release_callback), so epochs read after that
+ * come with the messages, and a verdict kept under epochs read before it
+ * is not used after it.
+ */
 bool
 VerdictReadEpochs(const pg_uuid_t *session_id, VerdictEpochs *out)
 {
-	if (!read_epochs(session_id, out))
+	if (shared == NULL || !et_session_verdicts || changed_all || changed_some ||
+		IsParallelWorker() || IsolationUsesXactSnapshot() || RecoveryInProgress())
 		return false;
-	/* read before the snapshot that reads the row (a recall takes none) */
+	out->all = pg_atomic_read_u64(&shared->all);
+	out->slot = pg_atomic_read_u64(&shared->slots[slot_of(session_id)]);
 	pg_memory_barrier();
-	return true;
+	AcceptInvalidationMessages();
+	return StorageSessionsGuarded();
 }
 
 void
@@ -429,10 +488,32 @@ VerdictRecall(void *note, size_t len, const pg_uuid_t *session_id,
 	VerdictEpochs epochs;
 
 	if (note == NULL || len < MAXALIGN(sizeof(KeptVerdict)) ||
-		memcmp(&v->session_id, session_id, sizeof(pg_uuid_t)) != 0 ||
-		!read_epochs(session_id, &epochs) ||
+		memcmp(&v->session_id, session_id, sizeof(pg_uuid_t)) != 0)
+		return false;
+
+	/*
+	 * The revocation queue before the epochs.  The worker commits a queued
+	 * revocation (advancing the epochs in its commit callback) and only then
+	 * takes it off the queue; so a queue found without it means the epochs
+	 * read next show the commit.  The other way round, the epochs could be
+	 * read just before the worker's commit and the queue just after it was
+	 * emptied, and neither would show the revocation.
+	 */
+	if (RevokerPending(session_id))
+		return false;
+	pg_memory_barrier();
+
+	/*
+	 * And the triggers' state as committed: DDL that disabled one advances
+	 * the epochs a second time only after releasing its locks, and a
+	 * revocation by a writer that waited for those locks, unseen by any
+	 * trigger, may have committed in between; its writer's lock was granted
+	 * after the DDL's invalidation messages were sent, so they are here.
+	 * (Without messages this costs a read of one flag.)
+	 */
+	AcceptInvalidationMessages();
+	if (!read_epochs(session_id, &epochs) ||
 		epochs.all != v->epochs.all || epochs.slot != v->epochs.slot ||
-		RevokerPending(session_id) ||
 		PolicySessionEnd(false, v->refresh_expires_at, v->ends_at, v->idle_timeout_us,
 						 v->last_active, now) != SESSION_LIVE)
 		return false;

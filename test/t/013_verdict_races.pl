@@ -1,0 +1,257 @@
+# 013_verdict_races.pl: a backend that keeps a session's verdict (it
+# validates a token it has validated before without reading the session's
+# row) must still see every revocation committed before its validation, in
+# the interleavings and paths that only timing or an unusual configuration
+# reach:
+#
+#   (a) a refresh-token reuse detected while a validation is between its
+#       checks: the backend is stopped by gdb at the moment it asks the
+#       revocation queue (RevokerPending), the reuse is detected elsewhere and
+#       the worker commits the revocation and empties the queue, then the
+#       backend goes on.  It must answer revoked: the queue is asked before
+#       the epochs, so a queue found empty means the epochs show the commit.
+#   (b) a database that refuses new connections (ALLOW_CONNECTIONS false),
+#       with a pooled connection still open: a reuse detected there must
+#       still be committed by the worker (which connects anyway), not dropped
+#       after its failed connections.
+#   (c) logical replication with two_phase: the subscriber's apply worker
+#       commits a prepared revocation with no statement the extension's hook
+#       sees; a verdict kept on the subscriber must not outlive it.
+#   (d) the inactivity rule while the worker writes a use (held up by a row
+#       lock): the use being written still counts.
+use strict;
+use warnings;
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+my $secret = join '', map { sprintf '%02x', int(rand(256)) } 1 .. 32;
+my $conf = qq{
+shared_preload_libraries = 'extension_tokens'
+extension_tokens.jwt_secret = '$secret'
+extension_tokens.issue_rate_limit = 0
+extension_tokens.refresh_rate_limit = 0
+extension_tokens.max_sessions_per_user = 0
+log_statement = none
+};
+
+my $node = PostgreSQL::Test::Cluster->new('races');
+$node->init;
+$node->append_conf('postgresql.conf', $conf);
+$node->start;
+$node->safe_psql('postgres', 'CREATE EXTENSION extension_tokens');
+
+sub issue_and_rotate
+{
+	my ($n, $db, $user) = @_;
+	my ($at0, $rt0, $sid) = split /\|/, $n->safe_psql($db,
+		"SELECT access_token, refresh_token, session_id FROM extension_token_issue('$user', 'races')");
+	my ($at1, $rt1) = split /\|/, $n->safe_psql($db,
+		"SELECT access_token, refresh_token FROM extension_token_refresh('$rt0')");
+	return ($rt0, $at1, $rt1, $sid);
+}
+
+sub kept_count
+{
+	my ($session) = @_;
+	return $session->query_safe('SELECT validations_session_cached FROM extension_token_stats()');
+}
+
+my $validate = "SELECT coalesce(error, 'valid') FROM extension_token_validate";
+my $pt401_reuse = qr/refresh_token_already_used/;
+
+# ---------------------------------------------------------------------
+# (a) The reader stopped between its checks (gdb).
+# ---------------------------------------------------------------------
+my ($a_rt0, $a_at1, $a_rt1, $a_sid) = issue_and_rotate($node, 'postgres', 'user_2raceGdb');
+my $reader = $node->background_psql('postgres', on_error_stop => 0);
+my $reader_pid = $reader->query_safe('SELECT pg_backend_pid()');
+is($reader->query_safe("$validate('$a_at1')"), 'valid', '(a) the reader validates the current access token');
+$reader->query_safe("$validate('$a_at1')");
+my $kept0 = kept_count($reader);
+is($reader->query_safe("$validate('$a_at1')"), 'valid', '(a) and again');
+is(kept_count($reader) - $kept0, 1, '(a) the third validation was answered by a kept verdict');
+
+my $dir = PostgreSQL::Test::Utils::tempdir;
+open my $cmds, '>', "$dir/gdb.cmds" or die;
+print $cmds <<"EOF";
+set pagination off
+set confirm off
+handle SIGUSR1 SIGUSR2 SIGALRM SIGPIPE SIGINT SIGTERM SIGQUIT SIGHUP nostop noprint pass
+break RevokerPending
+commands 1
+  silent
+  shell touch $dir/hit
+  shell i=0; while [ ! -e $dir/go ] && [ \$i -lt 1200 ]; do sleep 0.05; i=\$((i+1)); done
+  delete 1
+  detach
+  quit
+end
+shell touch $dir/ready
+continue
+EOF
+close $cmds;
+my ($gdb_out, $gdb_err) = ('', '');
+my $gdb = IPC::Run::start([ 'gdb', '-q', '-batch', '-nx', '-x', "$dir/gdb.cmds", '-p', $reader_pid ],
+	'<', \undef, '>', \$gdb_out, '2>', \$gdb_err);
+my $waited = 0;
+until (-e "$dir/ready" || $waited++ > 600) { usleep(100_000); $gdb->pump_nb; }
+ok(-e "$dir/ready", '(a) gdb attached to the reader with a breakpoint on RevokerPending')
+  or diag "gdb: $gdb_out\n$gdb_err";
+
+$reader->query_until(qr/sent/, "\\echo sent\nSELECT 'after:' || coalesce(error, 'valid') FROM extension_token_validate('$a_at1');\n");
+$waited = 0;
+until (-e "$dir/hit" || $waited++ > 600) { usleep(100_000); $gdb->pump_nb; }
+ok(-e "$dir/hit", '(a) the reader\'s next validation stopped where it asks the revocation queue')
+  or diag "gdb: $gdb_out\n$gdb_err";
+
+my ($ret, $out, $err) = $node->psql('postgres',
+	"SET extension_tokens.refresh_retry_window = 0; SELECT access_token FROM extension_token_refresh('$a_rt0')");
+like($err, $pt401_reuse, '(a) meanwhile the exchanged refresh token is presented again: PT401 reuse');
+ok( $node->poll_query_until('postgres',
+		"SELECT revoked_reason FROM extension_token_sessions WHERE session_id = '$a_sid'",
+		'refresh_token_reuse'),
+	'(a) and the worker committed the revocation');
+# the worker takes the entry off the queue right after its commit
+sleep 1;
+is($node->safe_psql('postgres', "$validate('$a_at1')"), 'revoked',
+	'(a) another connection says revoked');
+
+open my $go, '>', "$dir/go" or die;
+close $go;
+if (-e "$dir/hit") { $gdb->finish; }
+else { $gdb->kill_kill; }
+my $after = $reader->query('SELECT 1');
+like($after, qr/after:revoked/,
+	'(a) the stopped validation, let go after the queue was emptied, says revoked')
+  or diag "reader: $after";
+is($reader->query_safe("$validate('$a_at1')"), 'revoked', '(a) and so does its next one');
+$reader->quit;
+
+# ---------------------------------------------------------------------
+# (b) A database that refuses new connections.
+# ---------------------------------------------------------------------
+$node->safe_psql('postgres', 'CREATE DATABASE closed');
+$node->safe_psql('closed', 'CREATE EXTENSION extension_tokens');
+my ($b_rt0, $b_at1, $b_rt1, $b_sid) = issue_and_rotate($node, 'closed', 'user_2raceClosed');
+my $pool = $node->background_psql('closed', on_error_stop => 0);
+is($pool->query_safe("$validate('$b_at1')"), 'valid', '(b) a pooled connection validates the access token');
+$node->safe_psql('postgres', 'ALTER DATABASE closed ALLOW_CONNECTIONS false');
+# the worker starts over, connected to no database (it restarts in a
+# second), so that it has to connect to this one anew
+my $worker = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'extension_tokens revoker'");
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($worker)") if $worker ne '';
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) FROM pg_stat_activity WHERE pid = " . ($worker || 0), '0'),
+	'(b) the revoker worker was made to start over');
+isnt(scalar $node->psql('closed', 'SELECT 1'), 0, '(b) the database refuses new connections');
+
+($out, $ret) = $pool->query(
+	"SET extension_tokens.refresh_retry_window = 0; SELECT access_token FROM extension_token_refresh('$b_rt0')");
+like($pool->{stderr}, $pt401_reuse, '(b) the exchanged refresh token presented again on the pooled connection: PT401 reuse');
+$pool->{stderr} = '';
+is($pool->query_safe("$validate('$b_at1')"), 'revoked', '(b) the session is refused at once');
+# 3 connection tries a second apart were enough for 1.2.0 to drop the queue
+sleep 6;
+is($pool->query_safe("SELECT revoked_reason FROM extension_token_sessions WHERE session_id = '$b_sid'"),
+	'refresh_token_reuse', '(b) the worker committed the revocation in the database that refuses connections');
+is($pool->query_safe("$validate('$b_at1')"), 'revoked', '(b) the access token stays revoked');
+($out, $ret) = $pool->query("SELECT access_token FROM extension_token_refresh('$b_rt1')");
+like($pool->{stderr}, qr/session_revoked/, '(b) and the successor refresh token is refused (session_revoked)');
+$pool->{stderr} = '';
+$pool->quit;
+unlike(slurp_file($node->logfile), qr/giving up on database/, '(b) the worker gave up on no database');
+$node->safe_psql('postgres', 'ALTER DATABASE closed ALLOW_CONNECTIONS true');
+
+# ---------------------------------------------------------------------
+# (d) A use being written: the inactivity rule still sees it.
+# ---------------------------------------------------------------------
+my ($d_at, $d_rt, $d_sid) = split /\|/, $node->safe_psql('postgres',
+	"SET extension_tokens.session_inactivity_timeout = '6s';
+	 SELECT access_token, refresh_token, session_id FROM extension_token_issue('user_2raceIdle', 'idle rule')");
+is($node->safe_psql('postgres', "$validate('$d_at')"), 'valid', '(d) a session with a 6 s inactivity timeout, used');
+ok( $node->poll_query_until('postgres',
+		"SELECT use_count FROM extension_token_sessions WHERE session_id = '$d_sid'", '1'),
+	'(d) the use was written (use_count 1)');
+my $t0 = $node->safe_psql('postgres',
+	"SELECT extract(epoch FROM last_used_at) FROM extension_token_sessions WHERE session_id = '$d_sid'");
+my $locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN');
+$locker->query_safe("SELECT 1 FROM extension_token_sessions WHERE session_id = '$d_sid' FOR UPDATE");
+is($node->safe_psql('postgres', "$validate('$d_at')"), 'valid', '(d) used again');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pg_stat_activity
+		  WHERE backend_type = 'extension_tokens revoker' AND wait_event_type = 'Lock'"),
+	'(d) the worker writing that use waits for the row, locked by another transaction');
+# past 6 s after the use the row shows, less after the one being written
+my $now = $node->safe_psql('postgres', 'SELECT extract(epoch FROM clock_timestamp())');
+usleep(int(($t0 + 6.3 - $now) * 1_000_000)) if $t0 + 6.3 > $now;
+is($node->safe_psql('postgres', "$validate('$d_at')"), 'valid',
+	'(d) while the write waits, the session used a moment ago is not idle');
+$locker->query_safe('ROLLBACK');
+$locker->quit;
+ok( $node->poll_query_until('postgres',
+		"SELECT use_count FROM extension_token_sessions WHERE session_id = '$d_sid'", '3'),
+	'(d) then the uses are written: use_count 3');
+$node->stop;
+
+# ---------------------------------------------------------------------
+# (c) Logical replication with two_phase.
+# ---------------------------------------------------------------------
+my $pub = PostgreSQL::Test::Cluster->new('pub');
+$pub->init(allows_streaming => 'logical');
+$pub->append_conf('postgresql.conf', "$conf\nmax_prepared_transactions = 10\n");
+$pub->start;
+$pub->safe_psql('postgres', 'CREATE EXTENSION extension_tokens');
+my $sub = PostgreSQL::Test::Cluster->new('sub');
+$sub->init;
+$sub->append_conf('postgresql.conf', "$conf\nmax_prepared_transactions = 10\n");
+$sub->start;
+$sub->safe_psql('postgres', 'CREATE EXTENSION extension_tokens');
+
+$pub->safe_psql('postgres',
+	'CREATE PUBLICATION tokens FOR TABLE extension_token_users, extension_token_sessions');
+my $pub_conn = $pub->connstr . ' dbname=postgres';
+$sub->safe_psql('postgres',
+	"CREATE SUBSCRIPTION tokens CONNECTION '$pub_conn' PUBLICATION tokens WITH (two_phase = true)");
+ok( $sub->poll_query_until('postgres',
+		"SELECT count(*) FROM pg_subscription WHERE subname = 'tokens' AND subtwophasestate = 'e'", '1'),
+	'(c) the subscription is two_phase, enabled');
+my ($c_at0, $c_rt0, $c_sid) = split /\|/, $pub->safe_psql('postgres',
+	"SELECT access_token, refresh_token, session_id FROM extension_token_issue('user_2raceSub', 'two-phase')");
+$pub->wait_for_catchup('tokens');
+
+my $sreader = $sub->background_psql('postgres', on_error_stop => 0);
+is($sreader->query_safe("$validate('$c_at0')"), 'valid', '(c) the subscriber validates the replicated session\'s token');
+$sreader->query_safe("$validate('$c_at0')");
+$kept0 = kept_count($sreader);
+$sreader->query_safe("$validate('$c_at0')");
+is(kept_count($sreader) - $kept0, 1, '(c) and keeps its verdict (the third validation did not read the row)');
+
+$pub->safe_psql('postgres', qq{
+BEGIN;
+UPDATE extension_token_sessions SET revoked_at = now(), revoked_reason = 'admin' WHERE session_id = '$c_sid';
+PREPARE TRANSACTION 'revoke_c';
+});
+$pub->wait_for_catchup('tokens');
+is($sub->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts'), '1',
+	'(c) the subscriber holds the revocation prepared');
+is($sreader->query_safe("$validate('$c_at0')"), 'valid', '(c) while it is only prepared, the token is still valid');
+$pub->safe_psql('postgres', "COMMIT PREPARED 'revoke_c'");
+$pub->wait_for_catchup('tokens');
+ok( $sub->poll_query_until('postgres', 'SELECT count(*) FROM pg_prepared_xacts', '0'),
+	'(c) the apply worker committed the prepared revocation');
+is($sub->safe_psql('postgres', "SELECT revoked_reason FROM extension_token_sessions WHERE session_id = '$c_sid'"),
+	'admin', '(c) the subscriber\'s row says revoked');
+is($sreader->query_safe("$validate('$c_at0')"), 'revoked',
+	'(c) the connection that kept the verdict says revoked');
+is($sub->safe_psql('postgres', "$validate('$c_at0')"), 'revoked', '(c) as a new connection does');
+$sreader->quit;
+$sub->safe_psql('postgres', 'DROP SUBSCRIPTION tokens');
+$sub->stop;
+$pub->stop;
+
+done_testing();
