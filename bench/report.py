@@ -68,14 +68,14 @@ def median(xs):
 
 def paired(num, den):
     """num/den per round (the two were timed in the same round, one after the other), from
-    the *_rounds_* metrics: (median, min, max, rounds), or None when the run has no rounds."""
+    the *_rounds_* metrics: (median, min, max, the ratios), or None when the run has no rounds."""
     if num not in m or den not in m:
         return None
     a, b = [float(x) for x in m[num].split()], [float(x) for x in m[den].split()]
     if len(a) != len(b) or not a:
         return None
     r = [x / y for x, y in zip(a, b)]
-    return median(r), min(r), max(r), len(r)
+    return median(r), min(r), max(r), r
 
 
 # 1. validate in one statement, cold
@@ -92,10 +92,10 @@ def validate_cold():
     to_parts, to_sql = (rp[0] if rp else ext / p0), (rs[0] if rs else sql / ext)
     rounds = ""
     if rp and rs:
-        under = sum(1 for x, y in zip(m[f"stmt_ext_rounds_{main}"].split(),
-                                      m[f"stmt_parts0_rounds_{main}"].split()) if float(x) / float(y) <= 1.5)
-        rounds = (f"; paired by round ({rp[3]} round{'s' if rp[3] != 1 else ''}, medians): SQL/ext {rs[0]:.1f}× ({rs[1]:.1f}–{rs[2]:.1f}), "
-                  f"ext/(lookup + SHA-256 + HMAC) {rp[0]:.2f}× ({rp[1]:.2f}–{rp[2]:.2f}; {under} of {rp[3]} ≤ 1.5×)")
+        k, under = len(rp[3]), sum(1 for x in rp[3] if x <= 1.5)
+        rounds = (f"; paired by round ({k} round{'s' if k != 1 else ''}, medians): SQL/ext {rs[0]:.1f}× "
+                  f"({rs[1]:.1f}–{rs[2]:.1f}), ext/(lookup + SHA-256 + HMAC) {rp[0]:.2f}× "
+                  f"({rp[1]:.2f}–{rp[2]:.2f}; {under} of {k} ≤ 1.5×)")
     return (f"validate, cold (distinct tokens), one SQL statement, {n(main)} sessions, µs per token",
             f"{ext:.2f}", f"{sql:.2f}",
             f"lookup + SHA-256 + HMAC measured in the same statement shape (the session row by its id, "

@@ -1014,8 +1014,8 @@ signature_matches(int slot, const TokenVerifyParams *params, const char *data,
  * What a lookup reads of each way, apart from the entries: a set's four
  * ways in one cache line.  A miss, which every first sight of a token is,
  * reads that line for each of its two sets and no entry; an entry is read
- * only when its tag (bytes 8 to 11 of the hash, 0 meaning empty) matches, and matches
- * only if its whole hash does.
+ * only when its tag (bytes 8 to 11 of the hash, 0 meaning empty) matches,
+ * and matches only if its whole hash does.
  */
 typedef struct VerifiedWay
 {

@@ -17,8 +17,7 @@
  *	- one for all sessions, advanced after the commit of a transaction
  *	  that truncated the table, ran DDL or COMMIT PREPARED (and, where
  *	  prepared transactions are enabled, of every transaction of logical
- *	  replication's apply worker, which commits prepared ones unseen), and
- *	  after DDL a second time, once its invalidation messages are sent.
+ *	  replication's apply worker, which commits prepared ones unseen).
  *
  * Which sessions a transaction changed is noted by a trigger on
  * extension_token_sessions (AFTER UPDATE OR DELETE FOR EACH ROW, and
@@ -76,7 +75,6 @@
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/rel.h"
-#include "utils/resowner.h"
 
 #include "policy.h"
 #include "revoker.h"
@@ -150,9 +148,6 @@ verdict_shmem_startup(void)
 	LWLockRelease(AddinShmemInitLock);
 }
 
-/* DDL committed: advance `all` again once its invalidations are sent */
-static bool advance_after_invalidations = false;
-
 static void
 forget_changes(void)
 {
@@ -184,10 +179,7 @@ verdict_xact_callback(XactEvent event, void *arg)
 			if (max_prepared_xacts > 0 && IsLogicalWorker())
 				changed_all = true;
 			if (shared != NULL && changed_all)
-			{
 				pg_atomic_fetch_add_u64(&shared->all, 1);
-				advance_after_invalidations = true;
-			}
 			else if (shared != NULL && changed_some)
 			{
 				for (int w = 0; w < VERDICT_SLOTS / 64; w++)
@@ -201,31 +193,10 @@ verdict_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PREPARE:
 			/* a prepared transaction's changes: see COMMIT PREPARED below */
 			forget_changes();
-			advance_after_invalidations = false;
 			break;
 		default:
 			break;
 	}
-}
-
-/*
- * After the commit callback, a transaction's invalidation messages are sent
- * (AtEOXact_Inval), then its locks released, then this runs for each of
- * its resource owners.  A verdict kept between the commit callback and the
- * messages may have been kept by a backend that had not yet seen the
- * definition this DDL committed (ALTER TABLE ... DISABLE TRIGGER, say):
- * advancing `all` once more makes it unusable.  See VerdictReadEpochs.
- */
-static void
-verdict_release_callback(ResourceReleasePhase phase, bool isCommit, bool isTopLevel,
-						 void *arg)
-{
-	if (phase != RESOURCE_RELEASE_AFTER_LOCKS || !isTopLevel ||
-		!advance_after_invalidations)
-		return;
-	if (isCommit && shared != NULL)
-		pg_atomic_fetch_add_u64(&shared->all, 1);
-	advance_after_invalidations = false;
 }
 
 /* Statements that change no session row and no table definition. */
@@ -291,7 +262,6 @@ VerdictInit(void)
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 	RegisterXactCallback(verdict_xact_callback, NULL);
-	RegisterResourceReleaseCallback(verdict_release_callback, NULL);
 	prev_ProcessUtility = ProcessUtility_hook;
 	ProcessUtility_hook = verdict_ProcessUtility;
 	if (!process_shared_preload_libraries_in_progress)
@@ -424,29 +394,14 @@ read_epochs(const pg_uuid_t *session_id, VerdictEpochs *out)
 	return true;
 }
 
-/*
- * The epochs a verdict about to be read from the row would be kept under,
- * when one may be kept.  Read before the snapshot that reads the row (a
- * recall takes none), and before the check that the triggers are in place:
- * that check reads what this backend has cached of the table's definition,
- * which in an open transaction stays as it was until invalidation messages
- * are accepted (nothing else here takes a new lock).  They are accepted
- * after the epochs were read; DDL advances the epochs once more after its
- * messages were sent (verdict_release_callback), so epochs read after that
- * come with the messages, and a verdict kept under epochs read before it
- * is not used after it.
- */
 bool
 VerdictReadEpochs(const pg_uuid_t *session_id, VerdictEpochs *out)
 {
-	if (shared == NULL || !et_session_verdicts || changed_all || changed_some ||
-		IsParallelWorker() || IsolationUsesXactSnapshot() || RecoveryInProgress())
+	if (!read_epochs(session_id, out))
 		return false;
-	out->all = pg_atomic_read_u64(&shared->all);
-	out->slot = pg_atomic_read_u64(&shared->slots[slot_of(session_id)]);
+	/* read before the snapshot that reads the row (a recall takes none) */
 	pg_memory_barrier();
-	AcceptInvalidationMessages();
-	return StorageSessionsGuarded();
+	return true;
 }
 
 void
@@ -504,11 +459,13 @@ VerdictRecall(void *note, size_t len, const pg_uuid_t *session_id,
 	pg_memory_barrier();
 
 	/*
-	 * And the triggers' state as committed: DDL that disabled one advances
-	 * the epochs a second time only after releasing its locks, and a
-	 * revocation by a writer that waited for those locks, unseen by any
-	 * trigger, may have committed in between; its writer's lock was granted
-	 * after the DDL's invalidation messages were sent, so they are here.
+	 * And the triggers' state as committed (read_epochs asks it): what this
+	 * backend has cached of the table's definition stays as it was, in an
+	 * open transaction, until invalidation messages are accepted, and
+	 * nothing else here takes a new lock.  A verdict may have been kept
+	 * under a trigger that DDL has since disabled; a revocation that no
+	 * trigger saw can only come after that DDL released its locks, which
+	 * it does after sending its messages, so they are here by then.
 	 * (Without messages this costs a read of one flag.)
 	 */
 	AcceptInvalidationMessages();
