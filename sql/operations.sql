@@ -176,3 +176,37 @@ SELECT secret_id = regress_kid('regress-secret-0123456789abcdef0123456789') AS s
   FROM extension_token_signing_state;
 DROP FUNCTION regress_wait_rotation(text);
 DROP FUNCTION regress_kid(text);
+
+-- A trigger the owner adds to one of the extension's tables may call the
+-- extension again.  Here it first changes the definition of another of its
+-- tables, so the inner call loads the extension's statements again, while
+-- the outer call (the revocation's UPDATE) is still running one of them:
+-- the outer plan must not be freed under it (it was, and the server
+-- crashed), and both calls answer.
+SELECT pg_postmaster_start_time() AS started \gset
+SELECT access_token AS nested_outer FROM extension_token_issue('a7000000-0000-4000-8000-000000000001') \gset
+SELECT access_token AS nested_inner FROM extension_token_issue('a7000000-0000-4000-8000-000000000002') \gset
+CREATE TABLE regress_nested (token text, valid boolean);
+INSERT INTO regress_nested VALUES (:'nested_inner', NULL);
+CREATE FUNCTION regress_nested_validate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    ALTER TABLE extension_token_issued_rollup SET (autovacuum_enabled = false);
+    UPDATE regress_nested SET valid = (extension_token_validate(token)).valid;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER regress_nested AFTER UPDATE ON extension_token_sessions
+    FOR EACH ROW EXECUTE FUNCTION regress_nested_validate();
+SELECT extension_token_revoke(:'nested_outer') AS outer_revoked;
+SELECT valid AS inner_valid FROM regress_nested;
+-- again, with the plans the inner call made; the AFTER trigger sees the
+-- revocation it fires for
+UPDATE regress_nested SET valid = NULL;
+SELECT extension_token_revoke(:'nested_inner') AS inner_revoked;
+SELECT valid AS inner_sees_its_own_revocation FROM regress_nested;
+DROP TRIGGER regress_nested ON extension_token_sessions;
+ALTER TABLE extension_token_issued_rollup RESET (autovacuum_enabled);
+DROP FUNCTION regress_nested_validate();
+DROP TABLE regress_nested;
+SELECT (extension_token_validate(:'nested_outer')).error AS outer_after,
+       (extension_token_validate(:'nested_inner')).error AS inner_after;
+SELECT pg_postmaster_start_time() = :'started' AS same_server;

@@ -117,6 +117,7 @@
 #include "access/tableam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
@@ -1031,10 +1032,45 @@ storage_relcache_callback(Datum arg, Oid relid)
 			ext.valid = false;
 }
 
+/*
+ * Our statements running in this backend: storage_enter()s not yet left.
+ * One of them can reach another call of ours (through a trigger an owner
+ * added to one of the tables, say), and a load made there must not free a
+ * plan the outer call is still executing.  While any runs, storage_forget()
+ * puts the plans aside in `storage_retired` (in TopMemoryContext), and they
+ * are freed once none runs.  An error skips storage_leave(), so the end of
+ * the transaction, when none can run, sets the count back to zero (until
+ * then, after an error caught by a savepoint, plans are only freed later).
+ */
+static int	storage_depth = 0;
+static List *storage_retired = NIL;
+
+static void
+storage_free_retired(void)
+{
+	List	   *plans = storage_retired;
+	ListCell   *lc;
+
+	storage_retired = NIL;
+	foreach(lc, plans)
+		SPI_freeplan((SPIPlanPtr) lfirst(lc));
+	list_free(plans);
+}
+
+static void
+storage_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PARALLEL_ABORT)
+		storage_depth = 0;
+}
+
 void
 StorageInit(void)
 {
 	CacheRegisterRelcacheCallback(storage_relcache_callback, (Datum) 0);
+	RegisterXactCallback(storage_xact_callback, NULL);
 }
 
 /* Forgets the plans and the schema name of a previous load. */
@@ -1044,9 +1080,19 @@ storage_forget(void)
 	for (int i = 0; i < ST_COUNT; i++)
 		if (ext.plans[i] != NULL)
 		{
-			SPI_freeplan(ext.plans[i]);
+			if (storage_depth > 0)
+			{
+				MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+				storage_retired = lappend(storage_retired, ext.plans[i]);
+				MemoryContextSwitchTo(old);
+			}
+			else
+				SPI_freeplan(ext.plans[i]);
 			ext.plans[i] = NULL;
 		}
+	if (storage_depth == 0 && storage_retired != NIL)
+		storage_free_retired();
 	if (ext.qschema)
 	{
 		pfree(ext.qschema);
@@ -1278,19 +1324,26 @@ static void
 storage_enter(StorageCall *call)
 {
 	storage_load();
+	if (storage_depth == 0 && storage_retired != NIL)
+		storage_free_retired();
 	GetUserIdAndSecContext(&call->save_user, &call->save_sec);
 	SetUserIdAndSecContext(ext.owner,
 						   call->save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "extension_tokens: SPI_connect failed");
+	storage_depth++;
 }
 
 static void
 storage_leave(StorageCall *call)
 {
+	if (storage_depth > 0)
+		storage_depth--;
 	SPI_finish();
 	SetUserIdAndSecContext(call->save_user, call->save_sec);
+	if (storage_depth == 0 && storage_retired != NIL)
+		storage_free_retired();
 }
 
 /*
