@@ -581,7 +581,11 @@ finish_entry(int index, const RevokerEntry *done)
 
 /*
  * Runs work(arg) in a transaction of its own and commits it; false (logged
- * with `failure`) when it raised, the transaction then rolled back.
+ * with `failure`) when it raised, the transaction then rolled back.  After a
+ * commit it returns with interrupts held: a SIGTERM is then acted on only
+ * once the caller has noted what the commit did (taken the entry off the
+ * queue, settled the uses written) and called RESUME_INTERRUPTS(); an exit
+ * in between would do the work again (uses counted twice).
  */
 static bool
 in_transaction(void (*work) (void *arg), void *arg, const char *activity,
@@ -598,6 +602,7 @@ in_transaction(void (*work) (void *arg), void *arg, const char *activity,
 		pgstat_report_activity(STATE_RUNNING, activity);
 		work(arg);
 		PopActiveSnapshot();
+		HOLD_INTERRUPTS();
 		CommitTransactionCommand();
 	}
 	PG_CATCH();
@@ -652,8 +657,9 @@ entry_work(void *arg)
 }
 
 /*
- * Commits one entry's work; false (and logged) when it failed.  The log
- * line of a reuse follows its commit: one per reuse, with no token.
+ * Commits one entry's work; false (and logged) when it failed, true with
+ * interrupts held (in_transaction).  The log line of a reuse follows its
+ * commit: one per reuse, with no token.
  */
 static bool
 apply_entry(const RevokerEntry *e)
@@ -1076,6 +1082,7 @@ keys_visit(Oid database)
 					   "recording a change of the signing keys failed"))
 	{
 		(void) keys_visited(database, generation, true);
+		RESUME_INTERRUPTS();
 		if (v.rotated)
 			ereport(LOG,
 					(errmsg("extension_tokens: signing keys rotated in database \"%s\": %s",
@@ -1088,7 +1095,10 @@ keys_visit(Oid database)
 					database, pause_s)));
 }
 
-/* usage.c's batch writer: one transaction; false (logged) when it failed. */
+/*
+ * usage.c's batch writer: one transaction; false (logged) when it failed,
+ * true with interrupts held, which UsageFlush resumes once it has settled.
+ */
 typedef struct UseBatch
 {
 	const pg_uuid_t *ids;
@@ -1131,8 +1141,15 @@ extension_tokens_revoker_main(Datum main_arg)
 	TimestampTz idle_since;
 	TimestampTz last_flush = 0;
 
-	/* Settings follow reloads (revoke_synchronous_commit, the keys). */
+	/*
+	 * Settings follow reloads (revoke_synchronous_commit, the keys).  SIGTERM
+	 * is acted on where interrupts are checked, as in a backend, not in the
+	 * handler (the default for background workers): between a commit and
+	 * its bookkeeping interrupts are held (in_transaction), and a waiting
+	 * lock or statement still ends at once.
+	 */
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	if (shared == NULL)
 		proc_exit(0);
@@ -1174,6 +1191,7 @@ extension_tokens_revoker_main(Datum main_arg)
 			if (apply_entry(&e))
 			{
 				finish_entry(index, &e);
+				RESUME_INTERRUPTS();
 				failures = 0;
 			}
 			else

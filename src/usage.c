@@ -343,6 +343,9 @@ UsageFlush(Oid database, bool (*write) (const pg_uuid_t *ids, const int64 *count
 			break;
 		committed = write(ids, counts, times, n);
 		usage_settle(database, flush, ids, counts, n, committed);
+		/* a write that committed returns with interrupts held (usage.h) */
+		if (committed)
+			RESUME_INTERRUPTS();
 		if (!committed)
 			break;
 		written += n;

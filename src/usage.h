@@ -22,6 +22,13 @@ extern TimestampTz UsageLastUsed(const pg_uuid_t *session_id);
 /* For the worker: a database with pending uses (after `after`, round robin). */
 extern Oid	UsageNextDatabase(Oid after);
 extern void UsageForget(Oid database);
+
+/*
+ * Writes `database`'s pending uses through `write`, which commits a batch
+ * and returns true with interrupts held (HOLD_INTERRUPTS before its
+ * commit), or false when it failed; the flush settles the batch, then
+ * resumes them, so that no exit comes between a commit and its settling.
+ */
 extern int64 UsageFlush(Oid database,
 						bool (*write) (const pg_uuid_t *ids, const int64 *counts,
 									   const TimestampTz *times, int n));

@@ -35,6 +35,7 @@
 #include "storage/dsm.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "tcop/tcopprot.h"
 #include "utils/wait_event.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -190,6 +191,8 @@ cron_worker_attach(Datum main_arg, dsm_segment **seg)
 {
 	CronRequest *req;
 
+	/* SIGTERM is acted on where interrupts are checked, not in the handler */
+	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	*seg = dsm_attach(DatumGetUInt32(main_arg));
 	if (*seg == NULL)

@@ -41,7 +41,9 @@
 #   013_verdict_races.pl  a kept verdict sees every revocation: a validation
 #                   stopped by gdb between its checks while a reuse is
 #                   revoked, a database refusing connections, a two_phase
-#                   subscription's COMMIT PREPARED
+#                   subscription's COMMIT PREPARED; the inactivity rule while
+#                   a use is written; a SIGTERM to the worker (stopped by gdb)
+#                   right after a use write commits counts the uses once
 #
 # Usage: test/tap.sh [TEST ...]     (TEST: 001_crash, t/001_crash.pl, ...)
 # Works from any directory.  As root, the clusters run as the postgres OS
@@ -52,7 +54,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-et_install_packages gdb    # 013_verdict_races.pl stops a backend where it must
+et_install_packages gdb    # 013_verdict_races.pl stops processes where it must
 
 PGXS_DIR=$("$PG_BIN/pg_config" --pkglibdir)/pgxs
 PERL_LIB=$PGXS_DIR/src/test/perl

@@ -19,6 +19,8 @@
 #       sees; a verdict kept on the subscriber must not outlive it.
 #   (d) the inactivity rule while the worker writes a use (held up by a row
 #       lock): the use being written still counts.
+#   (e) a SIGTERM to the worker right after a use write commits (gdb stops
+#       it there): the uses are counted once, not again by the next worker.
 use strict;
 use warnings;
 use IPC::Run;
@@ -196,6 +198,74 @@ $locker->quit;
 ok( $node->poll_query_until('postgres',
 		"SELECT use_count FROM extension_token_sessions WHERE session_id = '$d_sid'", '3'),
 	'(d) then the uses are written: use_count 3');
+
+# ---------------------------------------------------------------------
+# (e) A SIGTERM between a use write's commit and its settling.
+# ---------------------------------------------------------------------
+my ($e_at, $e_rt, $e_sid) = split /\|/, $node->safe_psql('postgres',
+	"SELECT access_token, refresh_token, session_id FROM extension_token_issue('user_2raceTerm', 'sigterm')");
+$locker = $node->background_psql('postgres');
+$locker->query_safe('BEGIN');
+$locker->query_safe("SELECT 1 FROM extension_token_sessions WHERE session_id = '$e_sid' FOR UPDATE");
+is($node->safe_psql('postgres', "$validate('$e_at'); $validate('$e_at'); $validate('$e_at')"),
+	"valid\nvalid\nvalid", '(e) three validations');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pg_stat_activity
+		  WHERE backend_type = 'extension_tokens revoker' AND wait_event_type = 'Lock'"),
+	'(e) the worker writing their uses waits for the locked row');
+my $worker_pid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'extension_tokens revoker'");
+open $cmds, '>', "$dir/gdb-e.cmds" or die;
+print $cmds <<"EOF";
+set pagination off
+set confirm off
+handle SIGUSR1 SIGUSR2 SIGALRM SIGPIPE SIGINT SIGTERM SIGQUIT SIGHUP nostop noprint pass
+break usage_settle
+commands 1
+  silent
+  shell touch $dir/hit-e
+  shell i=0; while [ ! -e $dir/go-e ] && [ \$i -lt 1200 ]; do sleep 0.05; i=\$((i+1)); done
+  delete 1
+  detach
+  quit
+end
+shell touch $dir/ready-e
+continue
+EOF
+close $cmds;
+($gdb_out, $gdb_err) = ('', '');
+$gdb = IPC::Run::start([ 'gdb', '-q', '-batch', '-nx', '-x', "$dir/gdb-e.cmds", '-p', $worker_pid ],
+	'<', \undef, '>', \$gdb_out, '2>', \$gdb_err);
+$waited = 0;
+until (-e "$dir/ready-e" || $waited++ > 600) { usleep(100_000); $gdb->pump_nb; }
+ok(-e "$dir/ready-e", '(e) gdb attached to the worker with a breakpoint where it settles a write')
+  or diag "gdb: $gdb_out\n$gdb_err";
+$locker->query_safe('ROLLBACK');
+$locker->quit;
+$waited = 0;
+until (-e "$dir/hit-e" || $waited++ > 600) { usleep(100_000); $gdb->pump_nb; }
+ok(-e "$dir/hit-e", '(e) the worker stopped after its write committed, before settling it')
+  or diag "gdb: $gdb_out\n$gdb_err";
+is($node->safe_psql('postgres', "SELECT use_count FROM extension_token_sessions WHERE session_id = '$e_sid'"),
+	'3', '(e) the write committed: use_count 3');
+kill 'TERM', $worker_pid;
+open $go, '>', "$dir/go-e" or die;
+close $go;
+if (-e "$dir/hit-e") { $gdb->finish; }
+else { $gdb->kill_kill; }
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $worker_pid"),
+	'(e) the worker exits on the SIGTERM');
+# a use of another session brings a worker back, which flushes what is left
+my ($e2_at, $e2_rt, $e2_sid) = split /\|/, $node->safe_psql('postgres',
+	"SELECT access_token, refresh_token, session_id FROM extension_token_issue('user_2raceTerm', 'after sigterm')");
+$node->safe_psql('postgres', "$validate('$e2_at')");
+ok( $node->poll_query_until('postgres',
+		"SELECT use_count FROM extension_token_sessions WHERE session_id = '$e2_sid'", '1'),
+	'(e) a new worker wrote a later use');
+sleep 2;
+is($node->safe_psql('postgres', "SELECT use_count FROM extension_token_sessions WHERE session_id = '$e_sid'"),
+	'3', '(e) and the three uses are still counted once');
 $node->stop;
 
 # ---------------------------------------------------------------------
