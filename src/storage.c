@@ -120,6 +120,8 @@
 #include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_language.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "catalog/pg_trigger.h"
@@ -141,6 +143,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "compat.h"
@@ -1008,6 +1011,7 @@ static struct
 	AttrNumber	lcol_session;	/* extension_token_legacy_refresh.session_id */
 	char	   *qschema;		/* quoted schema name, in TopMemoryContext */
 	bool		guarded;		/* the sessions table's triggers for verdict.c */
+	uint32		guard_fn_hash[2];	/* their functions' PROCOID hash values */
 	SPIPlanPtr	plans[ST_COUNT];
 }			ext;
 
@@ -1066,10 +1070,24 @@ storage_xact_callback(XactEvent event, void *arg)
 		storage_depth = 0;
 }
 
+/*
+ * A change to the triggers' function (CREATE OR REPLACE) changes no relcache
+ * entry of the table: its pg_proc row's invalidation is looked for instead.
+ */
+static void
+storage_proc_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	storage_invalidations++;
+	if (ext.valid && (hashvalue == 0 || hashvalue == ext.guard_fn_hash[0] ||
+					  hashvalue == ext.guard_fn_hash[1]))
+		ext.valid = false;
+}
+
 void
 StorageInit(void)
 {
 	CacheRegisterRelcacheCallback(storage_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, storage_proc_callback, (Datum) 0);
 	RegisterXactCallback(storage_xact_callback, NULL);
 }
 
@@ -1174,11 +1192,42 @@ storage_find_tables(void)
 }
 
 /*
+ * Whether function `fn` is our extension_token_session_changed(): of that
+ * name in our schema, and still the library's C function of that name.
+ */
+static bool
+storage_is_guard_function(Oid fn)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc form;
+	bool		ours = false;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	form = (Form_pg_proc) GETSTRUCT(tup);
+	if (form->pronamespace == ext.schema && form->prolang == ClanguageId &&
+		strcmp(NameStr(form->proname), "extension_token_session_changed") == 0)
+	{
+		bool		isnull_src;
+		bool		isnull_bin;
+		Datum		src = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull_src);
+		Datum		bin = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_probin, &isnull_bin);
+
+		ours = !isnull_src && !isnull_bin &&
+			strcmp(TextDatumGetCString(src), "extension_token_session_changed") == 0 &&
+			strcmp(TextDatumGetCString(bin), "$libdir/" EXTENSION_NAME) == 0;
+	}
+	ReleaseSysCache(tup);
+	return ours;
+}
+
+/*
  * Whether extension_token_sessions has the triggers that note its changes
  * for verdict.c, enabled always and for every column: AFTER UPDATE OR
- * DELETE FOR EACH ROW and BEFORE TRUNCATE, calling our
+ * DELETE FOR EACH ROW and BEFORE TRUNCATE, calling our C function
  * extension_token_session_changed().  Disabling or dropping one changes
- * the table's relcache entry, and so brings this check round again.
+ * the table's relcache entry, and replacing the function its pg_proc row,
+ * and either brings this check round again.
  */
 static bool
 storage_find_guard(void)
@@ -1193,22 +1242,25 @@ storage_find_guard(void)
 	bool		rows = false;
 	bool		truncate = false;
 
+	ext.guard_fn_hash[0] = ext.guard_fn_hash[1] = 0;
 	for (int i = 0; td != NULL && i < td->numtriggers; i++)
 	{
 		Trigger    *t = &td->triggers[i];
-		char	   *fname;
 
 		if (t->tgenabled != TRIGGER_FIRES_ALWAYS || t->tgqual != NULL ||
-			t->tgnattr != 0 || get_func_namespace(t->tgfoid) != ext.schema)
-			continue;
-		fname = get_func_name(t->tgfoid);
-		if (fname == NULL || strcmp(fname, "extension_token_session_changed") != 0)
+			t->tgnattr != 0 || !storage_is_guard_function(t->tgfoid))
 			continue;
 		if (TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_AFTER(t->tgtype) &&
 			TRIGGER_FOR_UPDATE(t->tgtype) && TRIGGER_FOR_DELETE(t->tgtype))
+		{
 			rows = true;
+			ext.guard_fn_hash[0] = GetSysCacheHashValue1(PROCOID, ObjectIdGetDatum(t->tgfoid));
+		}
 		if (!TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_TRUNCATE(t->tgtype))
+		{
 			truncate = true;
+			ext.guard_fn_hash[1] = GetSysCacheHashValue1(PROCOID, ObjectIdGetDatum(t->tgfoid));
+		}
 	}
 	if (td != NULL)
 		FreeTriggerDesc(td);
