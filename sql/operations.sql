@@ -210,3 +210,58 @@ DROP TABLE regress_nested;
 SELECT (extension_token_validate(:'nested_outer')).error AS outer_after,
        (extension_token_validate(:'nested_inner')).error AS inner_after;
 SELECT pg_postmaster_start_time() = :'started' AS same_server;
+
+-- Kept verdicts and the transaction's own writes.  A transaction that has
+-- written anything neither keeps nor uses a verdict: an issue's INSERT is
+-- noted by no epoch, so a verdict kept on it outlived its rollback (the
+-- token validated with no session), and an owner's trigger that runs before
+-- ours in the statement that revokes used the verdict kept before it.
+BEGIN;
+SELECT access_token AS rb_token, session_id AS rb_sid FROM extension_token_issue('a7000000-0000-4000-8000-000000000003') \gset
+SELECT (extension_token_validate(:'rb_token')).valid AS in_issuing_transaction;
+SELECT (extension_token_validate(:'rb_token')).valid AS again;
+SELECT (extension_token_validate(:'rb_token')).valid AS and_again;
+ROLLBACK;
+SELECT count(*) AS rolled_back_sessions FROM extension_token_sessions WHERE session_id = :'rb_sid';
+SELECT valid, error FROM extension_token_validate(:'rb_token');
+-- the same, the issue undone by a savepoint's rollback
+CREATE TABLE regress_rb (token text);
+DO $$
+DECLARE
+    t text;
+BEGIN
+    BEGIN
+        SELECT access_token INTO t FROM extension_token_issue('a7000000-0000-4000-8000-000000000003');
+        PERFORM extension_token_validate(t);
+        PERFORM extension_token_validate(t);
+        PERFORM extension_token_validate(t);
+        RAISE EXCEPTION 'undo the issue';
+    EXCEPTION WHEN raise_exception THEN
+        NULL;
+    END;
+    INSERT INTO regress_rb VALUES (t);
+END
+$$;
+SELECT v.valid, v.error FROM regress_rb, extension_token_validate(token) AS v;
+DROP TABLE regress_rb;
+-- an owner's AFTER UPDATE trigger that runs before ours ("a_" sorts first)
+-- validates the session's token while the revocation's statement runs: the
+-- row it reads says revoked, and so must it
+SELECT access_token AS early_token FROM extension_token_issue('a7000000-0000-4000-8000-000000000004') \gset
+CREATE TABLE regress_early (token text, got text);
+INSERT INTO regress_early VALUES (:'early_token', NULL);
+CREATE FUNCTION regress_early_validate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE regress_early SET got = coalesce((extension_token_validate(token)).error, 'valid');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER a_regress_early AFTER UPDATE ON extension_token_sessions
+    FOR EACH ROW EXECUTE FUNCTION regress_early_validate();
+SELECT (extension_token_validate(:'early_token')).valid AS kept_before_1;
+SELECT (extension_token_validate(:'early_token')).valid AS kept_before_2;
+SELECT (extension_token_validate(:'early_token')).valid AS kept_before_3;
+SELECT extension_token_revoke(:'early_token') AS early_revoked;
+SELECT got AS seen_by_the_earlier_trigger FROM regress_early;
+DROP TRIGGER a_regress_early ON extension_token_sessions;
+DROP FUNCTION regress_early_validate();
+DROP TABLE regress_early;

@@ -43,9 +43,13 @@
  * Where a verdict is neither kept nor used (the row is read, as always):
  * without shared_preload_libraries (no epochs); on a standby (WAL replay
  * runs no trigger); under REPEATABLE READ or SERIALIZABLE (the row is read
- * under the transaction's snapshot); in a transaction that has itself
- * changed a session (its own changes are not committed yet); in a parallel
- * worker; when the triggers are missing or disabled; and with
+ * under the transaction's snapshot); in a transaction that has written
+ * anything (it has a transaction id): its own uncommitted changes, which
+ * no epoch notes (an issue's INSERT, which a rollback undoes) or not yet
+ * (a trigger of the owner's that runs before ours in the statement that
+ * revokes), must neither make a verdict nor be hidden by one; in a
+ * transaction that has itself changed a session; in a parallel worker;
+ * when the triggers are missing or disabled; and with
  * extension_tokens.session_verdicts = off.
  *
  *-------------------------------------------------------------------------
@@ -386,6 +390,7 @@ static bool
 read_epochs(const pg_uuid_t *session_id, VerdictEpochs *out)
 {
 	if (shared == NULL || !et_session_verdicts || changed_all || changed_some ||
+		TransactionIdIsValid(GetTopTransactionIdIfAny()) ||
 		IsParallelWorker() || IsolationUsesXactSnapshot() || RecoveryInProgress() ||
 		!StorageSessionsGuarded())
 		return false;
