@@ -209,6 +209,30 @@ DROP FUNCTION regress_nested_validate();
 DROP TABLE regress_nested;
 SELECT (extension_token_validate(:'nested_outer')).error AS outer_after,
        (extension_token_validate(:'nested_inner')).error AS inner_after;
+-- The inner call's load fails (a column it needs is renamed by then) and
+-- the trigger's savepoint catches the error: the outer call (an issue under
+-- a session limit, whose next statement is prepared after its INSERT) goes
+-- on with what it had loaded (it went on with nothing, and crashed).
+SET extension_tokens.max_sessions_per_user = 5;
+CREATE FUNCTION regress_nested_failed_load() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        ALTER TABLE extension_token_legacy_refresh RENAME COLUMN session_id TO renamed;
+        PERFORM * FROM extension_token_list(NEW.user_id);
+    EXCEPTION WHEN undefined_column THEN
+        RAISE NOTICE 'inner call: %', SQLERRM;
+    END;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER regress_nested_failed_load AFTER INSERT ON extension_token_sessions
+    FOR EACH ROW EXECUTE FUNCTION regress_nested_failed_load();
+SELECT count(*) AS issued FROM extension_token_issue('a7000000-0000-4000-8000-000000000005');
+SELECT count(*) AS issued_again FROM extension_token_issue('a7000000-0000-4000-8000-000000000005');
+DROP TRIGGER regress_nested_failed_load ON extension_token_sessions;
+DROP FUNCTION regress_nested_failed_load();
+SET extension_tokens.max_sessions_per_user = 0;
+SELECT count(*) AS sessions_of_that_user FROM extension_token_sessions
+ WHERE user_id = 'a7000000-0000-4000-8000-000000000005';
 SELECT pg_postmaster_start_time() = :'started' AS same_server;
 
 -- Kept verdicts and the transaction's own writes.  A transaction that has

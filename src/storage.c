@@ -1001,7 +1001,7 @@ static const char *const table_names[TABLE_COUNT] = {
 };
 
 /* What this backend knows of the installed extension. */
-static struct
+static struct StorageExt
 {
 	bool		valid;
 	Oid			owner;
@@ -1283,13 +1283,30 @@ storage_load(void)
 	for (int tries = 1;; tries++)
 	{
 		uint64		seen = storage_invalidations;
+		struct StorageExt before = ext;
+		char	   *qschema;
 
-		storage_forget();
-		storage_find_extension(true);
-		storage_find_tables();
-		ext.guarded = storage_find_guard();
-		ext.qschema = MemoryContextStrdup(TopMemoryContext,
+		/*
+		 * All or nothing: a load that fails (a table changed under a call of
+		 * ours that is still running, whose nested call's error a savepoint
+		 * caught) leaves what the running call uses as it was.
+		 */
+		PG_TRY();
+		{
+			storage_find_extension(true);
+			storage_find_tables();
+			ext.guarded = storage_find_guard();
+			qschema = MemoryContextStrdup(TopMemoryContext,
 										  quote_identifier(get_namespace_name(ext.schema)));
+		}
+		PG_CATCH();
+		{
+			ext = before;
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
+		storage_forget();
+		ext.qschema = qschema;
 		if (storage_invalidations == seen)
 		{
 			ext.valid = true;
@@ -1345,6 +1362,9 @@ storage_plan(StatementId id)
 		const Statement *st = &statements[id];
 		StringInfoData sql;
 		SPIPlanPtr	plan;
+
+		if (ext.qschema == NULL)	/* never loaded: cannot happen */
+			elog(ERROR, "extension_tokens: statement prepared before the extension was loaded");
 
 		initStringInfo(&sql);
 		for (const char *p = st->sql; *p; p++)
