@@ -233,6 +233,13 @@ DROP FUNCTION regress_nested_failed_load();
 SET extension_tokens.max_sessions_per_user = 0;
 SELECT count(*) AS sessions_of_that_user FROM extension_token_sessions
  WHERE user_id = 'a7000000-0000-4000-8000-000000000005';
+-- A column the lookups read, changed to another type by the owner: a
+-- clear error, not a crash (the row was read as if of the old type).
+BEGIN;
+ALTER TABLE extension_token_sessions ALTER COLUMN access_jti TYPE int8 USING 1;
+SELECT valid FROM extension_token_validate(:'nested_outer');
+ROLLBACK;
+SELECT (extension_token_validate(:'nested_outer')).error AS after_rollback;
 SELECT pg_postmaster_start_time() = :'started' AS same_server;
 
 -- Kept verdicts and the transaction's own writes.  A transaction that has

@@ -988,6 +988,19 @@ static const char *const session_columns[SC_COUNT] = {
 	[SC_LIFETIME] = "access_lifetime", [SC_SESSION] = "session_id",
 	[SC_ACCESS_JTI] = "access_jti", [SC_SCOPES] = "scopes", [SC_KIND] = "kind"
 };
+/* Their types, which the lookups' reading of the row relies on. */
+static const Oid session_column_types[SC_COUNT] = {
+	[SC_USER] = TEXTOID, [SC_NAME] = TEXTOID, [SC_ACCESS_HASH] = BYTEAOID,
+	[SC_REFRESH_HASH] = BYTEAOID, [SC_CREATED] = TIMESTAMPTZOID,
+	[SC_LAST_USED] = TIMESTAMPTZOID, [SC_EXPIRES] = TIMESTAMPTZOID,
+	[SC_REFRESH_EXPIRES] = TIMESTAMPTZOID, [SC_ENDS] = TIMESTAMPTZOID,
+	[SC_IDLE] = INTERVALOID, [SC_REVOKED] = TIMESTAMPTZOID,
+	[SC_LAST_REFRESH] = TIMESTAMPTZOID, [SC_ERROR_AT] = TIMESTAMPTZOID,
+	[SC_RETRY_HASH] = BYTEAOID, [SC_RETRY_UNTIL] = TIMESTAMPTZOID,
+	[SC_RETRY_BOX] = BYTEAOID, [SC_CLAIMS] = JSONBOID,
+	[SC_LIFETIME] = INTERVALOID, [SC_SESSION] = UUIDOID,
+	[SC_ACCESS_JTI] = UUIDOID, [SC_SCOPES] = TEXTARRAYOID, [SC_KIND] = TEXTOID
+};
 
 enum
 {
@@ -1161,15 +1174,24 @@ storage_find_extension(bool check_version)
 }
 
 static AttrNumber
-storage_column(int table, const char *name)
+storage_column(int table, const char *name, Oid type)
 {
 	AttrNumber	att = get_attnum(ext.tables[table], name);
+	Oid			found;
 
 	if (att == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("column \"%s\" of table \"%s\" is missing",
 						name, table_names[table])));
+	found = get_atttype(ext.tables[table], att);
+	if (found != type)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of table \"%s\" is of type %s, not %s",
+						name, table_names[table], format_type_be(found),
+						format_type_be(type)),
+				 errhint("The extension's tables are its own: restore the column's type.")));
 	return att;
 }
 
@@ -1187,8 +1209,9 @@ storage_find_tables(void)
 							table_names[i], EXTENSION_NAME)));
 	}
 	for (int i = 0; i < SC_COUNT; i++)
-		ext.scol[i] = storage_column(TABLE_SESSIONS, session_columns[i]);
-	ext.lcol_session = storage_column(TABLE_LEGACY, "session_id");
+		ext.scol[i] = storage_column(TABLE_SESSIONS, session_columns[i],
+									 session_column_types[i]);
+	ext.lcol_session = storage_column(TABLE_LEGACY, "session_id", UUIDOID);
 }
 
 /*
