@@ -1087,6 +1087,7 @@ keys_visit(Oid database)
 			ereport(LOG,
 					(errmsg("extension_tokens: signing keys rotated in database \"%s\": %s",
 							v.dbname, v.reason)));
+		CHECK_FOR_INTERRUPTS();
 		return;
 	}
 	pause_s = keys_visited(database, generation, false);
@@ -1192,6 +1193,8 @@ extension_tokens_revoker_main(Datum main_arg)
 			{
 				finish_entry(index, &e);
 				RESUME_INTERRUPTS();
+				/* a SIGTERM held off (its wake-up may be spent) acts now */
+				CHECK_FOR_INTERRUPTS();
 				failures = 0;
 			}
 			else

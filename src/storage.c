@@ -1216,20 +1216,23 @@ storage_find_tables(void)
 
 /*
  * Whether function `fn` is our extension_token_session_changed(): of that
- * name in our schema, and still the library's C function of that name.
+ * name in our schema (*named), and still the library's C function of that
+ * name.
  */
 static bool
-storage_is_guard_function(Oid fn)
+storage_is_guard_function(Oid fn, bool *named)
 {
 	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	Form_pg_proc form;
 	bool		ours = false;
 
+	*named = false;
 	if (!HeapTupleIsValid(tup))
 		return false;
 	form = (Form_pg_proc) GETSTRUCT(tup);
-	if (form->pronamespace == ext.schema && form->prolang == ClanguageId &&
-		strcmp(NameStr(form->proname), "extension_token_session_changed") == 0)
+	*named = form->pronamespace == ext.schema &&
+		strcmp(NameStr(form->proname), "extension_token_session_changed") == 0;
+	if (*named && form->prolang == ClanguageId)
 	{
 		bool		isnull_src;
 		bool		isnull_bin;
@@ -1269,21 +1272,27 @@ storage_find_guard(void)
 	for (int i = 0; td != NULL && i < td->numtriggers; i++)
 	{
 		Trigger    *t = &td->triggers[i];
+		bool		named;
+		bool		ours = storage_is_guard_function(t->tgfoid, &named);
+		bool		row_kind = TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_AFTER(t->tgtype) &&
+			TRIGGER_FOR_UPDATE(t->tgtype) && TRIGGER_FOR_DELETE(t->tgtype);
+		bool		truncate_kind = !TRIGGER_FOR_ROW(t->tgtype) &&
+			TRIGGER_FOR_TRUNCATE(t->tgtype);
 
-		if (t->tgenabled != TRIGGER_FIRES_ALWAYS || t->tgqual != NULL ||
-			t->tgnattr != 0 || !storage_is_guard_function(t->tgfoid))
+		/*
+		 * Its pg_proc row is watched even while it is not ours (replaced),
+		 * so that its restoration brings verdicts back.
+		 */
+		if (named && (row_kind || truncate_kind))
+			ext.guard_fn_hash[row_kind ? 0 : 1] =
+				GetSysCacheHashValue1(PROCOID, ObjectIdGetDatum(t->tgfoid));
+		if (!ours || t->tgenabled != TRIGGER_FIRES_ALWAYS || t->tgqual != NULL ||
+			t->tgnattr != 0)
 			continue;
-		if (TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_AFTER(t->tgtype) &&
-			TRIGGER_FOR_UPDATE(t->tgtype) && TRIGGER_FOR_DELETE(t->tgtype))
-		{
+		if (row_kind)
 			rows = true;
-			ext.guard_fn_hash[0] = GetSysCacheHashValue1(PROCOID, ObjectIdGetDatum(t->tgfoid));
-		}
-		if (!TRIGGER_FOR_ROW(t->tgtype) && TRIGGER_FOR_TRUNCATE(t->tgtype))
-		{
+		if (truncate_kind)
 			truncate = true;
-			ext.guard_fn_hash[1] = GetSysCacheHashValue1(PROCOID, ObjectIdGetDatum(t->tgfoid));
-		}
 	}
 	if (td != NULL)
 		FreeTriggerDesc(td);

@@ -345,7 +345,10 @@ UsageFlush(Oid database, bool (*write) (const pg_uuid_t *ids, const int64 *count
 		usage_settle(database, flush, ids, counts, n, committed);
 		/* a write that committed returns with interrupts held (usage.h) */
 		if (committed)
+		{
 			RESUME_INTERRUPTS();
+			CHECK_FOR_INTERRUPTS();
+		}
 		if (!committed)
 			break;
 		written += n;
