@@ -833,8 +833,6 @@ ConfigInit(void)
 							TOKEN_CACHE_DEFAULT_ENTRIES, 0, 1048576,
 							PGC_SUSET, 0,
 							NULL, assign_token_cache_size, NULL);
-
-	MarkGUCPrefixReserved("extension_tokens");
 }
 
 /* The secret in force: the file's when one is set, else the setting's. */

@@ -78,6 +78,13 @@ _PG_init(void)
 	LogFilterInit();
 	UninstallInit();
 	VerdictInit();
+
+	/*
+	 * Last, once every module has defined its settings: reserving the prefix
+	 * removes the placeholders of any not defined yet, and with them the
+	 * values postgresql.conf gave them at startup.
+	 */
+	MarkGUCPrefixReserved("extension_tokens");
 }
 
 static int64

@@ -652,7 +652,17 @@ entry_work(void *arg)
 			StorageNotify(e->event, &e->session_id, e->user_id[0] ? e->user_id : NULL,
 						  reason);
 		}
-		(void) StorageRevokeSession(e->session_id, now, e->reason);
+		if (StorageRevokeSession(e->session_id, now, e->reason) == 0)
+		{
+			/*
+			 * Revoked already, perhaps by an earlier try of this entry whose
+			 * commit's wait for the synchronous standbys a SIGTERM ended (the
+			 * entry was then left queued).  This commit, which follows that
+			 * one, waits as a revocation's does, for the caller waiting on it.
+			 */
+			(void) GetTopTransactionId();
+			ReplicationNoteRevocation();
+		}
 	}
 }
 
@@ -1191,7 +1201,13 @@ extension_tokens_revoker_main(Datum main_arg)
 		{
 			if (apply_entry(&e))
 			{
-				finish_entry(index, &e);
+				/*
+				 * A SIGTERM during the commit may have ended its wait for the
+				 * synchronous standbys: a revocation that must wait for them
+				 * stays queued, for the next worker to wait for.
+				 */
+				if (!(ProcDiePending && e.revoke && ReplicationRevocationWaitsForStandbys()))
+					finish_entry(index, &e);
 				RESUME_INTERRUPTS();
 				/* a SIGTERM held off (its wake-up may be spent) acts now */
 				CHECK_FOR_INTERRUPTS();

@@ -43,7 +43,10 @@
 #                   revoked, a database refusing connections, a two_phase
 #                   subscription's COMMIT PREPARED; the inactivity rule while
 #                   a use is written; a SIGTERM to the worker (stopped by gdb)
-#                   right after a use write commits counts the uses once
+#                   right after a use write commits counts the uses once; the
+#                   settings postgresql.conf gives, in force from the start;
+#                   a SIGTERM while a revocation waits for a synchronous
+#                   standby leaves the refusal waiting for the next worker
 #
 # Usage: test/tap.sh [TEST ...]     (TEST: 001_crash, t/001_crash.pl, ...)
 # Works from any directory.  As root, the clusters run as the postgres OS

@@ -21,6 +21,11 @@
 #       lock): the use being written still counts.
 #   (e) a SIGTERM to the worker right after a use write commits (gdb stops
 #       it there): the uses are counted once, not again by the next worker.
+#   (f) settings in postgresql.conf are in force from the start; a SIGTERM
+#       to the worker while its revocation's commit waits for a
+#       synchronous standby (revoke_synchronous_commit = remote_apply, and
+#       a standby that never answers): the refusal still waits, for the
+#       next worker's commit, and returns once a standby could confirm.
 use strict;
 use warnings;
 use IPC::Run;
@@ -266,6 +271,68 @@ ok( $node->poll_query_until('postgres',
 sleep 2;
 is($node->safe_psql('postgres', "SELECT use_count FROM extension_token_sessions WHERE session_id = '$e_sid'"),
 	'3', '(e) and the three uses are still counted once');
+
+# ---------------------------------------------------------------------
+# (f) A SIGTERM while a revocation's commit waits for a standby.
+# ---------------------------------------------------------------------
+$node->stop;
+# a primary that could have standbys (max_wal_senders > 0), waiting for one
+# that never connects
+$node = PostgreSQL::Test::Cluster->new('sync');
+$node->init(allows_streaming => 1);
+$node->append_conf('postgresql.conf', "$conf
+synchronous_standby_names = 'no_such_standby'
+synchronous_commit = local
+extension_tokens.revoke_synchronous_commit = remote_apply
+extension_tokens.session_verdicts = off
+extension_tokens.user_claims = 'plan'
+extension_tokens.device_code_lifetime = 120
+extension_tokens.device_verification_uri = 'https://example.test/device'
+");
+$node->start;
+# every setting postgresql.conf gives is in force from the start (the
+# settings defined after the prefix was reserved were dropped until a reload)
+is( $node->safe_psql('postgres', q{
+	SELECT string_agg(name || '=' || setting, ' ' ORDER BY name) FROM pg_settings
+	 WHERE name IN ('extension_tokens.revoke_synchronous_commit', 'extension_tokens.session_verdicts',
+	                'extension_tokens.user_claims', 'extension_tokens.device_code_lifetime',
+	                'extension_tokens.device_verification_uri')}),
+	'extension_tokens.device_code_lifetime=120 extension_tokens.device_verification_uri=https://example.test/device '
+	  . 'extension_tokens.revoke_synchronous_commit=remote_apply extension_tokens.session_verdicts=off '
+	  . 'extension_tokens.user_claims=plan',
+	'(f) the settings postgresql.conf gives are in force from the start');
+unlike(slurp_file($node->logfile), qr/invalid configuration parameter name "extension_tokens\./,
+	'(f) and none of them was dropped as unknown');
+$node->safe_psql('postgres', 'CREATE EXTENSION extension_tokens');
+my ($f_rt0, $f_at1, $f_rt1, $f_sid) = issue_and_rotate($node, 'postgres', 'user_2raceSync');
+my $client = $node->background_psql('postgres', on_error_stop => 0);
+$client->query_until(qr/sent/,
+	"\\echo sent\nSET extension_tokens.refresh_retry_window = 0;\nSELECT access_token FROM extension_token_refresh('$f_rt0');\n\\echo returned\n");
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pg_stat_activity
+		  WHERE backend_type = 'extension_tokens revoker' AND wait_event = 'SyncRep'"),
+	'(f) a reuse: the worker\'s revocation waits for the synchronous standby');
+$worker_pid = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'extension_tokens revoker'");
+kill 'TERM', $worker_pid;
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $worker_pid"),
+	'(f) the worker exits on a SIGTERM');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pg_stat_activity
+		  WHERE backend_type = 'extension_tokens revoker' AND wait_event = 'SyncRep'
+		    AND pid <> $worker_pid"),
+	'(f) the next worker commits the queued revocation again, and waits for the standby');
+$client->{run}->pump_nb;
+unlike($client->{stdout}, qr/returned/, '(f) meanwhile the refusal has not returned');
+$node->safe_psql('postgres', q{
+ALTER SYSTEM SET synchronous_standby_names = '';
+SELECT pg_reload_conf();
+});
+$client->query('SELECT 1');
+like($client->{stderr}, $pt401_reuse, '(f) once no standby is waited for, the refusal returns: PT401 reuse');
+$client->quit;
+is($node->safe_psql('postgres', "$validate('$f_at1')"), 'revoked', '(f) and the session is revoked');
 $node->stop;
 
 # ---------------------------------------------------------------------
