@@ -66,6 +66,56 @@ sub kept_count
 	return $session->query_safe('SELECT validations_session_cached FROM extension_token_stats()');
 }
 
+# gdb attached to process $pid with a breakpoint on $function: the process,
+# once it reaches it, stays stopped there until gdb_release.  Returns a
+# handle; gdb_reached($g, 'ready') says it is attached, ($g, 'hit') stopped.
+sub gdb_stop_at
+{
+	my ($pid, $function) = @_;
+	my $g = { dir => PostgreSQL::Test::Utils::tempdir, out => '', err => '' };
+	my $dir = $g->{dir};
+	open my $cmds, '>', "$dir/gdb.cmds" or die;
+	print $cmds <<"EOF";
+set pagination off
+set confirm off
+handle SIGUSR1 SIGUSR2 SIGALRM SIGPIPE SIGINT SIGTERM SIGQUIT SIGHUP nostop noprint pass
+break $function
+commands 1
+  silent
+  shell touch $dir/hit
+  shell i=0; while [ ! -e $dir/go ] && [ \$i -lt 1200 ]; do sleep 0.05; i=\$((i+1)); done
+  delete 1
+  detach
+  quit
+end
+shell touch $dir/ready
+continue
+EOF
+	close $cmds;
+	$g->{run} = IPC::Run::start([ 'gdb', '-q', '-batch', '-nx', '-x', "$dir/gdb.cmds", '-p', $pid ],
+		'<', \undef, '>', \$g->{out}, '2>', \$g->{err});
+	return $g;
+}
+
+sub gdb_reached
+{
+	my ($g, $what) = @_;
+	my $waited = 0;
+	until (-e "$g->{dir}/$what" || $waited++ > 600) { usleep(100_000); $g->{run}->pump_nb; }
+	return -e "$g->{dir}/$what";
+}
+
+sub gdb_release
+{
+	my ($g) = @_;
+	open my $go, '>', "$g->{dir}/go" or die;
+	close $go;
+	if (-e "$g->{dir}/hit") { $g->{run}->finish; }
+	else { $g->{run}->kill_kill; }
+}
+
+sub gdb_diag { my ($g) = @_; return "gdb: $g->{out}\n$g->{err}"; }
+
 my $validate = "SELECT coalesce(error, 'valid') FROM extension_token_validate";
 my $pt401_reuse = qr/refresh_token_already_used/;
 
@@ -81,38 +131,13 @@ my $kept0 = kept_count($reader);
 is($reader->query_safe("$validate('$a_at1')"), 'valid', '(a) and again');
 is(kept_count($reader) - $kept0, 1, '(a) the third validation was answered by a kept verdict');
 
-my $dir = PostgreSQL::Test::Utils::tempdir;
-open my $cmds, '>', "$dir/gdb.cmds" or die;
-print $cmds <<"EOF";
-set pagination off
-set confirm off
-handle SIGUSR1 SIGUSR2 SIGALRM SIGPIPE SIGINT SIGTERM SIGQUIT SIGHUP nostop noprint pass
-break RevokerPending
-commands 1
-  silent
-  shell touch $dir/hit
-  shell i=0; while [ ! -e $dir/go ] && [ \$i -lt 1200 ]; do sleep 0.05; i=\$((i+1)); done
-  delete 1
-  detach
-  quit
-end
-shell touch $dir/ready
-continue
-EOF
-close $cmds;
-my ($gdb_out, $gdb_err) = ('', '');
-my $gdb = IPC::Run::start([ 'gdb', '-q', '-batch', '-nx', '-x', "$dir/gdb.cmds", '-p', $reader_pid ],
-	'<', \undef, '>', \$gdb_out, '2>', \$gdb_err);
-my $waited = 0;
-until (-e "$dir/ready" || $waited++ > 600) { usleep(100_000); $gdb->pump_nb; }
-ok(-e "$dir/ready", '(a) gdb attached to the reader with a breakpoint on RevokerPending')
-  or diag "gdb: $gdb_out\n$gdb_err";
+my $gdb = gdb_stop_at($reader_pid, 'RevokerPending');
+ok(gdb_reached($gdb, 'ready'), '(a) gdb attached to the reader with a breakpoint on RevokerPending')
+  or diag gdb_diag($gdb);
 
 $reader->query_until(qr/sent/, "\\echo sent\nSELECT 'after:' || coalesce(error, 'valid') FROM extension_token_validate('$a_at1');\n");
-$waited = 0;
-until (-e "$dir/hit" || $waited++ > 600) { usleep(100_000); $gdb->pump_nb; }
-ok(-e "$dir/hit", '(a) the reader\'s next validation stopped where it asks the revocation queue')
-  or diag "gdb: $gdb_out\n$gdb_err";
+ok(gdb_reached($gdb, 'hit'), '(a) the reader\'s next validation stopped where it asks the revocation queue')
+  or diag gdb_diag($gdb);
 
 my ($ret, $out, $err) = $node->psql('postgres',
 	"SET extension_tokens.refresh_retry_window = 0; SELECT access_token FROM extension_token_refresh('$a_rt0')");
@@ -126,10 +151,7 @@ sleep 1;
 is($node->safe_psql('postgres', "$validate('$a_at1')"), 'revoked',
 	'(a) another connection says revoked');
 
-open my $go, '>', "$dir/go" or die;
-close $go;
-if (-e "$dir/hit") { $gdb->finish; }
-else { $gdb->kill_kill; }
+gdb_release($gdb);
 my $after = $reader->query('SELECT 1');
 like($after, qr/after:revoked/,
 	'(a) the stopped validation, let go after the queue was emptied, says revoked')
@@ -220,44 +242,17 @@ ok( $node->poll_query_until('postgres',
 	'(e) the worker writing their uses waits for the locked row');
 my $worker_pid = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'extension_tokens revoker'");
-open $cmds, '>', "$dir/gdb-e.cmds" or die;
-print $cmds <<"EOF";
-set pagination off
-set confirm off
-handle SIGUSR1 SIGUSR2 SIGALRM SIGPIPE SIGINT SIGTERM SIGQUIT SIGHUP nostop noprint pass
-break usage_settle
-commands 1
-  silent
-  shell touch $dir/hit-e
-  shell i=0; while [ ! -e $dir/go-e ] && [ \$i -lt 1200 ]; do sleep 0.05; i=\$((i+1)); done
-  delete 1
-  detach
-  quit
-end
-shell touch $dir/ready-e
-continue
-EOF
-close $cmds;
-($gdb_out, $gdb_err) = ('', '');
-$gdb = IPC::Run::start([ 'gdb', '-q', '-batch', '-nx', '-x', "$dir/gdb-e.cmds", '-p', $worker_pid ],
-	'<', \undef, '>', \$gdb_out, '2>', \$gdb_err);
-$waited = 0;
-until (-e "$dir/ready-e" || $waited++ > 600) { usleep(100_000); $gdb->pump_nb; }
-ok(-e "$dir/ready-e", '(e) gdb attached to the worker with a breakpoint where it settles a write')
-  or diag "gdb: $gdb_out\n$gdb_err";
+$gdb = gdb_stop_at($worker_pid, 'usage_settle');
+ok(gdb_reached($gdb, 'ready'), '(e) gdb attached to the worker with a breakpoint where it settles a write')
+  or diag gdb_diag($gdb);
 $locker->query_safe('ROLLBACK');
 $locker->quit;
-$waited = 0;
-until (-e "$dir/hit-e" || $waited++ > 600) { usleep(100_000); $gdb->pump_nb; }
-ok(-e "$dir/hit-e", '(e) the worker stopped after its write committed, before settling it')
-  or diag "gdb: $gdb_out\n$gdb_err";
+ok(gdb_reached($gdb, 'hit'), '(e) the worker stopped after its write committed, before settling it')
+  or diag gdb_diag($gdb);
 is($node->safe_psql('postgres', "SELECT use_count FROM extension_token_sessions WHERE session_id = '$e_sid'"),
 	'3', '(e) the write committed: use_count 3');
 kill 'TERM', $worker_pid;
-open $go, '>', "$dir/go-e" or die;
-close $go;
-if (-e "$dir/hit-e") { $gdb->finish; }
-else { $gdb->kill_kill; }
+gdb_release($gdb);
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $worker_pid"),
 	'(e) the worker exits on the SIGTERM');
