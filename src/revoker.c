@@ -652,7 +652,8 @@ entry_work(void *arg)
 			StorageNotify(e->event, &e->session_id, e->user_id[0] ? e->user_id : NULL,
 						  reason);
 		}
-		if (StorageRevokeSession(e->session_id, now, e->reason) == 0)
+		if (StorageRevokeSession(e->session_id, now, e->reason) == 0 &&
+			ReplicationRevocationWaitsForStandbys())
 		{
 			/*
 			 * Revoked already, perhaps by an earlier try of this entry whose

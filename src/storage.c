@@ -1054,10 +1054,11 @@ storage_relcache_callback(Datum arg, Oid relid)
  * One of them can reach another call of ours (through a trigger an owner
  * added to one of the tables, say), and a load made there must not free a
  * plan the outer call is still executing.  While any runs, storage_forget()
- * puts the plans aside in `storage_retired` (in TopMemoryContext), and they
- * are freed once none runs.  An error skips storage_leave(), so the end of
- * the transaction, when none can run, sets the count back to zero (until
- * then, after an error caught by a savepoint, plans are only freed later).
+ * puts the plans aside in `storage_retired` (in TopMemoryContext), and the
+ * storage_leave() that ends the last one frees them.  An error skips
+ * storage_leave(), so the end of the transaction, when none can run, sets
+ * the count back to zero (until then, after an error caught by a
+ * savepoint, plans are only freed later), and the next call frees them.
  */
 static int	storage_depth = 0;
 static List *storage_retired = NIL;
@@ -1122,8 +1123,6 @@ storage_forget(void)
 				SPI_freeplan(ext.plans[i]);
 			ext.plans[i] = NULL;
 		}
-	if (storage_depth == 0 && storage_retired != NIL)
-		storage_free_retired();
 	if (ext.qschema)
 	{
 		pfree(ext.qschema);
@@ -1428,8 +1427,6 @@ static void
 storage_enter(StorageCall *call)
 {
 	storage_load();
-	if (storage_depth == 0 && storage_retired != NIL)
-		storage_free_retired();
 	GetUserIdAndSecContext(&call->save_user, &call->save_sec);
 	SetUserIdAndSecContext(ext.owner,
 						   call->save_sec | SECURITY_LOCAL_USERID_CHANGE |

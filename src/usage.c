@@ -343,14 +343,11 @@ UsageFlush(Oid database, bool (*write) (const pg_uuid_t *ids, const int64 *count
 			break;
 		committed = write(ids, counts, times, n);
 		usage_settle(database, flush, ids, counts, n, committed);
-		/* a write that committed returns with interrupts held (usage.h) */
-		if (committed)
-		{
-			RESUME_INTERRUPTS();
-			CHECK_FOR_INTERRUPTS();
-		}
 		if (!committed)
 			break;
+		/* a write that committed returns with interrupts held (usage.h) */
+		RESUME_INTERRUPTS();
+		CHECK_FOR_INTERRUPTS();
 		written += n;
 		if (n < USAGE_BATCH)
 			break;

@@ -47,8 +47,8 @@
  * anything (it has a transaction id): its own uncommitted changes, which
  * no epoch notes (an issue's INSERT, which a rollback undoes) or not yet
  * (a trigger of the owner's that runs before ours in the statement that
- * revokes), must neither make a verdict nor be hidden by one; in a
- * transaction that has itself changed a session; in a parallel worker;
+ * revokes), must neither make a verdict nor be hidden by one (this holds
+ * a transaction that changed a session, or ran DDL); in a parallel worker;
  * when the triggers are missing or disabled; and with
  * extension_tokens.session_verdicts = off.
  *
