@@ -1627,7 +1627,31 @@ lookup_begin(DirectLookup *lk, int table, RegProcedure eq, Datum key,
 	int			nkeys = OidIsValid(eq2) ? 2 : 1;
 	Oid			index;
 
-	lk->rel = table_open(ext.tables[table], AccessShareLock);
+	/*
+	 * The lock may accept invalidations: a concurrent ALTER TABLE that
+	 * committed since the load (a column of another type, whose values the
+	 * rows now hold) leaves what the load found out of date, and reading a
+	 * row by it crashed the server.  So the load is made again, under the
+	 * lock, which keeps the definition as it is until the statement ends.
+	 */
+	for (int tries = 1;; tries++)
+	{
+		Oid			relid = ext.tables[table];
+
+		lk->rel = table_open(relid, AccessShareLock);
+		if (ext.valid)
+			break;
+		storage_load();
+		if (ext.tables[table] == relid)
+			break;
+		/* the table itself was replaced: lock the new one */
+		table_close(lk->rel, AccessShareLock);
+		if (tries == 3)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table \"%s\" of extension \"%s\" is being replaced",
+							table_names[table], EXTENSION_NAME)));
+	}
 	index = ET_PRIMARY_KEY_INDEX(lk->rel);
 	if (!OidIsValid(index))
 		ereport(ERROR,

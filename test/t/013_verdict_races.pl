@@ -26,6 +26,10 @@
 #       synchronous standby (revoke_synchronous_commit = remote_apply, and
 #       a standby that never answers): the refusal still waits, for the
 #       next worker's commit, and returns once a standby could confirm.
+#   (g) a column's type changed by the owner (ALTER TABLE, committed) while
+#       a reader is between its load of the tables' definitions and its
+#       read of the row (gdb stops it there): a clear error, not a row read
+#       as if of the old type (a crash).
 use strict;
 use warnings;
 use IPC::Run;
@@ -328,6 +332,39 @@ $client->query('SELECT 1');
 like($client->{stderr}, $pt401_reuse, '(f) once no standby is waited for, the refusal returns: PT401 reuse');
 $client->quit;
 is($node->safe_psql('postgres', "$validate('$f_at1')"), 'revoked', '(f) and the session is revoked');
+
+# ---------------------------------------------------------------------
+# (g) A column's type changed between a reader's load and its lookup.
+# ---------------------------------------------------------------------
+$node->safe_psql('postgres', 'CREATE DATABASE altered');
+$node->safe_psql('altered', 'CREATE EXTENSION extension_tokens');
+my $g_at0 = $node->safe_psql('altered',
+	"SELECT access_token FROM extension_token_issue('user_2raceAlterA', 'altered')");
+my $g_at1 = $node->safe_psql('altered',
+	"SELECT access_token FROM extension_token_issue('user_2raceAlterB', 'altered')");
+my $g_started = $node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()');
+my $g_log = -s $node->logfile;
+my $g_reader = $node->background_psql('altered', on_error_stop => 0);
+my $g_pid = $g_reader->query_safe('SELECT pg_backend_pid()');
+is($g_reader->query_safe("$validate('$g_at0')"), 'valid',
+	'(g) the reader validates a token (and has read the tables\' definitions)');
+$gdb = gdb_stop_at($g_pid, 'RevokerPending');
+ok(gdb_reached($gdb, 'ready'), '(g) gdb attached to the reader') or diag gdb_diag($gdb);
+$g_reader->query_until(qr/sent/, "\\echo sent\nSELECT 'after:' || coalesce(error, 'valid') FROM extension_token_validate('$g_at1');\n");
+ok(gdb_reached($gdb, 'hit'), '(g) its next validation stopped after its load, before it reads the row')
+  or diag gdb_diag($gdb);
+$node->safe_psql('altered',
+	'ALTER TABLE extension_token_sessions ALTER COLUMN access_hash TYPE int8 USING 1');
+gdb_release($gdb);
+# (a crashed reader's connection is gone: its error is the one checked)
+eval { $g_reader->query('SELECT 1'); };
+like($g_reader->{stderr} . ($@ // ''), qr/column "access_hash" of table "extension_token_sessions" is of type bigint, not bytea/,
+	'(g) the table changed meanwhile: a clear error (the row was read as of the old type: a crash)');
+is($node->safe_psql('postgres', 'SELECT pg_postmaster_start_time()'), $g_started,
+	'(g) and the server did not restart');
+eval { $g_reader->quit; };
+unlike(slurp_file($node->logfile, $g_log), qr/terminated by signal/, '(g) no server process died');
+$node->safe_psql('postgres', 'DROP DATABASE altered WITH (FORCE)');
 $node->stop;
 
 # ---------------------------------------------------------------------
