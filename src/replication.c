@@ -26,7 +26,9 @@
  *
  * Like any synchronous commit, the wait ends early only when the backend is
  * cancelled or terminated; PostgreSQL then warns that the transaction has
- * committed locally but may not have been replicated.  A prepared
+ * committed locally but may not have been replicated.  The revoker worker
+ * ignores cancels, and a revocation whose wait a SIGTERM ended stays queued
+ * for the next worker (revoker.c).  A prepared
  * transaction (PREPARE TRANSACTION) waits by the rule of the session that
  * runs COMMIT PREPARED.
  *

@@ -1158,10 +1158,16 @@ extension_tokens_revoker_main(Datum main_arg)
 	 * is acted on where interrupts are checked, as in a backend, not in the
 	 * handler (the default for background workers): between a commit and
 	 * its bookkeeping interrupts are held (in_transaction), and a waiting
-	 * lock or statement still ends at once.
+	 * lock or statement still ends at once.  A cancel (SIGINT) is ignored:
+	 * it would end a revocation's wait for the synchronous standbys
+	 * (revoke_synchronous_commit) as it ends any commit's, with no trace
+	 * the worker could see, and the refusal would return before a standby
+	 * confirmed.  The worker sets no statement or lock timeout either; a
+	 * SIGTERM ends it (and a revocation it was committing stays queued).
 	 */
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
+	pqsignal(SIGINT, SIG_IGN);
 	BackgroundWorkerUnblockSignals();
 	if (shared == NULL)
 		proc_exit(0);

@@ -25,7 +25,8 @@
 #       to the worker while its revocation's commit waits for a
 #       synchronous standby (revoke_synchronous_commit = remote_apply, and
 #       a standby that never answers): the refusal still waits, for the
-#       next worker's commit, and returns once a standby could confirm.
+#       next worker's commit, and returns once a standby could confirm; a
+#       cancel (SIGINT) of the waiting worker does not end its wait.
 #   (g) a column's type changed by the owner (ALTER TABLE, committed) while
 #       a reader is between its load of the tables' definitions and its
 #       read of the row (gdb stops it there): a clear error, not a row read
@@ -322,6 +323,16 @@ ok( $node->poll_query_until('postgres',
 		  WHERE backend_type = 'extension_tokens revoker' AND wait_event = 'SyncRep'
 		    AND pid <> $worker_pid"),
 	'(f) the next worker commits the queued revocation again, and waits for the standby');
+my $f_worker2 = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'extension_tokens revoker'");
+# a cancel ends any synchronous commit's wait, with a WARNING: the worker's
+# is not ended by one
+is($node->safe_psql('postgres', "SELECT pg_cancel_backend($f_worker2)"), 't',
+	'(f) the waiting worker is sent a cancel (SIGINT)');
+sleep 2;
+is( $node->safe_psql('postgres',
+		"SELECT wait_event FROM pg_stat_activity WHERE pid = $f_worker2"),
+	'SyncRep', '(f) and still waits for the standby');
 $client->{run}->pump_nb;
 unlike($client->{stdout}, qr/returned/, '(f) meanwhile the refusal has not returned');
 $node->safe_psql('postgres', q{
