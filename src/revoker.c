@@ -145,6 +145,12 @@ typedef struct RevokerEntry
 	char		user_id[TOKEN_SUB_MAX_LENGTH + 1];
 	char		actor[NAMEDATALEN];
 	unsigned char hash[TOKEN_HASH_LENGTH];
+	/*
+	 * Its revocation committed once, and a SIGTERM ended that commit's wait
+	 * for the synchronous standbys: committed again only for the wait, its
+	 * event, notification and log line are not made again.
+	 */
+	bool		committed;
 } RevokerEntry;
 
 /* A database to visit for the signing keys, and its failed visits. */
@@ -580,6 +586,24 @@ finish_entry(int index, const RevokerEntry *done)
 }
 
 /*
+ * Notes that entry `index` committed as `done` says (unless a backend has
+ * merged more into it meanwhile), and stays queued for its wait alone.
+ */
+static void
+mark_entry_committed(int index, const RevokerEntry *done)
+{
+	RevokerEntry *e = &shared->entries[index];
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (e->in_use && e->database == done->database &&
+		memcmp(&e->session_id, &done->session_id, sizeof(pg_uuid_t)) == 0 &&
+		e->revoke == done->revoke &&
+		strcmp(e->refresh_error, done->refresh_error) == 0)
+		e->committed = true;
+	LWLockRelease(shared->lock);
+}
+
+/*
  * Runs work(arg) in a transaction of its own and commits it; false (logged
  * with `failure`) when it raised, the transaction then rolled back.  After a
  * commit it returns with interrupts held: a SIGTERM is then acted on only
@@ -642,7 +666,7 @@ entry_work(void *arg)
 	if (e->revoke)
 	{
 		/* the reuse first: the revocation's own event follows it */
-		if (e->event[0])
+		if (e->event[0] && !e->committed)
 		{
 			const char *reason = e->refresh_error[0] ? e->refresh_error : e->reason;
 
@@ -678,7 +702,7 @@ apply_entry(const RevokerEntry *e)
 	if (!in_transaction(entry_work, (void *) e, "extension_tokens: revoking a session",
 						"committing a revocation failed, trying again"))
 		return false;
-	if (e->revoke)
+	if (e->revoke && !e->committed)
 		ereport(LOG,
 				(errmsg("extension_tokens: %s: session %s of user \"%s\" revoked (%s)",
 						e->event[0] ? "refresh token reuse detected" : "session revoked",
@@ -1215,6 +1239,8 @@ extension_tokens_revoker_main(Datum main_arg)
 				 */
 				if (!(ProcDiePending && e.revoke && ReplicationRevocationWaitsForStandbys()))
 					finish_entry(index, &e);
+				else
+					mark_entry_committed(index, &e);
 				RESUME_INTERRUPTS();
 				/* a SIGTERM held off (its wake-up may be spent) acts now */
 				CHECK_FOR_INTERRUPTS();

@@ -343,6 +343,13 @@ $client->query('SELECT 1');
 like($client->{stderr}, $pt401_reuse, '(f) once no standby is waited for, the refusal returns: PT401 reuse');
 $client->quit;
 is($node->safe_psql('postgres', "$validate('$f_at1')"), 'revoked', '(f) and the session is revoked');
+# the revocation was committed twice (the second time for its wait): the
+# reuse is one event, one notification and one log line
+is( $node->safe_psql('postgres',
+		"SELECT count(*) FROM extension_token_events WHERE session_id = '$f_sid' AND event = 'reuse_detected'"),
+	'1', '(f) the reuse is recorded once in extension_token_events');
+my @f_lines = slurp_file($node->logfile) =~ /refresh token reuse detected: session \Q$f_sid\E/g;
+is(scalar @f_lines, 1, '(f) and logged once');
 
 # ---------------------------------------------------------------------
 # (g) A column's type changed between a reader's load and its lookup.
