@@ -320,6 +320,22 @@ for s in sorted({k.rsplit("_", 1)[1] for k in m if k.startswith("stmt_ext_us_")}
         f"with the parse {f(f'stmt_parts_us_{s}'):.2f}",
         f"SQL/ext {f(f'stmt_sql_us_{s}') / f(f'stmt_ext_us_{s}'):.1f}×; "
         f"ext/(lookup + SHA-256 + HMAC) {f(f'stmt_ext_us_{s}') / f(f'stmt_parts0_us_{s}'):.2f}×", "—", "—"))
+def validate_pool():
+    e, p0 = f(f"stmt_ext_pool_us_{main}"), f(f"stmt_parts0_us_{main}")
+    rp = paired(f"stmt_ext_pool_rounds_{main}", f"stmt_parts0_rounds_{main}")
+    new = f(f"stmt_ext_us_{main}")
+    return (f"validate, first sight in a pooled backend (one that has verified as many other tokens as "
+            f"its verified-token cache holds, so that each new token takes an old one's place), one SQL "
+            f"statement, {n(main)} sessions, µs per token",
+            f"{e:.2f}", f"{f(f'stmt_sql_us_{main}'):.2f}",
+            f"first sight in a new backend: {new:.2f}; lookup + SHA-256 + HMAC {p0:.2f}",
+            f"of the medians: pooled/(lookup + SHA-256 + HMAC) {e / p0:.2f}×; pooled/new backend {e / new:.2f}×"
+            + (f"; paired by round: pooled/(lookup + SHA-256 + HMAC) {rp[0]:.2f}× ({rp[1]:.2f}–{rp[2]:.2f})"
+               if rp else ""),
+            "—", "—")
+
+
+info(validate_pool)
 info(lambda: (f"validate an API key (ext_pat_: the session row by the key's id, its SHA-256 compared), "
               f"one SQL statement, {n(main)} sessions, µs per key",
               f"{f(f'stmt_key_us_{main}'):.2f}", f"{f(f'stmt_sql_us_{main}'):.2f}",
