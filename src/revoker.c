@@ -565,11 +565,13 @@ next_entry(Oid database, RevokerEntry *out, int *index)
 }
 
 /*
- * Removes entry `index` if it still asks for no more than `done` did (a
- * backend may have merged a revocation into it meanwhile).
+ * After entry `index` committed as `done` says, and if it still asks for no
+ * more than that (a backend may have merged a revocation into it
+ * meanwhile): removes it, or, with `wait_again`, keeps it queued for its
+ * wait for the standbys alone (see RevokerEntry.committed).
  */
 static void
-finish_entry(int index, const RevokerEntry *done)
+finish_entry(int index, const RevokerEntry *done, bool wait_again)
 {
 	RevokerEntry *e = &shared->entries[index];
 
@@ -579,27 +581,14 @@ finish_entry(int index, const RevokerEntry *done)
 		(!e->revoke || done->revoke) &&
 		strcmp(e->refresh_error, done->refresh_error) == 0)
 	{
-		e->in_use = false;
-		pg_atomic_fetch_sub_u32(&shared->count, 1);
+		if (wait_again)
+			e->committed = true;
+		else
+		{
+			e->in_use = false;
+			pg_atomic_fetch_sub_u32(&shared->count, 1);
+		}
 	}
-	LWLockRelease(shared->lock);
-}
-
-/*
- * Notes that entry `index` committed as `done` says (unless a backend has
- * merged more into it meanwhile), and stays queued for its wait alone.
- */
-static void
-mark_entry_committed(int index, const RevokerEntry *done)
-{
-	RevokerEntry *e = &shared->entries[index];
-
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	if (e->in_use && e->database == done->database &&
-		memcmp(&e->session_id, &done->session_id, sizeof(pg_uuid_t)) == 0 &&
-		e->revoke == done->revoke &&
-		strcmp(e->refresh_error, done->refresh_error) == 0)
-		e->committed = true;
 	LWLockRelease(shared->lock);
 }
 
@@ -1237,10 +1226,8 @@ extension_tokens_revoker_main(Datum main_arg)
 				 * synchronous standbys: a revocation that must wait for them
 				 * stays queued, for the next worker to wait for.
 				 */
-				if (!(ProcDiePending && e.revoke && ReplicationRevocationWaitsForStandbys()))
-					finish_entry(index, &e);
-				else
-					mark_entry_committed(index, &e);
+				finish_entry(index, &e, ProcDiePending && e.revoke &&
+							 ReplicationRevocationWaitsForStandbys());
 				RESUME_INTERRUPTS();
 				/* a SIGTERM held off (its wake-up may be spent) acts now */
 				CHECK_FOR_INTERRUPTS();
