@@ -78,6 +78,14 @@ SELECT revoke_user_extension_tokens('a1000000-0000-4000-8000-000000000002');
 INSERT INTO public.extension_token_users (user_id, issue_log) VALUES ('a1000000-0000-4000-8000-0000000000ee', ARRAY[now() - interval '2 hours']);
 SELECT extension_tokens_cleanup() >= 1 AS cleaned;
 SELECT counters_available FROM extension_token_stats();
+-- "sign out my other devices": the session spared is compared with the
+-- others (with the look-alike of = for uuid, this ran it as the owner)
+SET extension_tokens.max_sessions_per_user = 0;
+SELECT session_id AS keep FROM extension_token_issue('a1000000-0000-4000-8000-000000000004') \gset
+SELECT count(*) FROM extension_token_issue('a1000000-0000-4000-8000-000000000004');
+SELECT revoke_user_extension_tokens('a1000000-0000-4000-8000-000000000004', :'keep') AS revoked_others;
+SELECT count(*) FILTER (WHERE revoked_at IS NULL) AS live, count(*) AS sessions
+  FROM public.extension_token_sessions WHERE user_id OPERATOR(pg_catalog.=) 'a1000000-0000-4000-8000-000000000004';
 RESET search_path;
 
 -- Nothing planted ran, and the temporary look-alike tables stayed empty.

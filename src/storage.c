@@ -660,7 +660,7 @@ static const Statement statements[ST_COUNT] = {
 	 */
 	[ST_REVOKE_USER] = {
 		REVOKE_EVENTS(REVOKE_VICTIMS("v.user_id OPERATOR(pg_catalog.=) $1 "
-									 "AND v.session_id IS DISTINCT FROM $4 "
+									 "AND ($4 IS NULL OR v.session_id OPERATOR(pg_catalog.<>) $4) "
 									 "AND " SESSION_STATE("v", "$2") " OPERATOR(pg_catalog.=) 'active'"),
 					  "$5"),
 		RUP_COUNT, {TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID}
