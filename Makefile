@@ -27,7 +27,8 @@ REGRESS_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)
 # Isolation tests (specs/*.spec against expected/*.out): installcheck runs
 # them after REGRESS, in their own database; output under REGRESS_OUTPUTDIR.
 ISOLATION = refresh_race revoke_validate session_limit api_key_limit rate_limit cleanup_refresh lock_order_revoke lock_order_refresh \
-            revoke_refresh revoke_user_refresh revoke_session_refresh session_limit_refresh reuse_refresh kept_verdict
+            revoke_refresh revoke_user_refresh revoke_session_refresh session_limit_refresh reuse_refresh kept_verdict \
+            device_guess_limit
 ISOLATION_OPTS = --outputdir=$(REGRESS_OUTPUTDIR)/isolation
 
 # No JIT bitcode: nothing to inline here, and no clang needed to build.

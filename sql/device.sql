@@ -64,6 +64,15 @@ UPDATE extension_token_devices SET expires_at = now() - interval '1 second'
 SELECT extension_token_device_approve(:'uc3', 'user_device_1') AS approve_expired;
 SELECT regress_try(format('SELECT extension_token_device_poll(%L)', c)) AS refused
   FROM unnest(ARRAY[:'dc3', 'ext_dc_' || repeat('A', 43), 'garbage', '', NULL]) AS c;
+-- Approved in time, but polled only after the lifetime: expired_token too
+-- (no pair, and no session is made).
+SELECT device_code AS dc4, user_code AS uc4 FROM extension_token_device_start() \gset
+SELECT extension_token_device_approve(:'uc4', 'user_device_1') AS approved_in_time;
+UPDATE extension_token_devices SET expires_at = now() - interval '1 second'
+ WHERE device_hash = sha256(convert_to(:'dc4', 'UTF8'));
+SELECT regress_try(format('SELECT extension_token_device_poll(%L)', :'dc4')) AS approved_then_expired;
+SELECT status, session_id IS NULL AS no_session FROM extension_token_devices
+ WHERE device_hash = sha256(convert_to(:'dc4', 'UTF8'));
 
 -- Guessing: a user's failed approvals are limited (10 an hour), then PT429;
 -- another user is not affected.

@@ -2359,8 +2359,9 @@ extension_token_device_poll(PG_FUNCTION_ARGS)
 		device_refuse("expired_token");
 	code = PG_GETARG_TEXT_PP(0);
 	token_sha256(VARDATA_ANY(code), VARSIZE_ANY_EXHDR(code), device_hash);
+	/* past its lifetime, approved or not: RFC 8628 3.5, and README */
 	if (!StorageDevicePoll(device_hash, &dev) || strcmp(dev.status, "consumed") == 0 ||
-		(now >= dev.expires_at && strcmp(dev.status, "approved") != 0))
+		now >= dev.expires_at)
 		device_refuse("expired_token");
 	if (strcmp(dev.status, "denied") == 0)
 		device_refuse("access_denied");

@@ -132,6 +132,8 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
+#include "common/hashfn.h"
 #include "utils/array.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -826,7 +828,9 @@ static const Statement statements[ST_COUNT] = {
 		"  created_at, expires_at, poll_interval) VALUES ($1, $2, $3, $4, $5, $6, $7)",
 		DSP_COUNT, {BYTEAOID, BYTEAOID, TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
 	},
-	/* user $1's failed approvals since $2 (DFP_*): how many, the oldest (DFC_*) */
+	/* the class of the advisory lock that serializes a user's approvals */
+#define DEVICE_LOCK_CLASS 0x45544456	/* "ETDV" */
+/* user $1's failed approvals since $2 (DFP_*): how many, the oldest (DFC_*) */
 	[ST_DEVICE_FAILURES] = {
 		"SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(u.device_log) AS l(t) "
 		"        WHERE l.t OPERATOR(pg_catalog.>) $2), "
@@ -2424,12 +2428,35 @@ StorageDeviceFailures(const char *user_id, TimestampTz since, TimestampTz *oldes
 	StorageCall call;
 	Datum		values[DFP_COUNT];
 	int64		n = 0;
+	LOCKTAG		tag;
+	Snapshot	snapshot;
+	int			rc;
+
+	/*
+	 * One approval at a time per user, until the transaction ends: the
+	 * count below and the failure the attempt may log (StorageDeviceDecide)
+	 * are then one step, and concurrent guesses cannot all pass a count
+	 * taken before any of them logged.  A transaction-level advisory lock
+	 * of a class of its own (key: the user id's hash; a collision only makes
+	 * two users wait for each other), not the user's row, so that the lock
+	 * order of a poll (the code's row, then the user's) is not crossed.
+	 */
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, DEVICE_LOCK_CLASS,
+						 hash_bytes((const unsigned char *) user_id, (int) strlen(user_id)), 2);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 
 	ARG(values, DFP_USER) = CStringGetTextDatum(user_id);
 	ARG(values, DFP_SINCE) = TimestampTzGetDatum(since);
 	*oldest = 0;
 	storage_enter(&call);
-	storage_exec(ST_DEVICE_FAILURES, values, NULL, true, DFC_NCOLS);
+	/* counted as of now, not as of the statement's start, before the wait */
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	rc = SPI_execute_snapshot(storage_plan(ST_DEVICE_FAILURES), values, NULL, snapshot,
+							  InvalidSnapshot, true, false, 0);
+	UnregisterSnapshot(snapshot);
+	if (rc < 0 || SPI_tuptable == NULL || SPI_tuptable->tupdesc->natts != DFC_NCOLS)
+		elog(ERROR, "extension_tokens: counting failed device approvals failed: %s",
+			 SPI_result_code_string(rc));
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
