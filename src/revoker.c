@@ -103,6 +103,7 @@
 #include "utils/uuid.h"
 #include "utils/wait_event.h"
 
+#include "compat.h"
 #include "config.h"
 #include "replication.h"
 #include "revoker.h"
@@ -995,11 +996,12 @@ choose_database(bool *list)
 }
 
 /*
- * Drops everything queued for a database (it cannot be connected to).  A
- * visit for the keys it was due is said to be lost, in the log.
+ * Drops everything queued for a database (it cannot be connected to, or no
+ * longer has the extension: `why` says which, for the log).  A visit for the
+ * keys it was due is said to be lost, in the log.
  */
 static void
-forget_database(Oid database)
+forget_database(Oid database, const char *why)
 {
 	bool		keys_lost = false;
 
@@ -1021,8 +1023,8 @@ forget_database(Oid database)
 	UsageForget(database);
 	if (keys_lost)
 		ereport(LOG,
-				(errmsg("extension_tokens revoker: a change of the signing keys is not recorded in database %u, which cannot be connected to",
-						database),
+				(errmsg("extension_tokens revoker: a change of the signing keys is not recorded in database %u, which %s",
+						database, why),
 				 errhint("Run SELECT extension_tokens_check_signing_keys() there once it accepts connections; the next reload that changes the keys, or restart, records it too.")));
 }
 
@@ -1060,7 +1062,7 @@ worker_connect(void)
 	LWLockRelease(shared->lock);
 	if (give_up)
 	{
-		forget_database(database);
+		forget_database(database, "cannot be connected to");
 		ereport(LOG,
 				(errmsg("extension_tokens revoker: giving up on database %u, which cannot be connected to",
 						database)));
@@ -1140,13 +1142,62 @@ use_batch_work(void *arg)
 	StorageAddUse(b->ids, b->counts, b->times, b->n);
 }
 
+/* A write of uses failed since this was last cleared. */
+static bool uses_failed = false;
+
 static bool
 write_uses(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *times, int n)
 {
 	UseBatch	b = {ids, counts, times, n};
+	bool		ok = in_transaction(use_batch_work, &b, "extension_tokens: recording session use",
+									"recording session use failed, keeping it for the next try");
 
-	return in_transaction(use_batch_work, &b, "extension_tokens: recording session use",
-						  "recording session use failed, keeping it for the next try");
+	if (!ok)
+		uses_failed = true;
+	return ok;
+}
+
+static void
+installed_work(void *arg)
+{
+	*(bool *) arg = StorageInstalledHere();
+}
+
+/*
+ * Whether the connected database has the extension (at this library's
+ * version).  When the check itself fails, it is taken to be there: what is
+ * queued is kept, and tried again.
+ */
+static bool
+extension_here(void)
+{
+	bool		here = true;
+
+	if (in_transaction(installed_work, &here, "extension_tokens: looking for the extension",
+					   "looking for the extension failed"))
+		RESUME_INTERRUPTS();
+	return here;
+}
+
+/*
+ * The connected database no longer has the extension (DROP EXTENSION, or
+ * DROP SCHEMA ... CASCADE): what is queued for it can never be written, and
+ * its sessions are gone with its tables.  It is dropped, so that the worker
+ * serves the other databases (it retried such an entry forever, and their
+ * revocations waited in shared memory only, lost at the next restart).
+ */
+ET_NORETURN_BEGIN static void
+abandon_database(Oid database)
+ET_NORETURN_END;
+
+static void
+abandon_database(Oid database)
+{
+	forget_database(database, "no longer has the extension");
+	ereport(LOG,
+			(errmsg("extension_tokens revoker: database %u no longer has the extension; what was queued for it is dropped",
+					database)));
+	proc_exit(1);
 }
 
 /* On exit: no more wake-ups for this process's latch. */
@@ -1193,6 +1244,8 @@ extension_tokens_revoker_main(Datum main_arg)
 	/* the configuration this incarnation started with: the postmaster's */
 	note_keys();
 	database = worker_connect();
+	if (!extension_here())
+		abandon_database(database);
 
 	/* A revocation must not give up on a lock or a statement's time. */
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
@@ -1234,7 +1287,11 @@ extension_tokens_revoker_main(Datum main_arg)
 				failures = 0;
 			}
 			else
+			{
+				if (!extension_here())
+					abandon_database(database);
 				worker_wait(Min(1000L, 50L << Min(failures++, 5)));
+			}
 			idle_since = GetCurrentTimestamp();
 		}
 		/* The signing keys, when this database is due a visit. */
@@ -1246,8 +1303,11 @@ extension_tokens_revoker_main(Datum main_arg)
 		/* Uses, about once per USAGE_FLUSH_MS. */
 		if (TimestampDifferenceExceeds(last_flush, GetCurrentTimestamp(), USAGE_FLUSH_MS))
 		{
+			uses_failed = false;
 			if (UsageFlush(database, write_uses) > 0)
 				idle_since = GetCurrentTimestamp();
+			if (uses_failed && !extension_here())
+				abandon_database(database);
 			last_flush = GetCurrentTimestamp();
 		}
 		/* Work in another database: start again, unconnected. */

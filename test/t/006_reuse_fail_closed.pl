@@ -20,7 +20,9 @@
 #   (c) a restart (clean, and immediate) after the worker committed: the
 #       revocation is durable;
 #   (d) a server without extension_tokens in shared_preload_libraries has no
-#       revocation queue: refresh refuses to run (55000), validate works.
+#       revocation queue: refresh refuses to run (55000), validate works;
+#   (e) an entry queued for a database whose extension is then dropped does
+#       not keep the worker from another database's revocation.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -271,6 +273,43 @@ for my $how ('fast', 'immediate')
 		like($err, $pt401_revoked, "(c) after a $how restart, its refresh token is refused (session_revoked)");
 	}
 }
+
+# ---------------------------------------------------------------------
+# (e) A database whose extension was dropped with an entry still queued.
+# ---------------------------------------------------------------------
+# The worker retried such an entry forever and served no other database: a
+# reuse detected elsewhere waited in shared memory only, and a restart lost
+# it.  The worker is stopped (SIGSTOP) so that the entry is still queued
+# when the extension goes.
+$node->safe_psql('postgres', 'CREATE DATABASE dropped');
+$node->safe_psql('postgres', 'CREATE DATABASE kept');
+$node->safe_psql($_, 'CREATE EXTENSION extension_tokens') for ('dropped', 'kept');
+my ($e_at0, $e_rt0, $e_sid) = split /\|/, q1(
+	"SELECT access_token, refresh_token, session_id FROM extension_token_issue('user_2wedge', 'kept')", 'kept');
+my ($e_at1, $e_rt1) = split /\|/, q1("SELECT access_token, refresh_token FROM extension_token_refresh('$e_rt0')", 'kept');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'extension_tokens revoker'"),
+	'(e) the worker runs');
+my $e_worker = q1("SELECT pid FROM pg_stat_activity WHERE backend_type = 'extension_tokens revoker'");
+kill 'STOP', $e_worker;
+($ok, $out, $err) = try_sql("SET extension_tokens.issue_rate_limit = 1;
+	SELECT count(*) FROM extension_token_issue('user_2wedgeA');
+	SELECT count(*) FROM extension_token_issue('user_2wedgeA');", 'dropped');
+like($err, qr/PT429/, '(e) a rate-limit refusal in one database queues its event for the worker');
+q1('DROP EXTENSION extension_tokens', 'dropped');
+my $e_log = -s $node->logfile;
+kill 'CONT', $e_worker;
+($ok, $out, $err) = try_sql("SET extension_tokens.refresh_retry_window = 0;
+	SELECT access_token FROM extension_token_refresh('$e_rt0')", 'kept');
+like($err, $pt401_reuse, '(e) meanwhile a reuse in another database: PT401 refresh_token_already_used');
+ok( $node->poll_query_until('kept',
+		"SELECT revoked_reason FROM extension_token_sessions WHERE session_id = '$e_sid'",
+		'refresh_token_reuse'),
+	'(e) the worker commits that revocation (it no longer retries the dropped database\'s entry)');
+like(slurp_file($node->logfile, $e_log), qr/no longer has the extension; what was queued for it is dropped/,
+	'(e) and says it dropped what was queued for the database without the extension');
+$node->restart;
+is(validate_error($e_at1, 'kept'), 'revoked', '(e) after a restart, the thief\'s access token is still revoked');
 $node->stop;
 
 # ---------------------------------------------------------------------
