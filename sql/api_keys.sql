@@ -132,6 +132,37 @@ SELECT set_config('request.jwt.claims', regress_claims_json(:'manage_native'), t
 SELECT name FROM extension_token_api_key_create(p_name => 'by manage native');
 COMMIT;
 
+-- A credential with scopes acts within them: listing, reading the events of
+-- and revoking the user's sessions and keys need tokens:manage among them,
+-- except revoking its own session.  One without scopes acts as its user.
+GRANT EXECUTE ON FUNCTION extension_token_list(text), extension_token_events(text, timestamptz),
+                          revoke_user_extension_tokens(text, uuid),
+                          extension_token_revoke_session(uuid) TO regress_et_authenticated;
+SELECT access_token AS scoped_native, session_id AS scoped_sid
+  FROM extension_token_issue('user_2apiSelf', 'native scoped', NULL, NULL, ARRAY['notes:read']) \gset
+SELECT session_id AS other_sid FROM extension_token_issue('user_2apiSelf', 'another device') \gset
+BEGIN;
+SET LOCAL ROLE regress_et_authenticated;
+SELECT set_config('request.jwt.claims', regress_claims_json(:'scoped_native'), true) IS NOT NULL;
+SELECT regress_try($$SELECT count(*) FROM extension_token_list()$$) AS scoped_list;
+SELECT regress_try($$SELECT count(*) FROM extension_token_api_key_list()$$) AS scoped_key_list;
+SELECT regress_try($$SELECT count(*) FROM extension_token_events()$$) AS scoped_events;
+SELECT regress_try($$SELECT revoke_user_extension_tokens()$$) AS scoped_revoke_all;
+SELECT regress_try(format('SELECT extension_token_revoke_session(%L)', :'other_sid')) AS scoped_revoke_other;
+-- an API key's claims as the pre-request sets them: the same
+SELECT set_config('request.jwt.claims', json_build_object('sub', 'user_2apiSelf', 'type', 'api_key',
+                  'session_id', :'other_sid', 'scope', 'orders:read')::text, true) IS NOT NULL;
+SELECT regress_try($$SELECT count(*) FROM extension_token_list()$$) AS scoped_key_list_sessions;
+SELECT set_config('request.jwt.claims', regress_claims_json(:'manage_native'), true) IS NOT NULL;
+SELECT count(*) > 0 AS manage_lists FROM extension_token_list();
+SELECT set_config('request.jwt.claims', regress_claims_json(:'plain_native'), true) IS NOT NULL;
+SELECT count(*) > 0 AS unscoped_lists FROM extension_token_list();
+SELECT set_config('request.jwt.claims', regress_claims_json(:'scoped_native'), true) IS NOT NULL;
+SELECT extension_token_revoke_session(:'scoped_sid') AS scoped_signs_itself_out;
+COMMIT;
+SELECT session_id::text = :'other_sid' AS other, revoked_at IS NOT NULL AS revoked FROM extension_token_sessions
+ WHERE session_id IN (:'scoped_sid', :'other_sid') ORDER BY 1;
+
 -- Through PostgREST's pre-request: the key in x-api-key makes the request
 -- run as postgrest_role with the key's claims.
 SET extension_tokens.postgrest_role = 'regress_et_authenticated';

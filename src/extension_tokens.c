@@ -1719,6 +1719,7 @@ extension_token_revoke_session(PG_FUNCTION_ARGS)
 		PG_RETURN_BOOL(false);
 	/* who may act for whom, as for list: raises 42501 otherwise */
 	(void) PolicyResolveUser(row.user_id, "revoke");
+	PolicyRequireScopeToManage("revoke other sessions", &sid);
 	if (!PolicyCallerIsAdmin())
 		PG_RETURN_BOOL(StorageRevokeSession(sid, GetCurrentTimestamp(), "revoked") > 0);
 	if (StorageRevokeSession(sid, GetCurrentTimestamp(), "admin_revoked") == 0)
@@ -1743,6 +1744,7 @@ revoke_user_extension_tokens(PG_FUNCTION_ARGS)
 	pg_uuid_t  *except = PG_ARGISNULL(1) ? NULL : PG_GETARG_UUID_P(1);
 	uint64		n;
 
+	PolicyRequireScopeToManage("revoke sessions", NULL);
 	require_read_write("revoke tokens");
 	n = StorageRevokeUser(user, except, GetCurrentTimestamp(), "user_revoked_all");
 	if (n > 0 && PolicyCallerIsAdmin())
@@ -1760,6 +1762,7 @@ extension_token_list(PG_FUNCTION_ARGS)
 {
 	const char *user = PolicyResolveUser(text_arg(fcinfo, 0), "list");
 
+	PolicyRequireScopeToManage("list sessions", NULL);
 	InitMaterializedSRF(fcinfo, 0);
 	StorageListSessions(user, GetCurrentTimestamp(), (ReturnSetInfo *) fcinfo->resultinfo);
 	return (Datum) 0;
@@ -1784,6 +1787,7 @@ extension_token_events(PG_FUNCTION_ARGS)
 		user = NULL;
 	else
 		user = PolicyResolveUser(p_user_id, "audit");
+	PolicyRequireScopeToManage("read the audit trail", NULL);
 	InitMaterializedSRF(fcinfo, 0);
 	StorageListEvents(user, since, (ReturnSetInfo *) fcinfo->resultinfo);
 	return (Datum) 0;

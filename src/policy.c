@@ -241,40 +241,77 @@ role_can_login(Oid roleid)
 }
 
 /*
- * A request that PostgREST authenticated with an access token of ours may
- * not `action` (issue sessions, create API keys) unless the token carries
- * the scope tokens:manage: a stolen add-in token must not mint sessions
- * that outlive its own revocation.  Believed, like request_user(), only for
- * a role that cannot log in.
+ * The request's claims when they are a credential of ours (an access token
+ * or an API key as PostgREST's bearer): true with them in *rc.  False for
+ * none, for a login role's session (a backend or psql: the claims are its
+ * own to set), and for another issuer's.  Claims that cannot be read are
+ * refused: the caller cannot tell whose they are.
+ */
+static bool
+request_credential_ours(const char *action, TokenRequestClaims *rc)
+{
+	const char *claims = GetConfigOption("request.jwt.claims", true, false);
+
+	if (claims == NULL || claims[0] == '\0' || role_can_login(GetUserId()))
+		return false;
+	switch (token_request_claims(claims, strlen(claims), rc))
+	{
+		case TOKEN_CLAIMS_FOREIGN:
+			return false;
+		case TOKEN_CLAIMS_OURS:
+			return true;
+		case TOKEN_CLAIMS_UNREADABLE:
+			break;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to %s tokens", action),
+			 errdetail("The request's claims cannot be read.")));
+	return false;				/* not reached */
+}
+
+/*
+ * A request that PostgREST authenticated with a credential of ours may not
+ * `action` (issue sessions, create API keys, decide device authorizations)
+ * unless it carries the scope tokens:manage: a stolen add-in token must not
+ * mint sessions that outlive its own revocation.  Believed, like
+ * request_user(), only for a role that cannot log in.
  */
 void
 PolicyRequireManageScope(const char *action)
 {
-	const char *claims = GetConfigOption("request.jwt.claims", true, false);
 	TokenRequestClaims rc;
 
-	if (claims == NULL || claims[0] == '\0' || role_can_login(GetUserId()))
+	if (!request_credential_ours(action, &rc) || rc.manage_scope)
 		return;
-	switch (token_request_claims(claims, strlen(claims), &rc))
-	{
-		case TOKEN_CLAIMS_FOREIGN:
-			return;
-		case TOKEN_CLAIMS_OURS:
-			if (rc.manage_scope)
-				return;
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("an access token of extension_tokens cannot %s", action),
-					 errdetail("The request's token lacks the scope tokens:manage."),
-					 errhint("Sign in on the dashboard with the identity provider's token to %s.", action)));
-			break;
-		case TOKEN_CLAIMS_UNREADABLE:
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied to %s tokens", action),
-					 errdetail("The request's claims cannot be read.")));
-			break;
-	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("an access token of extension_tokens cannot %s", action),
+			 errdetail("The request's token lacks the scope tokens:manage."),
+			 errhint("Sign in on the dashboard with the identity provider's token to %s.", action)));
+}
+
+/*
+ * Listing, reading the audit trail of, and revoking a user's sessions and
+ * keys: a credential of ours that has scopes acts within them, and these
+ * need tokens:manage among them, except revoking its own session (`own`,
+ * when the call revokes one session).  A credential without scopes acts as
+ * its user.
+ */
+void
+PolicyRequireScopeToManage(const char *action, const pg_uuid_t *own)
+{
+	TokenRequestClaims rc;
+
+	if (!request_credential_ours(action, &rc) || !rc.scoped || rc.manage_scope)
+		return;
+	if (own != NULL && memcmp(own->data, rc.session_id, UUID_LEN) == 0)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("a token or API key of extension_tokens with scopes cannot %s", action),
+			 errdetail("The request's credential has scopes, and tokens:manage is not among them."),
+			 errhint("Issue the credential with the scope tokens:manage, or use the identity provider's token.")));
 }
 
 /*

@@ -23,6 +23,7 @@
 extern void PolicyInit(void);
 extern bool PolicyCallerIsAdmin(void);
 extern void PolicyRequireManageScope(const char *action);
+extern void PolicyRequireScopeToManage(const char *action, const pg_uuid_t *own);
 extern void PolicyCheckExtraClaim(const char *name, bool admin);
 extern const char *PolicyResolveUser(const char *p_user_id, const char *action);
 extern bool PolicyUserIdValid(const char *user_id, size_t len);

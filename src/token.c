@@ -1775,6 +1775,7 @@ token_request_claims(const char *text, size_t len, TokenRequestClaims *out)
 	out->exp = out->api_key ? 0 : json_integer_value(exp);
 	out->iat = out->api_key ? 0 : json_integer_value(iat);
 	out->manage_scope = scope_names(json_object_get(claims, "scope"), "tokens:manage");
+	out->scoped = json_object_get(claims, "scope") != NULL;
 	kind = TOKEN_CLAIMS_OURS;
 done:
 	json_decref(claims);

@@ -416,6 +416,7 @@ typedef struct TokenRequestClaims
 	int64_t		exp;
 	int64_t		iat;
 	bool		manage_scope;	/* "scope" names tokens:manage */
+	bool		scoped;			/* it has a "scope" claim at all */
 } TokenRequestClaims;
 
 extern TokenClaimsKind token_request_claims(const char *json, size_t len,

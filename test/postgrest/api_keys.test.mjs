@@ -158,3 +158,24 @@ test('keys never reach the server log', async () => {
   assert.ok(log.length > 0);
   assert.ok(!log.includes(key.api_key.slice(8)), 'the key is not in the server log');
 });
+
+test('a key with scopes cannot list, read the events of, or revoke its user\'s other credentials', { skip: !PRE_REQUEST }, async () => {
+  const me = newUser();
+  const key = await createKey(me, { p_scopes: ['orders:read'] });
+  const other = await createKey(me, { p_name: 'the other key', p_scopes: ['tokens:manage'] });
+  for (const [fn, args] of [['extension_token_list', {}], ['extension_token_api_key_list', {}],
+    ['extension_token_events', {}], ['revoke_user_extension_tokens', {}],
+    ['extension_token_revoke_session', { p_session_id: other.key_id }]]) {
+    const r = await withKey(key.api_key, { method: 'POST', path: `/rpc/${fn}`, body: args });
+    // 401, not 403: PostgREST authenticated the request as its anonymous role
+    assert.equal(r.status, 401, `${fn}: ${show(r)}`);
+    assert.equal(r.body.code, '42501', `${fn}: ${show(r)}`);
+  }
+  assert.equal((await validate(other.api_key)).valid, true, 'the other key still works');
+  // the key may sign itself out
+  const self = await withKey(key.api_key, { method: 'POST', path: '/rpc/extension_token_revoke_session',
+    body: { p_session_id: key.key_id } });
+  assert.equal(self.status, 200, show(self));
+  assert.equal(self.body, true);
+  assert.equal((await validate(key.api_key)).valid, false);
+});
