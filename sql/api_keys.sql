@@ -102,6 +102,8 @@ SELECT :'expiry' AS expires_in_a_second, valid FROM extension_token_validate(:'k
 SELECT pg_sleep(1.2);
 SELECT valid, error FROM extension_token_validate(:'key4');
 SELECT regress_try($$SELECT extension_token_api_key_create('user_2apiKeys', 'x', NULL, '0 seconds')$$) AS zero_expiry;
+SELECT regress_try($$SELECT extension_token_api_key_create('user_2apiKeys', 'x', NULL, '101 years')$$) AS over_100_years;
+SELECT regress_try($$SELECT count(*) FROM extension_token_api_key_create('user_2apiKeys', 'x', NULL, '100 years')$$) AS just_100_years;
 SELECT regress_try($$SELECT extension_token_api_key_create('user_2apiKeys', 'x', ARRAY['Bad Scope'])$$) AS bad_scope;
 SELECT regress_try($$SELECT extension_token_api_key_create('user_2apiKeys', 'x', NULL, NULL, '{"role": "service_role"}')$$) AS reserved_claim;
 

@@ -49,6 +49,12 @@ SELECT regress_try($$SELECT extension_token_issue('10000000-0000-4000-8000-00000
 SELECT regress_try($$SELECT extension_token_issue('10000000-0000-4000-8000-000000000004', 'x', '4 mons')$$);
 SELECT regress_try($$SELECT extension_token_issue('10000000-0000-4000-8000-000000000004', '')$$);
 SELECT regress_try($$SELECT extension_token_issue('10000000-0000-4000-8000-000000000004', repeat('n', 201))$$);
+-- no control or bidirectional formatting characters (a name is shown to the
+-- user); other scripts are names like any
+SELECT d, regress_try(format($$SELECT count(*) FROM extension_token_issue('10000000-0000-4000-8000-0000000000a1', %L)$$, n)) AS name
+  FROM (VALUES ('newline', E'line\nbreak'), ('ESC', E'esc\u001b[31m'), ('DEL', E'del\u007f'),
+               ('C1 NEL', E'c1\u0085'), ('RLO', E'rlo\u202Eexe.txt'), ('LRI/PDI', E'isolate\u2066x\u2069'),
+               ('letters of any script', 'Fusion 360 — Zürich 東京')) AS t(d, n);
 SELECT regress_try(format($$SELECT extension_token_issue('10000000-0000-4000-8000-000000000004', p_claims => %L)$$, c))
   FROM unnest(ARRAY['{"role": "service_role"}', '{"sub": "x"}', '{"exp": 1}', '{"iss": "x"}',
                     '{"aud": "x"}', '{"nbf": 1}', '{"iat": 1}', '{"jti": "x"}', '{"type": "refresh"}',

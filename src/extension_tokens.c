@@ -426,6 +426,26 @@ checked_name(text *name)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("p_name must be between 1 and %d characters long",
 						MAX_NAME_LENGTH)));
+	/*
+	 * A name is shown to the user (the session list, the device approval
+	 * page) and may be chosen by whoever starts a device authorization:
+	 * no control characters (C0, DEL, and in UTF-8 C1) and no bidirectional
+	 * embedding, override or isolate, which make the text read otherwise
+	 * than it is.
+	 */
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+	{
+		bool		bad = *p < 0x20 || *p == 0x7f;
+
+		if (GetDatabaseEncoding() == PG_UTF8)
+			bad = bad || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) ||
+				(p[0] == 0xe2 && p[1] == 0x80 && p[2] >= 0xaa && p[2] <= 0xae) ||
+				(p[0] == 0xe2 && p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9);
+		if (bad)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("p_name must not contain control characters or bidirectional formatting characters")));
+	}
 	return s;
 }
 
@@ -656,7 +676,9 @@ extension_token_api_key_create(PG_FUNCTION_ARGS)
 		if (pg_mul_s64_overflow((int64) iv->month * DAYS_PER_MONTH + iv->day,
 								USECS_PER_DAY, &usecs) ||
 			pg_add_s64_overflow(usecs, iv->time, &usecs) ||
-			usecs < USECS_PER_SEC || usecs > (int64) 100 * 366 * USECS_PER_DAY)
+			usecs < USECS_PER_SEC ||
+			/* 100 years as PostgreSQL compares intervals: months of 30 days */
+			usecs > (int64) 100 * MONTHS_PER_YEAR * DAYS_PER_MONTH * USECS_PER_DAY)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("p_expires_in must be between 1 second and 100 years"),
