@@ -996,12 +996,12 @@ choose_database(bool *list)
 }
 
 /*
- * Drops everything queued for a database (it cannot be connected to, or no
- * longer has the extension: `why` says which, for the log).  A visit for the
- * keys it was due is said to be lost, in the log.
+ * Drops everything queued for a database: it cannot be connected to
+ * (`unreachable`: a visit for the keys it was due is said to be lost, in the
+ * log), or it no longer has the extension (and so nothing to record).
  */
 static void
-forget_database(Oid database, const char *why)
+forget_database(Oid database, bool unreachable)
 {
 	bool		keys_lost = false;
 
@@ -1021,10 +1021,10 @@ forget_database(Oid database, const char *why)
 		}
 	LWLockRelease(shared->lock);
 	UsageForget(database);
-	if (keys_lost)
+	if (keys_lost && unreachable)
 		ereport(LOG,
-				(errmsg("extension_tokens revoker: a change of the signing keys is not recorded in database %u, which %s",
-						database, why),
+				(errmsg("extension_tokens revoker: a change of the signing keys is not recorded in database %u, which cannot be connected to",
+						database),
 				 errhint("Run SELECT extension_tokens_check_signing_keys() there once it accepts connections; the next reload that changes the keys, or restart, records it too.")));
 }
 
@@ -1062,7 +1062,7 @@ worker_connect(void)
 	LWLockRelease(shared->lock);
 	if (give_up)
 	{
-		forget_database(database, "cannot be connected to");
+		forget_database(database, true);
 		ereport(LOG,
 				(errmsg("extension_tokens revoker: giving up on database %u, which cannot be connected to",
 						database)));
@@ -1193,7 +1193,7 @@ ET_NORETURN_END;
 static void
 abandon_database(Oid database)
 {
-	forget_database(database, "no longer has the extension");
+	forget_database(database, false);
 	ereport(LOG,
 			(errmsg("extension_tokens revoker: database %u no longer has the extension; what was queued for it is dropped",
 					database)));
@@ -1244,8 +1244,6 @@ extension_tokens_revoker_main(Datum main_arg)
 	/* the configuration this incarnation started with: the postmaster's */
 	note_keys();
 	database = worker_connect();
-	if (!extension_here())
-		abandon_database(database);
 
 	/* A revocation must not give up on a lock or a statement's time. */
 	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
