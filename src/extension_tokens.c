@@ -420,6 +420,7 @@ checked_name(text *name)
 {
 	char	   *s = text_to_cstring(name);
 	int			chars = pg_mbstrlen(s);
+	bool		utf8 = GetDatabaseEncoding() == PG_UTF8;
 
 	if (chars < 1 || chars > MAX_NAME_LENGTH)
 		ereport(ERROR,
@@ -437,7 +438,7 @@ checked_name(text *name)
 	{
 		bool		bad = *p < 0x20 || *p == 0x7f;
 
-		if (GetDatabaseEncoding() == PG_UTF8)
+		if (utf8)
 			bad = bad || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) ||
 				(p[0] == 0xe2 && p[1] == 0x80 && p[2] >= 0xaa && p[2] <= 0xae) ||
 				(p[0] == 0xe2 && p[1] == 0x81 && p[2] >= 0xa6 && p[2] <= 0xa9);

@@ -828,9 +828,7 @@ static const Statement statements[ST_COUNT] = {
 		"  created_at, expires_at, poll_interval) VALUES ($1, $2, $3, $4, $5, $6, $7)",
 		DSP_COUNT, {BYTEAOID, BYTEAOID, TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID}
 	},
-	/* the class of the advisory lock that serializes a user's approvals */
-#define DEVICE_LOCK_CLASS 0x45544456	/* "ETDV" */
-/* user $1's failed approvals since $2 (DFP_*): how many, the oldest (DFC_*) */
+	/* user $1's failed approvals since $2 (DFP_*): how many, the oldest (DFC_*) */
 	[ST_DEVICE_FAILURES] = {
 		"SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.unnest(u.device_log) AS l(t) "
 		"        WHERE l.t OPERATOR(pg_catalog.>) $2), "
@@ -1452,15 +1450,13 @@ storage_leave(StorageCall *call)
 }
 
 /*
- * Runs statement `id` and checks that its result has `ncols` columns: the
- * count of its result columns' enum, or NO_RESULT for a statement that
- * returns no rows.  Its columns are then read by those names.
+ * Raises unless statement `id` ran (rc, SPI's result) with `ncols` result
+ * columns: the count of its result columns' enum, or NO_RESULT for a
+ * statement that returns no rows.  Its columns are then read by those names.
  */
 static int
-storage_exec(StatementId id, Datum *values, const char *nulls, bool read_only,
-			 int ncols)
+storage_check(StatementId id, int rc, int ncols)
 {
-	int			rc = SPI_execute_plan(storage_plan(id), values, nulls, read_only, 0);
 	int			natts;
 
 	if (rc < 0)
@@ -1471,6 +1467,15 @@ storage_exec(StatementId id, Datum *values, const char *nulls, bool read_only,
 		elog(ERROR, "extension_tokens: statement %d returned %d columns, not %d",
 			 (int) id, natts, ncols);
 	return rc;
+}
+
+/* Runs statement `id` and checks its result (storage_check). */
+static int
+storage_exec(StatementId id, Datum *values, const char *nulls, bool read_only,
+			 int ncols)
+{
+	return storage_check(id, SPI_execute_plan(storage_plan(id), values, nulls, read_only, 0),
+						 ncols);
 }
 
 /* Parameter `pos` ($pos: a parameter enum's name) in values[] or nulls[]. */
@@ -2421,6 +2426,9 @@ StorageDeviceStart(const unsigned char *device_hash, const unsigned char *user_c
 	storage_leave(&call);
 }
 
+/* the class of the advisory lock that makes a user's approvals take turns */
+#define DEVICE_LOCK_CLASS 0x45544456	/* "ETDV" */
+
 /* The user's failed approvals since `since`, and the oldest of them (0: none). */
 int64
 StorageDeviceFailures(const char *user_id, TimestampTz since, TimestampTz *oldest)
@@ -2454,9 +2462,7 @@ StorageDeviceFailures(const char *user_id, TimestampTz since, TimestampTz *oldes
 	rc = SPI_execute_snapshot(storage_plan(ST_DEVICE_FAILURES), values, NULL, snapshot,
 							  InvalidSnapshot, true, false, 0);
 	UnregisterSnapshot(snapshot);
-	if (rc < 0 || SPI_tuptable == NULL || SPI_tuptable->tupdesc->natts != DFC_NCOLS)
-		elog(ERROR, "extension_tokens: counting failed device approvals failed: %s",
-			 SPI_result_code_string(rc));
+	storage_check(ST_DEVICE_FAILURES, rc, DFC_NCOLS);
 	if (SPI_processed == 1)
 	{
 		bool		isnull;
