@@ -25,12 +25,19 @@
  *	  reserved at server start and cannot be taken by anyone.  A worker can
  *	  connect to one database only, so it starts unconnected, connects to the
  *	  database of the first entry, commits every entry of that database (each
- *	  in a transaction of its own, with lock_timeout and statement_timeout
- *	  off, retrying forever on failure: a revocation is never dropped), and
- *	  when entries of another database wait, or it has been idle for
- *	  REVOKER_IDLE_MS, exits with code 1, which makes the postmaster start it
- *	  again (after bgw_restart_time) unconnected.  It holds no connection to
- *	  an idle database, so DROP DATABASE is not blocked for long.
+ *	  in a transaction of its own, with statement_timeout off, retrying
+ *	  forever on failure: a revocation is never dropped), and when entries
+ *	  of another database wait, or it has been idle for REVOKER_IDLE_MS,
+ *	  exits with code 1, which makes the postmaster start it again (after
+ *	  bgw_restart_time) unconnected.  It holds no connection to an idle
+ *	  database, so DROP DATABASE is not blocked for long.
+ *
+ *	- An entry that fails (its session's row held locked by an open
+ *	  transaction: the worker's lock_timeout is REVOKER_LOCK_WAIT_MS; a
+ *	  broken table) stays queued, and is tried again after the others: the
+ *	  other entries of its database, then those of the other databases,
+ *	  which are served round robin.  So no database, and no user who can
+ *	  hold a transaction open, holds up the revocations of another.
  *
  *	- The detecting backend waits for the commit (at most REVOKER_WAIT_MS,
  *	  with interrupts held, so that the caller's statement_timeout cannot
@@ -99,6 +106,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/builtins.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 #include "utils/wait_event.h"
@@ -120,6 +128,8 @@ PGDLLEXPORT void extension_tokens_revoker_main(Datum main_arg);
 /* How often the uses counted in shared memory are written (usage.c). */
 #define USAGE_FLUSH_MS		1000
 #define REVOKER_WAIT_MS		2000
+/* The worker's lock_timeout: a lock is then waited for again, later. */
+#define REVOKER_LOCK_WAIT_MS 1000
 /* a mere record of a refused refresh is waited for less */
 #define REVOKER_RECORD_WAIT_MS 500
 /* Connecting to a database that refuses us is given up after this many tries. */
@@ -171,6 +181,10 @@ typedef struct RevokerShared
 	Oid			last_database;	/* served last: usage is served round robin */
 	Oid			connecting_database;	/* being connected to, and how often */
 	int			connect_tries;
+	/* the worker's: where its next try begins, after an entry failed */
+	int			entry_from;
+	/* the worker's: when a failure for a lock not granted was last logged */
+	TimestampTz lock_failure_logged;
 	/* secret_rotated: see the header comment */
 	bool		keys_valid;		/* keys below seen by a worker */
 	SigningIds	keys;			/* the key ids in force, as a worker saw them */
@@ -542,15 +556,19 @@ RevokerRecordEvent(const char *event, const pg_uuid_t *session_id, const char *u
  * ---------------------------------------------------------------------
  */
 
-/* The first entry of `database` (InvalidOid: of any database), copied. */
+/*
+ * The first entry of `database` (InvalidOid: of any database) at or after
+ * index `from`, in the queue's circular order, copied.
+ */
 static bool
-next_entry(Oid database, RevokerEntry *out, int *index)
+next_entry(Oid database, int from, RevokerEntry *out, int *index)
 {
 	bool		found = false;
 
 	LWLockAcquire(shared->lock, LW_SHARED);
-	for (int i = 0; i < REVOKER_QUEUE_SIZE; i++)
+	for (int k = 0; k < REVOKER_QUEUE_SIZE; k++)
 	{
+		int			i = (from + k) % REVOKER_QUEUE_SIZE;
 		RevokerEntry *e = &shared->entries[i];
 
 		if (e->in_use && (!OidIsValid(database) || e->database == database))
@@ -563,6 +581,37 @@ next_entry(Oid database, RevokerEntry *out, int *index)
 	}
 	LWLockRelease(shared->lock);
 	return found;
+}
+
+/*
+ * The database with queued entries that comes next after `after` in oid
+ * order (round robin: the smallest above it, else the smallest of all), or
+ * InvalidOid when nothing is queued.  So an entry that keeps failing in one
+ * database (a row held locked by an open transaction, say) does not hold up
+ * the entries of the others.
+ */
+static Oid
+queued_database(Oid after)
+{
+	Oid			first = InvalidOid;
+	Oid			next = InvalidOid;
+
+	if (pg_atomic_read_u32(&shared->count) == 0)
+		return InvalidOid;
+	LWLockAcquire(shared->lock, LW_SHARED);
+	for (int i = 0; i < REVOKER_QUEUE_SIZE; i++)
+	{
+		RevokerEntry *e = &shared->entries[i];
+
+		if (!e->in_use)
+			continue;
+		if (!OidIsValid(first) || e->database < first)
+			first = e->database;
+		if (e->database > after && (!OidIsValid(next) || e->database < next))
+			next = e->database;
+	}
+	LWLockRelease(shared->lock);
+	return OidIsValid(next) ? next : first;
 }
 
 /*
@@ -593,6 +642,9 @@ finish_entry(int index, const RevokerEntry *done, bool wait_again)
 	LWLockRelease(shared->lock);
 }
 
+/* in_transaction()'s last failure was for a lock not granted in time. */
+static bool failed_on_lock = false;
+
 /*
  * Runs work(arg) in a transaction of its own and commits it; false (logged
  * with `failure`) when it raised, the transaction then rolled back.  After a
@@ -608,6 +660,7 @@ in_transaction(void (*work) (void *arg), void *arg, const char *activity,
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = true;
 
+	failed_on_lock = false;
 	PG_TRY();
 	{
 		SetCurrentStatementStartTimestamp();
@@ -622,12 +675,24 @@ in_transaction(void (*work) (void *arg), void *arg, const char *activity,
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		int			elevel = LOG;
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
-		ereport(LOG,
+		/*
+		 * A lock not granted within the worker's lock_timeout (a row held by
+		 * an open transaction) is logged once a minute, not at every try.
+		 */
+		failed_on_lock = edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+		if (failed_on_lock &&
+			!TimestampDifferenceExceeds(shared->lock_failure_logged,
+										GetCurrentTimestamp(), 60 * 1000))
+			elevel = DEBUG1;
+		else if (failed_on_lock)
+			shared->lock_failure_logged = GetCurrentTimestamp();
+		ereport(elevel,
 				(errmsg("extension_tokens: %s: %s", failure, edata->message)));
 		FreeErrorData(edata);
 		ok = false;
@@ -970,28 +1035,27 @@ worker_wait(long ms)
 }
 
 /*
- * The database to serve next: that of the first queued revocation, else one
- * due for a visit for the signing keys, else one with uses to write (round
- * robin after the last one served).  *list: none of these, and the
- * databases are to be listed for the keys first.
+ * The database to serve next: one with queued entries, else one due for a
+ * visit for the signing keys, else one with uses to write (entries and uses
+ * round robin after the last database served).  *list: none of these, and
+ * the databases are to be listed for the keys first.
  */
 static Oid
 choose_database(bool *list)
 {
-	RevokerEntry e;
-	int			index;
 	Oid			last;
 	Oid			database;
 
 	*list = false;
-	if (next_entry(InvalidOid, &e, &index))
-		return e.database;
-	database = keys_next(list);
-	if (OidIsValid(database) || *list)
-		return database;
 	LWLockAcquire(shared->lock, LW_SHARED);
 	last = shared->last_database;
 	LWLockRelease(shared->lock);
+	database = queued_database(last);
+	if (OidIsValid(database))
+		return database;
+	database = keys_next(list);
+	if (OidIsValid(database) || *list)
+		return database;
 	return UsageNextDatabase(last);
 }
 
@@ -1132,6 +1196,7 @@ typedef struct UseBatch
 	const int64 *counts;
 	const TimestampTz *times;
 	int			n;
+	bool	   *skipped;
 } UseBatch;
 
 static void
@@ -1139,16 +1204,17 @@ use_batch_work(void *arg)
 {
 	UseBatch   *b = arg;
 
-	StorageAddUse(b->ids, b->counts, b->times, b->n);
+	StorageAddUse(b->ids, b->counts, b->times, b->n, b->skipped);
 }
 
 /* A write of uses failed since this was last cleared. */
 static bool uses_failed = false;
 
 static bool
-write_uses(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *times, int n)
+write_uses(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *times, int n,
+		   bool *skipped)
 {
-	UseBatch	b = {ids, counts, times, n};
+	UseBatch	b = {ids, counts, times, n, skipped};
 	bool		ok = in_transaction(use_batch_work, &b, "extension_tokens: recording session use",
 									"recording session use failed, keeping it for the next try");
 
@@ -1200,6 +1266,18 @@ abandon_database(Oid database)
 	proc_exit(1);
 }
 
+/*
+ * SIGINT: PostgreSQL's lock_timeout cancels the waiting statement by sending
+ * the process a SIGINT, after it set its timeout's indicator; that one is
+ * acted on as a backend would.  Any other (pg_cancel_backend) is ignored.
+ */
+static void
+revoker_sigint(SIGNAL_ARGS)
+{
+	if (get_timeout_indicator(LOCK_TIMEOUT, false))
+		StatementCancelHandler(postgres_signal_arg);
+}
+
 /* On exit: no more wake-ups for this process's latch. */
 static void
 revoker_detach(int code, Datum arg)
@@ -1216,22 +1294,24 @@ extension_tokens_revoker_main(Datum main_arg)
 	Oid			database;
 	TimestampTz idle_since;
 	TimestampTz last_flush = 0;
+	int			failures = 0;
 
 	/*
 	 * Settings follow reloads (revoke_synchronous_commit, the keys).  SIGTERM
 	 * is acted on where interrupts are checked, as in a backend, not in the
 	 * handler (the default for background workers): between a commit and
 	 * its bookkeeping interrupts are held (in_transaction), and a waiting
-	 * lock or statement still ends at once.  A cancel (SIGINT) is ignored:
-	 * it would end a revocation's wait for the synchronous standbys
-	 * (revoke_synchronous_commit) as it ends any commit's, with no trace
-	 * the worker could see, and the refusal would return before a standby
-	 * confirmed.  The worker sets no statement or lock timeout either; a
-	 * SIGTERM ends it (and a revocation it was committing stays queued).
+	 * lock or statement still ends at once.  A cancel (SIGINT) is ignored
+	 * (revoker_sigint): it would end a revocation's wait for the synchronous
+	 * standbys (revoke_synchronous_commit) as it ends any commit's, with no
+	 * trace the worker could see, and the refusal would return before a
+	 * standby confirmed.  The worker sets no statement timeout either (a lock
+	 * is waited for a bounded time, and then tried again: below); a SIGTERM
+	 * ends it (and a revocation it was committing stays queued).
 	 */
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
-	pqsignal(SIGINT, SIG_IGN);
+	pqsignal(SIGINT, revoker_sigint);
 	BackgroundWorkerUnblockSignals();
 	if (shared == NULL)
 		proc_exit(0);
@@ -1245,8 +1325,14 @@ extension_tokens_revoker_main(Datum main_arg)
 	note_keys();
 	database = worker_connect();
 
-	/* A revocation must not give up on a lock or a statement's time. */
-	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	/*
+	 * A revocation is never given up, whatever a statement takes; a lock it
+	 * waits for is waited for REVOKER_LOCK_WAIT_MS at a time, so that the
+	 * other databases' work (and this one's other entries) is not held up
+	 * meanwhile: the entry stays queued, and refused, until it commits.
+	 */
+	SetConfigOption("lock_timeout", CppAsString2(REVOKER_LOCK_WAIT_MS), PGC_SUSET,
+					PGC_S_OVERRIDE);
 	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
@@ -1256,7 +1342,8 @@ extension_tokens_revoker_main(Datum main_arg)
 	{
 		RevokerEntry e;
 		int			index;
-		int			failures = 0;
+		bool		stuck = false;
+		bool		stuck_on_lock = false;
 		Oid			other;
 		bool		list;
 
@@ -1267,8 +1354,14 @@ extension_tokens_revoker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			note_keys();
 		}
-		/* Revocations first, each committed before the next. */
-		while (next_entry(database, &e, &index))
+
+		/*
+		 * Revocations first, each committed before the next.  One that fails
+		 * stays queued; the others of this database are tried after it (from
+		 * the next index), and then the keys and the uses, before it is
+		 * tried again.
+		 */
+		while (!stuck && next_entry(database, shared->entry_from, &e, &index))
 		{
 			if (apply_entry(&e))
 			{
@@ -1283,12 +1376,16 @@ extension_tokens_revoker_main(Datum main_arg)
 				/* a SIGTERM held off (its wake-up may be spent) acts now */
 				CHECK_FOR_INTERRUPTS();
 				failures = 0;
+				shared->entry_from = index;
 			}
 			else
 			{
-				if (!extension_here())
+				stuck_on_lock = failed_on_lock;
+				/* a lock not granted is no sign of a dropped extension */
+				if (!stuck_on_lock && !extension_here())
 					abandon_database(database);
-				worker_wait(Min(1000L, 50L << Min(failures++, 5)));
+				shared->entry_from = (index + 1) % REVOKER_QUEUE_SIZE;
+				stuck = true;
 			}
 			idle_since = GetCurrentTimestamp();
 		}
@@ -1308,8 +1405,13 @@ extension_tokens_revoker_main(Datum main_arg)
 				abandon_database(database);
 			last_flush = GetCurrentTimestamp();
 		}
-		/* Work in another database: start again, unconnected. */
-		if (next_entry(InvalidOid, &e, &index))
+		/*
+		 * Work in another database: start again, unconnected.  Entries
+		 * queued for another one are served now, even while an entry here
+		 * keeps failing, which then waits its turn (round robin).
+		 */
+		other = queued_database(database);
+		if (OidIsValid(other) && other != database)
 			proc_exit(1);
 		other = keys_next(&list);
 		if (list || (OidIsValid(other) && other != database))
@@ -1317,8 +1419,20 @@ extension_tokens_revoker_main(Datum main_arg)
 		other = UsageNextDatabase(database);
 		if (OidIsValid(other) && other != database)
 			proc_exit(1);
+		if (stuck)
+		{
+			/*
+			 * The try that failed on a lock waited lock_timeout already; other
+			 * failures wait longer each time, up to a second.
+			 */
+			if (!stuck_on_lock)
+				worker_wait(Min(1000L, 50L << Min(failures, 5)));
+			failures++;
+			continue;
+		}
 		if (TimestampDifferenceExceeds(idle_since, GetCurrentTimestamp(), REVOKER_IDLE_MS))
 			proc_exit(1);
+		/* new entries wake the worker (wake_worker) */
 		worker_wait(USAGE_FLUSH_MS);
 	}
 }

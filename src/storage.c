@@ -498,6 +498,12 @@ enum
 	AUP_SESSIONS = 1, AUP_USES, AUP_LAST_USED, AUP_COUNT = AUP_LAST_USED
 };
 
+/* ST_ADD_USE's result: the sessions skipped (locked by another). */
+enum
+{
+	AUC_SESSION = 1, AUC_NCOLS = AUC_SESSION
+};
+
 /* The device authorization's statements. */
 enum
 {
@@ -804,19 +810,27 @@ static const Statement statements[ST_COUNT] = {
 	/*
 	 * Uses counted in shared memory (usage.c), written in a batch (AUP_*: $1
 	 * the sessions, $2 their uses, $3 their last use): the rows locked in
-	 * session_id order first (the lock order), then moved on.
+	 * session_id order first (the lock order), then moved on.  A row another
+	 * transaction holds locked is skipped, not waited for (an open
+	 * transaction must not hold up the worker), and returned: its uses are
+	 * kept for the next flush.  A session no longer there has nothing to
+	 * record.
 	 */
 	[ST_ADD_USE] = {
 		"WITH v AS (SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2), "
 		"  pg_catalog.unnest($3)) AS v(id, n, t)), "
 		"l AS (SELECT s.session_id FROM @.extension_token_sessions s "
 		"  WHERE s.session_id OPERATOR(pg_catalog.=) ANY ($1) "
-		"  ORDER BY s.session_id FOR NO KEY UPDATE) "
-		"UPDATE @.extension_token_sessions s SET "
+		"  ORDER BY s.session_id FOR NO KEY UPDATE SKIP LOCKED), "
+		"u AS (UPDATE @.extension_token_sessions s SET "
 		"  use_count = s.use_count OPERATOR(pg_catalog.+) v.n, "
 		"  last_used_at = GREATEST(s.last_used_at, v.t) "
-		"FROM v, l WHERE s.session_id OPERATOR(pg_catalog.=) v.id "
-		"AND l.session_id OPERATOR(pg_catalog.=) v.id",
+		"  FROM v, l WHERE s.session_id OPERATOR(pg_catalog.=) v.id "
+		"  AND l.session_id OPERATOR(pg_catalog.=) v.id) "
+		"SELECT v.id FROM v WHERE NOT EXISTS (SELECT FROM l "
+		"  WHERE l.session_id OPERATOR(pg_catalog.=) v.id) "
+		"AND EXISTS (SELECT FROM @.extension_token_sessions s "
+		"  WHERE s.session_id OPERATOR(pg_catalog.=) v.id)",
 		AUP_COUNT, {UUIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID}
 	},
 	/*
@@ -2372,7 +2386,8 @@ StorageKeyCounts(TimestampTz now, char **kids, int64 *counts, int max)
 
 /* Adds counted uses to n sessions (usage.c's batch): one statement. */
 void
-StorageAddUse(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *times, int n)
+StorageAddUse(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *times, int n,
+			  bool *skipped)
 {
 	StorageCall call;
 	Datum		values[AUP_COUNT];
@@ -2393,7 +2408,20 @@ StorageAddUse(const pg_uuid_t *ids, const int64 *counts, const TimestampTz *time
 	ARG(values, AUP_LAST_USED) =
 		PointerGetDatum(construct_array(c, n, TIMESTAMPTZOID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	storage_enter(&call);
-	storage_exec(ST_ADD_USE, values, NULL, false, NO_RESULT);
+	storage_exec(ST_ADD_USE, values, NULL, false, AUC_NCOLS);
+	memset(skipped, 0, n * sizeof(bool));
+	/* none, but for a row held locked by an open transaction */
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
+												   SPI_tuptable->tupdesc,
+												   AUC_SESSION, &isnull));
+
+		for (int i = 0; i < n; i++)
+			if (!isnull && memcmp(&ids[i], id, sizeof(pg_uuid_t)) == 0)
+				skipped[i] = true;
+	}
 	storage_leave(&call);
 }
 

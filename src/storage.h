@@ -98,7 +98,7 @@ typedef struct StoredCounts
 extern void StorageCounts(TimestampTz now, StoredCounts *out);
 extern int	StorageKeyCounts(TimestampTz now, char **kids, int64 *counts, int max);
 extern void StorageAddUse(const pg_uuid_t *ids, const int64 *counts,
-						  const TimestampTz *times, int n);
+						  const TimestampTz *times, int n, bool *skipped);
 extern void StorageTouchSession(const pg_uuid_t *session_id, TimestampTz now,
 								TimestampTz older_than);
 /*

@@ -28,10 +28,13 @@ extern void UsageForget(Oid database);
  * and returns true with interrupts held (HOLD_INTERRUPTS before its
  * commit), or false when it failed; the flush settles the batch, then
  * resumes them, so that no exit comes between a commit and its settling.
+ * The sessions of a committed batch that `write` marks in skipped[] (rows
+ * locked by another transaction) keep their uses for the next flush.
  */
 extern int64 UsageFlush(Oid database,
 						bool (*write) (const pg_uuid_t *ids, const int64 *counts,
-									   const TimestampTz *times, int n));
+									   const TimestampTz *times, int n,
+									   bool *skipped));
 
 /*
  * RFC 8628 slow_down: a device code polled again too soon (*first: for the

@@ -22,7 +22,11 @@
 #   (d) a server without extension_tokens in shared_preload_libraries has no
 #       revocation queue: refresh refuses to run (55000), validate works;
 #   (e) an entry queued for a database whose extension is then dropped does
-#       not keep the worker from another database's revocation.
+#       not keep the worker from another database's revocation;
+#   (f) nor does an open transaction holding session rows locked: the other
+#       databases' revocations, this one's other revocations and the uses of
+#       its other sessions are committed while the lock is held, and the
+#       locked session's once it goes.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -209,6 +213,7 @@ $locker->query_safe('BEGIN');
 $locker->query_safe(
 	"SELECT 1 FROM extension_token_sessions WHERE session_id = '$s_sid' FOR UPDATE");
 
+my $b_log = -s $node->logfile;
 ($ok, $out, $err) = try_sql(
 	"SET extension_tokens.refresh_retry_window = 0;
 	 SELECT access_token FROM extension_token_refresh('$s_rt0');", 'strict');
@@ -229,17 +234,22 @@ like($err, $pt401_revoked, '(b) while the lock is held, r1 is refused with PT401
 like(list_state($ub, $s_sid, 'strict'), qr/^revoked,/,
 	'(b) while the lock is held, extension_token_list says revoked, as validate does (one rule for a session\'s end)');
 
-# The worker waits for the lock, whatever the database's timeouts say.
+# The worker waits for the lock a second at a time (its own lock_timeout,
+# not the database's 1ms), and tries again: the revocation stays queued, and
+# the session refused, for as long as the lock is held.  The lock's failures
+# are logged once a minute, not at every try.
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) > 0 FROM pg_stat_activity
 		  WHERE backend_type = 'extension_tokens revoker' AND datname = 'strict' AND wait_event_type = 'Lock'"),
 	'(b) the revoker worker waits for the row lock');
-sleep 1;
-is( $node->safe_psql('postgres',
-		"SELECT count(*) FROM pg_stat_activity
-		  WHERE backend_type = 'extension_tokens revoker' AND datname = 'strict' AND wait_event_type = 'Lock'"),
-	'1', '(b) and still waits a second later (lock_timeout and statement_timeout do not apply to it)');
+sleep 4;
+is($node->safe_psql('strict', "SELECT revoked_at IS NULL FROM extension_token_sessions WHERE session_id = '$s_sid'"),
+	't', '(b) four seconds later the revocation is not committed yet (the row is still locked)');
 is(validate_error($s_at1, 'strict'), 'revoked', '(b) the session is still refused while the lock is held');
+my @b_lines = slurp_file($node->logfile, $b_log) =~ /committing a revocation failed, trying again: canceling statement due to lock timeout/g;
+is(scalar(@b_lines), 1, '(b) the worker tried again and again, and logged the lock timeout once');
+unlike(slurp_file($node->logfile, $b_log), qr/statement timeout/,
+	'(b) the database\'s statement_timeout does not apply to the worker');
 
 $locker->query_safe('ROLLBACK');
 $locker->quit;
@@ -310,6 +320,78 @@ like(slurp_file($node->logfile, $e_log), qr/no longer has the extension; what wa
 	'(e) and says it dropped what was queued for the database without the extension');
 $node->restart;
 is(validate_error($e_at1, 'kept'), 'revoked', '(e) after a restart, the thief\'s access token is still revoked');
+
+# ---------------------------------------------------------------------
+# (f) An open transaction holding session rows locked in one database.
+# ---------------------------------------------------------------------
+# The worker waited for such a lock for as long as it was held: the
+# revocations of every other database, and the other entries of this one,
+# waited in shared memory only, and so did the uses.  Now a lock is waited
+# for a second at a time, the databases with queued entries are served in
+# turn, and the use write skips a locked row (its uses are kept).
+$node->safe_psql('postgres', 'CREATE DATABASE held');
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql($_, 'CREATE EXTENSION extension_tokens') for ('held', 'other');
+my (%f_at, %f_rt, %f_sid);
+for my $k ('locked', 'beside', 'used', 'free')
+{
+	my ($at0, $rt0, $sid) = issue("user_2f$k", "f $k", 'held');
+	my ($at1, $rt1) = refresh($rt0, 'held');
+	($f_at{$k}, $f_rt{$k}, $f_sid{$k}) = ($at1, $rt0, $sid);
+}
+my ($o_at0, $o_rt0, $o_sid) = issue('user_2fother', 'f other', 'other');
+my ($o_at1, $o_rt1) = refresh($o_rt0, 'other');
+
+my $holder = $node->background_psql('held');
+$holder->query_safe('BEGIN');
+$holder->query_safe(
+	"SELECT 1 FROM extension_token_sessions WHERE session_id IN ('$f_sid{locked}', '$f_sid{used}') FOR UPDATE");
+
+# Uses of a locked row and of a free one; the reuse of the locked session
+# queues its revocation first, then the reuses of the others follow it.
+for my $k ('used', 'free')
+{
+	is(q1("SELECT coalesce(error, 'valid') FROM extension_token_validate('$f_at{$k}');\n" x 3, 'held'),
+		"valid\nvalid\nvalid", "(f) three validations of the $k session's access token");
+}
+for my $c ([ 'locked', 'held' ], [ 'beside', 'held' ], [ 'other', 'other' ])
+{
+	my ($k, $db) = @$c;
+	my $rt = $k eq 'other' ? $o_rt0 : $f_rt{$k};
+	($ok, $out, $err) = try_sql("SET extension_tokens.refresh_retry_window = 0;
+		SELECT access_token FROM extension_token_refresh('$rt')", $db);
+	like($err, $pt401_reuse, "(f) a reuse of the $k session's refresh token: PT401 refresh_token_already_used");
+}
+
+ok( $node->poll_query_until('other',
+		"SELECT revoked_reason FROM extension_token_sessions WHERE session_id = '$o_sid'",
+		'refresh_token_reuse'),
+	'(f) the reuse in another database is committed while the lock is held');
+ok( $node->poll_query_until('held',
+		"SELECT revoked_reason FROM extension_token_sessions WHERE session_id = '$f_sid{beside}'",
+		'refresh_token_reuse'),
+	'(f) so is the reuse queued after the locked session\'s, in the same database');
+ok( $node->poll_query_until('held',
+		"SELECT use_count FROM extension_token_sessions WHERE session_id = '$f_sid{free}'", '3'),
+	'(f) the uses of an unlocked session are written (use_count 3)');
+is(q1("SELECT (revoked_at IS NULL) || ',' || use_count FROM extension_token_sessions
+	   WHERE session_id IN ('$f_sid{locked}', '$f_sid{used}') ORDER BY session_id = '$f_sid{used}'", 'held'),
+	"true,0\ntrue,0", '(f) the locked rows are not written while the lock is held');
+is(validate_error($f_at{locked}, 'held'), 'revoked', '(f) and the locked session is refused meanwhile');
+like(q1("SELECT wait_event_type FROM pg_stat_activity WHERE pid = " . $holder->query_safe('SELECT pg_backend_pid()')),
+	qr/Client/, '(f) the locking transaction is still open, idle');
+
+$holder->query_safe('ROLLBACK');
+$holder->quit;
+ok( $node->poll_query_until('held',
+		"SELECT revoked_reason FROM extension_token_sessions WHERE session_id = '$f_sid{locked}'",
+		'refresh_token_reuse'),
+	'(f) once the lock goes, the locked session\'s revocation commits');
+ok( $node->poll_query_until('held',
+		"SELECT use_count FROM extension_token_sessions WHERE session_id = '$f_sid{used}'", '3'),
+	'(f) and the uses kept for the locked row are written: use_count 3, counted once');
+is(q1("SELECT use_count FROM extension_token_sessions WHERE session_id = '$f_sid{free}'", 'held'),
+	'3', '(f) the unlocked session\'s count was not written twice');
 $node->stop;
 
 # ---------------------------------------------------------------------

@@ -17,8 +17,9 @@
 #   (c) logical replication with two_phase: the subscriber's apply worker
 #       commits a prepared revocation with no statement the extension's hook
 #       sees; a verdict kept on the subscriber must not outlive it.
-#   (d) the inactivity rule while the worker writes a use (held up by a row
-#       lock): the use being written still counts.
+#   (d) the inactivity rule while a use cannot be written (its row locked by
+#       an open transaction: the worker skips it and keeps it): the use not
+#       yet written still counts.
 #   (e) a SIGTERM to the worker right after a use write commits (gdb stops
 #       it there): the uses are counted once, not again by the next worker.
 #   (f) settings in postgresql.conf are in force from the start; a SIGTERM
@@ -216,10 +217,16 @@ my $locker = $node->background_psql('postgres');
 $locker->query_safe('BEGIN');
 $locker->query_safe("SELECT 1 FROM extension_token_sessions WHERE session_id = '$d_sid' FOR UPDATE");
 is($node->safe_psql('postgres', "$validate('$d_at')"), 'valid', '(d) used again');
+# a use of another session, written after that one was taken (uses are
+# taken in one walk of the table): the locked row was skipped, not waited for
+my ($d2_at, $d2_rt, $d2_sid) = split /\|/, $node->safe_psql('postgres',
+	"SELECT access_token, refresh_token, session_id FROM extension_token_issue('user_2raceIdle', 'beside')");
+is($node->safe_psql('postgres', "$validate('$d2_at')"), 'valid', '(d) another session used');
 ok( $node->poll_query_until('postgres',
-		"SELECT count(*) > 0 FROM pg_stat_activity
-		  WHERE backend_type = 'extension_tokens revoker' AND wait_event_type = 'Lock'"),
-	'(d) the worker writing that use waits for the row, locked by another transaction');
+		"SELECT use_count FROM extension_token_sessions WHERE session_id = '$d2_sid'", '1'),
+	'(d) its use is written while the other row is locked');
+is($node->safe_psql('postgres', "SELECT use_count FROM extension_token_sessions WHERE session_id = '$d_sid'"),
+	'1', '(d) the locked row is skipped: its use is kept, not written');
 # past 6 s after the use the row shows, less after the one being written
 my $now = $node->safe_psql('postgres', 'SELECT extract(epoch FROM clock_timestamp())');
 usleep(int(($t0 + 6.3 - $now) * 1_000_000)) if $t0 + 6.3 > $now;
@@ -236,22 +243,30 @@ ok( $node->poll_query_until('postgres',
 # ---------------------------------------------------------------------
 my ($e_at, $e_rt, $e_sid) = split /\|/, $node->safe_psql('postgres',
 	"SELECT access_token, refresh_token, session_id FROM extension_token_issue('user_2raceTerm', 'sigterm')");
+# The worker is kept connected here, and its pid known, by a revocation it
+# cannot commit yet: another session's row is held locked, and its refresh
+# token reused.  (Uses skip a locked row; a failing revocation is tried
+# again, a second's lock wait at a time, and the worker stays.)
+my ($h_at, $h_rt, $h_sid) = split /\|/, $node->safe_psql('postgres',
+	"SELECT access_token, refresh_token, session_id FROM extension_token_issue('user_2raceTerm', 'held')");
+$node->safe_psql('postgres', "SELECT 1 FROM extension_token_refresh('$h_rt')");
 $locker = $node->background_psql('postgres');
 $locker->query_safe('BEGIN');
-$locker->query_safe("SELECT 1 FROM extension_token_sessions WHERE session_id = '$e_sid' FOR UPDATE");
-is($node->safe_psql('postgres', "$validate('$e_at'); $validate('$e_at'); $validate('$e_at')"),
-	"valid\nvalid\nvalid", '(e) three validations');
+$locker->query_safe("SELECT 1 FROM extension_token_sessions WHERE session_id = '$h_sid' FOR UPDATE");
+($ret, $out, $err) = $node->psql('postgres',
+	"SET extension_tokens.refresh_retry_window = 0; SELECT 1 FROM extension_token_refresh('$h_rt')");
+like($err, qr/refresh token rejected/, '(e) a reuse whose revocation waits for a locked row');
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) > 0 FROM pg_stat_activity
 		  WHERE backend_type = 'extension_tokens revoker' AND wait_event_type = 'Lock'"),
-	'(e) the worker writing their uses waits for the locked row');
+	'(e) the worker tries that revocation');
 my $worker_pid = $node->safe_psql('postgres',
 	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'extension_tokens revoker'");
 $gdb = gdb_stop_at($worker_pid, 'usage_settle');
 ok(gdb_reached($gdb, 'ready'), '(e) gdb attached to the worker with a breakpoint where it settles a write')
   or diag gdb_diag($gdb);
-$locker->query_safe('ROLLBACK');
-$locker->quit;
+is($node->safe_psql('postgres', "$validate('$e_at'); $validate('$e_at'); $validate('$e_at')"),
+	"valid\nvalid\nvalid", '(e) three validations');
 ok(gdb_reached($gdb, 'hit'), '(e) the worker stopped after its write committed, before settling it')
   or diag gdb_diag($gdb);
 is($node->safe_psql('postgres', "SELECT use_count FROM extension_token_sessions WHERE session_id = '$e_sid'"),
@@ -261,6 +276,12 @@ gdb_release($gdb);
 ok( $node->poll_query_until('postgres',
 		"SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $worker_pid"),
 	'(e) the worker exits on the SIGTERM');
+$locker->query_safe('ROLLBACK');
+$locker->quit;
+ok( $node->poll_query_until('postgres',
+		"SELECT revoked_reason FROM extension_token_sessions WHERE session_id = '$h_sid'",
+		'refresh_token_reuse'),
+	'(e) the lock gone, the waiting revocation commits');
 # a use of another session brings a worker back, which flushes what is left
 my ($e2_at, $e2_rt, $e2_sid) = split /\|/, $node->safe_psql('postgres',
 	"SELECT access_token, refresh_token, session_id FROM extension_token_issue('user_2raceTerm', 'after sigterm')");
