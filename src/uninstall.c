@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * uninstall.c
- *	  What dropping the extension, or its database, must undo outside the
- *	  database's own catalogs: its pg_cron jobs.
+ *	  What dropping the extension, or dropping or renaming its database,
+ *	  must undo or redo outside the database's own catalogs: its pg_cron
+ *	  jobs.
  *
  * pg_cron keeps the cleanup jobs in the database named by
  * cron.database_name, where PostgreSQL's dependency tracking cannot see
@@ -24,10 +25,18 @@
  * if the database is then gone.  Databases without the extension have no
  * such job, and removing none costs one short-lived worker.
  *
- * The jobs are removed in the cron database's own transaction; should the
- * commit fail after that, extension_tokens_cleanup_schedule() makes them
- * again.  A failure to remove them never blocks the drop: it is a WARNING
- * that says how to remove them by hand.
+ * ALTER DATABASE ... RENAME TO: the jobs are named after the database and
+ * run in it by name, so after a rename the cleanup stopped running (its
+ * database was gone) and a later DROP DATABASE left the jobs behind.  A
+ * ProcessUtility hook notes the two names; the pre-commit callback, if the
+ * old name is then gone and the new one there, has a worker make the jobs
+ * again under the new name, with their schedule, command and user, and
+ * remove the old ones.
+ *
+ * The jobs are removed (or moved) in the cron database's own transaction;
+ * should the commit fail after that, extension_tokens_cleanup_schedule()
+ * makes them again.  A failure never blocks the drop or the rename: it is
+ * a WARNING that says what to do by hand.
  *
  *-------------------------------------------------------------------------
  */
@@ -41,18 +50,30 @@
 #include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 #include "utils/guc.h"
 
 #include "uninstall.h"
 #include "worker.h"
 
 static object_access_hook_type prev_object_access_hook = NULL;
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
 
 /* A drop of the extension may be under way in this transaction. */
 static bool extension_drop_pending = false;
 
 /* The database a DROP DATABASE of this transaction is dropping, or "". */
 static char dropped_database[NAMEDATALEN];
+
+/*
+ * The databases this transaction renamed: old and new name, a chain of
+ * renames (a to b, then b to c) kept as one.
+ */
+#define MAX_RENAMES 8
+static char renamed_from[MAX_RENAMES][NAMEDATALEN];
+static char renamed_to[MAX_RENAMES][NAMEDATALEN];
+static int	nrenamed = 0;
 
 static bool callback_registered = false;
 
@@ -70,23 +91,57 @@ remove_jobs(const char *database)
 						 database ? database : get_database_name(MyDatabaseId))));
 }
 
+/* Moves the jobs of a database renamed from `from` to `to`. */
+static void
+move_jobs(const char *from, const char *to)
+{
+	int64		jobs;
+	char	   *message;
+
+	if (!WorkerCronRenamed(from, to, &jobs, &message))
+		ereport(WARNING,
+				(errmsg("the pg_cron jobs of extension_tokens in database \"%s\" still name it \"%s\": %s",
+						to, from, message),
+				 errhint("In database \"%s\", run SELECT extension_tokens_cleanup_schedule(); then, in the database named by cron.database_name, SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname LIKE 'extension_tokens%%:%s';",
+						 to, from)));
+}
+
 static void
 uninstall_xact_callback(XactEvent event, void *arg)
 {
 	bool		extension;
 	char		database[NAMEDATALEN];
+	int			renames;
 
-	if (!extension_drop_pending && dropped_database[0] == '\0')
+	if (!extension_drop_pending && dropped_database[0] == '\0' && nrenamed == 0)
 		return;
 	if (event == XACT_EVENT_PRE_PREPARE)
 		return;
 	extension = extension_drop_pending;
 	strlcpy(database, dropped_database, sizeof(database));
+	renames = nrenamed;
 	extension_drop_pending = false;
 	dropped_database[0] = '\0';
+	nrenamed = 0;
 	/* Committed, aborted or prepared: nothing more to do either way. */
 	if (event != XACT_EVENT_PRE_COMMIT && event != XACT_EVENT_PARALLEL_PRE_COMMIT)
 		return;
+
+	for (int i = 0; i < renames; i++)
+	{
+		const char *cron_db = GetConfigOption("cron.database_name", true, false);
+
+		/*
+		 * Renamed, as the catalog now says (a failed or rolled-back rename
+		 * changed nothing); pg_cron's own database is left alone (its
+		 * jobs, and pg_cron, follow cron.database_name, not the rename).
+		 */
+		if (cron_db != NULL && strcmp(cron_db, renamed_from[i]) != 0 &&
+			strcmp(renamed_from[i], renamed_to[i]) != 0 &&
+			!OidIsValid(get_database_oid(renamed_from[i], true)) &&
+			OidIsValid(get_database_oid(renamed_to[i], true)))
+			move_jobs(renamed_from[i], renamed_to[i]);
+	}
 
 	if (extension && !OidIsValid(get_extension_oid("extension_tokens", true)))
 		remove_jobs(NULL);
@@ -130,11 +185,57 @@ uninstall_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	}
 }
 
+/* Notes ALTER DATABASE ... RENAME TO, for the pre-commit callback. */
+static void
+note_rename(const char *from, const char *to)
+{
+	int			i;
+
+	for (i = 0; i < nrenamed; i++)
+		if (strcmp(renamed_to[i], from) == 0)
+			break;
+	if (i == nrenamed)
+	{
+		if (nrenamed == MAX_RENAMES)
+		{
+			ereport(WARNING,
+					(errmsg("the pg_cron jobs of extension_tokens in database \"%s\" are not moved to its new name",
+							from),
+					 errhint("Rename fewer databases in one transaction, or run SELECT extension_tokens_cleanup_schedule() in it afterwards.")));
+			return;
+		}
+		strlcpy(renamed_from[nrenamed++], from, NAMEDATALEN);
+	}
+	strlcpy(renamed_to[i], to, NAMEDATALEN);
+	register_callback();
+}
+
+static void
+uninstall_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+						 bool readOnlyTree, ProcessUtilityContext context,
+						 ParamListInfo params, QueryEnvironment *queryEnv,
+						 DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	if (IsA(stmt, RenameStmt) && ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE &&
+		GetConfigOption("cron.database_name", true, false) != NULL)
+		note_rename(((RenameStmt *) stmt)->subname, ((RenameStmt *) stmt)->newname);
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params,
+							queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+}
+
 void
 UninstallInit(void)
 {
 	prev_object_access_hook = object_access_hook;
 	object_access_hook = uninstall_object_access;
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = uninstall_ProcessUtility;
 }
 
 /* extension_tokens_drop_jobs() RETURNS event_trigger */

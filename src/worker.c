@@ -52,10 +52,12 @@ PGDLLEXPORT void extension_tokens_cron_worker_main(Datum main_arg);
 typedef struct CronRequest
 {
 	bool		unschedule;
-	bool		missing_ok;		/* unschedule: no pg_cron in the cron database
-								 * means no job to remove */
+	bool		missing_ok;		/* no pg_cron in the cron database means no
+								 * job to remove (or move) */
 	char		cron_database[NAMEDATALEN];
 	char		database[NAMEDATALEN];
+	char		new_name[NAMEDATALEN];	/* "": no rename; else `database`'s
+										 * jobs move to this name */
 	char		schema[NAMEDATALEN];
 	char		username[NAMEDATALEN];
 	char		schedule[128];
@@ -102,7 +104,7 @@ start_worker(const char *function, const char *name, Datum arg,
  */
 static bool
 cron_request(bool unschedule, bool missing_ok, const char *database,
-			 const char *schedule, int64 *jobs, char **message)
+			 const char *new_name, const char *schedule, int64 *jobs, char **message)
 {
 	const char *cron_db = GetConfigOption("cron.database_name", true, false);
 	dsm_segment *seg;
@@ -123,7 +125,8 @@ cron_request(bool unschedule, bool missing_ok, const char *database,
 	strlcpy(req->cron_database, cron_db, sizeof(req->cron_database));
 	strlcpy(req->database, database ? database : get_database_name(MyDatabaseId),
 			sizeof(req->database));
-	if (!unschedule)
+	strlcpy(req->new_name, new_name ? new_name : "", sizeof(req->new_name));
+	if (!unschedule && new_name == NULL)
 	{
 		strlcpy(req->schema, get_namespace_name(StorageExtensionSchema()), sizeof(req->schema));
 		strlcpy(req->username, GetUserNameFromId(StorageExtensionOwner(), false),
@@ -155,7 +158,7 @@ cron_request(bool unschedule, bool missing_ok, const char *database,
 bool
 WorkerCron(bool unschedule, const char *schedule, int64 *jobs, char **message)
 {
-	return cron_request(unschedule, false, NULL, schedule, jobs, message);
+	return cron_request(unschedule, false, NULL, NULL, schedule, jobs, message);
 }
 
 /*
@@ -172,7 +175,25 @@ WorkerCronRemoveDropped(const char *database, int64 *jobs, char **message)
 		*message = pstrdup("pg_cron is not loaded");
 		return true;
 	}
-	return cron_request(true, true, database, NULL, jobs, message);
+	return cron_request(true, true, database, NULL, NULL, jobs, message);
+}
+
+/*
+ * Moves the jobs of database `old_name` to its new name after ALTER
+ * DATABASE ... RENAME TO (uninstall.c): they are named after the database
+ * and run in it by name.  A database without jobs, or a server or cron
+ * database without pg_cron, has nothing to move, and that is no failure.
+ */
+bool
+WorkerCronRenamed(const char *old_name, const char *new_name, int64 *jobs, char **message)
+{
+	*jobs = 0;
+	if (GetConfigOption("cron.database_name", true, false) == NULL)
+	{
+		*message = pstrdup("pg_cron is not loaded");
+		return true;
+	}
+	return cron_request(false, true, old_name, new_name, NULL, jobs, message);
 }
 
 /* The names in cron.job of a database's two jobs. */
@@ -181,6 +202,13 @@ typedef struct CronJobNames
 	char		cleanup[NAMEDATALEN + 32];
 	char		history[NAMEDATALEN + 32];
 } CronJobNames;
+
+static void
+cron_job_names(CronJobNames *names, const char *database)
+{
+	snprintf(names->cleanup, sizeof(names->cleanup), "extension_tokens_cleanup:%s", database);
+	snprintf(names->history, sizeof(names->history), "extension_tokens_history:%s", database);
+}
 
 /*
  * The worker's start: attaches to the request (*seg) and connects to the
@@ -213,17 +241,31 @@ cron_installed(void)
 	return rc == SPI_OK_SELECT && SPI_processed == 1;
 }
 
-/* Runs a call of pg_cron's with nargs text arguments; raises if it failed. */
+/* Runs `sql` with nargs text arguments; raises unless it returned `expected`. */
 static void
-cron_call(const char *sql, int nargs, Datum *args)
+cron_execute(const char *sql, int nargs, Datum *args, int expected)
 {
 	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	int			rc;
 
 	Assert(nargs <= lengthof(types));
 	rc = SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0);
-	if (rc != SPI_OK_SELECT)
+	if (rc != expected)
 		elog(ERROR, "pg_cron call failed: %s", SPI_result_code_string(rc));
+}
+
+/* A call of pg_cron's (a SELECT). */
+static void
+cron_call(const char *sql, int nargs, Datum *args)
+{
+	cron_execute(sql, nargs, args, SPI_OK_SELECT);
+}
+
+/* An UPDATE of pg_cron's table of jobs. */
+static void
+cron_update(const char *sql, int nargs, Datum *args)
+{
+	cron_execute(sql, nargs, args, SPI_OK_UPDATE);
 }
 
 /* Removes the database's jobs; returns how many there were. */
@@ -242,6 +284,18 @@ cron_unschedule(const CronJobNames *names)
 									   &isnull));
 }
 
+/* The command of the job that trims the run history of the two jobs. */
+static char *
+cron_history_command(const CronJobNames *names)
+{
+	return psprintf("DELETE FROM cron.job_run_details d USING cron.job j "
+					"WHERE d.jobid OPERATOR(pg_catalog.=) j.jobid "
+					"AND j.jobname OPERATOR(pg_catalog.=) ANY (ARRAY[%s, %s]) "
+					"AND d.end_time OPERATOR(pg_catalog.<) "
+					"(pg_catalog.now() OPERATOR(pg_catalog.-) interval '7 days')",
+					quote_literal_cstr(names->cleanup), quote_literal_cstr(names->history));
+}
+
 /*
  * Creates (or updates) the database's two jobs: the cleanup, run in the
  * database by the extension's owner on the request's schedule, and the
@@ -252,14 +306,11 @@ static int64
 cron_schedule(const CronRequest *req, const CronJobNames *names)
 {
 	Datum		args[5];
-	StringInfoData command;
 
-	initStringInfo(&command);
-	appendStringInfo(&command, "SELECT %s.extension_tokens_cleanup()",
-					 quote_identifier(req->schema));
 	args[0] = CStringGetTextDatum(names->cleanup);
 	args[1] = CStringGetTextDatum(req->schedule);
-	args[2] = CStringGetTextDatum(command.data);
+	args[2] = CStringGetTextDatum(psprintf("SELECT %s.extension_tokens_cleanup()",
+										   quote_identifier(req->schema)));
 	args[3] = CStringGetTextDatum(req->database);
 	args[4] = CStringGetTextDatum(req->username);
 	cron_call("SELECT cron.schedule_in_database($1, $2, $3, $4, $5)", 5, args);
@@ -267,16 +318,38 @@ cron_schedule(const CronRequest *req, const CronJobNames *names)
 	/* pg_cron's own history of these jobs: a week is enough. */
 	args[0] = CStringGetTextDatum(names->history);
 	args[1] = CStringGetTextDatum("23 3 * * *");
-	args[2] = CStringGetTextDatum(psprintf(
-		"DELETE FROM cron.job_run_details d USING cron.job j "
-		"WHERE d.jobid OPERATOR(pg_catalog.=) j.jobid "
-		"AND j.jobname OPERATOR(pg_catalog.=) ANY (ARRAY[%s, %s]) "
-		"AND d.end_time OPERATOR(pg_catalog.<) "
-		"(pg_catalog.now() OPERATOR(pg_catalog.-) interval '7 days')",
-		quote_literal_cstr(names->cleanup), quote_literal_cstr(names->history)));
+	args[2] = CStringGetTextDatum(cron_history_command(names));
 	args[3] = CStringGetTextDatum(req->cron_database);
 	cron_call("SELECT cron.schedule_in_database($1, $2, $3, $4, $5)", 5, args);
 	return 2;
+}
+
+/*
+ * The jobs of names `from` given the names `to` after the database was renamed:
+ * the cleanup runs in the database by its new name (schedule, command and
+ * user as they were), the history's trimming names the new jobs.  cron.job
+ * is updated in place: cron.schedule_in_database() would refuse the new
+ * name, not committed yet (this runs before the rename's commit).  Returns
+ * how many jobs it moved.
+ */
+static int64
+cron_rename(const CronRequest *req, const CronJobNames *from, const CronJobNames *to)
+{
+	Datum		args[3];
+	int64		moved;
+
+	args[0] = CStringGetTextDatum(from->cleanup);
+	args[1] = CStringGetTextDatum(to->cleanup);
+	args[2] = CStringGetTextDatum(req->new_name);
+	cron_update("UPDATE cron.job SET jobname = $2, database = $3 "
+				"WHERE jobname OPERATOR(pg_catalog.=) $1", 3, args);
+	moved = (int64) SPI_processed;
+	args[0] = CStringGetTextDatum(from->history);
+	args[1] = CStringGetTextDatum(to->history);
+	args[2] = CStringGetTextDatum(cron_history_command(to));
+	cron_update("UPDATE cron.job SET jobname = $2, command = $3 "
+				"WHERE jobname OPERATOR(pg_catalog.=) $1", 3, args);
+	return moved + (int64) SPI_processed;
 }
 
 /* The outcome, for the backend that waits for the worker (cron_request()). */
@@ -296,9 +369,11 @@ static void
 cron_run_request(CronRequest *req)
 {
 	CronJobNames names;
+	CronJobNames new_names;
 
-	snprintf(names.cleanup, sizeof(names.cleanup), "extension_tokens_cleanup:%s", req->database);
-	snprintf(names.history, sizeof(names.history), "extension_tokens_history:%s", req->database);
+	cron_job_names(&names, req->database);
+	if (req->new_name[0])
+		cron_job_names(&new_names, req->new_name);
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -311,7 +386,7 @@ cron_run_request(CronRequest *req)
 			elog(ERROR, "SPI_connect failed");
 		if (!cron_installed())
 		{
-			if (!(req->unschedule && req->missing_ok))
+			if (!req->missing_ok)
 				ereport(ERROR,
 						(errmsg("the pg_cron extension is not installed in database \"%s\"",
 								req->cron_database)));
@@ -320,12 +395,15 @@ cron_run_request(CronRequest *req)
 		}
 		else if (req->unschedule)
 			req->jobs = cron_unschedule(&names);
+		else if (req->new_name[0])
+			req->jobs = cron_rename(req, &names, &new_names);
 		else
 			req->jobs = cron_schedule(req, &names);
 		SPI_finish();
 		PopActiveSnapshot();
 		CommitTransactionCommand();
-		cron_report(req, true, req->unschedule ? "unscheduled" : "scheduled");
+		cron_report(req, true, req->unschedule ? "unscheduled" :
+					req->new_name[0] ? "renamed" : "scheduled");
 	}
 	PG_CATCH();
 	{

@@ -4,8 +4,10 @@
 # ("postgres" here); the extension lives in another database ("app").  At
 # CREATE EXTENSION the job must appear in postgres's cron.job, aimed at app;
 # run by pg_cron, it must delete app's expired sessions (seen in
-# cron.job_run_details); the schedule can be changed and removed.  A server
-# without pg_cron gets a clear warning at CREATE EXTENSION instead.
+# cron.job_run_details); the schedule can be changed and removed; dropping
+# the extension or its database removes the jobs, renaming the database
+# moves them to its new name.  A server without pg_cron gets a clear
+# warning at CREATE EXTENSION instead.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -140,6 +142,45 @@ is($jobs_of->('app'), '2', "the other databases' jobs stay");
 ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app2');
 is($ret, 0, 'dropping a database without the extension (or its jobs) succeeds, silently')
   or diag($err);
+
+# ALTER DATABASE ... RENAME TO: the jobs are named after the database and run
+# in it by name; they move to the new name, schedule, command and user kept
+# (a ProcessUtility hook and the commit: src/uninstall.c).  Before, the
+# cleanup stopped (its database was gone) and DROP DATABASE left the jobs.
+$node->safe_psql('postgres', 'CREATE DATABASE app4');
+$node->safe_psql('app4', 'CREATE EXTENSION extension_tokens');
+$node->safe_psql('app4', "SELECT extension_tokens_cleanup_schedule('* * * * *')");
+my $job_of = sub {
+	$node->safe_psql('postgres',
+		"SELECT schedule || '|' || database || '|' || username || '|' || command FROM cron.job
+		  WHERE jobname = 'extension_tokens_cleanup:$_[0]'");
+};
+my $app4_job = $job_of->('app4');
+like($app4_job, qr/^\* \* \* \* \*\|app4\|/, 'a fourth database has its cleanup job, every minute');
+($ret, $out, $err) = $node->psql('postgres', 'BEGIN; ALTER DATABASE app4 RENAME TO app4b; ROLLBACK;');
+is($jobs_of->('app4') . ' ' . $jobs_of->('app4b'), '2 0', 'a rename rolled back moves no job');
+my $renamed_at = $node->safe_psql('postgres', 'SELECT now()');
+($ret, $out, $err) = $node->psql('postgres', 'ALTER DATABASE app4 RENAME TO app4b');
+is($ret, 0, 'ALTER DATABASE ... RENAME TO succeeds');
+unlike($err, qr/WARNING/, 'and says nothing when the jobs are moved');
+is($jobs_of->('app4') . ' ' . $jobs_of->('app4b'), '0 2', 'the jobs now bear the new name, none the old');
+(my $moved = $app4_job) =~ s/\|app4\|/|app4b|/;
+is($job_of->('app4b'), $moved, 'the cleanup runs in the database by its new name, schedule, user and command kept');
+like( $node->safe_psql('postgres',
+		"SELECT command FROM cron.job WHERE jobname = 'extension_tokens_history:app4b'"),
+	qr/'extension_tokens_cleanup:app4b', 'extension_tokens_history:app4b'/,
+	'the history job trims the runs of the jobs by their new names');
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+		  WHERE j.jobname = 'extension_tokens_cleanup:app4b' AND d.database = 'app4b'
+		    AND d.start_time > '$renamed_at' AND d.status = 'succeeded'"),
+	'pg_cron runs the moved cleanup in the renamed database, and it succeeds');
+($ret, $out, $err) = $node->psql('postgres', 'ALTER DATABASE app2x RENAME TO app2y');
+like($err, qr/does not exist/, 'a rename that fails ...');
+is($jobs_of->('app2y'), '0', '... moves nothing');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app4b');
+is($jobs_of->('app4b'), '0', 'DROP DATABASE of the renamed database removes its jobs');
+is($jobs_of->('app'), '2', "the other databases' jobs stay");
 
 $node->stop;
 
