@@ -431,10 +431,13 @@ CREATE FUNCTION extension_token_api_key_list(p_user_id text DEFAULT NULL)
 RETURNS SETOF extension_token_session
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
-AS $list$
+-- BEGIN ATOMIC: the call is bound to the function itself when this is made,
+-- not looked up by the schema's name at each call (whoever owns the schema
+-- could rename it and put his own extension_token_list under that name)
+BEGIN ATOMIC
     SELECT l.* FROM @extschema@.extension_token_list(p_user_id) AS l
-     WHERE l.kind OPERATOR(pg_catalog.=) 'api_key'
-$list$;
+     WHERE l.kind OPERATOR(pg_catalog.=) 'api_key';
+END;
 COMMENT ON FUNCTION extension_token_api_key_list(text) IS
 'The API keys of p_user_id (NULL: the calling PostgREST user), newest first, as extension_token_list shows sessions: never a key or a hash';
 
@@ -950,6 +953,85 @@ CREATE TRIGGER extension_token_sessions_truncated
 ALTER TABLE extension_token_sessions
     ENABLE ALWAYS TRIGGER extension_token_session_changed,
     ENABLE ALWAYS TRIGGER extension_token_sessions_truncated;
+
+-- The pg_cron jobs of 1.1 ran "SELECT <schema>.extension_tokens_cleanup()"
+-- as the extension's owner: whoever owns that schema could rename it and
+-- put his own function under the old name.  This version's jobs find the
+-- function by its membership in the extension; the jobs there are brought
+-- up to date, their schedules kept (none there: none made).
+DO $cron$
+BEGIN
+    IF pg_catalog.current_setting('cron.database_name', true) IS NOT NULL THEN
+        PERFORM extension_tokens_cleanup_schedule(NULL, p_quiet => true);
+    END IF;
+END
+$cron$;
+
+-- Every object of the extension belongs to the extension's owner, as after a
+-- fresh install.  ALTER EXTENSION ... UPDATE makes whoever runs it the owner
+-- of what the update creates; a role made superuser for an upgrade and
+-- demoted afterwards would own the tables and the SECURITY DEFINER code.
+DO $owner$
+DECLARE
+    ext_owner pg_catalog.oid;
+    owner_name pg_catalog.name;
+    r record;
+BEGIN
+    SELECT e.extowner, a.rolname INTO ext_owner, owner_name
+      FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_authid a ON a.oid OPERATOR(pg_catalog.=) e.extowner
+     WHERE e.extname OPERATOR(pg_catalog.=) 'extension_tokens';
+    -- tables and views first: their sequences and row types follow them (and
+    -- a sequence that belongs to a column cannot be given away by itself)
+    FOR r IN
+        SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+          LEFT JOIN pg_catalog.pg_class c ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+                                        AND c.oid OPERATOR(pg_catalog.=) d.objid
+         WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND d.deptype OPERATOR(pg_catalog.=) 'e'
+           AND e.extname OPERATOR(pg_catalog.=) 'extension_tokens'
+         ORDER BY c.oid IS NULL, c.relkind OPERATOR(pg_catalog.=) 'S', d.objid
+    LOOP
+        IF r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass THEN
+            PERFORM 1 FROM pg_catalog.pg_class c
+              WHERE c.oid OPERATOR(pg_catalog.=) r.objid AND c.relowner OPERATOR(pg_catalog.<>) ext_owner;
+            IF FOUND THEN
+                EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I',
+                    (SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                           WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END
+                       FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) r.objid),
+                    r.objid::pg_catalog.regclass, owner_name);
+            END IF;
+        ELSIF r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass THEN
+            PERFORM 1 FROM pg_catalog.pg_proc p
+              WHERE p.oid OPERATOR(pg_catalog.=) r.objid AND p.proowner OPERATOR(pg_catalog.<>) ext_owner;
+            IF FOUND THEN
+                EXECUTE pg_catalog.format('ALTER ROUTINE %s OWNER TO %I',
+                    r.objid::pg_catalog.regprocedure, owner_name);
+            END IF;
+        ELSIF r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass THEN
+            PERFORM 1 FROM pg_catalog.pg_type t
+              WHERE t.oid OPERATOR(pg_catalog.=) r.objid AND t.typowner OPERATOR(pg_catalog.<>) ext_owner;
+            IF FOUND THEN
+                EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I',
+                    (SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END
+                       FROM pg_catalog.pg_type t WHERE t.oid OPERATOR(pg_catalog.=) r.objid),
+                    r.objid::pg_catalog.regtype, owner_name);
+            END IF;
+        ELSIF r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_event_trigger'::pg_catalog.regclass THEN
+            -- an event trigger's owner must be a superuser
+            PERFORM 1 FROM pg_catalog.pg_event_trigger t, pg_catalog.pg_authid a
+              WHERE t.oid OPERATOR(pg_catalog.=) r.objid AND t.evtowner OPERATOR(pg_catalog.<>) ext_owner
+                AND a.oid OPERATOR(pg_catalog.=) ext_owner AND a.rolsuper;
+            IF FOUND THEN
+                EXECUTE pg_catalog.format('ALTER EVENT TRIGGER %I OWNER TO %I',
+                    (SELECT t.evtname FROM pg_catalog.pg_event_trigger t
+                      WHERE t.oid OPERATOR(pg_catalog.=) r.objid), owner_name);
+            END IF;
+        END IF;
+    END LOOP;
+END
+$owner$;
 
 -- The helper of the top of this script has done its work.
 DROP FUNCTION extension_tokens_revoke_role_grants(text, text);

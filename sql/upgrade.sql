@@ -4,9 +4,16 @@
 -- objects a fresh install has.
 -- Runs last: it drops and recreates the extension.
 
--- Every member object of the extension, described by what defines it.
+-- Every member object of the extension, described by what defines it and
+-- who owns it.
 CREATE FUNCTION regress_ext_objects() RETURNS SETOF text LANGUAGE sql AS $$
-  SELECT pg_describe_object(d.classid, d.objid, 0) || ' | ' ||
+  SELECT pg_describe_object(d.classid, d.objid, 0) || ' | owner ' ||
+    coalesce(pg_get_userbyid(CASE d.classid
+      WHEN 'pg_proc'::regclass THEN (SELECT proowner FROM pg_proc WHERE oid = d.objid)
+      WHEN 'pg_class'::regclass THEN (SELECT relowner FROM pg_class WHERE oid = d.objid)
+      WHEN 'pg_type'::regclass THEN (SELECT typowner FROM pg_type WHERE oid = d.objid)
+      WHEN 'pg_event_trigger'::regclass THEN (SELECT evtowner FROM pg_event_trigger WHERE oid = d.objid)
+      END), '?') || ' | ' ||
     CASE d.classid
       WHEN 'pg_proc'::regclass THEN
         pg_get_functiondef(d.objid) || coalesce(obj_description(d.objid, 'pg_proc'), '') ||
@@ -151,8 +158,14 @@ INSERT INTO extension_tokens (token_hash, token_type, session_id, user_id, name,
 VALUES (sha256(convert_to(:'rot_current', 'UTF8')), 'access', '81000000-0000-4000-8000-0000000000a0',
         '81000000-0000-4000-8000-000000000001', 'rotated in 1.1', now() - interval '1 day', '2100-01-01');
 
--- 1.1 -> 1.2: every session keeps its state.
+-- 1.1 -> 1.2: every session keeps its state.  The update is run by another
+-- superuser than the extension's owner: what it creates still belongs to the
+-- extension's owner (the updater owned it, and kept it when demoted).
+CREATE ROLE regress_updater SUPERUSER;
+SET ROLE regress_updater;
 ALTER EXTENSION extension_tokens UPDATE TO '1.2';
+RESET ROLE;
+DROP ROLE regress_updater;
 SELECT extversion FROM pg_extension WHERE extname = 'extension_tokens';
 SELECT valid, token_name, user_id FROM extension_token_validate(:'old_token');
 SELECT valid, error FROM extension_token_validate(:'old_revoked');

@@ -1984,7 +1984,8 @@ extension_tokens_cleanup(PG_FUNCTION_ARGS)
 /*
  * What extension_tokens_cleanup_schedule(p_schedule text, p_quiet boolean)
  * and extension_tokens_cleanup_unschedule() return (text): the job
- * scheduled or removed, through a worker in the cron database.  A failure
+ * scheduled or removed (`schedule` NULL: the jobs there brought up to date),
+ * through a worker in the cron database.  A failure
  * raises, or with `raise` false (p_quiet) is a WARNING and "not scheduled".
  */
 static Datum
@@ -1993,7 +1994,9 @@ cron_call(bool unschedule, const char *schedule, bool raise)
 	int64		jobs = 0;
 	char	   *message = NULL;
 
-	if (!WorkerCron(unschedule, schedule, &jobs, &message))
+	if (!unschedule && schedule == NULL ?
+		!WorkerCronRenamed(NULL, NULL, &jobs, &message) :
+		!WorkerCron(unschedule, schedule, &jobs, &message))
 	{
 		if (raise)
 			ereport(ERROR,
@@ -2012,14 +2015,16 @@ PG_FUNCTION_INFO_V1(extension_tokens_cleanup_schedule);
 Datum
 extension_tokens_cleanup_schedule(PG_FUNCTION_ARGS)
 {
-	const char *schedule = PG_ARGISNULL(0) ? "17 * * * *" : text_to_cstring(PG_GETARG_TEXT_PP(0));
 	bool		quiet = PG_NARGS() > 1 && !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
 
 	if (!PolicyCallerIsAdmin())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to schedule the cleanup")));
-	PG_RETURN_DATUM(cron_call(false, schedule, !quiet));
+	/* NULL: the jobs there are made this version's, schedules kept (an update) */
+	if (PG_ARGISNULL(0))
+		PG_RETURN_DATUM(cron_call(false, NULL, !quiet));
+	PG_RETURN_DATUM(cron_call(false, text_to_cstring(PG_GETARG_TEXT_PP(0)), !quiet));
 }
 
 PG_FUNCTION_INFO_V1(extension_tokens_cleanup_unschedule);

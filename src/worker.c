@@ -179,10 +179,12 @@ WorkerCronRemoveDropped(const char *database, int64 *jobs, char **message)
 }
 
 /*
- * Moves the jobs of database `old_name` to its new name after ALTER
- * DATABASE ... RENAME TO (uninstall.c): they are named after the database
- * and run in it by name.  A database without jobs, or a server or cron
- * database without pg_cron, has nothing to move, and that is no failure.
+ * Moves the jobs of database `old_name` (NULL: this one) to its new name
+ * after ALTER DATABASE ... RENAME TO (uninstall.c): they are named after the
+ * database and run in it by name; with `new_name` NULL, only makes their
+ * commands this version's, schedules kept.  A database without jobs, or a
+ * server or cron database without pg_cron, has nothing to move, and that is
+ * no failure.
  */
 bool
 WorkerCronRenamed(const char *old_name, const char *new_name, int64 *jobs, char **message)
@@ -193,7 +195,10 @@ WorkerCronRenamed(const char *old_name, const char *new_name, int64 *jobs, char 
 		*message = pstrdup("pg_cron is not loaded");
 		return true;
 	}
-	return cron_request(false, true, old_name, new_name, NULL, jobs, message);
+	if (old_name == NULL)
+		old_name = get_database_name(MyDatabaseId);
+	return cron_request(false, true, old_name, new_name ? new_name : old_name, NULL,
+						jobs, message);
 }
 
 /* The names in cron.job of a database's two jobs. */
@@ -284,6 +289,33 @@ cron_unschedule(const CronJobNames *names)
 									   &isnull));
 }
 
+/*
+ * The cleanup job's command.  pg_cron runs it in the database as the
+ * extension's owner (a superuser, as a rule), under the search_path the
+ * database's owner may have set, so it names nothing that anyone but a
+ * superuser could put there: the cleanup function is found by its
+ * membership in the extension (by oid, wherever the extension's schema is
+ * now, whatever else bears its name), and called by that schema's name with
+ * its argument typed; a database without the extension (a job left behind
+ * by a failed CREATE EXTENSION or an interrupted drop) runs nothing.  It
+ * names no schema and no database, so a rename leaves it right.
+ */
+static const char cleanup_command[] =
+	"DO $extension_tokens$ DECLARE f pg_catalog.oid; BEGIN "
+	"SELECT p.oid INTO f FROM pg_catalog.pg_extension e "
+	"JOIN pg_catalog.pg_depend d ON d.refclassid OPERATOR(pg_catalog.=) "
+	"'pg_catalog.pg_extension'::pg_catalog.regclass "
+	"AND d.refobjid OPERATOR(pg_catalog.=) e.oid AND d.deptype OPERATOR(pg_catalog.=) 'e' "
+	"AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass "
+	"JOIN pg_catalog.pg_proc p ON p.oid OPERATOR(pg_catalog.=) d.objid "
+	"WHERE e.extname OPERATOR(pg_catalog.=) 'extension_tokens' "
+	"AND p.proname OPERATOR(pg_catalog.=) 'extension_tokens_cleanup'; "
+	"IF f IS NOT NULL THEN EXECUTE pg_catalog.format('SELECT %I.%I($1)', "
+	"(SELECT n.nspname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n "
+	"ON n.oid OPERATOR(pg_catalog.=) p.pronamespace WHERE p.oid OPERATOR(pg_catalog.=) f), "
+	"'extension_tokens_cleanup') USING NULL::pg_catalog.interval; END IF; "
+	"END $extension_tokens$";
+
 /* The command of the job that trims the run history of the two jobs. */
 static char *
 cron_history_command(const CronJobNames *names)
@@ -309,8 +341,7 @@ cron_schedule(const CronRequest *req, const CronJobNames *names)
 
 	args[0] = CStringGetTextDatum(names->cleanup);
 	args[1] = CStringGetTextDatum(req->schedule);
-	args[2] = CStringGetTextDatum(psprintf("SELECT %s.extension_tokens_cleanup()",
-										   quote_identifier(req->schema)));
+	args[2] = CStringGetTextDatum(cleanup_command);
 	args[3] = CStringGetTextDatum(req->database);
 	args[4] = CStringGetTextDatum(req->username);
 	cron_call("SELECT cron.schedule_in_database($1, $2, $3, $4, $5)", 5, args);
@@ -325,9 +356,10 @@ cron_schedule(const CronRequest *req, const CronJobNames *names)
 }
 
 /*
- * The jobs of names `from` given the names `to` after the database was renamed:
- * the cleanup runs in the database by its new name (schedule, command and
- * user as they were), the history's trimming names the new jobs.  cron.job
+ * The jobs of names `from` given the names `to` after the database was renamed
+ * (or `from` itself, to bring them up to date): the cleanup runs in the
+ * database by its new name, schedule and user as they were, and both jobs'
+ * commands are this version's (an older one's named the schema).  cron.job
  * is updated in place: cron.schedule_in_database() would refuse the new
  * name, not committed yet (this runs before the rename's commit).  Returns
  * how many jobs it moved.
@@ -335,14 +367,15 @@ cron_schedule(const CronRequest *req, const CronJobNames *names)
 static int64
 cron_rename(const CronRequest *req, const CronJobNames *from, const CronJobNames *to)
 {
-	Datum		args[3];
+	Datum		args[4];
 	int64		moved;
 
 	args[0] = CStringGetTextDatum(from->cleanup);
 	args[1] = CStringGetTextDatum(to->cleanup);
 	args[2] = CStringGetTextDatum(req->new_name);
-	cron_update("UPDATE cron.job SET jobname = $2, database = $3 "
-				"WHERE jobname OPERATOR(pg_catalog.=) $1", 3, args);
+	args[3] = CStringGetTextDatum(cleanup_command);
+	cron_update("UPDATE cron.job SET jobname = $2, database = $3, command = $4 "
+				"WHERE jobname OPERATOR(pg_catalog.=) $1", 4, args);
 	moved = (int64) SPI_processed;
 	args[0] = CStringGetTextDatum(from->history);
 	args[1] = CStringGetTextDatum(to->history);
@@ -403,7 +436,8 @@ cron_run_request(CronRequest *req)
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 		cron_report(req, true, req->unschedule ? "unscheduled" :
-					req->new_name[0] ? "renamed" : "scheduled");
+					!req->new_name[0] ? "scheduled" :
+					strcmp(req->new_name, req->database) == 0 ? "updated" : "renamed");
 	}
 	PG_CATCH();
 	{

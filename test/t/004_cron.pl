@@ -39,8 +39,8 @@ unlike($err, qr/WARNING/, 'no warning when pg_cron is there');
 
 my $jobs = $node->safe_psql('postgres',
 	"SELECT jobname || ' ' || database || ' ' || command FROM cron.job ORDER BY jobname");
-like($jobs, qr/^extension_tokens_cleanup:app app SELECT public\.extension_tokens_cleanup\(\)$/m,
-	'the cleanup job is in cron.job, runs in database app');
+like($jobs, qr/^extension_tokens_cleanup:app app DO \$extension_tokens\$ .*'extension_tokens_cleanup'\) USING NULL::pg_catalog\.interval; END IF; END \$extension_tokens\$$/m,
+	'the cleanup job is in cron.job, runs in database app (a DO block that finds the function by the extension)');
 like($jobs, qr/^extension_tokens_history:app postgres DELETE FROM cron\.job_run_details d USING cron\.job j/m,
 	'a job trims the run history of these jobs, in the cron database');
 is($node->safe_psql('postgres', "SELECT schedule FROM cron.job WHERE jobname = 'extension_tokens_cleanup:app'"),
@@ -84,7 +84,7 @@ SELECT count(*) > 0 FROM cron.job_run_details r JOIN cron.job j USING (jobid)
 is($node->safe_psql('postgres', q{
 SELECT r.return_message FROM cron.job_run_details r JOIN cron.job j USING (jobid)
  WHERE j.jobname = 'extension_tokens_cleanup:app' AND r.status = 'succeeded'
- ORDER BY r.end_time LIMIT 1}), 'SELECT 1', 'pg_cron reports the job as one SELECT (it returns the count of deleted rows)');
+ ORDER BY r.end_time LIMIT 1}), 'DO', 'pg_cron reports the job as one DO block (it finds the function by the extension)');
 is($node->safe_psql('app', 'SELECT string_agg(name, \',\' ORDER BY name) FROM extension_token_sessions'),
 	'live', 'the expired and the long-revoked sessions are gone, the live one stays');
 is($node->safe_psql('app', q{SELECT count(*) FROM extension_tokens t
@@ -142,6 +142,44 @@ is($jobs_of->('app'), '2', "the other databases' jobs stay");
 ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app2');
 is($ret, 0, 'dropping a database without the extension (or its jobs) succeeds, silently')
   or diag($err);
+
+# The job runs as the extension's owner (a superuser), in a database whose
+# owner need not be one.  Its command named the schema: the database owner
+# renamed the schema, made a new one by the old name and put his own
+# extension_tokens_cleanup() there, and pg_cron ran it as superuser.  Now
+# it finds the function by its membership in the extension.  So for
+# extension_token_api_key_list(), whose body named the schema too.
+$node->safe_psql('postgres', 'CREATE ROLE regress_dbowner LOGIN');
+$node->safe_psql('postgres', 'CREATE DATABASE owned OWNER regress_dbowner');
+$node->safe_psql('owned', 'CREATE EXTENSION extension_tokens');
+$node->safe_psql('owned', "SELECT extension_tokens_cleanup_schedule('* * * * *')");
+$node->safe_psql('owned', "SELECT count(*) FROM extension_token_issue('victim', 'a session')");
+my $planted_at = $node->safe_psql('postgres', 'SELECT now()');
+$node->safe_psql('owned', q{
+ALTER SCHEMA public RENAME TO moved;
+CREATE SCHEMA public;
+CREATE TABLE public.pwned(what text, who text, superuser boolean);
+GRANT ALL ON public.pwned TO PUBLIC;
+CREATE FUNCTION public.extension_tokens_cleanup() RETURNS bigint LANGUAGE sql AS $$
+  INSERT INTO public.pwned SELECT 'cleanup', current_user, rolsuper FROM pg_roles WHERE rolname = current_user
+  RETURNING 0::bigint $$;
+CREATE FUNCTION public.extension_tokens_cleanup(interval) RETURNS bigint LANGUAGE sql AS $$
+  INSERT INTO public.pwned SELECT 'cleanup(interval)', current_user, rolsuper FROM pg_roles WHERE rolname = current_user
+  RETURNING 0::bigint $$;
+CREATE FUNCTION public.extension_token_list(text) RETURNS SETOF moved.extension_token_session LANGUAGE sql AS $$
+  INSERT INTO public.pwned SELECT 'list', current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+  SELECT * FROM moved.extension_token_list($1) $$;
+}, extra_params => [ '-U', 'regress_dbowner' ]);
+ok( $node->poll_query_until('postgres',
+		"SELECT count(*) > 0 FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+		  WHERE j.jobname = 'extension_tokens_cleanup:owned' AND d.start_time > '$planted_at'
+		    AND d.status = 'succeeded'"),
+	'after the schema was renamed and a function planted by the old name, pg_cron ran the cleanup');
+is($node->safe_psql('owned', 'SELECT count(*) FROM moved.extension_token_api_key_list(\'victim\')'), '0',
+	'a superuser lists the API keys through the moved schema');
+is($node->safe_psql('owned', "SELECT coalesce(string_agg(what || ' as ' || who, ', '), 'nothing') FROM public.pwned"),
+	'nothing', 'neither ran the database owner\'s planted functions');
+$node->safe_psql('postgres', 'DROP DATABASE owned');
 
 # ALTER DATABASE ... RENAME TO: the jobs are named after the database and run
 # in it by name; they move to the new name, schedule, command and user kept
