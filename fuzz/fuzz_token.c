@@ -1185,17 +1185,21 @@ fuzz_request_claims(const uint8_t *data, size_t size)
 	if (size >= 1 && size <= 512)
 	{
 		static const unsigned char aad[16] = {1};
+		static const unsigned char server[] = "server key";
+		static const unsigned char other[] = "server kez";
 		unsigned char *box = malloc(size + TOKEN_SEAL_OVERHEAD);
 		unsigned char *plain = malloc(size);
 
 		CHECK(box != NULL && plain != NULL);
-		CHECK(token_seal("opener", 6, aad, sizeof(aad), data, size, box));
-		CHECK(token_unseal("opener", 6, aad, sizeof(aad), box, size + TOKEN_SEAL_OVERHEAD, plain));
+		CHECK(token_seal(server, 10, "opener", 6, aad, sizeof(aad), data, size, box));
+		CHECK(token_unseal(server, 10, "opener", 6, aad, sizeof(aad), box, size + TOKEN_SEAL_OVERHEAD, plain));
 		CHECK(memcmp(plain, data, size) == 0);
-		CHECK(!token_unseal("openes", 6, aad, sizeof(aad), box, size + TOKEN_SEAL_OVERHEAD, plain));
+		CHECK(!token_unseal(server, 10, "openes", 6, aad, sizeof(aad), box, size + TOKEN_SEAL_OVERHEAD, plain));
+		/* the opener alone (a dump and an old refresh token) does not open it */
+		CHECK(!token_unseal(other, 10, "opener", 6, aad, sizeof(aad), box, size + TOKEN_SEAL_OVERHEAD, plain));
 		/* the input itself as a sealed box: never opens, never overruns */
 		if (size >= TOKEN_SEAL_OVERHEAD)
-			CHECK(!token_unseal("opener", 6, aad, sizeof(aad), data, size, plain));
+			CHECK(!token_unseal(server, 10, "opener", 6, aad, sizeof(aad), data, size, plain));
 		free(box);
 		free(plain);
 	}

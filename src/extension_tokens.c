@@ -1442,8 +1442,29 @@ check_current_token(FunctionCallInfo fcinfo, const SessionRow *row, TimestampTz 
 
 /*
  * The retry window: the successor pair sealed at the exchange, opened with
- * the presented (exchanged) refresh token.  False if it does not open.
+ * the signing key (the current one, or the previous one: a rotation within
+ * the window) and the presented (exchanged) refresh token.  False if it
+ * does not open.
  */
+static bool
+unseal_with_keys(const char *refresh, size_t len, const SessionRow *row, size_t sealed_len,
+				 char *plain)
+{
+	TokenAlg	alg;
+	size_t		keylen;
+	const char *key = ConfigSigningKey(&alg, &keylen);
+
+	if (token_unseal((const unsigned char *) key, keylen, refresh, len,
+					 row->session_id.data, UUID_LEN,
+					 (const unsigned char *) VARDATA_ANY(row->retry_box), sealed_len, plain))
+		return true;
+	key = ConfigPreviousSigningKey(&keylen);
+	return key != NULL &&
+		token_unseal((const unsigned char *) key, keylen, refresh, len,
+					 row->session_id.data, UUID_LEN,
+					 (const unsigned char *) VARDATA_ANY(row->retry_box), sealed_len, plain);
+}
+
 static bool
 open_retry_box(const SessionRow *row, const char *refresh, size_t len,
 			   PairTokens *tokens, NewPair *pair)
@@ -1458,8 +1479,7 @@ open_retry_box(const SessionRow *row, const char *refresh, size_t len,
 		return false;
 	plain_len = sealed_len - TOKEN_SEAL_OVERHEAD;
 	plain = palloc(plain_len + 1);
-	if (token_unseal(refresh, len, row->session_id.data, UUID_LEN,
-					 (const unsigned char *) VARDATA_ANY(row->retry_box), sealed_len, plain))
+	if (unseal_with_keys(refresh, len, row, sealed_len, plain))
 	{
 		plain[plain_len] = '\0';
 		nl = memchr(plain, '\n', plain_len);
@@ -1482,7 +1502,10 @@ open_retry_box(const SessionRow *row, const char *refresh, size_t len,
 	return ok;
 }
 
-/* Seals the new pair under the refresh token it replaces (the retry box). */
+/*
+ * Seals the new pair under the signing key and the refresh token it
+ * replaces (the retry box).
+ */
 static unsigned char *
 seal_retry_box(const NewPair *pair, const PairTokens *tokens, const char *refresh,
 			   size_t len, size_t *box_len)
@@ -1492,12 +1515,16 @@ seal_retry_box(const NewPair *pair, const PairTokens *tokens, const char *refres
 	size_t		plain_len = alen + 1 + REFRESH_TOKEN_LENGTH;
 	char	   *plain = palloc(plain_len);
 	unsigned char *box = palloc(plain_len + TOKEN_SEAL_OVERHEAD);
+	TokenAlg	alg;
+	size_t		keylen;
+	const char *key = ConfigSigningKey(&alg, &keylen);
 	bool		ok;
 
 	memcpy(plain, VARDATA_ANY(access), alen);
 	plain[alen] = '\n';
 	memcpy(plain + alen + 1, tokens->refresh, REFRESH_TOKEN_LENGTH);
-	ok = token_seal(refresh, len, pair->session_id.data, UUID_LEN, plain, plain_len, box);
+	ok = token_seal((const unsigned char *) key, keylen, refresh, len, pair->session_id.data,
+					UUID_LEN, plain, plain_len, box);
 	OPENSSL_cleanse(plain, plain_len);
 	pfree(plain);
 	if (!ok)

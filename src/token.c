@@ -1787,21 +1787,38 @@ done:
  * ---------------------------------------------------------------------
  */
 
-static const char seal_label[] = "extension_tokens retry window v1";
+static const char seal_label[] = "extension_tokens retry window v2";
 
+/*
+ * The box's key: HMAC-SHA256 keyed with (HMAC-SHA256 of the label keyed
+ * with the server's key), over the opener.  (v1 keyed it with the opener
+ * alone: a dump and an exchanged refresh token opened it.)
+ */
 static bool
-seal_key(const char *opener, size_t opener_len, unsigned char key[32])
+seal_key(const unsigned char *server_key, size_t server_key_len, const char *opener,
+		 size_t opener_len, unsigned char key[32])
 {
-	unsigned int keylen = 32;
+	unsigned char inner[32];
+	unsigned int len = 32;
+	bool		ok;
 
-	return HMAC(EVP_sha256(), opener, (int) opener_len,
-				(const unsigned char *) seal_label, sizeof(seal_label) - 1,
-				key, &keylen) != NULL && keylen == 32;
+	if (server_key == NULL || server_key_len == 0 || server_key_len > INT32_MAX ||
+		opener_len > INT32_MAX)
+		return false;
+	ok = HMAC(EVP_sha256(), server_key, (int) server_key_len,
+			  (const unsigned char *) seal_label, sizeof(seal_label) - 1,
+			  inner, &len) != NULL && len == 32;
+	len = 32;
+	ok = ok && HMAC(EVP_sha256(), inner, 32, (const unsigned char *) opener, opener_len,
+					key, &len) != NULL && len == 32;
+	OPENSSL_cleanse(inner, sizeof(inner));
+	return ok;
 }
 
 bool
-token_seal(const char *opener, size_t opener_len, const unsigned char *aad,
-		   size_t aad_len, const void *plain, size_t plain_len, unsigned char *out)
+token_seal(const unsigned char *server_key, size_t server_key_len, const char *opener,
+		   size_t opener_len, const unsigned char *aad, size_t aad_len,
+		   const void *plain, size_t plain_len, unsigned char *out)
 {
 	unsigned char key[32];
 	EVP_CIPHER_CTX *ctx = NULL;
@@ -1809,7 +1826,7 @@ token_seal(const char *opener, size_t opener_len, const unsigned char *aad,
 	bool		ok = false;
 
 	if (plain_len > INT32_MAX - TOKEN_SEAL_OVERHEAD ||
-		!seal_key(opener, opener_len, key) ||
+		!seal_key(server_key, server_key_len, opener, opener_len, key) ||
 		!token_random_bytes(out, 12) ||
 		(ctx = EVP_CIPHER_CTX_new()) == NULL)
 		goto done;
@@ -1828,10 +1845,14 @@ done:
 	return ok;
 }
 
-/* Opens what token_seal() sealed: false unless `opener` is the same token. */
+/*
+ * Opens what token_seal() sealed: false unless `server_key` and `opener` are
+ * the same.
+ */
 bool
-token_unseal(const char *opener, size_t opener_len, const unsigned char *aad,
-			 size_t aad_len, const unsigned char *sealed, size_t sealed_len, void *out)
+token_unseal(const unsigned char *server_key, size_t server_key_len, const char *opener,
+			 size_t opener_len, const unsigned char *aad, size_t aad_len,
+			 const unsigned char *sealed, size_t sealed_len, void *out)
 {
 	unsigned char key[32];
 	EVP_CIPHER_CTX *ctx = NULL;
@@ -1840,7 +1861,7 @@ token_unseal(const char *opener, size_t opener_len, const unsigned char *aad,
 	bool		ok = false;
 
 	if (sealed_len < TOKEN_SEAL_OVERHEAD || sealed_len > INT32_MAX ||
-		!seal_key(opener, opener_len, key) ||
+		!seal_key(server_key, server_key_len, opener, opener_len, key) ||
 		(ctx = EVP_CIPHER_CTX_new()) == NULL)
 		goto done;
 	plain_len = sealed_len - TOKEN_SEAL_OVERHEAD;

@@ -322,16 +322,20 @@ extern void token_cache_resize(size_t entries);
 
 /*
  * The retry window's sealed successor: AES-256-GCM under a key derived from
- * the refresh token it replaces (HMAC-SHA256 keyed with that token), so that
- * only a presenter of that token can open it.  `aad` (the session id) is
- * bound to it.  The sealed form is nonce (12) || ciphertext || tag (16):
- * TOKEN_SEAL_OVERHEAD bytes longer than the plaintext.
+ * a server secret (`server_key`: the signing key, which no dump holds) and
+ * the refresh token it replaces, so that only the server, presented that
+ * token, can open it: not whoever holds a dump or a backup and an old
+ * refresh token.  `aad` (the session id) is bound to it.  The sealed form is
+ * nonce (12) || ciphertext || tag (16): TOKEN_SEAL_OVERHEAD bytes longer
+ * than the plaintext.
  */
 #define TOKEN_SEAL_OVERHEAD		28
-extern bool token_seal(const char *opener, size_t opener_len,
+extern bool token_seal(const unsigned char *server_key, size_t server_key_len,
+					   const char *opener, size_t opener_len,
 					   const unsigned char *aad, size_t aad_len,
 					   const void *plain, size_t plain_len, unsigned char *out);
-extern bool token_unseal(const char *opener, size_t opener_len,
+extern bool token_unseal(const unsigned char *server_key, size_t server_key_len,
+						 const char *opener, size_t opener_len,
 						 const unsigned char *aad, size_t aad_len,
 						 const unsigned char *sealed, size_t sealed_len, void *out);
 

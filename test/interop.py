@@ -266,6 +266,42 @@ def main():
         check(f"{prefix} token with one character changed: the checksum says so",
               checksum(typo[:-6]) != typo[-6:])
 
+    # The retry window's box (AES-256-GCM, nonce || ciphertext || tag, the
+    # session id bound): within the window, a retry with the exchanged refresh
+    # token gets the successor pair from it.  It was sealed under a key made
+    # from that token alone, so a dump or backup and an old refresh token
+    # opened it offline and gave the current pair, unseen by reuse detection.
+    # Now the server's secret is in the key too; opened here with it, to show
+    # that this check can see a box open.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    r0, sid = psql(
+        "SET extension_tokens.issue_rate_limit = 0;\n"
+        "SET extension_tokens.max_sessions_per_user = 0;\n"
+        "SELECT refresh_token || ' ' || session_id FROM extension_token_issue(p_user_id => :'user');",
+        {"user": user}).split()
+    a1, r1 = psql("SELECT access_token || ' ' || refresh_token FROM extension_token_refresh(:'r0');",
+                  {"r0": r0}).split()
+    box = bytes.fromhex(psql(
+        "SELECT encode(retry_box, 'hex') FROM extension_token_sessions WHERE session_id = :'sid';",
+        {"sid": sid}).strip())
+
+    def opened(key):
+        try:
+            return AESGCM(key).decrypt(box[:12], box[12:], uuid.UUID(sid).bytes)
+        except Exception:  # noqa: BLE001 - any failure is "does not open"
+            return None
+
+    def mac(key, data):
+        return hmac.new(key, data, hashlib.sha256).digest()
+
+    label_v1, label_v2 = b"extension_tokens retry window v1", b"extension_tokens retry window v2"
+    check("the retry window's box does not open with the exchanged refresh token alone "
+          "(a dump or backup and an old refresh token)",
+          len(box) > 28 and opened(mac(r0.encode(), label_v1)) is None
+          and opened(mac(r0.encode(), label_v2)) is None, f"{len(box)} bytes")
+    check("it opens with the server's secret and that token, to the successor pair",
+          opened(mac(mac(SECRET.encode(), label_v2), r0.encode())) == f"{a1}\n{r1}".encode())
+
 
 if __name__ == "__main__":
     try:

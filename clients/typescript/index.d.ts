@@ -90,7 +90,8 @@ export function fetchTransport(options: {
   headers?: Record<string, string>;
 }): Transport;
 
-/** `supabase`: a client from @supabase/supabase-js createClient(url, anonKey). */
+/** `supabase`: a client from @supabase/supabase-js createClient(url, anonKey), 2.45.4 or later
+ *  (rpc().setHeader; an older one makes each call throw a TypeError). */
 export function supabaseTransport(supabase: { rpc: (...args: any[]) => any }, options?: { anonKey?: string }): Transport;
 
 export type ErrorAction =
@@ -121,7 +122,9 @@ export class ExtensionTokensError extends Error {
 export type SignedOutReason =
   | 'refresh_token_not_found' | 'refresh_token_expired' | 'refresh_token_already_used'
   | 'session_revoked' | 'session_expired'
-  | 'signed_out' | 'signed_out_elsewhere' | 'no_session';
+  | 'signed_out' | 'signed_out_elsewhere' | 'no_session'
+  /** The server exchanged the refresh token and the new pair was lost here (sending it again would be reuse). */
+  | 'refresh_lost';
 
 export const SIGNED_OUT_REASONS: readonly string[];
 
@@ -161,6 +164,8 @@ export function errorFromResponse(resp: TransportResponse, now?: number): Extens
 export function parseRetryAfter(value: string | null | undefined, now?: number): number | null;
 export function retryAfterOf(resp: TransportResponse, now?: number): number | null;
 
+/** Throws a TypeError (without the tokens) for a pair whose tokens are not of our shapes:
+ *  an access token of three base64url parts, a refresh token ext_rt_ and 71 (or 49) base62 characters. */
 export function pairToRecord(pair: TokenPair, now?: number): SessionRecord;
 
 export interface DeviceAuthorization {
@@ -195,9 +200,9 @@ export interface TokenClientOptions {
   maxRetryWait?: number;
   /** Seconds per request of the client's own (default 15). */
   requestTimeout?: number;
-  /** Called once when the session ends. */
+  /** Called once when the session ends (after the store's lock is released). */
   onSignedOut?: (err: SignedOutError) => void;
-  /** Called when this client stored a new pair. */
+  /** Called when this client stored a new pair (after the store's lock is released). */
   onTokens?: (record: SessionRecord) => void;
   now?: () => number;
   random?: () => number;

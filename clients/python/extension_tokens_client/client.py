@@ -8,11 +8,14 @@ refreshing), with the anon key as the refresh call's bearer; maps every
 refusal to a typed exception; honours Retry-After; signs in by device
 authorization (RFC 8628) and out by revoking with the anon key.  When the
 session ends it reports SignedOutError once (on_signed_out) and makes no
-further requests until a new sign-in.
+further requests until a new sign-in.  A pair the server handed out is never
+thrown away: if the store cannot write it, it is kept here and used, and the
+store is written again later.
 """
 
 import calendar
 import http.client
+import json
 import random as _random
 import re
 import threading
@@ -21,14 +24,27 @@ import urllib.error
 import urllib.request
 
 from .errors import (
-    AccessTokenRejectedError, AuthorizationPendingError, CancelledError, DeviceCodeExpiredError,
-    ExpiredBearerError, NetworkError, RateLimitedError, ServerError, SignedOutError, SlowDownError,
-    error_from_response,
+    ACCESS_TOKEN_REFUSALS, AccessTokenRejectedError, AuthorizationPendingError, CancelledError,
+    DeviceCodeExpiredError, ExpiredBearerError, ExtensionTokensError, NetworkError, RateLimitedError,
+    ServerError, SignedOutError, SlowDownError, error_from_response,
 )
 from .stores import MemoryStore
-from .transport import UrllibTransport
+from .transport import SafeRedirectHandler, UrllibTransport, check_headers
 
 _TRANSIENT = (502, 503, 504)
+# A refresh token this process saw the server exchange is not presented again
+# after this long: past the server's refresh_retry_window (30 s by default) it
+# is reuse, which revokes the session as a theft.
+_REFRESH_LOST = 25.0
+# After a failed refresh: the first retry within that window (a lost answer is
+# then answered with the same pair), later ones 30 s doubling to 5 min.
+_RETRY_FIRST, _RETRY_BASE, _RETRY_MAX = 5.0, 30.0, 300.0
+# Our tokens' shapes (README: access tokens are compact JWS; refresh tokens
+# ext_rt_ and 71 base62 characters, 49 for those made by 1.1): a token with a
+# space or a line break never reaches a header or an error message.
+_ACCESS_TOKEN = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+_REFRESH_TOKEN = re.compile(r"ext_rt_(?:[0-9A-Za-z]{49}|[0-9A-Za-z]{71})")
+_REQUIRED = "access_token and refresh_token are required"
 _ISO = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:\.(\d+))?(Z|[+-]\d\d(?::?\d\d)?)?$")
 
 
@@ -63,9 +79,11 @@ def pair_to_record(pair, now=None):
     expires_at is reckoned on this machine's clock from expires_in when the server
     gives it, so that a skewed clock neither refreshes in a loop nor too late.
     """
-    if not isinstance(pair, dict) or not isinstance(pair.get("access_token"), str) \
-            or not isinstance(pair.get("refresh_token"), str):
-        raise TypeError("not a token pair: access_token and refresh_token are required")
+    problem = _pair_problem(pair)
+    if problem == _REQUIRED:
+        raise TypeError("not a token pair: " + problem)
+    if problem:
+        raise ValueError("not a token pair: " + problem)
     now = time.time() if now is None else now
     if isinstance(pair.get("expires_in"), (int, float)) and not isinstance(pair.get("expires_in"), bool):
         expires = now + pair["expires_in"]
@@ -86,9 +104,34 @@ def pair_to_record(pair, now=None):
     }
 
 
+def _pair_problem(pair):
+    """What is wrong with a pair (never the tokens themselves), or None."""
+    if not isinstance(pair, dict) or not isinstance(pair.get("access_token"), str) \
+            or not isinstance(pair.get("refresh_token"), str):
+        return _REQUIRED
+    if not _ACCESS_TOKEN.fullmatch(pair["access_token"]):
+        return "the access token is not three base64url parts (a space or a line break?)"
+    if not _REFRESH_TOKEN.fullmatch(pair["refresh_token"]):
+        return "the refresh token is not ext_rt_ and 71 letters and digits"
+    return None
+
+
 def _is_session(rec):
-    return isinstance(rec, dict) and isinstance(rec.get("access_token"), str) \
-        and isinstance(rec.get("refresh_token"), str)
+    # a stored record with tokens of another shape is unreadable: as if empty
+    return _pair_problem(rec) is None
+
+
+def _refuses_token(headers, body):
+    """Whether a 401 of an API says the bearer itself is refused (RFC 6750 invalid_token,
+    PostgREST's PGRST301, the pre-request's PT401), not something a new token leaves as is."""
+    if re.search(r"\binvalid_token\b", headers.get("www-authenticate", ""), re.I):
+        return True
+    try:
+        b = json.loads(body.decode("utf-8"))
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(b, dict) and (b.get("code") == "PGRST301"
+                                    or (b.get("code") == "PT401" and b.get("details") in ACCESS_TOKEN_REFUSALS))
 
 
 class _Flight(object):
@@ -123,7 +166,8 @@ class TokenClient(object):
     retry_window: seconds to retry a refresh whose answer was lost (20; keep it below the
         server's extension_tokens.refresh_retry_window, 30 s by default).
     max_retry_wait: a Retry-After up to this many seconds is waited out (10).
-    on_signed_out(err): called once when the session ends; on_tokens(record): on a new pair.
+    on_signed_out(err): called once when the session ends; on_tokens(record): when a new pair
+        was stored.  Both are called after the store's lock is released.
     transport, clock, sleep, random: replaceable (tests).
     """
 
@@ -148,6 +192,11 @@ class TokenClient(object):
         self._refused = None
         self._seen = None
         self._rate_until = 0.0
+        self._failures = 0                    # refreshes failed in a row
+        self._retry_at = 0.0                  # no refresh ahead of expiry before this (the backoff)
+        self._pending = None                  # (record, over): received, not stored; used instead of `over`
+        self._exchanged = {}                  # refresh token -> when the server answered its exchange
+        self._recovered = None                # the access token a refresh after a 401 obtained
         self._jitter = (None, 0.0)
 
     # ---------------------------------------------------------------- session
@@ -158,8 +207,9 @@ class TokenClient(object):
         return self._signed_out
 
     def get_session(self):
-        rec = self.store.get(self.key)
-        return rec if _is_session(rec) else None
+        """The stored record, or the newer pair not stored yet (no network); None without a session."""
+        rec = self._live(self.store.get(self.key))
+        return dict(rec) if _is_session(rec) else None
 
     def set_session(self, pair):
         """Stores a pair handed over by the dashboard (or a device poll) and resumes."""
@@ -190,6 +240,9 @@ class TokenClient(object):
             err = error_from_response(resp, self._clock())
             if not isinstance(err, (AccessTokenRejectedError, ExpiredBearerError)):
                 raise err
+            refused = isinstance(err, ExpiredBearerError) or err.reason in ACCESS_TOKEN_REFUSALS
+            if not self._refreshes_on_401(rec, refused):
+                raise err
             rec = self._recover(rec)
             resp = self.transport.rpc(fn, args or {}, bearer=rec["access_token"], get=get)
             if not resp.ok:
@@ -202,15 +255,21 @@ class TokenClient(object):
 
     def request(self, url, method="GET", data=None, headers=None, timeout=15.0):
         """An HTTP request to an API of one's own that validates our tokens, with the
-        access token as bearer; on a 401 the token is refreshed once and the request
-        sent again. Returns (status, headers with lower-case names, body bytes);
-        no answer at all raises NetworkError."""
+        access token as bearer; on a 401 that refuses the token (WWW-Authenticate
+        invalid_token, PGRST301, PT401 expired/revoked/...), or for a token expired here,
+        the token is refreshed once and the request sent again. Redirects are followed,
+        but not from https to http (the redirect is returned), and Authorization and
+        apikey are not sent to another scheme, host or port. Returns (status, headers
+        with lower-case names, body bytes); no answer at all raises NetworkError."""
+        opener = urllib.request.build_opener(SafeRedirectHandler())
+
         def send(rec):
             h = dict(headers or {})
             h["Authorization"] = "Bearer " + rec["access_token"]
+            check_headers(h)
             req = urllib.request.Request(url, data=data, headers=h, method=method)
             try:
-                with urllib.request.urlopen(req, timeout=timeout) as res:
+                with opener.open(req, timeout=timeout) as res:
                     return res.status, {k.lower(): v for k, v in res.headers.items()}, res.read()
             except urllib.error.HTTPError as e:
                 return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
@@ -218,7 +277,7 @@ class TokenClient(object):
                 raise NetworkError(str(getattr(e, "reason", e)), status=0)
         rec = self._fresh()
         answer = send(rec)
-        if answer[0] == 401:
+        if answer[0] == 401 and self._refreshes_on_401(rec, _refuses_token(answer[1], answer[2])):
             answer = send(self._recover(rec))
         return answer
 
@@ -228,7 +287,7 @@ class TokenClient(object):
         forgotten even when the server cannot be reached (then .error says so)."""
         revoked, error = False, None
         with self.store.lock(self.key):
-            rec = self.store.get(self.key)
+            rec = self._live(self.store.get(self.key))
             if _is_session(rec):
                 resp = self.transport.rpc("extension_token_revoke", {"p_token": rec["refresh_token"]})
                 if resp.ok:
@@ -237,6 +296,7 @@ class TokenClient(object):
                     error = error_from_response(resp, self._clock())
             self.store.set(self.key, {"signed_out": {"reason": "signed_out", "at": format_time(self._clock())}})
         with self._state:
+            self._pending = None
             self._signed_out = SignedOutError("signed_out")
             self._refused = rec.get("refresh_token") if isinstance(rec, dict) else None
         return SignOutResult(revoked, error)
@@ -315,9 +375,12 @@ class TokenClient(object):
             self._signed_out = None
             self._refused = None
             self._seen = rec["refresh_token"]
+            self._pending = None
+            self._failures, self._retry_at = 0, 0.0
 
-    def _report(self, err):
-        """Reports the end of the session: the callback once, then the same answer."""
+    def _report(self, err, deferred=None):
+        """Reports the end of the session: the callback once, then the same answer.
+        With `deferred` (the lock is held) the callback waits there until it is released."""
         call = False
         with self._state:
             if self._signed_out is None:
@@ -325,20 +388,37 @@ class TokenClient(object):
                 call = err.reason != "no_session"
             first = self._signed_out
         if call and self.on_signed_out:
-            try:
-                self.on_signed_out(err)
-            except Exception:  # the callback's problem
-                pass
+            if deferred is not None:
+                deferred.append(err)
+            else:
+                self._notify(err)
         return SignedOutError(first.reason, first.message)
 
-    def _current(self):
-        """The stored session, or SignedOutError (no request either way)."""
-        rec = self.store.get(self.key)
+    def _notify(self, err):
+        try:
+            self.on_signed_out(err)
+        except Exception:  # the callback's problem
+            pass
+
+    def _live(self, stored):
+        """The stored record, or the pair received for it but not stored yet (the server replaced it)."""
+        with self._state:
+            p = self._pending
+            if p is None:
+                return stored
+            if _is_session(stored) and stored["refresh_token"] == p[1]:
+                return p[0]
+            self._pending = None  # the store moved on: a sign-in, a sign-out, another process's pair
+            return stored
+
+    def _current(self, deferred=None):
+        """The session (stored, or received and not stored yet), or SignedOutError (no request either way)."""
+        rec = self._live(self.store.get(self.key))
         with self._state:
             if _is_session(rec):
                 if self._signed_out is not None:
                     if rec["refresh_token"] == self._refused:
-                        raise self._report(self._signed_out)
+                        raise self._report(self._signed_out, deferred)
                     self._signed_out = None  # a sign-in since, here or elsewhere
                     self._refused = None
                 self._seen = rec["refresh_token"]
@@ -348,11 +428,11 @@ class TokenClient(object):
             else:
                 signed_out = None
         if signed_out is not None:
-            raise self._report(signed_out)
+            raise self._report(signed_out, deferred)
         reason = (rec or {}).get("signed_out", {}).get("reason") if isinstance(rec, dict) else None
         if not reason:
             reason = "signed_out_elsewhere" if self._seen else "no_session"
-        raise self._report(SignedOutError(reason))
+        raise self._report(SignedOutError(reason), deferred)
 
     def _expired(self, rec):
         return self._clock() >= parse_time(rec["expires_at"])
@@ -376,8 +456,13 @@ class TokenClient(object):
         return self._clock() >= self._due_at(rec)
 
     def _fresh(self):
+        if self._pending is not None:
+            self._flush()
         rec = self._current()
         if not self._due(rec):
+            return rec
+        # A refresh ahead that failed is not tried again before its backoff or Retry-After.
+        if not self._expired(rec) and self._clock() < max(self._retry_at, self._rate_until):
             return rec
         try:
             return self._refresh(rec)
@@ -387,12 +472,31 @@ class TokenClient(object):
                 return rec
             raise
 
+    def _backoff(self):
+        """After a failed refresh: none ahead of expiry before 5 s, then 30 s doubling to 5 min
+        (and up to half again, at random)."""
+        with self._state:
+            self._failures += 1
+            base = _RETRY_FIRST if self._failures == 1 else \
+                min(_RETRY_BASE * 2 ** (self._failures - 2), _RETRY_MAX)
+            self._retry_at = self._clock() + base * (1 + self._random() / 2)
+
+    def _refreshes_on_401(self, sent, refused):
+        """After a 401 for `sent`: refresh only for a token expired here, or an answer that
+        refuses the token, and not for the token a refresh after a 401 just obtained.
+        Otherwise every such call would rotate the pair, and the refresh limit is per user."""
+        if self._expired(sent):
+            return True
+        return refused and sent["access_token"] != self._recovered
+
     def _recover(self, sent):
         """After the server refused the access token of `sent`: the pair to retry with."""
         cur = self._current()
         if cur["access_token"] != sent["access_token"]:
             return cur  # refreshed meanwhile, here or elsewhere
-        return self._refresh(cur)
+        rec = self._refresh(cur)
+        self._recovered = rec["access_token"]
+        return rec
 
     def _refresh(self, observed):
         """One refresh for every concurrent caller in this process: the first
@@ -420,30 +524,85 @@ class TokenClient(object):
                 self._flight = None
             flight.done.set()
 
-    def _refresh_locked(self, observed):
-        """Under the store's lock: read again; refresh only if nobody else did."""
-        with self.store.lock(self.key):
-            cur = self._current()  # the loser re-reads
-            if cur["refresh_token"] != observed["refresh_token"]:
-                return cur
-            now = self._clock()
-            if now < self._rate_until:
-                left = int(-(-(self._rate_until - now) // 1))
-                raise RateLimitedError("no refresh before the server's Retry-After (%d s)" % left,
-                                       retry_after=left, now=now)
-            try:
-                pair = self._exchange(cur["refresh_token"])
-            except SignedOutError as e:
-                with self._state:
-                    self._refused = cur["refresh_token"]
-                self.store.set(self.key, {"signed_out": {"reason": e.reason, "at": format_time(self._clock())}})
-                raise self._report(e)
-            rec = pair_to_record(pair, self._clock())
-            self.store.set(self.key, rec)
-            with self._state:
-                self._seen = rec["refresh_token"]
+    def _flush(self):
+        """Writes the pair received but not stored, under the lock; it stays in memory if the store fails again."""
+        written = []
+        try:
+            with self.store.lock(self.key):
+                self._store_pending(written)
+        except Exception:  # the lock or the store: the next call tries again
+            pass
+        self._tell(written)
+
+    def _store_pending(self, written):
+        """Under the lock: stores the pending pair unless the store moved on."""
+        with self._state:
+            p = self._pending
+        if p is None or self._live(self.store.get(self.key)) is not p[0]:
+            return
+        try:
+            self.store.set(self.key, p[0])
+        except Exception:  # a full disk, a locked file: kept in memory
+            return
+        with self._state:
+            if self._pending is p:
+                self._pending = None
+        written.append(p[0])
+
+    def _tell(self, written):
         if self.on_tokens:
-            self.on_tokens(rec)
+            for rec in written:
+                self.on_tokens(rec)
+
+    def _end(self, err, refresh_token, deferred):
+        """The session is over: a tombstone for every process sharing the store, and the report."""
+        with self._state:
+            self._refused = refresh_token
+            self._pending = None
+        self.store.set(self.key, {"signed_out": {"reason": err.reason, "at": format_time(self._clock())}})
+        return self._report(err, deferred)
+
+    def _refresh_locked(self, observed):
+        """Under the store's lock: read again; refresh only if nobody else did.  The callbacks
+        run after the lock is released: one that signs in again takes the same lock."""
+        deferred, written = [], []
+        try:
+            with self.store.lock(self.key):
+                return self._refresh_under_lock(observed, deferred, written)
+        finally:
+            for err in deferred:
+                self._notify(err)
+            self._tell(written)
+
+    def _refresh_under_lock(self, observed, deferred, written):
+        cur = self._current(deferred)  # the loser re-reads
+        self._store_pending(written)
+        if cur["refresh_token"] != observed["refresh_token"]:
+            return cur
+        now = self._clock()
+        if now < self._rate_until:
+            left = int(-(-(self._rate_until - now) // 1))
+            raise RateLimitedError("no refresh before the server's Retry-After (%d s)" % left,
+                                   retry_after=left, now=now)
+        exchanged = self._exchanged.get(cur["refresh_token"])
+        if exchanged is not None and now - exchanged > _REFRESH_LOST:
+            lost = SignedOutError("refresh_lost", "signed out (refresh_lost): the server exchanged the "
+                                  "refresh token and the new pair was lost here")
+            raise self._end(lost, cur["refresh_token"], deferred)
+        try:
+            pair = self._exchange(cur["refresh_token"])
+        except SignedOutError as e:
+            raise self._end(e, cur["refresh_token"], deferred)
+        except ExtensionTokensError:
+            self._backoff()
+            raise
+        rec = pair_to_record(pair, self._clock())
+        with self._state:
+            self._failures, self._retry_at = 0, 0.0
+            self._seen = rec["refresh_token"]
+            # kept in memory until stored: the refresh token it replaced must not be presented again
+            self._pending = (rec, self._pending[1] if self._pending is not None else cur["refresh_token"])
+        self._store_pending(written)
         return rec
 
     def _exchange(self, refresh_token):
@@ -456,8 +615,12 @@ class TokenClient(object):
         while True:
             resp = self.transport.rpc("extension_token_refresh", {"p_refresh_token": refresh_token})
             if resp.ok:
+                with self._state:
+                    self._exchanged.setdefault(refresh_token, self._clock())
+                    while len(self._exchanged) > 8:
+                        del self._exchanged[next(iter(self._exchanged))]
                 if not _is_session(resp.data):
-                    raise ServerError("the refresh answered without a token pair", status=resp.status)
+                    raise ServerError("the refresh answered without a well-formed token pair", status=resp.status)
                 return resp.data
             err = error_from_response(resp, self._clock())
             if isinstance(err, RateLimitedError):

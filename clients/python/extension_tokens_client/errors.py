@@ -25,6 +25,22 @@ SIGNED_OUT_REASONS = (
     "session_expired",
 )
 
+#: DETAILs of PT401 from extension_token_pre_request that a new access token cures (its
+#: validation errors, less missing and insufficient_scope): a 401 for any other reason (a
+#: resource an API refuses, say) is not answered with a refresh.
+ACCESS_TOKEN_REFUSALS = (
+    "expired",
+    "revoked",
+    "not_found",
+    "malformed",
+    "invalid_signature",
+    "unsupported_algorithm",
+    "not_yet_valid",
+    "wrong_issuer",
+    "wrong_audience",
+    "wrong_token_type",
+)
+
 
 class ExtensionTokensError(Exception):
     """Base class of every error the client raises."""
@@ -47,7 +63,8 @@ class SignedOutError(ExtensionTokensError):
 
     reason: refresh_token_already_used, session_revoked, session_expired,
     refresh_token_expired, refresh_token_not_found, signed_out (this client's
-    sign_out), signed_out_elsewhere, no_session.
+    sign_out), signed_out_elsewhere, no_session, refresh_lost (the server exchanged
+    the refresh token and the new pair was lost here).
     """
 
     action = "sign_in"

@@ -3,16 +3,21 @@
 A transport has one method, rpc(fn, args, bearer=None, get=False), that never
 raises for an HTTP or network failure: it returns a Response with status,
 data, error (PostgREST's JSON error body) and headers (lower-case names);
-status 0 and network=True when no answer arrived.  bearer None means
-anonymous: the anon key is the bearer, never an access token of ours.
+status 0 and network=True when no answer arrived (a header that cannot be
+sent raises BadRequestError).  bearer None means anonymous: the anon key is
+the bearer, never an access token of ours.  PostgREST answers /rpc without
+redirects: one is not followed.
 """
 
 import http.client
 import json
+import re
 import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+
+from .errors import BadRequestError
 
 
 class Response(object):
@@ -37,6 +42,50 @@ def _array_literal(values):
     return "{" + ",".join(json.dumps(str(v)) for v in values) + "}"
 
 
+_BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]")
+
+
+def check_headers(headers):
+    """BadRequestError (a retry does not help) for a header value http.client would
+    refuse, naming the header only: its value may be a token."""
+    for name, value in headers.items():
+        if _BAD_HEADER_VALUE.search(str(value)):
+            raise BadRequestError("the %s header has a line break or a character HTTP does not allow; "
+                                  "nothing was sent" % name)
+
+
+def _origin(url):
+    scheme = url.scheme.lower()
+    try:
+        port = url.port
+    except ValueError:
+        port = -1
+    return scheme, (url.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """For /rpc: a redirect is answered as it came (it would take the bearer and the apikey along)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+class SafeRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, but never from https to http (the redirect is then
+    answered as it came), and without Authorization and apikey to another scheme, host or port."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        old, new = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+        if old.scheme.lower() == "https" and new.scheme.lower() != "https":
+            return None
+        follow = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if follow is not None and _origin(old) != _origin(new):
+            for name in list(follow.headers):
+                if name.lower() in ("authorization", "apikey"):
+                    del follow.headers[name]
+        return follow
+
+
 class UrllibTransport(object):
     """PostgREST at `url` (Supabase: https://<ref>.supabase.co/rest/v1).
 
@@ -51,7 +100,7 @@ class UrllibTransport(object):
         self.anon_key = anon_key
         self.timeout = timeout
         self.extra_headers = dict(headers or {})
-        self._urlopen = urlopen or urllib.request.urlopen
+        self._urlopen = urlopen or urllib.request.build_opener(_NoRedirect()).open
 
     def rpc(self, fn, args=None, bearer=None, get=False):
         args = args or {}
@@ -74,6 +123,7 @@ class UrllibTransport(object):
             headers["Content-Type"] = "application/json"
             data = json.dumps(args).encode("utf-8")
             method = "POST"
+        check_headers(headers)
         req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             res = self._urlopen(req, timeout=self.timeout)
@@ -93,7 +143,10 @@ class UrllibTransport(object):
                 body = json.loads(text) if text else None
             except ValueError:
                 body = None
-            if not isinstance(body, dict):
+            if 300 <= e.code < 400:
+                body = {"message": "PostgREST answered with a redirect (HTTP %d), not followed: is the url right?"
+                                   % e.code}
+            elif not isinstance(body, dict):
                 body = {"message": text or ("HTTP %d" % e.code)}
             return Response(e.code, None, body, hdrs)
         except (urllib.error.URLError, http.client.HTTPException, OSError, socket.timeout, ValueError) as e:

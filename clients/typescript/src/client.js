@@ -6,12 +6,14 @@
 // Retry-After; signs in by device authorization (RFC 8628) and out by revoking
 // with the anon key.  When the session ends it reports SignedOutError once
 // (onSignedOut) and makes no further requests until a new sign-in.
+// A pair the server handed out is never thrown away: if the store cannot
+// write it, it is kept here and used, and the store is written again later.
 
 import { fetchTransport, supabaseTransport } from './transport.js';
 import { MemoryStore, KeyedMutex } from './stores.js';
 import {
-  AccessDeniedError, AccessTokenRejectedError, AuthorizationPendingError, DeviceCodeExpiredError,
-  ExpiredBearerError, NetworkError, RateLimitedError, ServerError, SignedOutError,
+  ACCESS_TOKEN_REFUSALS, AccessDeniedError, AccessTokenRejectedError, AuthorizationPendingError,
+  DeviceCodeExpiredError, ExpiredBearerError, NetworkError, RateLimitedError, ServerError, SignedOutError,
   SlowDownError, errorFromResponse,
 } from './errors.js';
 
@@ -24,6 +26,46 @@ const realSleep = (ms, signal) => new Promise((resolve, reject) => {
 
 const ok = (resp) => resp.status >= 200 && resp.status < 300 && !resp.error;
 const TRANSIENT = new Set([502, 503, 504]);
+// A refresh token this process saw the server exchange is not presented again
+// after this long: past the server's refresh_retry_window (30 s by default) it
+// is reuse, which revokes the session as a theft.
+const REFRESH_LOST_MS = 25000;
+// After a failed refresh: the first retry within that window (a lost answer is
+// then answered with the same pair), later ones 30 s doubling to 5 min.
+const RETRY_FIRST_MS = 5000;
+const RETRY_BASE_MS = 30000;
+const RETRY_MAX_MS = 300000;
+
+// Our tokens' shapes (README: access tokens are compact JWS; refresh tokens
+// ext_rt_ and 71 base62 characters, 49 for those made by 1.1): a token with a
+// space or a line break never reaches a header or an error message.
+const ACCESS_TOKEN = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+const REFRESH_TOKEN = /^ext_rt_(?:[0-9A-Za-z]{49}|[0-9A-Za-z]{71})$/;
+
+/** What is wrong with a pair (never the tokens themselves), or null. */
+function pairProblem(pair) {
+  if (!pair || typeof pair.access_token !== 'string' || typeof pair.refresh_token !== 'string') {
+    return 'access_token and refresh_token are required';
+  }
+  if (!ACCESS_TOKEN.test(pair.access_token)) {
+    return 'the access token is not three base64url parts (a space or a line break?)';
+  }
+  if (!REFRESH_TOKEN.test(pair.refresh_token)) return 'the refresh token is not ext_rt_ and 71 letters and digits';
+  return null;
+}
+
+/** Whether a 401 of an API says the bearer itself is refused (RFC 6750 invalid_token,
+ *  PostgREST's PGRST301, the pre-request's PT401), not something a new token leaves as is. */
+async function refusesToken(res) {
+  if (/\binvalid_token\b/i.test(res.headers?.get?.('www-authenticate') ?? '')) return true;
+  if (typeof res.clone !== 'function' || !/json/i.test(res.headers?.get?.('content-type') ?? '')) return false;
+  try {
+    const body = await res.clone().json();
+    return body?.code === 'PGRST301' || (body?.code === 'PT401' && ACCESS_TOKEN_REFUSALS.includes(body.details));
+  } catch {
+    return false;
+  }
+}
 
 /**
  * The record a store keeps for a pair (as extension_token_issue, _refresh and
@@ -32,9 +74,8 @@ const TRANSIENT = new Set([502, 503, 504]);
  * refreshes in a loop nor too late.
  */
 export function pairToRecord(pair, now = Date.now()) {
-  if (!pair || typeof pair.access_token !== 'string' || typeof pair.refresh_token !== 'string') {
-    throw new TypeError('not a token pair: access_token and refresh_token are required');
-  }
+  const problem = pairProblem(pair);
+  if (problem) throw new TypeError(`not a token pair: ${problem}`);
   let expiresAt = Number.isFinite(pair.expires_in) ? now + pair.expires_in * 1000 : Date.parse(pair.expires_at);
   if (!Number.isFinite(expiresAt)) expiresAt = now;
   return {
@@ -49,7 +90,8 @@ export function pairToRecord(pair, now = Date.now()) {
   };
 }
 
-const isSession = (rec) => !!rec && typeof rec.access_token === 'string' && typeof rec.refresh_token === 'string';
+// A stored record with tokens of another shape is unreadable: as if empty.
+const isSession = (rec) => pairProblem(rec) === null;
 
 export class TokenClient {
   #transport;
@@ -65,6 +107,11 @@ export class TokenClient {
   #refused = null;      // the refresh token whose refusal signed us out
   #seen = null;         // the last refresh token this client saw in the store
   #rateUntil = 0;       // no refresh before this (a 429's Retry-After)
+  #failures = 0;        // refreshes failed in a row
+  #retryAt = 0;         // no refresh ahead of expiry before this (the backoff after a failure)
+  #pending = null;      // {rec, over}: a pair received but not stored yet, used instead of the stored `over`
+  #exchanged = new Map(); // refresh token -> when the server answered its exchange (the last few)
+  #recovered = null;    // the access token a refresh after a 401 obtained: a 401 for it is not refreshed again
   #jitter = { token: null, ms: 0 };
   #timer = null;
 
@@ -84,6 +131,7 @@ export class TokenClient {
    * @param {number} [options.maxRetryWait] a Retry-After up to this many seconds is waited out (default 10)
    * @param {number} [options.requestTimeout] seconds per request of the client's own (default 15)
    * @param {(err: SignedOutError) => void} [options.onSignedOut] called once when the session ends
+   *   (after the store's lock is released)
    * @param {(record: object) => void} [options.onTokens] called when this client stored a new pair
    * @param {() => number} [options.now] the clock, epoch ms (tests)
    * @param {() => number} [options.random] in [0, 1), for the jitter (tests)
@@ -120,10 +168,10 @@ export class TokenClient {
 
   // ------------------------------------------------------------------ session
 
-  /** The stored record (no network); null when there is no session. */
+  /** The stored record, or the newer pair not stored yet (no network); null when there is no session. */
   async getSession() {
-    const rec = await this.#store.get(this.#key);
-    return isSession(rec) ? rec : null;
+    const rec = this.#live(await this.#store.get(this.#key));
+    return isSession(rec) ? { ...rec } : null;
   }
 
   /** Stores a pair handed over by the dashboard (or any issue/refresh answer) and resumes. */
@@ -161,6 +209,8 @@ export class TokenClient {
     if (!ok(resp)) {
       const err = errorFromResponse(resp, this.#now());
       if (!(err instanceof AccessTokenRejectedError || err instanceof ExpiredBearerError)) throw err;
+      const refused = err instanceof ExpiredBearerError || ACCESS_TOKEN_REFUSALS.includes(err.reason);
+      if (!this.#refreshesOn401(rec, refused)) throw err;
       rec = await this.#recover(rec);
       resp = await this.#transport.rpc(fn, args, { bearer: rec.access_token, get, signal });
       if (!ok(resp)) throw errorFromResponse(resp, this.#now());
@@ -170,8 +220,11 @@ export class TokenClient {
 
   /**
    * fetch() with `Authorization: Bearer <access token>`, for an API of one's own
-   * that validates our tokens.  On a 401 the token is refreshed once and the
-   * request sent again (when its body can be sent again).  Returns the Response.
+   * that validates our tokens.  On a 401 that refuses the token (WWW-Authenticate
+   * invalid_token, PGRST301, PT401 expired/revoked/...), or for a token expired
+   * here, the token is refreshed once and the request sent again (when its body
+   * can be sent again).  Returns the Response.  Redirects are the runtime's
+   * fetch's: Node.js 20 and browsers drop Authorization on a cross-origin one.
    */
   async fetch(input, init = {}) {
     const doFetch = this.#o.fetch ?? globalThis.fetch;
@@ -183,7 +236,7 @@ export class TokenClient {
     let rec = await this.#fresh();
     let res = await send(rec);
     const replayable = init.body == null || typeof init.body === 'string' || init.body instanceof URLSearchParams;
-    if (res.status === 401 && replayable) {
+    if (res.status === 401 && replayable && this.#refreshesOn401(rec, await refusesToken(res))) {
       rec = await this.#recover(rec);
       res = await send(rec);
     }
@@ -200,7 +253,7 @@ export class TokenClient {
   async signOut() {
     this.stopAutoRefresh();
     return this.#withLock(async () => {
-      const rec = await this.#store.get(this.#key);
+      const rec = this.#live(await this.#store.get(this.#key));
       let revoked = false;
       let error = null;
       if (isSession(rec)) {
@@ -210,6 +263,7 @@ export class TokenClient {
         else error = errorFromResponse(resp, this.#now());
       }
       await this.#store.set(this.#key, { signed_out: { reason: 'signed_out', at: new Date(this.#now()).toISOString() } });
+      this.#pending = null;
       this.#signedOut = new SignedOutError('signed_out');
       this.#refused = rec?.refresh_token ?? null;
       return { revoked, error };
@@ -307,11 +361,17 @@ export class TokenClient {
       if (!this.#timer) return;
       try {
         const rec = await this.#fresh();
-        schedule(this.#dueAt(rec) - this.#now());
+        if (!this.#timer) return;
+        // When due, but not before a failed refresh's backoff or Retry-After, and at the latest at expiry;
+        // a pair the store could not write is written again soon (other processes read the store).
+        let next = Math.min(Math.max(this.#dueAt(rec), this.#retryAt, this.#rateUntil), Date.parse(rec.expires_at));
+        if (this.#pending) next = Math.min(next, this.#now() + RETRY_FIRST_MS);
+        schedule(next - this.#now());
       } catch (e) {
         if (e instanceof SignedOutError) { this.#timer = null; return; }
         if (!this.#timer) return;
-        schedule(e instanceof RateLimitedError && e.retryAfter != null ? e.retryAfter * 1000 : 30000);
+        // Well within the server's refresh retry window, unless a backoff or Retry-After says later.
+        schedule(Math.max(RETRY_FIRST_MS, Math.max(this.#retryAt, this.#rateUntil) - this.#now()));
       }
     };
     schedule(0);
@@ -338,36 +398,53 @@ export class TokenClient {
     this.#signedOut = null;
     this.#refused = null;
     this.#seen = rec.refresh_token;
+    this.#pending = null;
+    this.#failures = 0;
+    this.#retryAt = 0;
   }
 
-  /** Reports the end of the session: the callback once, then the same answer without a request. */
-  #report(err) {
+  /** Reports the end of the session: the callback once, then the same answer without a request.
+   *  With `later` (the lock is held) the callback is queued there, to run once it is released. */
+  #report(err, later = null) {
     if (!this.#signedOut) {
       this.#signedOut = err;
       this.stopAutoRefresh();
-      if (err.reason !== 'no_session') {
-        try { this.#o.onSignedOut?.(err); } catch { /* the callback's problem */ }
+      if (err.reason !== 'no_session' && this.#o.onSignedOut) {
+        const call = () => {
+          try { this.#o.onSignedOut(err); } catch { /* the callback's problem */ }
+        };
+        if (later) later.push(call);
+        else call();
       }
     }
     return new SignedOutError(this.#signedOut.reason, { message: this.#signedOut.message });
   }
 
-  /** The stored session, or SignedOutError (no request is made either way). */
-  async #current() {
-    const rec = await this.#store.get(this.#key);
+  /** The stored record, or the pair received for it but not stored yet (the server replaced it already). */
+  #live(stored) {
+    const p = this.#pending;
+    if (!p) return stored;
+    if (isSession(stored) && stored.refresh_token === p.over) return p.rec;
+    this.#pending = null; // the store moved on: a sign-in, a sign-out, another process's pair
+    return stored;
+  }
+
+  /** The session (stored, or received and not stored yet), or SignedOutError (no request is made either way). */
+  async #current(later = null) {
+    const rec = this.#live(await this.#store.get(this.#key));
     if (isSession(rec)) {
       if (this.#signedOut) {
         // A session appeared after the end: a sign-in (here or in another process).
-        if (rec.refresh_token === this.#refused) throw this.#report(this.#signedOut);
+        if (rec.refresh_token === this.#refused) throw this.#report(this.#signedOut, later);
         this.#resume(rec);
       }
       this.#seen = rec.refresh_token;
       return rec;
     }
-    if (this.#signedOut) throw this.#report(this.#signedOut);
+    if (this.#signedOut) throw this.#report(this.#signedOut, later);
     let reason = rec?.signed_out?.reason ?? null;
     if (!reason) reason = this.#seen ? 'signed_out_elsewhere' : 'no_session';
-    throw this.#report(new SignedOutError(reason));
+    throw this.#report(new SignedOutError(reason), later);
   }
 
   #expired(rec) { return this.#now() >= Date.parse(rec.expires_at); }
@@ -388,8 +465,11 @@ export class TokenClient {
 
   /** The session with a usable access token: refreshed when due. */
   async #fresh() {
+    if (this.#pending) await this.#flush();
     const rec = await this.#current();
     if (!this.#due(rec)) return rec;
+    // A refresh ahead that failed is not tried again before its backoff or Retry-After.
+    if (!this.#expired(rec) && this.#now() < Math.max(this.#retryAt, this.#rateUntil)) return rec;
     try {
       return await this.#refresh(rec);
     } catch (e) {
@@ -400,12 +480,31 @@ export class TokenClient {
     }
   }
 
+  /** After a failed refresh: none ahead of expiry before 5 s, then 30 s doubling to 5 min (+ up to half, at random). */
+  #backoff() {
+    this.#failures += 1;
+    const ms = this.#failures === 1 ? RETRY_FIRST_MS : Math.min(RETRY_BASE_MS * 2 ** (this.#failures - 2), RETRY_MAX_MS);
+    this.#retryAt = this.#now() + ms * (1 + this.#random() / 2);
+  }
+
+  /**
+   * After a 401 for `sent`: refresh only for a token expired here, or an answer that
+   * refuses the token, and not for the token a refresh after a 401 just obtained.
+   * Otherwise every such call would rotate the pair, and the refresh limit is per user.
+   */
+  #refreshesOn401(sent, refused) {
+    if (this.#expired(sent)) return true;
+    return refused && sent.access_token !== this.#recovered;
+  }
+
   /** After the server refused the access token of `sent`: the pair to retry with. */
   async #recover(sent) {
     if (this.#inflight) return this.#inflight;
     const cur = await this.#current();
     if (cur.access_token !== sent.access_token) return cur; // refreshed meanwhile (here or elsewhere)
-    return this.#refresh(cur);
+    const rec = await this.#refresh(cur);
+    this.#recovered = rec.access_token;
+    return rec;
   }
 
   /** One refresh for every concurrent caller in this process. */
@@ -418,30 +517,75 @@ export class TokenClient {
     return p;
   }
 
-  /** Under the store's lock: read again; refresh only if nobody else did. */
-  #refreshLocked(observed) {
-    return this.#withLock(async () => {
-      const cur = await this.#current();
-      if (cur.refresh_token !== observed.refresh_token) return cur; // the loser re-reads
-      if (this.#now() < this.#rateUntil) {
-        const left = Math.ceil((this.#rateUntil - this.#now()) / 1000);
-        throw new RateLimitedError(`no refresh before the server's Retry-After (${left} s)`, {}, left, this.#now());
-      }
-      let pair;
-      try {
-        pair = await this.#exchange(cur.refresh_token);
-      } catch (e) {
-        if (!(e instanceof SignedOutError)) throw e;
-        this.#refused = cur.refresh_token;
-        await this.#store.set(this.#key, { signed_out: { reason: e.reason, at: new Date(this.#now()).toISOString() } });
-        throw this.#report(e);
-      }
-      const rec = pairToRecord(pair, this.#now());
-      await this.#store.set(this.#key, rec);
-      this.#seen = rec.refresh_token;
-      this.#o.onTokens?.(rec);
-      return rec;
-    });
+  /** Writes the pair received but not stored, under the lock; it stays in memory if the store fails again. */
+  async #flush() {
+    const later = [];
+    try {
+      await this.#withLock(() => this.#storePending(later));
+    } catch { /* the lock or the store: the next call tries again */ }
+    later.forEach((f) => f());
+  }
+
+  /** Under the lock: stores the pending pair unless the store moved on (kept if the store fails again). */
+  async #storePending(later) {
+    const p = this.#pending;
+    if (!p || this.#live(await this.#store.get(this.#key)) !== p.rec) return;
+    try {
+      await this.#store.set(this.#key, p.rec);
+    } catch {
+      return; // a full disk, a locked file: kept in memory
+    }
+    if (this.#pending === p) this.#pending = null;
+    later.push(() => this.#o.onTokens?.(p.rec));
+  }
+
+  /** The session is over: a tombstone for every process sharing the store, and the report (queued in `later`). */
+  async #end(err, refreshToken, later) {
+    this.#refused = refreshToken;
+    this.#pending = null;
+    await this.#store.set(this.#key, { signed_out: { reason: err.reason, at: new Date(this.#now()).toISOString() } });
+    return this.#report(err, later);
+  }
+
+  /** Under the store's lock: read again; refresh only if nobody else did.  Callbacks run after the lock. */
+  async #refreshLocked(observed) {
+    const later = [];
+    try {
+      return await this.#withLock(async () => {
+        const cur = await this.#current(later);
+        await this.#storePending(later);
+        if (cur.refresh_token !== observed.refresh_token) return cur; // the loser re-reads
+        if (this.#now() < this.#rateUntil) {
+          const left = Math.ceil((this.#rateUntil - this.#now()) / 1000);
+          throw new RateLimitedError(`no refresh before the server's Retry-After (${left} s)`, {}, left, this.#now());
+        }
+        const exchangedAt = this.#exchanged.get(cur.refresh_token);
+        if (exchangedAt !== undefined && this.#now() - exchangedAt > REFRESH_LOST_MS) {
+          const lost = new SignedOutError('refresh_lost', {
+            message: 'signed out (refresh_lost): the server exchanged the refresh token and the new pair was lost here',
+          });
+          throw await this.#end(lost, cur.refresh_token, later);
+        }
+        let pair;
+        try {
+          pair = await this.#exchange(cur.refresh_token);
+        } catch (e) {
+          if (e instanceof SignedOutError) throw await this.#end(e, cur.refresh_token, later);
+          this.#backoff();
+          throw e;
+        }
+        const rec = pairToRecord(pair, this.#now());
+        this.#failures = 0;
+        this.#retryAt = 0;
+        this.#seen = rec.refresh_token;
+        // Kept in memory until stored: the refresh token it replaced must not be presented again.
+        this.#pending = { rec, over: this.#pending ? this.#pending.over : cur.refresh_token };
+        await this.#storePending(later);
+        return rec;
+      });
+    } finally {
+      later.forEach((f) => f());
+    }
   }
 
   /**
@@ -457,7 +601,12 @@ export class TokenClient {
       const resp = await this.#transport.rpc('extension_token_refresh', { p_refresh_token: refreshToken },
         { bearer: null, signal: this.#timeout() });
       if (ok(resp)) {
-        if (!isSession(resp.data)) throw new ServerError('the refresh answered without a token pair', { status: resp.status });
+        // Exchanged: were this pair lost, the server answers again only within its retry window.
+        if (!this.#exchanged.has(refreshToken)) this.#exchanged.set(refreshToken, this.#now());
+        if (this.#exchanged.size > 8) this.#exchanged.delete(this.#exchanged.keys().next().value);
+        if (!isSession(resp.data)) {
+          throw new ServerError('the refresh answered without a well-formed token pair', { status: resp.status });
+        }
         return resp.data;
       }
       const err = errorFromResponse(resp, this.#now());

@@ -19,6 +19,22 @@ export const SIGNED_OUT_REASONS = Object.freeze([
   'session_expired',
 ]);
 
+/** DETAILs of PT401 from extension_token_pre_request that a new access token cures (its
+ *  validation errors, less `missing` and `insufficient_scope`): a 401 for any other reason
+ *  (a resource an API refuses, say) is not answered with a refresh. */
+export const ACCESS_TOKEN_REFUSALS = Object.freeze([
+  'expired',
+  'revoked',
+  'not_found',
+  'malformed',
+  'invalid_signature',
+  'unsupported_algorithm',
+  'not_yet_valid',
+  'wrong_issuer',
+  'wrong_audience',
+  'wrong_token_type',
+]);
+
 /** Base class: every error the client throws. */
 export class ExtensionTokensError extends Error {
   /**
@@ -45,7 +61,8 @@ export class SignedOutError extends ExtensionTokensError {
   constructor(reason, info = {}) {
     super(info.message ?? `signed out (${reason})`, { ...info, details: reason });
     /** refresh_token_already_used, session_revoked, session_expired, refresh_token_expired,
-     *  refresh_token_not_found, signed_out (this client's signOut), signed_out_elsewhere, no_session */
+     *  refresh_token_not_found, signed_out (this client's signOut), signed_out_elsewhere, no_session,
+     *  refresh_lost (the server exchanged the refresh token, the new pair was lost here) */
     this.reason = reason;
   }
 

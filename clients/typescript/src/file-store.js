@@ -3,7 +3,7 @@
 // makes one of them refresh while the others wait and then read the new pair.
 // Node.js only (node:fs); import it as '<package>/file-store'.
 //
-// Layout: <dir>/<key>.json (mode 0600, replaced atomically by rename) and,
+// Layout: <dir>/<key>.json (mode 0600, synced, replaced atomically by rename) and,
 // while someone holds the lock, <dir>/<key>.lock, created with O_EXCL and
 // holding {id, pid, host, at}.  The holder touches the lock file every
 // staleMs / 3; a lock file whose owner process is gone (same host) or that was
@@ -175,7 +175,13 @@ export class FileStore {
     const file = this.#file(key);
     const tmp = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
     try {
-      await fs.writeFile(tmp, JSON.stringify(record), { mode: 0o600 });
+      const fh = await fs.open(tmp, 'w', 0o600);
+      try {
+        await fh.writeFile(JSON.stringify(record));
+        await fh.sync(); // on disk before the rename: a crash leaves the old pair or the new, not an empty file
+      } finally {
+        await fh.close();
+      }
       await fs.rename(tmp, file);
     } catch (e) {
       await fs.unlink(tmp).catch(() => {});

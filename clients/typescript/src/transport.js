@@ -38,7 +38,9 @@ export function fetchTransport({ url, anonKey, fetch: fetchFn, headers: extra = 
       const auth = bearer ?? anonKey;
       if (auth) headers.Authorization = `Bearer ${auth}`;
       let target = `${base}/rpc/${encodeURIComponent(fn)}`;
-      const init = { method: get ? 'GET' : 'POST', headers, signal };
+      // PostgREST answers /rpc without redirects: one is not followed, since it would
+      // take the bearer and the apikey along to wherever it points.
+      const init = { method: get ? 'GET' : 'POST', headers, signal, redirect: 'manual' };
       if (get) {
         target += queryString(args);
       } else {
@@ -55,6 +57,11 @@ export function fetchTransport({ url, anonKey, fetch: fetchFn, headers: extra = 
           status: 0, data: null, error: { message: String(cause?.message ?? cause) }, headers: null, network: true, cause,
         };
       }
+      if (res.type === 'opaqueredirect' || (res.status >= 300 && res.status < 400)) {
+        const message = `PostgREST answered with a redirect (HTTP ${res.status || 'opaque'}), not followed: `
+          + 'is the url right?';
+        return { status: res.status || 300, data: null, error: { message }, headers: res.headers };
+      }
       let parsed = null;
       try {
         parsed = text === '' ? null : JSON.parse(text);
@@ -69,7 +76,8 @@ export function fetchTransport({ url, anonKey, fetch: fetchFn, headers: extra = 
 }
 
 /**
- * PostgREST reached through a supabase-js client (its .rpc()).  Anonymous calls
+ * PostgREST reached through a supabase-js client (its .rpc()), 2.45.4 or later
+ * (postgrest-js 1.16: rpc().setHeader).  Anonymous calls
  * carry `Authorization: Bearer <anon key>` explicitly, whatever session the
  * supabase client holds.  supabase-js does not expose response headers: the
  * retry time of a 429 then comes from the body (retry_after, or the hint).
@@ -85,7 +93,14 @@ export function supabaseTransport(supabase, { anonKey } = {}) {
     async rpc(fn, args = {}, { bearer = null, get = false, signal } = {}) {
       let q = supabase.rpc(fn, args ?? {}, get ? { get: true } : undefined);
       const auth = bearer ?? key;
-      if (auth && typeof q.setHeader === 'function') q = q.setHeader('Authorization', `Bearer ${auth}`);
+      if (auth) {
+        // Without setHeader the call would go out as whatever the supabase client holds.
+        if (typeof q.setHeader !== 'function') {
+          throw new TypeError('supabaseTransport: this supabase-js cannot set a header per call '
+            + '(rpc().setHeader): use @supabase/supabase-js 2.45.4 or later');
+        }
+        q = q.setHeader('Authorization', `Bearer ${auth}`);
+      }
       if (signal && typeof q.abortSignal === 'function') q = q.abortSignal(signal);
       let result;
       try {

@@ -1,9 +1,12 @@
 // Without a server: the refusal -> error mapping, refresh timing with jitter,
 // the device-flow poll loop (interval, slow_down, pending, denied, expired),
-// a short Retry-After waited out, the stores and the file lock.
+// a short Retry-After waited out, the backoff after a failed refresh, a pair
+// the store could not write, which 401s refresh, the token shapes, redirects,
+// the callbacks outside the lock, the stores and the file lock.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
 import { promises as fs, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -70,8 +73,11 @@ function fakeTransport(handler) {
     },
   };
 }
+// Tokens of our shapes (the client refuses others): A(n) an access token, R(n) a refresh token.
+const A = (n) => `h.a${n}.s`;
+const R = (n) => `ext_rt_r${n}`.padEnd(78, '0');
 const pairN = (n, expiresIn = 3600) => ({
-  access_token: `a${n}`, refresh_token: `r${n}`, token_type: 'Bearer', expires_in: expiresIn, session_id: 's',
+  access_token: A(n), refresh_token: R(n), token_type: 'Bearer', expires_in: expiresIn, session_id: 's',
 });
 
 test('refresh ahead: due at expiry - margin - jitter, jitter = random() * refreshJitter, fixed per pair', async () => {
@@ -82,9 +88,9 @@ test('refresh ahead: due at expiry - margin - jitter, jitter = random() * refres
     await client.setSession(pairN(1, 3600));
     const exp = 1_000_000 + 3600e3;
     clock = exp - before * 1000 - 1;
-    assert.equal(await client.getAccessToken(), 'a1', `random ${random}: 1 ms before due`);
+    assert.equal(await client.getAccessToken(), A(1), `random ${random}: 1 ms before due`);
     clock = exp - before * 1000;
-    assert.equal(await client.getAccessToken(), 'a2', `random ${random}: due`);
+    assert.equal(await client.getAccessToken(), A(2), `random ${random}: due`);
     assert.equal(t.calls.filter((c) => c.fn === 'extension_token_refresh').length, 1);
   }
 });
@@ -95,9 +101,9 @@ test('refresh ahead of a short-lived token: margin at most half, jitter at most 
   const client = new TokenClient({ transport: t, now: () => clock, random: () => 0.999999 });
   await client.setSession(pairN(1, 100)); // 100 s: margin 50 s, jitter < 25 s
   clock = 24_900; // due from 100 - 50 - 25 = 25 s
-  assert.equal(await client.getAccessToken(), 'a1');
+  assert.equal(await client.getAccessToken(), A(1));
   clock = 25_001;
-  assert.equal(await client.getAccessToken(), 'a2');
+  assert.equal(await client.getAccessToken(), A(2));
 });
 
 test('pairToRecord reckons expiry from expires_in on this machine\'s clock', () => {
@@ -116,7 +122,7 @@ test('a short Retry-After is waited out and the refresh retried; a long one is t
   });
   const client = new TokenClient({ transport: t, sleep: async (ms) => { slept.push(ms); }, maxRetryWait: 10 });
   await client.setSession(pairN(1));
-  assert.equal((await client.refresh()).access_token, 'a2');
+  assert.equal((await client.refresh()).access_token, A(2));
   assert.deepEqual(slept, [3000]);
 
   const t2 = fakeTransport(() => ({ status: 429, error: body('PT429'), headers: headers({ 'Retry-After': '30' }) }));
@@ -140,9 +146,9 @@ test('a lost refresh answer is retried with the same token within retryWindow, w
     transport: t, now: () => clock, sleep: async (ms) => { slept.push(ms); clock += ms; }, retryWindow: 20,
   });
   await client.setSession(pairN(1));
-  assert.equal((await client.refresh()).access_token, 'a2');
+  assert.equal((await client.refresh()).access_token, A(2));
   assert.deepEqual(slept, [250, 500]);
-  assert.deepEqual(t.calls.map((c) => c.args.p_refresh_token), ['r1', 'r1', 'r1']);
+  assert.deepEqual(t.calls.map((c) => c.args.p_refresh_token), [R(1), R(1), R(1)]);
   assert.ok(t.calls.every((c) => c.bearer === null), 'refresh is anonymous');
 });
 
@@ -154,7 +160,7 @@ test('errors that are not the session\'s end keep the tokens and report nothing'
     const client = new TokenClient({ transport: t, onSignedOut: (e) => reports.push(e) });
     await client.setSession(pairN(1));
     await assert.rejects(client.refresh(), cls);
-    assert.equal((await client.getSession()).refresh_token, 'r1');
+    assert.equal((await client.getSession()).refresh_token, R(1));
     assert.deepEqual(reports, []);
   }
 });
@@ -168,8 +174,246 @@ test('startAutoRefresh refreshes in the background when due, stops on signed out
   client.startAutoRefresh();
   await new Promise((r) => { setTimeout(r, 2000); });
   client.stopAutoRefresh();
-  assert.deepEqual(t.calls.map((c) => c.args.p_refresh_token), ['r1', 'r2', 'r3']);
+  assert.deepEqual(t.calls.map((c) => c.args.p_refresh_token), [R(1), R(2), R(3)]);
   assert.deepEqual(reports, ['session_revoked']);
+});
+
+const settle = () => new Promise((r) => { setImmediate(r); });
+
+test('a failed refresh ahead is retried after 5 s, then 30 s doubling, or after Retry-After; not on each tick or call', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const cases = [
+    // 5 s, 30 s, 1, 2, 4 min, then every 5 min
+    [{ status: 500, error: body('XX000', null) }, [0, 5, 35, 95, 215, ...Array.from({ length: 12 }, (_, i) => 455 + 300 * i)]],
+    [{ status: 429, error: body('PT429'), headers: headers({ 'Retry-After': '3600' }) }, [0, 3600]],
+  ];
+  for (const [answer, expected] of cases) {
+    const t0 = 95_000_000;
+    let clock = 0;
+    const sent = [];
+    const tr = fakeTransport(() => { sent.push((clock - t0) / 1000); return answer; });
+    const client = new TokenClient({ transport: tr, now: () => clock, random: () => 0, refreshMargin: 5000 });
+    await client.setSession(pairN(1, 100_000)); // due at 95 000 s, valid until 100 000 s
+    clock = t0;
+    client.startAutoRefresh();
+    for (let s = 0; s <= 4000; s++) {
+      t.mock.timers.tick(s === 0 ? 0 : 1000);
+      await settle();
+      assert.equal(await client.getAccessToken(), A(1), 'the valid token is used meanwhile');
+      clock += 1000;
+    }
+    client.stopAutoRefresh();
+    assert.deepEqual(sent.filter((x) => x <= 4000), expected, JSON.stringify(answer.error));
+  }
+});
+
+test('startAutoRefresh retries a refresh that failed outright within 5 s, inside the server\'s 30 s retry window', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  let clock = 0;
+  let elapsed = 0; // mock-timer ms
+  const batches = [];
+  const tr = fakeTransport(() => {
+    if (batches.at(-1)?.end !== clock) batches.push({ at: elapsed });
+    batches.at(-1).end = clock;
+    return { status: 0, error: { message: 'reset' }, network: true };
+  });
+  const client = new TokenClient({
+    transport: tr, now: () => clock, random: () => 0, sleep: async (ms) => { clock += ms; batches.at(-1).end = clock; },
+  });
+  await client.setSession(pairN(1, 60));
+  clock = 61_000; // expired: the failure is thrown, not swallowed
+  client.startAutoRefresh();
+  for (; elapsed <= 40_000; elapsed += 1000) {
+    t.mock.timers.tick(elapsed === 0 ? 0 : 1000);
+    await settle();
+    clock += 1000;
+  }
+  client.stopAutoRefresh();
+  assert.equal(batches[0].at, 0);
+  assert.equal(batches[1]?.at, 5000, `the second attempt at ${batches[1]?.at} ms`);
+  assert.equal(batches[2]?.at, 35_000, 'then 30 s');
+});
+
+/** A MemoryStore whose next `fails` set()s fail (a full disk, a locked file) and whose lock is observable. */
+class FlakyStore extends C.MemoryStore {
+  fails = 0;
+
+  held = false;
+
+  async set(key, record) {
+    if (this.fails > 0) {
+      this.fails -= 1;
+      throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    }
+    return super.set(key, record);
+  }
+
+  async withLock(key, fn) {
+    return super.withLock(key, async () => {
+      this.held = true;
+      try {
+        return await fn();
+      } finally {
+        this.held = false;
+      }
+    });
+  }
+}
+
+test('a pair the store could not write is used and stored on the next call; the refresh token it replaced is not sent again', async (ctx) => {
+  let clock = 0;
+  let n = 1;
+  const t = fakeTransport((fn) => (fn === 'extension_token_refresh' ? { status: 200, data: pairN(++n) } : { status: 200, data: 'ok' }));
+  const store = new FlakyStore();
+  const stored = [];
+  const client = new TokenClient({ transport: t, store, now: () => clock, onTokens: (r) => stored.push(r.access_token) });
+  await client.setSession(pairN(1));
+  clock = 3600e3 - 200e3; // due, valid 200 s more
+  store.fails = 1;
+  assert.equal(await client.getAccessToken(), A(2), 'the new pair, though not stored');
+  assert.equal((await store.get('session')).refresh_token, R(1));
+  assert.equal((await client.getSession()).access_token, A(2));
+  clock += 45e3;
+  assert.equal(await client.rpc('whoami'), 'ok');
+  assert.equal(t.calls.at(-1).bearer, A(2));
+  assert.equal((await store.get('session')).refresh_token, R(2), 'stored on the next call');
+  assert.deepEqual(stored, [A(1), A(2)]);
+  await client.refresh();
+  assert.deepEqual(t.calls.filter((c) => c.fn === 'extension_token_refresh').map((c) => c.args.p_refresh_token), [R(1), R(2)]);
+  // with only the auto refresh running, the write is tried again within 5 s
+  ctx.mock.timers.enable({ apis: ['setTimeout'] });
+  store.fails = 2; // the refresh's write and the first tick's
+  await client.refresh();
+  client.startAutoRefresh();
+  for (let s = 0; s <= 5; s++) {
+    ctx.mock.timers.tick(s === 0 ? 0 : 1000);
+    await settle();
+  }
+  client.stopAutoRefresh();
+  assert.equal((await store.get('session')).refresh_token, R(4));
+  assert.equal(t.calls.filter((c) => c.fn === 'extension_token_refresh').length, 3);
+  assert.deepEqual(stored, [A(1), A(2), A(3), A(4)]);
+});
+
+test('a refresh token the server exchanged, its pair lost, is not sent again after 25 s: signed out (refresh_lost)', async () => {
+  let clock = 0;
+  // the server exchanged R(1) and its answer came back truncated
+  const t = fakeTransport(() => ({ status: 200, data: { access_token: A(2), refresh_token: null, expires_in: 3600 } }));
+  const reports = [];
+  const client = new TokenClient({ transport: t, now: () => clock, onSignedOut: (e) => reports.push(e.reason) });
+  await client.setSession(pairN(1));
+  await assert.rejects(client.refresh(), C.ServerError);
+  clock += 20e3;
+  await assert.rejects(client.refresh(), C.ServerError, 'within the server\'s retry window: asked again');
+  clock += 10e3;
+  await assert.rejects(client.refresh(), (e) => e instanceof C.SignedOutError && e.reason === 'refresh_lost');
+  assert.equal(t.calls.length, 2, 'no request 30 s after the exchange');
+  assert.deepEqual(reports, ['refresh_lost']);
+  assert.equal((await client.store.get('session')).signed_out.reason, 'refresh_lost');
+});
+
+test('a 401 refreshes only when it refuses the token (or the token expired here), and not again for the token that refresh got', async () => {
+  let n = 1;
+  const t = fakeTransport((fn, args, opts) => {
+    if (fn === 'extension_token_refresh') return { status: 200, data: pairN(++n) };
+    if (fn === 'mine') return { status: 401, error: body('PT401', 'not your document') };
+    return { status: 401, error: body('PT401', 'expired') };
+  });
+  let api = () => new Response('{"error":"not your document"}', { status: 401, headers: { 'Content-Type': 'application/json' } });
+  const sentTo = [];
+  const client = new TokenClient({
+    transport: t, fetch: async (url, init) => { sentTo.push(new Headers(init.headers).get('authorization')); return api(); },
+  });
+  await client.setSession(pairN(1));
+  const refreshes = () => t.calls.filter((c) => c.fn === 'extension_token_refresh').length;
+  for (let i = 0; i < 5; i++) {
+    assert.equal((await client.fetch('https://api.example/docs/42')).status, 401);
+    await assert.rejects(client.rpc('mine'), (e) => e instanceof C.AccessTokenRejectedError && e.reason === 'not your document');
+  }
+  assert.equal(refreshes(), 0, 'a 401 that is not about the token');
+  assert.equal(sentTo.length, 5);
+  api = () => new Response('', { status: 401, headers: { 'WWW-Authenticate': 'Bearer error="invalid_token"' } });
+  assert.equal((await client.fetch('https://api.example/docs/42')).status, 401);
+  assert.deepEqual(sentTo.slice(5), [`Bearer ${A(1)}`, `Bearer ${A(2)}`], 'refreshed once and sent again');
+  assert.equal((await client.fetch('https://api.example/docs/42')).status, 401);
+  await assert.rejects(client.rpc('theirs'), (e) => e instanceof C.AccessTokenRejectedError && e.reason === 'expired');
+  assert.equal(refreshes(), 1, 'the token a refresh after a 401 got is not refreshed on a 401');
+  api = () => new Response('{"code":"PGRST301","message":"JWT expired"}', { status: 401, headers: { 'Content-Type': 'application/json' } });
+  const c2 = new TokenClient({ transport: t, fetch: async () => api() });
+  await c2.setSession(pairN(7));
+  await c2.fetch('https://api.example/docs/42');
+  assert.equal(refreshes(), 2, 'PGRST301 in the body refuses the token');
+});
+
+test('onSignedOut and onTokens run after the store\'s lock is released', async () => {
+  const store = new FlakyStore();
+  const seen = [];
+  let refuse = false;
+  const t = fakeTransport(() => (refuse ? { status: 401, error: body('PT401', 'session_revoked') } : { status: 200, data: pairN(2) }));
+  const client = new TokenClient({
+    transport: t, store, onTokens: () => seen.push(['tokens', store.held]), onSignedOut: () => seen.push(['signed_out', store.held]),
+  });
+  await client.setSession(pairN(1));
+  await client.refresh();
+  refuse = true;
+  await assert.rejects(client.refresh(), C.SignedOutError);
+  assert.deepEqual(seen, [['tokens', false], ['tokens', false], ['signed_out', false]]);
+});
+
+test('tokens of another shape (a line break, a space) are refused when stored and when read, never shown in a message', async () => {
+  for (const bad of [{ ...pairN(1), access_token: `${A(1)}\n` }, { ...pairN(1), access_token: 'SECRET ACCESS' },
+    { ...pairN(1), refresh_token: `${R(1)}\n` }, { ...pairN(1), refresh_token: 'ext_rt_short' }]) {
+    assert.throws(() => C.pairToRecord(bad), (e) => e instanceof TypeError && /not a token pair/.test(e.message)
+      && !e.message.includes(A(1)) && !e.message.includes('SECRET') && !e.message.includes(R(1)) && !e.message.includes('short'));
+  }
+  assert.ok(C.pairToRecord({ ...pairN(1), refresh_token: `ext_rt_${'x'.repeat(49)}` }), 'a refresh token made by 1.1');
+  const store = new C.MemoryStore();
+  await store.set('session', { ...C.pairToRecord(pairN(1)), access_token: `${A(1)}\n` });
+  const t = fakeTransport(() => ({ status: 200, data: 1 }));
+  const client = new TokenClient({ transport: t, store });
+  assert.equal(await client.getSession(), null, 'unreadable: as if empty');
+  await assert.rejects(client.rpc('whoami'), (e) => e instanceof C.SignedOutError && e.reason === 'no_session');
+  assert.equal(t.calls.length, 0);
+});
+
+test('supabaseTransport refuses a supabase-js whose rpc() has no setHeader: the call would go out as another identity', async () => {
+  const sent = [];
+  const supabase = {
+    supabaseKey: 'ANON',
+    rpc(fn) {
+      return { then: (ok, bad) => { sent.push(fn); return Promise.resolve({ data: { role: 'anon' }, error: null, status: 200 }).then(ok, bad); } };
+    },
+  };
+  const client = new TokenClient({ supabase });
+  await client.setSession(pairN(1));
+  await assert.rejects(client.rpc('whoami'), (e) => e instanceof TypeError && /setHeader/.test(e.message) && /2\.45\.4/.test(e.message));
+  await assert.rejects(client.refresh(), TypeError, 'anonymous calls too: the anon key must be the bearer');
+  assert.deepEqual(sent, []);
+});
+
+test('fetchTransport does not follow a redirect: the bearer and the apikey stay with PostgREST', async () => {
+  const seen = [];
+  const other = createServer((req, res) => { seen.push(req.headers); res.setHeader('Content-Type', 'application/json'); res.end('{}'); });
+  await new Promise((r) => { other.listen(0, '127.0.0.1', r); });
+  const api = createServer((req, res) => {
+    res.statusCode = 307;
+    res.setHeader('Location', `http://127.0.0.1:${other.address().port}${req.url}`);
+    res.end();
+  });
+  await new Promise((r) => { api.listen(0, '127.0.0.1', r); });
+  try {
+    const client = new TokenClient({ url: `http://127.0.0.1:${api.address().port}`, anonKey: 'ANON' });
+    await client.setSession(pairN(1));
+    for (const get of [false, true]) {
+      const e = await client.rpc('whoami', {}, { get }).then(() => null, (x) => x);
+      assert.ok(e instanceof C.ExtensionTokensError && /redirect/.test(e.message), String(e));
+      assert.equal(e.status, 307);
+    }
+    assert.deepEqual(seen, []);
+  } finally {
+    api.close();
+    other.close();
+  }
 });
 
 // --- device flow ---------------------------------------------------------
@@ -212,8 +456,8 @@ test('device flow: polls every interval, +5 s after slow_down, backs off on a ne
   assert.deepEqual(t.calls[0], { fn: 'extension_token_device_start', args: { p_name: 'Fusion add-in', p_scopes: ['files:read'] }, bearer: null });
   assert.deepEqual(slept, [5000, 5000, 10000, 10000, 20000, 10000]);
   assert.equal(pending, 3);
-  assert.equal(rec.access_token, 'a9');
-  assert.equal((await client.getSession()).refresh_token, 'r9');
+  assert.equal(rec.access_token, A(9));
+  assert.equal((await client.getSession()).refresh_token, R(9));
   assert.ok(t.calls.every((c) => c.bearer === null), 'the device flow is anonymous');
 });
 
@@ -268,9 +512,9 @@ test('SecretStorageStore: JSON under a prefixed key in SecretStorage; get/store/
   store.onDidChange('session', () => { changes += 1; });
   const client = new TokenClient({ transport: fakeTransport(() => ({ status: 200, data: pairN(2) })), store });
   await client.setSession(pairN(1));
-  assert.equal(JSON.parse(m.get('extension_tokens:session')).refresh_token, 'r1');
+  assert.equal(JSON.parse(m.get('extension_tokens:session')).refresh_token, R(1));
   await client.refresh();
-  assert.equal(JSON.parse(m.get('extension_tokens:session')).refresh_token, 'r2');
+  assert.equal(JSON.parse(m.get('extension_tokens:session')).refresh_token, R(2));
   await store.delete('session');
   assert.equal(m.size, 0);
   assert.equal(await store.get('session'), null);
@@ -292,6 +536,24 @@ test('FileStore: 0600 files replaced atomically, missing -> null', async () => {
   assert.equal((await fs.stat(join(dir, 'sub', 'a%2fb.json'))).mode & 0o777, 0o600);
   await s.delete('a/b');
   assert.equal(await s.get('a/b'), null);
+});
+
+test('FileStore.set syncs the file before renaming it into place', async (t) => {
+  const { promises } = await import('node:fs');
+  const log = [];
+  const open = promises.open;
+  t.mock.method(promises, 'open', async (...args) => {
+    const fh = await open(...args);
+    const sync = fh.sync.bind(fh);
+    fh.sync = async () => { log.push('sync'); return sync(); };
+    return fh;
+  });
+  const rename = promises.rename;
+  t.mock.method(promises, 'rename', async (...args) => { log.push('rename'); return rename(...args); });
+  const s = new FileStore(mkdtempSync(join(tmpdir(), 'fs-')));
+  await s.set('k', { x: 1 });
+  assert.deepEqual(log, ['sync', 'rename']);
+  assert.deepEqual(await s.get('k'), { x: 1 });
 });
 
 test('FileLock: a waiter waits for the holder; a lock left by a dead process or untouched for staleMs is broken', async () => {
