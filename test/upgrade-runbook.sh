@@ -87,13 +87,13 @@ CONF
 pgrst_pid=$!
 trap 'kill $pgrst_pid 2>/dev/null; et_stop_clusters' EXIT
 # A signed-in user of PostgREST (role authenticated), as Supabase's JWTs are.
-user_jwt=$(python3 -c 'import jwt, sys, time
+user_jwt=$(/usr/bin/python3 -c 'import jwt, sys, time
 print(jwt.encode({"role": "authenticated", "sub": "b0000000-0000-4000-8000-00000000000b",
                   "exp": int(time.time()) + 3600}, sys.argv[1], algorithm="HS256"))' "$secret")
 # rpc FUNCTION JSON [BEARER]: POST /rpc/FUNCTION; prints "STATUS CODE" (the
 # body's PostgreSQL error code, or "-") and the body on a second line.
 rpc() {
-    python3 - "http://127.0.0.1:$pgrst_port/rpc/$1" "$2" "${3:-}" <<'PY'
+    /usr/bin/python3 - "http://127.0.0.1:$pgrst_port/rpc/$1" "$2" "${3:-}" <<'PY'
 import json, sys, urllib.request, urllib.error
 req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST",
                              headers={"Content-Type": "application/json"})
