@@ -29,9 +29,8 @@
  * run in it by name, so after a rename the cleanup stopped running (its
  * database was gone) and a later DROP DATABASE left the jobs behind.  A
  * ProcessUtility hook notes the two names; the pre-commit callback, if the
- * old name is then gone and the new one there, has a worker make the jobs
- * again under the new name, with their schedule, command and user, and
- * remove the old ones.
+ * old name is then gone and the new one there, has a worker give the jobs
+ * the new name in cron.job, schedules and user kept.
  *
  * The jobs are removed (or moved) in the cron database's own transaction;
  * should the commit fail after that, extension_tokens_cleanup_schedule()

@@ -58,7 +58,6 @@ typedef struct CronRequest
 	char		database[NAMEDATALEN];
 	char		new_name[NAMEDATALEN];	/* "": no rename; else `database`'s
 										 * jobs move to this name */
-	char		schema[NAMEDATALEN];
 	char		username[NAMEDATALEN];
 	char		schedule[128];
 	/* filled in by the worker */
@@ -100,7 +99,7 @@ start_worker(const char *function, const char *name, Datum arg,
 /*
  * Runs one request in a worker connected to the cron database and waits for
  * it.  Removing jobs needs nothing of the extension (it may be gone already:
- * see uninstall.c); scheduling needs its schema and owner.
+ * see uninstall.c); scheduling needs its owner.
  */
 static bool
 cron_request(bool unschedule, bool missing_ok, const char *database,
@@ -128,7 +127,6 @@ cron_request(bool unschedule, bool missing_ok, const char *database,
 	strlcpy(req->new_name, new_name ? new_name : "", sizeof(req->new_name));
 	if (!unschedule && new_name == NULL)
 	{
-		strlcpy(req->schema, get_namespace_name(StorageExtensionSchema()), sizeof(req->schema));
 		strlcpy(req->username, GetUserNameFromId(StorageExtensionOwner(), false),
 				sizeof(req->username));
 	}
