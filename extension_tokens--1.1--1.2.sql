@@ -7,6 +7,32 @@
 \echo Use "ALTER EXTENSION extension_tokens UPDATE TO '1.2'" to load this file. \quit
 
 -------------------------------------------------------------------------------
+-- What this script creates belongs to the extension's owner, as after a
+-- fresh install, whoever runs ALTER EXTENSION ... UPDATE: a role made
+-- superuser for an upgrade and demoted afterwards must not own the tables
+-- and the SECURITY DEFINER code (nor be named in their initial privileges,
+-- which PostgreSQL 17 ties to the role).  So the script runs as the owner
+-- (SET LOCAL ROLE), when the owner is a superuser as creating these objects
+-- needs; the role in force before is set again at its end.
+-------------------------------------------------------------------------------
+
+DO $owner_role$
+DECLARE
+    owner_name pg_catalog.name;
+    owner_super boolean;
+BEGIN
+    SELECT a.rolname, a.rolsuper INTO owner_name, owner_super
+      FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_authid a ON a.oid OPERATOR(pg_catalog.=) e.extowner
+     WHERE e.extname OPERATOR(pg_catalog.=) 'extension_tokens';
+    PERFORM pg_catalog.set_config('extension_tokens_update.role',
+                                  pg_catalog.current_setting('role'), true);
+    IF owner_super AND owner_name OPERATOR(pg_catalog.<>) CURRENT_USER THEN
+        PERFORM pg_catalog.set_config('role', owner_name, true);
+    END IF;
+END
+$owner_role$;
+
+-------------------------------------------------------------------------------
 -- Default privileges (ALTER DEFAULT PRIVILEGES) may grant the tables and
 -- functions this script creates to other roles as they are created: Supabase
 -- grants everything new in public to its API roles.  This helper takes back
@@ -968,9 +994,8 @@ END
 $cron$;
 
 -- Every object of the extension belongs to the extension's owner, as after a
--- fresh install.  ALTER EXTENSION ... UPDATE makes whoever runs it the owner
--- of what the update creates; a role made superuser for an upgrade and
--- demoted afterwards would own the tables and the SECURITY DEFINER code.
+-- fresh install: what an earlier update run by another role made, too (this
+-- script's own objects were made as the owner: see its top).
 DO $owner$
 DECLARE
     ext_owner pg_catalog.oid;
@@ -1010,8 +1035,10 @@ BEGIN
                     r.objid::pg_catalog.regprocedure, owner_name);
             END IF;
         ELSIF r.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_type'::pg_catalog.regclass THEN
+            -- an array type (a member too since PostgreSQL 17) follows its element
             PERFORM 1 FROM pg_catalog.pg_type t
-              WHERE t.oid OPERATOR(pg_catalog.=) r.objid AND t.typowner OPERATOR(pg_catalog.<>) ext_owner;
+              WHERE t.oid OPERATOR(pg_catalog.=) r.objid AND t.typowner OPERATOR(pg_catalog.<>) ext_owner
+                AND t.typcategory OPERATOR(pg_catalog.<>) 'A';
             IF FOUND THEN
                 EXECUTE pg_catalog.format('ALTER %s %s OWNER TO %I',
                     (SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END
@@ -1035,3 +1062,6 @@ $owner$;
 
 -- The helper of the top of this script has done its work.
 DROP FUNCTION extension_tokens_revoke_role_grants(text, text);
+
+-- The role in force before this script, again.
+SELECT pg_catalog.set_config('role', pg_catalog.current_setting('extension_tokens_update.role'), true);
