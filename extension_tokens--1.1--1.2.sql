@@ -10,10 +10,10 @@
 -- What this script creates belongs to the extension's owner, as after a
 -- fresh install, whoever runs ALTER EXTENSION ... UPDATE: a role made
 -- superuser for an upgrade and demoted afterwards must not own the tables
--- and the SECURITY DEFINER code (nor be named in their initial privileges,
--- which PostgreSQL 17 ties to the role).  So the script runs as the owner
--- (SET LOCAL ROLE), when the owner is a superuser as creating these objects
--- needs; the role in force before is set again at its end.
+-- and the functions that run as their owner (nor be named in their initial
+-- privileges, which PostgreSQL 17 ties to the role).  So the script runs as
+-- the owner (SET LOCAL ROLE), when the owner is a superuser as creating
+-- these objects needs; the role in force before is set again at its end.
 -------------------------------------------------------------------------------
 
 DO $owner_role$

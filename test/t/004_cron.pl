@@ -213,9 +213,13 @@ ok( $node->poll_query_until('postgres',
 		  WHERE j.jobname = 'extension_tokens_cleanup:app4b' AND d.database = 'app4b'
 		    AND d.start_time > '$renamed_at' AND d.status = 'succeeded'"),
 	'pg_cron runs the moved cleanup in the renamed database, and it succeeds');
-($ret, $out, $err) = $node->psql('postgres', 'ALTER DATABASE app2x RENAME TO app2y');
-like($err, qr/does not exist/, 'a rename that fails ...');
-is($jobs_of->('app2y'), '0', '... moves nothing');
+# a database with jobs, renamed to the name of one without: the rename
+# fails, under a savepoint of a transaction that commits
+($ret, $out, $err) = $node->psql('postgres',
+	"BEGIN;\nSAVEPOINT s;\nALTER DATABASE app RENAME TO postgres;\nROLLBACK TO s;\nCOMMIT;",
+	on_error_stop => 0);
+like($err, qr/already exists/, 'a rename that fails, in a transaction that commits ...');
+is($jobs_of->('app') . ' ' . $jobs_of->('postgres'), '2 0', '... moves nothing');
 ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE app4b');
 is($jobs_of->('app4b'), '0', 'DROP DATABASE of the renamed database removes its jobs');
 is($jobs_of->('app'), '2', "the other databases' jobs stay");
